@@ -1,0 +1,142 @@
+//! Wires the parts together: `start` binds the sockets, starts the Consul sync and the DNS
+//! server, and returns a handle that shuts everything down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::proto::rr::Name;
+use hickory_server::zone_handler::Catalog;
+use hickory_server::Server;
+use tracing::info;
+
+use crate::config::Config;
+use crate::consul::sync::{SyncOptions, Syncer};
+use crate::consul::{ClientOptions, ConsulClient, ConsulError};
+use crate::dns::handler::{DnsHandler, ResponseLimits};
+use crate::dns::prepared::Settings;
+use crate::dns::server::{self, BindError};
+use crate::dns::zone::{ConsulZone, SoaTimers, ZoneOptions};
+use crate::view::View;
+
+/// How long an idle TCP connection is kept.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest UDP response (DNS Flag Day 2020: no IP fragmentation).
+const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Why the server could not start. Each is a configuration or environment problem that a
+/// retry will not fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Consul(#[from] ConsulError),
+    #[error("invalid domain {0:?}")]
+    Domain(String),
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound DNS addresses (UDP and TCP on each), port 0 resolved.
+    pub dns_addrs: Vec<SocketAddr>,
+    server: Server<DnsHandler>,
+    syncer: Arc<Syncer>,
+}
+
+impl Running {
+    pub fn syncer(&self) -> &Arc<Syncer> {
+        &self.syncer
+    }
+
+    /// Stops listening, lets in-flight queries finish, ends the Consul watches.
+    pub async fn shutdown(mut self) {
+        self.syncer.shutdown();
+        if let Err(e) = self.server.shutdown_gracefully().await {
+            tracing::warn!(error = %e, "DNS server stopped with an error");
+        }
+    }
+}
+
+/// Starts serving `config`. Consul need not be reachable: the sync retries in the background
+/// and Consul names are SERVFAIL until the first sync.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let mut domains = Vec::new();
+    for d in std::iter::once(&config.domain).chain(config.alt_domain.iter()) {
+        let name = Name::from_ascii(d).map_err(|_| StartError::Domain(d.clone()))?;
+        domains.push(name.to_lowercase());
+    }
+    let dns = &config.dns;
+    let client = ConsulClient::new(
+        &config.consul_addr,
+        config.token.as_ref().map(|t| t.expose()),
+        ClientOptions {
+            stale: dns.allow_stale,
+            wait: config.blocking_wait,
+        },
+    )?;
+    let sockets = server::bind(&config.listen).await?;
+    if !config.recursors.is_empty() {
+        tracing::warn!("recursors are configured, but forwarding is not implemented yet: names outside the Consul domain are REFUSED");
+    }
+
+    let settings = Settings {
+        domains: domains.clone(),
+        datacenter: String::new(),
+        only_passing: dns.only_passing,
+        node_ttl: dns.node_ttl,
+        node_meta_txt: dns.enable_additional_node_meta_txt,
+    };
+    let syncer = Syncer::start(
+        client,
+        View::new(),
+        SyncOptions {
+            datacenter: config.datacenter.clone(),
+            settings,
+            service_ttl: dns.service_ttl.clone(),
+            max_watches: config.max_watches,
+            watch_idle_timeout: config.watch_idle_timeout,
+        },
+    );
+    let zone = Arc::new(ConsulZone::new(
+        ZoneOptions {
+            domains,
+            node_ttl: dns.node_ttl,
+            soa: SoaTimers {
+                refresh: dns.soa.refresh,
+                retry: dns.soa.retry,
+                expire: dns.soa.expire,
+                min_ttl: dns.soa.min_ttl,
+            },
+            a_record_limit: dns.a_record_limit as usize,
+            node_meta_txt: dns.enable_additional_node_meta_txt,
+            startup_wait: config.startup_wait,
+        },
+        Arc::clone(&syncer),
+    ));
+    let handler = DnsHandler::new(
+        zone,
+        Catalog::new(),
+        ResponseLimits {
+            udp_answer_limit: dns.udp_answer_limit as usize,
+            max_udp_payload: MAX_UDP_PAYLOAD,
+            // Forwarding is not implemented yet: never claim recursion.
+            recursion_available: false,
+        },
+    );
+    let mut server = Server::new(handler);
+    for udp in sockets.udp {
+        server.register_socket(udp);
+    }
+    for tcp in sockets.tcp {
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
+    }
+    for addr in &sockets.addrs {
+        info!(%addr, "listening on {addr} (udp, tcp)");
+    }
+    Ok(Running {
+        dns_addrs: sockets.addrs,
+        server,
+        syncer,
+    })
+}

@@ -1,0 +1,570 @@
+//! The TOML config file: raw parsing (with spans, for line numbers) and conversion of
+//! every key to its typed value, with errors naming the file, line and key.
+//!
+//! Parsing happens in two steps. First the text is deserialised into `RawFile`, whose
+//! leaves are untyped `Spanned<Value>`s: this catches syntax errors and unknown keys
+//! (`deny_unknown_fields`), both with a line number. Then each leaf is converted by hand,
+//! so that type and range errors can name the exact key (`dns_config.soa.retry`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use super::duration::parse_go_duration;
+use super::values::{
+    normalize_consul_addr, normalize_datacenter, normalize_domain, parse_listen_addr,
+    parse_recursor, ttl_seconds,
+};
+use super::{
+    check_listen_list, ConfigError, FileLocation, RecursorStrategy, Secret, MAX_BLOCKING_WAIT,
+    MIN_BLOCKING_WAIT,
+};
+
+type Raw = Option<Spanned<Value>>;
+
+/// Declares the `dns_config` keys once; they are accepted both at the top level of the
+/// file and inside a `[dns_config]` table (Consul's own layout).
+macro_rules! raw_structs {
+    ($($dns:ident),* $(,)?) => {
+        /// The `[dns_config]` table.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, expecting = "a [dns_config] table")]
+        struct RawDns {
+            $($dns: Raw,)*
+        }
+
+        /// The whole file.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, expecting = "a table of consul-dns settings")]
+        struct RawFile {
+            consul_addr: Raw,
+            token: Raw,
+            listen: Raw,
+            domain: Raw,
+            alt_domain: Raw,
+            datacenter: Raw,
+            recursors: Raw,
+            max_watches: Raw,
+            watch_idle_timeout: Raw,
+            startup_wait: Raw,
+            blocking_wait: Raw,
+            dns_config: Option<RawDns>,
+            $($dns: Raw,)*
+        }
+
+        impl RawFile {
+            /// Moves the top-level `dns_config` keys out.
+            fn take_dns(&mut self) -> RawDns {
+                RawDns { $($dns: self.$dns.take(),)* }
+            }
+        }
+
+        impl RawDns {
+            /// Combines the top-level keys with the `[dns_config]` table into fields that
+            /// carry their full key path. A key set in both places is an error.
+            fn merge(self, section: RawDns, ctx: &Ctx<'_>) -> Result<DnsFields, ConfigError> {
+                Ok(DnsFields {
+                    $($dns: ctx.pick(stringify!($dns), self.$dns, section.$dns)?,)*
+                })
+            }
+        }
+
+        /// The `dns_config` keys that were set, wherever they were set.
+        struct DnsFields {
+            $($dns: Option<Field>,)*
+        }
+    };
+}
+
+raw_structs!(
+    allow_stale,
+    max_stale,
+    node_ttl,
+    service_ttl,
+    enable_truncate,
+    only_passing,
+    recursor_strategy,
+    recursor_timeout,
+    disable_compression,
+    udp_answer_limit,
+    a_record_limit,
+    enable_additional_node_meta_txt,
+    soa,
+    use_cache,
+    cache_max_age,
+    prefer_namespace,
+);
+
+/// Keys of the `soa` table.
+const SOA_KEYS: [&str; 4] = ["refresh", "retry", "expire", "min_ttl"];
+
+/// Typed values read from a config file; `None` = not set in the file.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct FileConfig {
+    pub consul_addr: Option<String>,
+    pub token: Option<Secret>,
+    pub listen: Option<Vec<SocketAddr>>,
+    pub domain: Option<String>,
+    pub alt_domain: Option<String>,
+    pub datacenter: Option<String>,
+    pub recursors: Option<Vec<SocketAddr>>,
+    pub max_watches: Option<usize>,
+    pub watch_idle_timeout: Option<Duration>,
+    pub startup_wait: Option<Duration>,
+    pub blocking_wait: Option<Duration>,
+    pub dns: DnsFile,
+}
+
+/// `dns_config` values read from a config file; `None` = not set.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct DnsFile {
+    pub allow_stale: Option<bool>,
+    pub max_stale: Option<Duration>,
+    pub node_ttl: Option<u32>,
+    /// Lower-cased key → TTL seconds.
+    pub service_ttl: Option<BTreeMap<String, u32>>,
+    pub enable_truncate: Option<bool>,
+    pub only_passing: Option<bool>,
+    pub recursor_strategy: Option<RecursorStrategy>,
+    pub recursor_timeout: Option<Duration>,
+    pub disable_compression: Option<bool>,
+    pub udp_answer_limit: Option<u32>,
+    pub a_record_limit: Option<u32>,
+    pub enable_additional_node_meta_txt: Option<bool>,
+    pub soa: SoaFile,
+    pub use_cache: Option<bool>,
+    pub cache_max_age: Option<Duration>,
+    pub prefer_namespace: Option<bool>,
+}
+
+/// `soa` values read from a config file; `None` = not set.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SoaFile {
+    pub refresh: Option<u32>,
+    pub retry: Option<u32>,
+    pub expire: Option<u32>,
+    pub min_ttl: Option<u32>,
+}
+
+impl FileConfig {
+    /// Reads and parses the config file at `path`.
+    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        FileConfig::parse(path, &text)
+    }
+
+    /// Parses config file text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        let ctx = Ctx { path, text };
+        let mut raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.span().map(|s| ctx.line_of(s.start)),
+            message: one_line(e.message()),
+        })?;
+        let top_dns = raw.take_dns();
+        let section = raw.dns_config.take().unwrap_or_default();
+        let dns = top_dns.merge(section, &ctx)?;
+
+        let f = |key: &'static str, raw: Raw| raw.map(|v| ctx.field(key.to_string(), v));
+        let map_string = |key: &'static str,
+                          raw: Raw,
+                          check: fn(&str) -> Result<String, String>|
+         -> Result<Option<String>, ConfigError> {
+            f(key, raw)
+                .map(|field| {
+                    let s = ctx.string(&field)?;
+                    check(&s).map_err(|reason| ctx.invalid(&field, reason))
+                })
+                .transpose()
+        };
+
+        let token = f("token", raw.token)
+            .map(|field| ctx.secret(&field))
+            .transpose()?
+            .flatten();
+        let listen = f("listen", raw.listen)
+            .map(|field| ctx.listen(&field))
+            .transpose()?;
+        let recursors = f("recursors", raw.recursors)
+            .map(|field| ctx.recursors(&field))
+            .transpose()?;
+        let max_watches = f("max_watches", raw.max_watches)
+            .map(|field| ctx.max_watches(&field))
+            .transpose()?;
+        let watch_idle_timeout = f("watch_idle_timeout", raw.watch_idle_timeout)
+            .map(|field| ctx.positive_duration(&field))
+            .transpose()?;
+        let startup_wait = f("startup_wait", raw.startup_wait)
+            .map(|field| ctx.duration(&field))
+            .transpose()?;
+        let blocking_wait = f("blocking_wait", raw.blocking_wait)
+            .map(|field| ctx.blocking_wait(&field))
+            .transpose()?;
+
+        Ok(FileConfig {
+            consul_addr: map_string("consul_addr", raw.consul_addr, normalize_consul_addr)?,
+            token,
+            listen,
+            domain: map_string("domain", raw.domain, normalize_domain)?,
+            alt_domain: map_string("alt_domain", raw.alt_domain, normalize_domain)?,
+            datacenter: map_string("datacenter", raw.datacenter, normalize_datacenter)?,
+            recursors,
+            max_watches,
+            watch_idle_timeout,
+            startup_wait,
+            blocking_wait,
+            dns: ctx.dns(dns)?,
+        })
+    }
+}
+
+/// One value from the file, with its full key path and line.
+#[derive(Debug, Clone)]
+struct Field {
+    key: String,
+    line: Option<usize>,
+    value: Value,
+}
+
+/// Error context: the file's path and text.
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn field(&self, key: String, spanned: Spanned<Value>) -> Field {
+        let line = Some(self.line_of(spanned.span().start));
+        Field {
+            key,
+            line,
+            value: spanned.into_inner(),
+        }
+    }
+
+    /// A value nested in `parent` (which has no span of its own): reported at the line
+    /// where the parent table or array starts.
+    fn child(&self, parent: &Field, key: String, value: Value) -> Field {
+        Field {
+            key,
+            line: parent.line,
+            value,
+        }
+    }
+
+    fn location(&self, line: Option<usize>) -> FileLocation {
+        FileLocation {
+            path: self.path.to_path_buf(),
+            line,
+        }
+    }
+
+    fn invalid(&self, field: &Field, reason: impl Into<String>) -> ConfigError {
+        let value = match (&field.value, field.key.as_str()) {
+            (_, "token") => None,
+            (Value::String(s), _) => Some(format!("{s:?}")),
+            (Value::Integer(i), _) => Some(i.to_string()),
+            (Value::Float(x), _) => Some(x.to_string()),
+            (Value::Boolean(b), _) => Some(b.to_string()),
+            (Value::Datetime(d), _) => Some(d.to_string()),
+            (Value::Array(_) | Value::Table(_), _) => None,
+        };
+        ConfigError::Invalid {
+            key: field.key.clone(),
+            value,
+            file: Some(self.location(field.line)),
+            reason: reason.into(),
+        }
+    }
+
+    fn type_error(&self, field: &Field, expected: &str) -> ConfigError {
+        let found = type_name(&field.value);
+        self.invalid(field, format!("expected {expected}, found {found}"))
+    }
+
+    fn pick(&self, name: &str, top: Raw, section: Raw) -> Result<Option<Field>, ConfigError> {
+        match (top, section) {
+            (Some(_), Some(s)) => {
+                let field = self.field(format!("dns_config.{name}"), s);
+                Err(self.invalid(
+                    &field,
+                    format!("\"{name}\" is also set at the top level; set it in one place"),
+                ))
+            }
+            (Some(t), None) => Ok(Some(self.field(name.to_string(), t))),
+            (None, Some(s)) => Ok(Some(self.field(format!("dns_config.{name}"), s))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    // ---- scalar conversions ----
+
+    fn string(&self, field: &Field) -> Result<String, ConfigError> {
+        match &field.value {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(self.type_error(field, "a string")),
+        }
+    }
+
+    fn bool(&self, field: &Field) -> Result<bool, ConfigError> {
+        match field.value {
+            Value::Boolean(b) => Ok(b),
+            _ => Err(self.type_error(field, "true or false")),
+        }
+    }
+
+    fn u32(&self, field: &Field) -> Result<u32, ConfigError> {
+        match field.value {
+            Value::Integer(i) => u32::try_from(i)
+                .map_err(|_| self.invalid(field, format!("must be between 0 and {}", u32::MAX))),
+            _ => Err(self.type_error(field, "an integer")),
+        }
+    }
+
+    /// A Go duration string (`"10s"`, `"1m30s"`) or an integer number of seconds.
+    fn duration(&self, field: &Field) -> Result<Duration, ConfigError> {
+        match &field.value {
+            Value::String(s) => parse_go_duration(s).map_err(|reason| self.invalid(field, reason)),
+            Value::Integer(i) => u64::try_from(*i)
+                .map(Duration::from_secs)
+                .map_err(|_| self.invalid(field, "negative durations are not allowed")),
+            _ => Err(self.type_error(
+                field,
+                "a duration string such as \"10s\" or an integer number of seconds",
+            )),
+        }
+    }
+
+    fn positive_duration(&self, field: &Field) -> Result<Duration, ConfigError> {
+        let d = self.duration(field)?;
+        if d.is_zero() {
+            return Err(self.invalid(field, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    fn blocking_wait(&self, field: &Field) -> Result<Duration, ConfigError> {
+        let d = self.duration(field)?;
+        if !(MIN_BLOCKING_WAIT..=MAX_BLOCKING_WAIT).contains(&d) {
+            return Err(self.invalid(
+                field,
+                "must be between 1s and 10m (Consul caps a blocking query's wait at 10m)",
+            ));
+        }
+        Ok(d)
+    }
+
+    fn ttl(&self, field: &Field) -> Result<u32, ConfigError> {
+        let d = self.duration(field)?;
+        ttl_seconds(d).map_err(|reason| self.invalid(field, reason))
+    }
+
+    fn max_watches(&self, field: &Field) -> Result<usize, ConfigError> {
+        match field.value {
+            Value::Integer(i) if i >= 1 => {
+                usize::try_from(i).map_err(|_| self.invalid(field, "too large for this platform"))
+            }
+            Value::Integer(_) => Err(self.invalid(field, "must be at least 1")),
+            _ => Err(self.type_error(field, "an integer")),
+        }
+    }
+
+    fn secret(&self, field: &Field) -> Result<Option<Secret>, ConfigError> {
+        let s = self.string(field)?;
+        Ok((!s.is_empty()).then(|| Secret::new(s)))
+    }
+
+    // ---- lists ----
+
+    /// A list of strings; a single string is accepted as a one-element list.
+    fn string_list(&self, field: &Field) -> Result<Vec<Field>, ConfigError> {
+        match &field.value {
+            Value::String(_) => Ok(vec![field.clone()]),
+            Value::Array(items) => Ok(items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| self.child(field, format!("{}[{i}]", field.key), v.clone()))
+                .collect()),
+            _ => Err(self.type_error(field, "a list of strings")),
+        }
+    }
+
+    fn listen(&self, field: &Field) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for item in self.string_list(field)? {
+            let s = self.string(&item)?;
+            let addr = parse_listen_addr(&s).map_err(|reason| self.invalid(&item, reason))?;
+            out.push(addr);
+        }
+        if out.is_empty() {
+            return Err(self.invalid(field, "must list at least one address"));
+        }
+        check_listen_list(&out).map_err(|reason| self.invalid(field, reason))?;
+        Ok(out)
+    }
+
+    fn recursors(&self, field: &Field) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for item in self.string_list(field)? {
+            let s = self.string(&item)?;
+            let addr = parse_recursor(&s).map_err(|reason| self.invalid(&item, reason))?;
+            // Duplicates are dropped, keeping the first, as Consul does.
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- tables ----
+
+    fn table<'v>(
+        &self,
+        field: &'v Field,
+    ) -> Result<&'v toml::map::Map<String, Value>, ConfigError> {
+        match &field.value {
+            Value::Table(t) => Ok(t),
+            _ => Err(self.type_error(field, "a table")),
+        }
+    }
+
+    fn soa(&self, field: &Field) -> Result<SoaFile, ConfigError> {
+        let mut soa = SoaFile::default();
+        for (k, v) in self.table(field)? {
+            let child = self.child(
+                field,
+                format!("{}.{}", field.key, key_segment(k)),
+                v.clone(),
+            );
+            let slot = match k.as_str() {
+                "refresh" => &mut soa.refresh,
+                "retry" => &mut soa.retry,
+                "expire" => &mut soa.expire,
+                "min_ttl" => &mut soa.min_ttl,
+                _ => {
+                    return Err(self.invalid(
+                        &child,
+                        format!(
+                            "unknown field `{k}`, expected one of `{}`",
+                            SOA_KEYS.join("`, `")
+                        ),
+                    ))
+                }
+            };
+            *slot = Some(self.u32(&child)?);
+        }
+        Ok(soa)
+    }
+
+    fn service_ttl(&self, field: &Field) -> Result<BTreeMap<String, u32>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (k, v) in self.table(field)? {
+            let child = self.child(
+                field,
+                format!("{}.{}", field.key, key_segment(k)),
+                v.clone(),
+            );
+            if k.is_empty() {
+                return Err(self.invalid(&child, "empty service name"));
+            }
+            let ttl = self.ttl(&child)?;
+            let lower = k.to_lowercase();
+            if out.insert(lower.clone(), ttl).is_some() {
+                return Err(self.invalid(
+                    &child,
+                    format!("duplicate of another key once lower-cased (\"{lower}\")"),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn dns(&self, f: DnsFields) -> Result<DnsFile, ConfigError> {
+        Ok(DnsFile {
+            allow_stale: f.allow_stale.map(|x| self.bool(&x)).transpose()?,
+            max_stale: f.max_stale.map(|x| self.duration(&x)).transpose()?,
+            node_ttl: f.node_ttl.map(|x| self.ttl(&x)).transpose()?,
+            service_ttl: f.service_ttl.map(|x| self.service_ttl(&x)).transpose()?,
+            enable_truncate: f.enable_truncate.map(|x| self.bool(&x)).transpose()?,
+            only_passing: f.only_passing.map(|x| self.bool(&x)).transpose()?,
+            recursor_strategy: f
+                .recursor_strategy
+                .map(|x| {
+                    let s = self.string(&x)?;
+                    s.parse().map_err(|reason: String| self.invalid(&x, reason))
+                })
+                .transpose()?,
+            recursor_timeout: f
+                .recursor_timeout
+                .map(|x| self.positive_duration(&x))
+                .transpose()?,
+            disable_compression: f.disable_compression.map(|x| self.bool(&x)).transpose()?,
+            udp_answer_limit: f
+                .udp_answer_limit
+                .map(|x| match self.u32(&x)? {
+                    0 => Err(self.invalid(&x, "must be at least 1")),
+                    n => Ok(n),
+                })
+                .transpose()?,
+            a_record_limit: f.a_record_limit.map(|x| self.u32(&x)).transpose()?,
+            enable_additional_node_meta_txt: f
+                .enable_additional_node_meta_txt
+                .map(|x| self.bool(&x))
+                .transpose()?,
+            soa: f.soa.map(|x| self.soa(&x)).transpose()?.unwrap_or_default(),
+            use_cache: f.use_cache.map(|x| self.bool(&x)).transpose()?,
+            cache_max_age: f.cache_max_age.map(|x| self.duration(&x)).transpose()?,
+            prefer_namespace: f.prefer_namespace.map(|x| self.bool(&x)).transpose()?,
+        })
+    }
+}
+
+fn type_name(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("string {s:?}"),
+        Value::Integer(i) => format!("integer {i}"),
+        Value::Float(x) => format!("float {x}"),
+        Value::Boolean(b) => format!("boolean {b}"),
+        Value::Datetime(_) => "a date-time".to_string(),
+        Value::Array(_) => "an array".to_string(),
+        Value::Table(_) => "a table".to_string(),
+    }
+}
+
+/// A TOML key as it would be written: bare if possible, else quoted.
+fn key_segment(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
+}
+
+/// toml's messages can span several lines; make them one.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

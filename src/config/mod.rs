@@ -1,0 +1,669 @@
+//! Configuration: the command line (clap) and the TOML config file, merged into one
+//! validated [`Config`].
+//!
+//! Precedence, per setting: command-line flag (or its environment variable), then the
+//! config file, then the built-in default. Defaults are Consul's own
+//! (`agent/config/default.go`); option names in the file are Consul's `dns_config` names,
+//! accepted at the top level or inside a `[dns_config]` table. See
+//! `consul-dns.example.toml` for every key.
+
+mod duration;
+mod file;
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use file::FileConfig;
+
+pub use duration::parse_go_duration;
+pub use values::{
+    normalize_consul_addr, normalize_datacenter, normalize_domain, parse_listen_addr,
+    parse_recursor,
+};
+
+/// Default Consul HTTP API address (as Consul's CLI).
+pub const DEFAULT_CONSUL_ADDR: &str = "http://127.0.0.1:8500";
+/// Default DNS listen address (Consul's `client_addr` + `ports.dns`).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8600));
+/// Default Consul domain.
+pub const DEFAULT_DOMAIN: &str = "consul.";
+/// Default address of the `--dev` emulator's HTTP API.
+pub const DEFAULT_DEV_HTTP: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8500));
+/// Default log level.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default cap on live per-service watches.
+pub const DEFAULT_MAX_WATCHES: usize = 10_000;
+/// Default time after which an unqueried service stops being watched.
+pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default time a query waits for the first catalog sync before SERVFAIL.
+pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(2);
+/// Default `wait` sent on blocking queries.
+pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(300);
+/// Smallest accepted `blocking_wait`.
+pub const MIN_BLOCKING_WAIT: Duration = Duration::from_secs(1);
+/// Largest accepted `blocking_wait` (Consul caps a blocking query's wait at 10 minutes).
+pub const MAX_BLOCKING_WAIT: Duration = Duration::from_secs(600);
+/// Consul's hard cap on `udp_answer_limit` (`maxUDPAnswerLimit` in `agent/dns.go`).
+pub const MAX_UDP_ANSWER_LIMIT: u32 = 8;
+
+const ABOUT: &str = "Authoritative DNS server for the Consul domain, backed by the Consul HTTP API";
+
+const LONG_ABOUT: &str = "\
+consul-dns is a standalone, authoritative DNS server for the Consul domain (consul. by \
+default): a drop-in for the DNS interface of a Consul agent. It answers service, tag, \
+RFC 2782 SRV, node and .addr lookups from an in-memory view of the catalog, kept fresh \
+by blocking queries to Consul's HTTP API, and keeps answering from the last good data \
+when Consul is unreachable. Names outside the Consul domain are refused.
+
+Settings come from command-line flags, environment variables (CONSUL_HTTP_ADDR, \
+CONSUL_HTTP_TOKEN), a TOML config file (--config) whose keys are Consul's dns_config \
+option names, and built-in defaults equal to Consul's. A flag (or its environment \
+variable) overrides the config file, which overrides the default.";
+
+/// Command line.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "consul-dns", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// Consul HTTP API address.
+    #[arg(
+        long,
+        env = "CONSUL_HTTP_ADDR",
+        value_name = "URL",
+        help = "Consul HTTP API address: http(s)://host:port, or host:port for plain http; \
+                unix:// sockets are not supported [default: http://127.0.0.1:8500]"
+    )]
+    pub consul_addr: Option<String>,
+
+    /// ACL token for Consul API requests.
+    #[arg(
+        long,
+        env = "CONSUL_HTTP_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help = "ACL token sent with every Consul API request; it needs node:read, \
+                service:read and query:read (e.g. the builtin/dns templated policy) \
+                [default: none, i.e. the agent's default token]"
+    )]
+    pub token: Option<Secret>,
+
+    /// DNS listen addresses.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        value_parser = values::parse_listen_arg,
+        help = "Address to serve DNS on, over both UDP and TCP; repeat for several; \
+                IPv6 as [::1]:8600; port 0 picks a free port [default: 127.0.0.1:8600]"
+    )]
+    pub listen: Vec<SocketAddr>,
+
+    /// Consul domain.
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        help = "Domain to answer for (Consul's domain) [default: consul.]"
+    )]
+    pub domain: Option<String>,
+
+    /// Alternative domain.
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        help = "Second domain answered exactly like --domain (Consul's alt_domain); answers \
+                use the domain the question used [default: none]"
+    )]
+    pub alt_domain: Option<String>,
+
+    /// Local datacenter.
+    #[arg(
+        long,
+        value_name = "DC",
+        help = "Datacenter answered for names without a datacenter label \
+                [default: learned from the Consul agent]"
+    )]
+    pub datacenter: Option<String>,
+
+    /// Config file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = "TOML config file; keys are Consul's dns_config option names (see \
+                consul-dns.example.toml); flags override it [default: none]"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Development mode.
+    #[arg(
+        long,
+        help = "Run an embedded Consul API emulator with demo data on --dev-http and serve \
+                DNS from it (the Consul address is then http://<dev-http>) [default: off]"
+    )]
+    pub dev: bool,
+
+    /// Address of the dev emulator.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        value_parser = values::parse_listen_arg,
+        help = "Address the --dev emulator's HTTP API listens on [default: 127.0.0.1:8500]"
+    )]
+    pub dev_http: Option<SocketAddr>,
+
+    /// Log level.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        help = "Log level: error, warn, info, debug or trace [default: info]"
+    )]
+    pub log_level: Option<String>,
+}
+
+/// A secret string (the ACL token). `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The secret itself; use only where it is sent, never where it is logged.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Order in which recursors are tried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum RecursorStrategy {
+    /// In configuration order.
+    #[default]
+    Sequential,
+    /// In a random permutation per query.
+    Random,
+}
+
+impl RecursorStrategy {
+    /// The config-file spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecursorStrategy::Sequential => "sequential",
+            RecursorStrategy::Random => "random",
+        }
+    }
+}
+
+impl FromStr for RecursorStrategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sequential" | "" => Ok(RecursorStrategy::Sequential),
+            "random" => Ok(RecursorStrategy::Random),
+            _ => Err("invalid strategy (expected \"sequential\" or \"random\")".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for RecursorStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// SOA record fields, in seconds (`dns_config.soa`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoaConfig {
+    /// SOA refresh (default 3600).
+    pub refresh: u32,
+    /// SOA retry (default 600).
+    pub retry: u32,
+    /// SOA expire (default 86400).
+    pub expire: u32,
+    /// SOA minimum TTL, also the TTL of the SOA record itself (default 0).
+    pub min_ttl: u32,
+}
+
+impl Default for SoaConfig {
+    fn default() -> Self {
+        SoaConfig {
+            refresh: 3600,
+            retry: 600,
+            expire: 86400,
+            min_ttl: 0,
+        }
+    }
+}
+
+/// Per-service TTLs (`dns_config.service_ttl`), as Consul's legacy `GetTTLForService`.
+///
+/// A key ending in `*` is a prefix (`"db*"`); `"*"` alone is the empty prefix and so
+/// matches every service. Keys are lower-cased.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceTtl {
+    exact: BTreeMap<String, u32>,
+    /// `(prefix, ttl)`, longest prefix first.
+    prefixes: Vec<(String, u32)>,
+}
+
+impl ServiceTtl {
+    /// Builds the table from `(key, ttl_seconds)` pairs; keys are lower-cased (a later
+    /// duplicate wins).
+    pub fn new<K: AsRef<str>>(entries: impl IntoIterator<Item = (K, u32)>) -> ServiceTtl {
+        let mut exact = BTreeMap::new();
+        let mut prefixes = BTreeMap::new();
+        for (key, ttl) in entries {
+            let key = key.as_ref().to_lowercase();
+            match key.strip_suffix('*') {
+                Some(prefix) => prefixes.insert(prefix.to_string(), ttl),
+                None => exact.insert(key, ttl),
+            };
+        }
+        let mut prefixes: Vec<(String, u32)> = prefixes.into_iter().collect();
+        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        ServiceTtl { exact, prefixes }
+    }
+
+    /// The configured TTL for a service, if any key matches: the exact name, else the
+    /// longest matching `prefix*`, else `*`.
+    pub fn lookup(&self, service_lowercase: &str) -> Option<u32> {
+        if let Some(&ttl) = self.exact.get(service_lowercase) {
+            return Some(ttl);
+        }
+        self.prefixes
+            .iter()
+            .find(|(prefix, _)| service_lowercase.starts_with(prefix.as_str()))
+            .map(|&(_, ttl)| ttl)
+    }
+
+    /// TTL in seconds for a service's records: [`lookup`](Self::lookup), else 0.
+    /// (Consul's legacy server does not fall back to `node_ttl` here.)
+    pub fn ttl_for(&self, service_lowercase: &str) -> u32 {
+        self.lookup(service_lowercase).unwrap_or(0)
+    }
+
+    /// True when no service TTL is configured.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+/// Consul's `dns_config` options, typed. [`Default`] gives Consul's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Allow stale reads from any server (default true).
+    pub allow_stale: bool,
+    /// With `allow_stale`, re-query consistently when the answering server's
+    /// `LastContact` exceeds this (default 87600h).
+    pub max_stale: Duration,
+    /// TTL in seconds of node records (default 0).
+    pub node_ttl: u32,
+    /// Per-service TTLs (default none, i.e. 0).
+    pub service_ttl: ServiceTtl,
+    /// Set TC when answers were trimmed (default false).
+    pub enable_truncate: bool,
+    /// Exclude instances whose checks are `warning`, not only `critical` (default false).
+    pub only_passing: bool,
+    /// Recursor order (default sequential).
+    pub recursor_strategy: RecursorStrategy,
+    /// Per-recursor timeout (default 2s; always > 0).
+    pub recursor_timeout: Duration,
+    /// Disable DNS name compression (default false).
+    pub disable_compression: bool,
+    /// Max answers in a non-EDNS UDP response (default 3). The effective value: the
+    /// configured one capped at [`MAX_UDP_ANSWER_LIMIT`] (8), because Consul applies
+    /// `min(8, udp_answer_limit)` when trimming, so larger values behave as 8 there too.
+    pub udp_answer_limit: u32,
+    /// Max A/AAAA/ANY answer records over UDP and TCP; 0 = unlimited (default 0).
+    pub a_record_limit: u32,
+    /// Add node-meta TXT records to the Additional section (default true).
+    pub enable_additional_node_meta_txt: bool,
+    /// SOA fields.
+    pub soa: SoaConfig,
+    /// Use the agent cache for lookups; in Consul this implies stale reads (default false).
+    pub use_cache: bool,
+    /// Max age of cached results with `use_cache`; 0 = no limit (default 0).
+    pub cache_max_age: Duration,
+    /// Enterprise, deprecated: a single label before the domain is a namespace
+    /// (default false).
+    pub prefer_namespace: bool,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            allow_stale: true,
+            max_stale: Duration::from_secs(87600 * 3600),
+            node_ttl: 0,
+            service_ttl: ServiceTtl::default(),
+            enable_truncate: false,
+            only_passing: false,
+            recursor_strategy: RecursorStrategy::Sequential,
+            recursor_timeout: Duration::from_secs(2),
+            disable_compression: false,
+            udp_answer_limit: 3,
+            a_record_limit: 0,
+            enable_additional_node_meta_txt: true,
+            soa: SoaConfig::default(),
+            use_cache: false,
+            cache_max_age: Duration::ZERO,
+            prefer_namespace: false,
+        }
+    }
+}
+
+/// The effective, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Consul HTTP API base URL, normalised without a trailing slash
+    /// (`http://127.0.0.1:8500`). With `dev` it is `http://<dev_http>`.
+    pub consul_addr: String,
+    /// ACL token for Consul API requests.
+    pub token: Option<Secret>,
+    /// DNS listen addresses; UDP and TCP are served on each (never empty).
+    pub listen: Vec<SocketAddr>,
+    /// Primary domain, lower-cased, with trailing dot (`consul.`).
+    pub domain: String,
+    /// Alternative domain, same normalisation; never equal to `domain`.
+    pub alt_domain: Option<String>,
+    /// Local datacenter, lower-cased; `None` = learn it from the agent.
+    pub datacenter: Option<String>,
+    /// Upstream resolvers, in configuration order, without duplicates.
+    pub recursors: Vec<SocketAddr>,
+    /// Consul's `dns_config` options.
+    pub dns: DnsConfig,
+    /// Cap on live per-service watches (≥ 1).
+    pub max_watches: usize,
+    /// A service nobody asked for this long stops being watched (> 0).
+    pub watch_idle_timeout: Duration,
+    /// How long a query waits for the first catalog sync before SERVFAIL.
+    pub startup_wait: Duration,
+    /// The `wait` sent on blocking queries (1s..=10m).
+    pub blocking_wait: Duration,
+    /// Run the embedded Consul API emulator.
+    pub dev: bool,
+    /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
+    /// `consul_addr` at the bound port).
+    pub dev_http: SocketAddr,
+    /// Log level.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    /// Every setting at its default.
+    fn default() -> Self {
+        Config {
+            consul_addr: DEFAULT_CONSUL_ADDR.to_string(),
+            token: None,
+            listen: vec![DEFAULT_LISTEN],
+            domain: DEFAULT_DOMAIN.to_string(),
+            alt_domain: None,
+            datacenter: None,
+            recursors: Vec::new(),
+            dns: DnsConfig::default(),
+            max_watches: DEFAULT_MAX_WATCHES,
+            watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
+            startup_wait: DEFAULT_STARTUP_WAIT,
+            blocking_wait: DEFAULT_BLOCKING_WAIT,
+            dev: false,
+            dev_http: DEFAULT_DEV_HTTP,
+            log_level: DEFAULT_LOG_LEVEL.to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the config file named by `--config` (if any) and merges it with the flags
+    /// and the defaults.
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Config::merge(cli, file)
+    }
+
+    /// Defaults, listening on `127.0.0.1:0`, talking to `consul_addr` (normalised when
+    /// valid, else used as given), for integration tests.
+    pub fn for_tests(consul_addr: &str) -> Config {
+        let consul_addr = normalize_consul_addr(consul_addr)
+            .unwrap_or_else(|_| consul_addr.trim_end_matches('/').to_string());
+        Config {
+            consul_addr,
+            listen: vec![SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))],
+            startup_wait: Duration::from_secs(2),
+            ..Config::default()
+        }
+    }
+
+    fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+
+        let consul_addr = match &cli.consul_addr {
+            Some(v) => flag("--consul-addr", v, normalize_consul_addr(v))?,
+            None => file.consul_addr.unwrap_or(defaults.consul_addr),
+        };
+        let token = cli.token.filter(|t| !t.expose().is_empty()).or(file.token);
+        let listen = if cli.listen.is_empty() {
+            file.listen.unwrap_or(defaults.listen)
+        } else {
+            check_listen_list(&cli.listen).map_err(|reason| ConfigError::Invalid {
+                key: "--listen".to_string(),
+                value: None,
+                file: None,
+                reason,
+            })?;
+            cli.listen
+        };
+        let domain = match &cli.domain {
+            Some(v) => flag("--domain", v, normalize_domain(v))?,
+            None => file.domain.unwrap_or(defaults.domain),
+        };
+        let (alt_domain, alt_key) = match &cli.alt_domain {
+            Some(v) => (
+                Some(flag("--alt-domain", v, normalize_domain(v))?),
+                "--alt-domain",
+            ),
+            None => (file.alt_domain, "alt_domain"),
+        };
+        if alt_domain.as_deref() == Some(domain.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: alt_key.to_string(),
+                value: Some(format!("{domain:?}")),
+                file: None,
+                reason: "must differ from the domain".to_string(),
+            });
+        }
+        let datacenter = match &cli.datacenter {
+            Some(v) => Some(flag("--datacenter", v, normalize_datacenter(v))?),
+            None => file.datacenter,
+        };
+        let dev_http = cli.dev_http.unwrap_or(defaults.dev_http);
+        // In dev mode the DNS server reads from the embedded emulator, whatever
+        // --consul-addr / CONSUL_HTTP_ADDR / consul_addr say.
+        let consul_addr = if cli.dev {
+            format!("http://{dev_http}")
+        } else {
+            consul_addr
+        };
+
+        Ok(Config {
+            consul_addr,
+            token,
+            listen,
+            domain,
+            alt_domain,
+            datacenter,
+            recursors: file.recursors.unwrap_or_default(),
+            dns: apply_dns(DnsConfig::default(), file.dns),
+            max_watches: file.max_watches.unwrap_or(defaults.max_watches),
+            watch_idle_timeout: file
+                .watch_idle_timeout
+                .unwrap_or(defaults.watch_idle_timeout),
+            startup_wait: file.startup_wait.unwrap_or(defaults.startup_wait),
+            blocking_wait: file.blocking_wait.unwrap_or(defaults.blocking_wait),
+            dev: cli.dev,
+            dev_http,
+            log_level: cli.log_level.unwrap_or(defaults.log_level),
+        })
+    }
+}
+
+/// Applies the file's `dns_config` values over `base`.
+fn apply_dns(base: DnsConfig, f: file::DnsFile) -> DnsConfig {
+    let soa = SoaConfig {
+        refresh: f.soa.refresh.unwrap_or(base.soa.refresh),
+        retry: f.soa.retry.unwrap_or(base.soa.retry),
+        expire: f.soa.expire.unwrap_or(base.soa.expire),
+        min_ttl: f.soa.min_ttl.unwrap_or(base.soa.min_ttl),
+    };
+    DnsConfig {
+        allow_stale: f.allow_stale.unwrap_or(base.allow_stale),
+        max_stale: f.max_stale.unwrap_or(base.max_stale),
+        node_ttl: f.node_ttl.unwrap_or(base.node_ttl),
+        service_ttl: f.service_ttl.map_or(base.service_ttl, ServiceTtl::new),
+        enable_truncate: f.enable_truncate.unwrap_or(base.enable_truncate),
+        only_passing: f.only_passing.unwrap_or(base.only_passing),
+        recursor_strategy: f.recursor_strategy.unwrap_or(base.recursor_strategy),
+        recursor_timeout: f.recursor_timeout.unwrap_or(base.recursor_timeout),
+        disable_compression: f.disable_compression.unwrap_or(base.disable_compression),
+        // Consul trims non-EDNS UDP answers to min(8, udp_answer_limit); store the
+        // effective value so the DNS code need not know the cap.
+        udp_answer_limit: f
+            .udp_answer_limit
+            .unwrap_or(base.udp_answer_limit)
+            .min(MAX_UDP_ANSWER_LIMIT),
+        a_record_limit: f.a_record_limit.unwrap_or(base.a_record_limit),
+        enable_additional_node_meta_txt: f
+            .enable_additional_node_meta_txt
+            .unwrap_or(base.enable_additional_node_meta_txt),
+        soa,
+        use_cache: f.use_cache.unwrap_or(base.use_cache),
+        cache_max_age: f.cache_max_age.unwrap_or(base.cache_max_age),
+        prefer_namespace: f.prefer_namespace.unwrap_or(base.prefer_namespace),
+    }
+}
+
+/// Rejects a listen address given twice (port 0 may repeat: each gets its own port).
+pub(crate) fn check_listen_list(addrs: &[SocketAddr]) -> Result<(), String> {
+    for (i, a) in addrs.iter().enumerate() {
+        if a.port() != 0 && addrs[..i].contains(a) {
+            return Err(format!("{a} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+fn flag<T>(name: &str, value: &str, result: Result<T, String>) -> Result<T, ConfigError> {
+    result.map_err(|reason| ConfigError::Invalid {
+        key: name.to_string(),
+        value: Some(format!("{value:?}")),
+        file: None,
+        reason,
+    })
+}
+
+/// Where in a config file a value was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLocation {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for FileLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A configuration error. `Display` is one line naming the file, key and value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config {}: cannot read: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, or has an unknown key.
+    #[error("config {}: {message}", at_line(.path, .line))]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong (from the toml crate, made one line).
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{}: {reason}", describe(.file, .key, .value))]
+    Invalid {
+        /// The key: a flag (`--domain`) or a config-file key path (`dns_config.node_ttl`,
+        /// `recursors[1]`, `service_ttl."db*"`).
+        key: String,
+        /// The offending value, quoted, when it is short and not secret.
+        value: Option<String>,
+        /// Where in the config file, for values from the file.
+        file: Option<FileLocation>,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+fn at_line(path: &std::path::Path, line: &Option<usize>) -> FileLocation {
+    FileLocation {
+        path: path.to_path_buf(),
+        line: *line,
+    }
+}
+
+fn describe(file: &Option<FileLocation>, key: &str, value: &Option<String>) -> String {
+    let mut out = String::new();
+    if let Some(loc) = file {
+        out.push_str(&format!("config {loc}: "));
+    }
+    out.push_str(key);
+    if let Some(v) = value {
+        out.push(' ');
+        out.push_str(v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

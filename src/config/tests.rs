@@ -1,0 +1,698 @@
+use std::path::Path;
+
+use clap::CommandFactory;
+
+use super::file::FileConfig;
+use super::*;
+
+const EXAMPLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/consul-dns.example.toml"
+));
+const PATH: &str = "/etc/consul-dns.toml";
+
+/// Parses a command line like the binary does. `CONSUL_HTTP_ADDR` / `CONSUL_HTTP_TOKEN`
+/// may be set in the environment running the tests: their values are dropped unless the
+/// flag itself is on the command line.
+fn cli(args: &[&str]) -> Cli {
+    let argv = std::iter::once("consul-dns").chain(args.iter().copied());
+    let mut cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => panic!("{args:?} should parse: {e}"),
+    };
+    if !args.iter().any(|a| a.starts_with("--consul-addr")) {
+        cli.consul_addr = None;
+    }
+    if !args.iter().any(|a| a.starts_with("--token")) {
+        cli.token = None;
+    }
+    cli
+}
+
+fn load(args: &[&str], text: &str) -> Result<Config, ConfigError> {
+    let file = FileConfig::parse(Path::new(PATH), text)?;
+    Config::merge(cli(args), file)
+}
+
+fn load_ok(args: &[&str], text: &str) -> Config {
+    match load(args, text) {
+        Ok(c) => c,
+        Err(e) => panic!("should load: {e}"),
+    }
+}
+
+fn load_err(args: &[&str], text: &str) -> (ConfigError, String) {
+    match load(args, text) {
+        Ok(c) => panic!("should fail, got {c:?}"),
+        Err(e) => {
+            let s = e.to_string();
+            assert!(!s.contains('\n'), "error is not one line: {s:?}");
+            (e, s)
+        }
+    }
+}
+
+fn invalid_key(e: &ConfigError) -> &str {
+    match e {
+        ConfigError::Invalid { key, .. } => key,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    match s.parse() {
+        Ok(a) => a,
+        Err(e) => panic!("{s}: {e}"),
+    }
+}
+
+// ---- defaults ----
+
+#[test]
+fn defaults() {
+    let c = load_ok(&[], "");
+    assert_eq!(c, Config::default());
+    assert_eq!(c.consul_addr, "http://127.0.0.1:8500");
+    assert_eq!(c.token, None);
+    assert_eq!(c.listen, vec![addr("127.0.0.1:8600")]);
+    assert_eq!(c.domain, "consul.");
+    assert_eq!(c.alt_domain, None);
+    assert_eq!(c.datacenter, None);
+    assert!(c.recursors.is_empty());
+    assert_eq!(c.max_watches, 10_000);
+    assert_eq!(c.watch_idle_timeout, Duration::from_secs(3600));
+    assert_eq!(c.startup_wait, Duration::from_secs(2));
+    assert_eq!(c.blocking_wait, Duration::from_secs(300));
+    assert!(!c.dev);
+    assert_eq!(c.dev_http, addr("127.0.0.1:8500"));
+    assert_eq!(c.log_level, "info");
+    assert_eq!(c.dns, DnsConfig::default());
+}
+
+#[test]
+fn dns_defaults_are_consuls() {
+    let d = DnsConfig::default();
+    assert!(d.allow_stale);
+    assert_eq!(d.max_stale, Duration::from_secs(87600 * 3600));
+    assert_eq!(d.node_ttl, 0);
+    assert!(d.service_ttl.is_empty());
+    assert_eq!(d.service_ttl.ttl_for("web"), 0);
+    assert!(!d.enable_truncate);
+    assert!(!d.only_passing);
+    assert_eq!(d.recursor_strategy, RecursorStrategy::Sequential);
+    assert_eq!(d.recursor_timeout, Duration::from_secs(2));
+    assert!(!d.disable_compression);
+    assert_eq!(d.udp_answer_limit, 3);
+    assert_eq!(d.a_record_limit, 0);
+    assert!(d.enable_additional_node_meta_txt);
+    assert_eq!(
+        d.soa,
+        SoaConfig {
+            refresh: 3600,
+            retry: 600,
+            expire: 86400,
+            min_ttl: 0
+        }
+    );
+    assert!(!d.use_cache);
+    assert_eq!(d.cache_max_age, Duration::ZERO);
+    assert!(!d.prefer_namespace);
+}
+
+#[test]
+fn for_tests_config() {
+    let c = Config::for_tests("http://127.0.0.1:12345/");
+    assert_eq!(c.consul_addr, "http://127.0.0.1:12345");
+    assert_eq!(c.listen, vec![addr("127.0.0.1:0")]);
+    assert_eq!(c.startup_wait, Duration::from_secs(2));
+    assert_eq!(c.dns, DnsConfig::default());
+    assert_eq!(c.domain, "consul.");
+}
+
+// ---- the example file ----
+
+#[test]
+fn example_file_parses_and_documents_the_defaults() {
+    let c = load_ok(&[], EXAMPLE);
+    assert_eq!(c, Config::default());
+}
+
+#[test]
+fn example_file_commented_keys_parse_too() {
+    // Uncomment the optional keys ("# key = value" lines) and parse again.
+    let uncommented: String = EXAMPLE
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' ')) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = load_ok(&[], &uncommented);
+    assert!(c.token.is_some());
+    assert_eq!(c.alt_domain.as_deref(), Some("consul.example.com."));
+    assert_eq!(c.datacenter.as_deref(), Some("dc1"));
+    assert_eq!(c.recursors.len(), 2);
+    assert_eq!(c.dns.service_ttl.ttl_for("web"), 10);
+    assert_eq!(c.dns.service_ttl.ttl_for("dbx"), 66);
+    assert_eq!(c.dns.service_ttl.ttl_for("api"), 5);
+}
+
+// ---- every key from the file ----
+
+const FULL: &str = r#"
+consul_addr = "consul.internal:8501"
+token = "s3cr3t-token"
+listen = ["127.0.0.1:5353", "[::1]:5353", "0.0.0.0:0"]
+domain = "Example.Consul"
+alt_domain = "alt.example."
+datacenter = "DC2"
+recursors = ["1.2.3.4", "1.2.3.4:5353", "[2001:db8::1]:53", "2001:db8::2", "1.2.3.4:53"]
+max_watches = 50
+watch_idle_timeout = "30m"
+startup_wait = 0
+blocking_wait = "1m30s"
+
+allow_stale = false
+max_stale = "10s"
+node_ttl = "1m"
+enable_truncate = true
+only_passing = true
+recursor_strategy = "random"
+recursor_timeout = "1.5s"
+disable_compression = true
+udp_answer_limit = 5
+a_record_limit = 2
+enable_additional_node_meta_txt = false
+use_cache = true
+cache_max_age = "1ns"
+prefer_namespace = true
+
+[soa]
+refresh = 1
+retry = 2
+expire = 3
+min_ttl = 4
+
+[service_ttl]
+"*" = "5s"
+Web = 10
+"db*" = "66s"
+"#;
+
+#[test]
+fn every_key_from_file() {
+    let c = load_ok(&[], FULL);
+    assert_eq!(c.consul_addr, "http://consul.internal:8501");
+    assert_eq!(c.token.as_ref().map(Secret::expose), Some("s3cr3t-token"));
+    assert_eq!(
+        c.listen,
+        vec![
+            addr("127.0.0.1:5353"),
+            addr("[::1]:5353"),
+            addr("0.0.0.0:0")
+        ]
+    );
+    assert_eq!(c.domain, "example.consul.");
+    assert_eq!(c.alt_domain.as_deref(), Some("alt.example."));
+    assert_eq!(c.datacenter.as_deref(), Some("dc2"));
+    assert_eq!(
+        c.recursors,
+        vec![
+            addr("1.2.3.4:53"),
+            addr("1.2.3.4:5353"),
+            addr("[2001:db8::1]:53"),
+            addr("[2001:db8::2]:53"),
+        ],
+        "port 53 added, IPv6 bracketed, duplicates dropped"
+    );
+    assert_eq!(c.max_watches, 50);
+    assert_eq!(c.watch_idle_timeout, Duration::from_secs(1800));
+    assert_eq!(c.startup_wait, Duration::ZERO);
+    assert_eq!(c.blocking_wait, Duration::from_secs(90));
+
+    let d = &c.dns;
+    assert!(!d.allow_stale);
+    assert_eq!(d.max_stale, Duration::from_secs(10));
+    assert_eq!(d.node_ttl, 60);
+    assert!(d.enable_truncate);
+    assert!(d.only_passing);
+    assert_eq!(d.recursor_strategy, RecursorStrategy::Random);
+    assert_eq!(d.recursor_timeout, Duration::from_millis(1500));
+    assert!(d.disable_compression);
+    assert_eq!(d.udp_answer_limit, 5);
+    assert_eq!(d.a_record_limit, 2);
+    assert!(!d.enable_additional_node_meta_txt);
+    assert!(d.use_cache);
+    assert_eq!(d.cache_max_age, Duration::from_nanos(1));
+    assert!(d.prefer_namespace);
+    assert_eq!(
+        d.soa,
+        SoaConfig {
+            refresh: 1,
+            retry: 2,
+            expire: 3,
+            min_ttl: 4
+        }
+    );
+    assert_eq!(d.service_ttl.ttl_for("web"), 10, "keys are lower-cased");
+    assert_eq!(d.service_ttl.ttl_for("db"), 66);
+    assert_eq!(d.service_ttl.ttl_for("api"), 5);
+}
+
+#[test]
+fn dns_config_table_is_accepted() {
+    let c = load_ok(
+        &[],
+        r#"
+domain = "consul"
+[dns_config]
+node_ttl = "10s"
+udp_answer_limit = 20
+[dns_config.soa]
+min_ttl = 30
+[dns_config.service_ttl]
+"*" = "7s"
+"#,
+    );
+    assert_eq!(c.dns.node_ttl, 10);
+    assert_eq!(
+        c.dns.udp_answer_limit, MAX_UDP_ANSWER_LIMIT,
+        "capped at Consul's 8"
+    );
+    assert_eq!(c.dns.soa.min_ttl, 30);
+    assert_eq!(c.dns.soa.refresh, 3600, "other SOA fields keep defaults");
+    assert_eq!(c.dns.service_ttl.ttl_for("anything"), 7);
+}
+
+#[test]
+fn key_set_twice_is_rejected() {
+    let (e, s) = load_err(&[], "node_ttl = \"1s\"\n[dns_config]\nnode_ttl = \"2s\"\n");
+    assert_eq!(invalid_key(&e), "dns_config.node_ttl");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:3: dns_config.node_ttl"),
+        "{s}"
+    );
+}
+
+#[test]
+fn durations_accept_integer_seconds() {
+    let c = load_ok(&[], "node_ttl = 30\nmax_stale = 5\n");
+    assert_eq!(c.dns.node_ttl, 30);
+    assert_eq!(c.dns.max_stale, Duration::from_secs(5));
+}
+
+#[test]
+fn single_string_for_a_list() {
+    let c = load_ok(&[], "listen = \"[::1]:53\"\nrecursors = \"9.9.9.9\"\n");
+    assert_eq!(c.listen, vec![addr("[::1]:53")]);
+    assert_eq!(c.recursors, vec![addr("9.9.9.9:53")]);
+}
+
+// ---- precedence ----
+
+#[test]
+fn flags_override_file() {
+    let file = r#"
+consul_addr = "http://file:8500"
+token = "file-token"
+listen = ["127.0.0.1:1053"]
+domain = "file.consul"
+alt_domain = "file.alt"
+datacenter = "filedc"
+"#;
+    let from_file = load_ok(&[], file);
+    assert_eq!(from_file.consul_addr, "http://file:8500");
+    assert_eq!(from_file.domain, "file.consul.");
+
+    let c = load_ok(
+        &[
+            "--consul-addr",
+            "https://flag:8501/",
+            "--token",
+            "flag-token",
+            "--listen",
+            "127.0.0.1:2053",
+            "--listen",
+            "[::1]:2053",
+            "--domain",
+            "FLAG.consul",
+            "--alt-domain",
+            "flag.alt.",
+            "--datacenter",
+            "FlagDC",
+            "--log-level",
+            "debug",
+        ],
+        file,
+    );
+    assert_eq!(c.consul_addr, "https://flag:8501");
+    assert_eq!(c.token.as_ref().map(Secret::expose), Some("flag-token"));
+    assert_eq!(c.listen, vec![addr("127.0.0.1:2053"), addr("[::1]:2053")]);
+    assert_eq!(c.domain, "flag.consul.");
+    assert_eq!(c.alt_domain.as_deref(), Some("flag.alt."));
+    assert_eq!(c.datacenter.as_deref(), Some("flagdc"));
+    assert_eq!(c.log_level, "debug");
+}
+
+#[test]
+fn consul_addr_without_scheme() {
+    let c = load_ok(&["--consul-addr", "10.0.0.1:8500"], "");
+    assert_eq!(c.consul_addr, "http://10.0.0.1:8500");
+}
+
+#[test]
+fn dev_mode_points_at_the_emulator() {
+    let c = load_ok(
+        &[
+            "--dev",
+            "--dev-http",
+            "127.0.0.1:18500",
+            "--consul-addr",
+            "http://elsewhere:8500",
+        ],
+        "",
+    );
+    assert!(c.dev);
+    assert_eq!(c.dev_http, addr("127.0.0.1:18500"));
+    assert_eq!(c.consul_addr, "http://127.0.0.1:18500");
+    let c = load_ok(&["--dev"], "");
+    assert_eq!(c.consul_addr, "http://127.0.0.1:8500");
+}
+
+// ---- errors ----
+
+#[test]
+fn unknown_key_is_rejected_by_name() {
+    let (e, s) = load_err(&[], "domain = \"consul\"\nnod_ttl = \"5s\"\n");
+    assert!(
+        matches!(e, ConfigError::Parse { line: Some(2), .. }),
+        "{e:?}"
+    );
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:2: unknown field `nod_ttl`, expected one of"),
+        "{s}"
+    );
+    assert!(s.contains("`node_ttl`"), "{s}");
+
+    let (_, s) = load_err(&[], "[dns_config]\nbogus = 1\n");
+    assert!(s.contains("unknown field `bogus`"), "{s}");
+
+    let (e, s) = load_err(&[], "[soa]\nrefreshh = 1\n");
+    assert_eq!(invalid_key(&e), "soa.refreshh");
+    assert!(s.contains("unknown field `refreshh`"), "{s}");
+}
+
+#[test]
+fn syntax_error_is_one_line_with_position() {
+    let (e, s) = load_err(&[], "domain = \n");
+    assert!(
+        matches!(e, ConfigError::Parse { line: Some(1), .. }),
+        "{e:?}"
+    );
+    assert!(s.starts_with("config /etc/consul-dns.toml:1: "), "{s}");
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let (e, s) = load_err(&[], "\n\nallow_stale = \"yes\"\n");
+    assert_eq!(invalid_key(&e), "allow_stale");
+    assert_eq!(
+        s,
+        "config /etc/consul-dns.toml:3: allow_stale \"yes\": expected true or false, found string \"yes\""
+    );
+    let (e, _) = load_err(&[], "[soa]\nretry = -1\n");
+    assert_eq!(invalid_key(&e), "soa.retry");
+    let (e, _) = load_err(&[], "max_watches = 0\n");
+    assert_eq!(invalid_key(&e), "max_watches");
+    let (e, _) = load_err(&[], "recursor_strategy = \"fastest\"\n");
+    assert_eq!(invalid_key(&e), "recursor_strategy");
+    let (e, _) = load_err(&[], "listen = 8600\n");
+    assert_eq!(invalid_key(&e), "listen");
+}
+
+#[test]
+fn bad_duration_is_rejected() {
+    let (e, s) = load_err(&[], "node_ttl = \"10x\"\n");
+    assert_eq!(invalid_key(&e), "node_ttl");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:1: node_ttl \"10x\": unknown unit"),
+        "{s}"
+    );
+    let (e, s) = load_err(&[], "[service_ttl]\n\"db*\" = \"5\"\n");
+    assert_eq!(invalid_key(&e), "service_ttl.\"db*\"");
+    assert!(s.contains("missing unit"), "{s}");
+    let (e, _) = load_err(&[], "max_stale = -5\n");
+    assert_eq!(invalid_key(&e), "max_stale");
+    let (e, _) = load_err(&[], "recursor_timeout = \"0s\"\n");
+    assert_eq!(invalid_key(&e), "recursor_timeout");
+    let (e, _) = load_err(&[], "blocking_wait = \"11m\"\n");
+    assert_eq!(invalid_key(&e), "blocking_wait");
+    let (e, _) = load_err(&[], "blocking_wait = \"500ms\"\n");
+    assert_eq!(invalid_key(&e), "blocking_wait");
+}
+
+#[test]
+fn ttl_must_fit_in_u32_seconds() {
+    // u32::MAX seconds is 1193046h28m15s.
+    let c = load_ok(&[], "node_ttl = \"1193046h28m15s\"\n");
+    assert_eq!(c.dns.node_ttl, u32::MAX);
+    let (e, s) = load_err(&[], "node_ttl = \"1193046h28m16s\"\n");
+    assert_eq!(invalid_key(&e), "node_ttl");
+    assert!(s.contains("TTL too large"), "{s}");
+    let (e, _) = load_err(&[], "[service_ttl]\nweb = 4294967296\n");
+    assert_eq!(invalid_key(&e), "service_ttl.web");
+}
+
+#[test]
+fn bad_recursor_is_rejected() {
+    let (e, s) = load_err(&[], "recursors = [\"8.8.8.8\", \"1.2.3.4::53\"]\n");
+    assert_eq!(invalid_key(&e), "recursors[1]");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:1: recursors[1] \"1.2.3.4::53\": "),
+        "{s}"
+    );
+}
+
+#[test]
+fn bad_domain_is_rejected() {
+    let (e, s) = load_err(&[], "domain = \"bad domain\"\n");
+    assert_eq!(invalid_key(&e), "domain");
+    assert!(s.contains("not a valid DNS name"), "{s}");
+    let (e, s) = load_err(&["--domain", "a..b"], "");
+    assert_eq!(invalid_key(&e), "--domain");
+    assert!(s.starts_with("--domain \"a..b\": "), "{s}");
+    let (e, _) = load_err(&["--alt-domain", "x_"], "alt_domain = \"a b\"");
+    assert_eq!(
+        invalid_key(&e),
+        "alt_domain",
+        "file is validated on its own"
+    );
+    let (e, _) = load_err(&["--datacenter", "dc.1"], "");
+    assert_eq!(invalid_key(&e), "--datacenter");
+}
+
+#[test]
+fn alt_domain_must_differ() {
+    let (e, s) = load_err(&["--alt-domain", "Consul"], "");
+    assert_eq!(invalid_key(&e), "--alt-domain");
+    assert!(s.contains("must differ"), "{s}");
+    let (e, _) = load_err(&[], "domain = \"x.\"\nalt_domain = \"X\"\n");
+    assert_eq!(invalid_key(&e), "alt_domain");
+}
+
+#[test]
+fn bad_listen_is_rejected() {
+    let (e, s) = load_err(&[], "listen = [\"127.0.0.1:8600\", \"localhost:8600\"]\n");
+    assert_eq!(invalid_key(&e), "listen[1]");
+    assert!(s.contains("listen[1] \"localhost:8600\""), "{s}");
+    let (e, _) = load_err(&[], "listen = []\n");
+    assert_eq!(invalid_key(&e), "listen");
+    let (e, s) = load_err(&[], "listen = [\"127.0.0.1:53\", \"127.0.0.1:53\"]\n");
+    assert_eq!(invalid_key(&e), "listen");
+    assert!(s.contains("listed twice"), "{s}");
+
+    // Flags are checked by clap, which names the flag.
+    for bad in ["::1:8600", "127.0.0.1", "host:53"] {
+        match Cli::try_parse_from(["consul-dns", "--listen", bad]) {
+            Ok(c) => panic!("{bad} should fail, got {c:?}"),
+            Err(e) => assert!(e.to_string().contains("--listen"), "{e}"),
+        }
+    }
+    match Cli::try_parse_from(["consul-dns", "--dev-http", "nope"]) {
+        Ok(c) => panic!("should fail, got {c:?}"),
+        Err(e) => assert!(e.to_string().contains("--dev-http"), "{e}"),
+    }
+}
+
+#[test]
+fn bad_consul_addr_is_rejected() {
+    let (e, s) = load_err(&["--consul-addr", "foo bar"], "");
+    assert_eq!(invalid_key(&e), "--consul-addr");
+    assert!(
+        s.starts_with("--consul-addr \"foo bar\": not a valid URL"),
+        "{s}"
+    );
+    let (_, s) = load_err(&["--consul-addr", "unix:///tmp/consul.sock"], "");
+    assert!(s.contains("unix sockets are not supported"), "{s}");
+    let (e, s) = load_err(&[], "consul_addr = \"ftp://x\"\n");
+    assert_eq!(invalid_key(&e), "consul_addr");
+    assert!(s.contains("unsupported scheme"), "{s}");
+}
+
+#[test]
+fn missing_file_is_an_io_error_naming_the_path() {
+    let cli = Cli {
+        config: Some(PathBuf::from("/nonexistent/consul-dns.toml")),
+        ..Cli::default()
+    };
+    match Config::load(cli) {
+        Ok(c) => panic!("should fail, got {c:?}"),
+        Err(e) => {
+            assert!(matches!(e, ConfigError::Io { .. }), "{e:?}");
+            assert!(
+                e.to_string()
+                    .starts_with("config /nonexistent/consul-dns.toml: cannot read: "),
+                "{e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn load_reads_the_file() {
+    let path = std::env::temp_dir().join(format!("consul-dns-test-{}.toml", std::process::id()));
+    if let Err(e) = std::fs::write(&path, "node_ttl = \"7s\"\nbogus = 1\n") {
+        panic!("write {}: {e}", path.display());
+    }
+    let cli = Cli {
+        config: Some(path.clone()),
+        ..Cli::default()
+    };
+    let result = Config::load(cli);
+    let _ = std::fs::remove_file(&path);
+    match result {
+        Ok(c) => panic!("should fail, got {c:?}"),
+        Err(e) => {
+            let s = e.to_string();
+            assert!(
+                s.starts_with(&format!("config {}:2: ", path.display())),
+                "{s}"
+            );
+            assert!(s.contains("bogus"), "{s}");
+        }
+    }
+}
+
+// ---- secrets ----
+
+#[test]
+fn token_is_redacted() {
+    let t = Secret::new("hunter2");
+    assert_eq!(format!("{t:?}"), "<redacted>");
+    assert_eq!(t.to_string(), "<redacted>");
+    assert_eq!(t.expose(), "hunter2");
+
+    let c = load_ok(&["--token", "hunter2"], "");
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let parsed = cli(&["--token", "hunter2"]);
+    assert!(!format!("{parsed:?}").contains("hunter2"));
+
+    // A bad token value in the file is not echoed.
+    let (_, s) = load_err(&[], "token = 123\n");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:1: token: expected a string"),
+        "{s}"
+    );
+}
+
+#[test]
+fn empty_token_means_none() {
+    assert_eq!(load_ok(&["--token", ""], "").token, None);
+    assert_eq!(load_ok(&[], "token = \"\"").token, None);
+    let c = load_ok(&["--token", ""], "token = \"from-file\"");
+    assert_eq!(c.token.as_ref().map(Secret::expose), Some("from-file"));
+}
+
+// ---- service TTLs (TestDNS_ServiceLookup_TTL) ----
+
+#[test]
+fn service_ttl_lookup() {
+    let t = ServiceTtl::new([("db", 10), ("db*", 66), ("d*", 42), ("*", 5)]);
+    assert_eq!(t.ttl_for("db"), 10);
+    assert_eq!(t.ttl_for("dblb"), 66);
+    assert_eq!(t.ttl_for("dk"), 42);
+    assert_eq!(t.ttl_for("api"), 5);
+    assert_eq!(t.lookup("api"), Some(5));
+
+    let t = ServiceTtl::new([("db", 10), ("db*", 66), ("d*", 42)]);
+    assert_eq!(t.ttl_for("api"), 0);
+    assert_eq!(t.lookup("api"), None);
+    assert_eq!(t.ttl_for("d"), 42);
+
+    let t = ServiceTtl::new([("WEB", 3)]);
+    assert_eq!(t.ttl_for("web"), 3);
+}
+
+#[test]
+fn service_ttl_keys_clash_after_lower_casing() {
+    let (e, s) = load_err(&[], "[service_ttl]\nweb = 1\nWEB = 2\n");
+    assert!(invalid_key(&e).starts_with("service_ttl."), "{e:?}");
+    assert!(s.contains("lower-cased"), "{s}");
+}
+
+// ---- clap ----
+
+#[test]
+fn cli_definition_is_valid() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn help_shows_every_default_and_hides_the_token() {
+    let mut cmd = Cli::command();
+    let help = cmd.render_long_help().to_string();
+    for needle in [
+        "--consul-addr",
+        "http://127.0.0.1:8500",
+        "CONSUL_HTTP_ADDR",
+        "--token",
+        "CONSUL_HTTP_TOKEN",
+        "--listen",
+        "127.0.0.1:8600",
+        "--domain",
+        "[default: consul.]",
+        "--alt-domain",
+        "--datacenter",
+        "--config",
+        "--dev",
+        "--dev-http",
+        "--log-level",
+        "[default: info]",
+        "flag (or its environment variable) overrides the config file",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+    let token = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == "token")
+        .map(|a| a.is_hide_env_values_set());
+    assert_eq!(token, Some(true));
+}
+
+#[test]
+fn listen_is_repeatable_and_accepts_ipv6_and_port_zero() {
+    let c = cli(&["--listen", "[::1]:8600", "--listen", "0.0.0.0:0"]);
+    assert_eq!(c.listen, vec![addr("[::1]:8600"), addr("0.0.0.0:0")]);
+    let (e, _) = load_err(
+        &["--listen", "127.0.0.1:53", "--listen", "127.0.0.1:53"],
+        "",
+    );
+    assert_eq!(invalid_key(&e), "--listen");
+}

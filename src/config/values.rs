@@ -1,0 +1,315 @@
+//! Validation and normalisation of individual values, shared by flags and the config file.
+//! Every function returns a one-line reason on error; callers name the key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Normalises a Consul HTTP address the way Consul's CLI accepts it.
+///
+/// `host:port` without a scheme gets `http://`; the scheme must be `http` or `https`;
+/// `unix://` sockets are rejected. The result has no trailing slash, e.g.
+/// `http://127.0.0.1:8500` (a path prefix such as `https://proxy/consul` is kept).
+pub fn normalize_consul_addr(input: &str) -> Result<String, String> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err("must not be empty (e.g. http://127.0.0.1:8500)".to_string());
+    }
+    let lower = s.to_ascii_lowercase();
+    if lower.starts_with("unix://") {
+        return Err(
+            "unix sockets are not supported; use an http:// or https:// address".to_string(),
+        );
+    }
+    let with_scheme = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| format!("not a valid URL ({e})"))?;
+    let scheme = url.scheme();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "unsupported scheme \"{scheme}\" (use http:// or https://)"
+        ));
+    }
+    let host = match url.host_str() {
+        Some(h) if !h.is_empty() => h,
+        _ => return Err("not a valid URL (missing host)".to_string()),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the address are not supported; use --token".to_string());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not contain a query string or fragment".to_string());
+    }
+    let mut out = format!("{scheme}://{host}");
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(url.path().trim_end_matches('/'));
+    Ok(out)
+}
+
+/// Normalises a DNS domain: lower-cased, fully qualified (`"Consul"` → `"consul."`).
+///
+/// Labels are 1–63 characters of ASCII letters, digits, `-` and `_`; the name (without
+/// the final dot) is at most 253 characters. The root (`"."`) is not allowed.
+pub fn normalize_domain(input: &str) -> Result<String, String> {
+    let lower = input.trim().to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    if name.is_empty() {
+        return Err("must be a non-empty DNS name such as \"consul.\"".to_string());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "not a valid DNS name: {} characters long (at most 253)",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        check_label(label).map_err(|e| format!("not a valid DNS name: {e}"))?;
+    }
+    Ok(format!("{name}."))
+}
+
+/// Normalises a datacenter name: lower-cased, a single DNS label.
+pub fn normalize_datacenter(input: &str) -> Result<String, String> {
+    let lower = input.trim().to_ascii_lowercase();
+    if lower.contains('.') {
+        return Err("must be a single label (no dots)".to_string());
+    }
+    check_label(&lower)?;
+    Ok(lower)
+}
+
+fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("empty label".to_string());
+    }
+    if label.len() > 63 {
+        return Err(format!(
+            "label \"{label}\" is {} characters long (at most 63)",
+            label.len()
+        ));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "label \"{label}\" contains {c:?} (allowed: letters, digits, '-', '_')"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a listen address `IP:PORT` (`127.0.0.1:8600`, `[::1]:8600`; port 0 = any free port).
+pub fn parse_listen_addr(input: &str) -> Result<SocketAddr, String> {
+    let s = input.trim();
+    if let Ok(addr) = SocketAddr::from_str(s) {
+        return Ok(addr);
+    }
+    match IpAddr::from_str(s) {
+        Ok(IpAddr::V4(ip)) => return Err(format!("missing port (e.g. {ip}:8600)")),
+        Ok(IpAddr::V6(_)) => {
+            return Err("IPv6 addresses need brackets and a port, e.g. [::1]:8600".to_string())
+        }
+        Err(_) => {}
+    }
+    if s.matches(':').count() > 1 && !s.starts_with('[') {
+        return Err("IPv6 addresses need brackets, e.g. [::1]:8600".to_string());
+    }
+    Err(
+        "expected IP:PORT, e.g. 127.0.0.1:8600 or [::1]:8600 (host names are not resolved)"
+            .to_string(),
+    )
+}
+
+/// clap value parser for `--listen` / `--dev-http`.
+pub(crate) fn parse_listen_arg(input: &str) -> Result<SocketAddr, String> {
+    parse_listen_addr(input)
+}
+
+/// Parses a recursor address like Consul's `recursorAddr`: port 53 is added when missing,
+/// a bare IPv6 literal is bracketed, `1.2.3.4::53` is an error. Only IP literals are
+/// accepted (Consul would resolve a host name once at start-up; we do not).
+pub fn parse_recursor(input: &str) -> Result<SocketAddr, String> {
+    let s = input.trim();
+    let addr = if let Ok(addr) = SocketAddr::from_str(s) {
+        addr
+    } else if let Ok(ip) = IpAddr::from_str(s) {
+        SocketAddr::new(ip, 53)
+    } else if let Some(ip) = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| IpAddr::from_str(r).ok())
+    {
+        SocketAddr::new(ip, 53)
+    } else {
+        return Err(
+            "expected an IP address with optional port, e.g. \"8.8.8.8\", \"8.8.8.8:53\", \
+             \"2001:db8::1\" or \"[2001:db8::1]:53\" (host names are not resolved)"
+                .to_string(),
+        );
+    };
+    if addr.port() == 0 {
+        return Err("port 0 is not a valid recursor port".to_string());
+    }
+    Ok(addr)
+}
+
+/// Converts a TTL duration to whole seconds (fractions truncated, as Consul does).
+pub fn ttl_seconds(d: Duration) -> Result<u32, String> {
+    u32::try_from(d.as_secs())
+        .map_err(|_| format!("TTL too large: {}s (at most {}s)", d.as_secs(), u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consul_addr_normalisation() {
+        let cases = [
+            ("http://127.0.0.1:8500", "http://127.0.0.1:8500"),
+            ("http://127.0.0.1:8500/", "http://127.0.0.1:8500"),
+            ("127.0.0.1:8500", "http://127.0.0.1:8500"),
+            ("localhost:8500", "http://localhost:8500"),
+            ("consul.service", "http://consul.service"),
+            (
+                "HTTPS://Consul.Example.com:8501",
+                "https://consul.example.com:8501",
+            ),
+            (
+                "https://proxy.example/consul/",
+                "https://proxy.example/consul",
+            ),
+            ("[::1]:8500", "http://[::1]:8500"),
+            ("http://[::1]:8500", "http://[::1]:8500"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_consul_addr(input).as_deref(), Ok(want), "{input}");
+        }
+        let bad = [
+            ("", "empty"),
+            (
+                "unix:///var/run/consul.sock",
+                "unix sockets are not supported",
+            ),
+            ("foo bar", "not a valid URL"),
+            ("ftp://host:21", "unsupported scheme"),
+            ("http://", "not a valid URL"),
+            ("http://127.0.0.1:99999", "not a valid URL"),
+            ("http://user:pw@host:8500", "credentials"),
+            ("http://host:8500/?x=1", "query"),
+        ];
+        for (input, want) in bad {
+            match normalize_consul_addr(input) {
+                Ok(v) => panic!("{input:?} should fail, got {v}"),
+                Err(e) => assert!(e.contains(want), "{input:?}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn domain_normalisation() {
+        assert_eq!(normalize_domain("consul").as_deref(), Ok("consul."));
+        assert_eq!(normalize_domain("Consul.").as_deref(), Ok("consul."));
+        assert_eq!(
+            normalize_domain("My_Zone.Example-1.COM").as_deref(),
+            Ok("my_zone.example-1.com.")
+        );
+        let long_label = "a".repeat(64);
+        let long_name = vec!["a".repeat(63); 4].join("."); // 255 chars
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            ".consul",
+            "foo bar",
+            "cönsul",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(normalize_domain(bad).is_err(), "{bad:?} should be rejected");
+        }
+        let ok_name = format!("{}.{}", vec!["a".repeat(63); 3].join("."), "a".repeat(61));
+        assert_eq!(ok_name.len(), 253);
+        assert!(normalize_domain(&ok_name).is_ok());
+    }
+
+    #[test]
+    fn datacenter_normalisation() {
+        assert_eq!(normalize_datacenter("DC1").as_deref(), Ok("dc1"));
+        assert_eq!(
+            normalize_datacenter("us-east_1").as_deref(),
+            Ok("us-east_1")
+        );
+        assert!(normalize_datacenter("").is_err());
+        assert!(normalize_datacenter("dc1.consul").is_err());
+        assert!(normalize_datacenter("dc 1").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:8600"),
+            Ok("127.0.0.1:8600".parse().unwrap_or_else(|_| unreachable!()))
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:8600")
+                .map(|a| a.to_string())
+                .as_deref(),
+            Ok("[::1]:8600")
+        );
+        assert_eq!(parse_listen_addr("0.0.0.0:0").map(|a| a.port()), Ok(0));
+        assert!(parse_listen_addr("127.0.0.1")
+            .unwrap_err()
+            .contains("missing port"));
+        assert!(parse_listen_addr("::1:8600")
+            .unwrap_err()
+            .contains("brackets"));
+        assert!(parse_listen_addr("localhost:8600").is_err());
+        assert!(parse_listen_addr("127.0.0.1:70000").is_err());
+    }
+
+    #[test]
+    fn recursor_addresses_like_consul() {
+        // TestDNS_RecursorAddr
+        let cases = [
+            ("8.8.8.8", "8.8.8.8:53"),
+            ("8.8.8.8:5353", "8.8.8.8:5353"),
+            ("2001:4860:4860::8888", "[2001:4860:4860::8888]:53"),
+            ("[2001:4860:4860::8888]", "[2001:4860:4860::8888]:53"),
+            ("[2001:4860:4860::8888]:53", "[2001:4860:4860::8888]:53"),
+            ("[2001:db8::1]:5353", "[2001:db8::1]:5353"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                parse_recursor(input).map(|a| a.to_string()).as_deref(),
+                Ok(want),
+                "{input}"
+            );
+        }
+        for bad in [
+            "1.2.3.4::53",
+            "",
+            "dns.google",
+            "8.8.8.8:0",
+            "8.8.8.8:99999",
+        ] {
+            assert!(parse_recursor(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn ttl_limits() {
+        assert_eq!(ttl_seconds(Duration::from_millis(1999)), Ok(1));
+        assert_eq!(
+            ttl_seconds(Duration::from_secs(u64::from(u32::MAX))),
+            Ok(u32::MAX)
+        );
+        assert!(ttl_seconds(Duration::from_secs(u64::from(u32::MAX) + 1)).is_err());
+    }
+}

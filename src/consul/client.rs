@@ -1,0 +1,176 @@
+//! The HTTP client for Consul: one reqwest client, the ACL token as a sensitive header,
+//! `?stale`, blocking parameters and the response metadata headers.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use super::ConsulError;
+
+/// Extra time allowed past `wait + wait/16` for a blocking query: a Consul server may hold a
+/// request up to `rpc_hold_timeout` (7 s by default) during a leader election.
+const BLOCKING_SLACK: Duration = Duration::from_secs(10);
+/// Timeout of a non-blocking request.
+const PLAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest error body kept for a log line.
+const MAX_ERROR_BODY: usize = 200;
+
+/// Metadata Consul returns with every read (`X-Consul-*` headers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryMeta {
+    /// `X-Consul-Index`; 0 when the header was absent or unreadable.
+    pub index: u64,
+    /// `X-Consul-KnownLeader`, absent with the streaming backend.
+    pub known_leader: Option<bool>,
+    /// `X-Consul-LastContact` in milliseconds.
+    pub last_contact_ms: Option<u64>,
+    /// `X-Consul-Results-Filtered-By-ACLs: true`.
+    pub filtered_by_acls: bool,
+}
+
+/// Options of the client, from the configuration.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Send `?stale` so any server may answer (Consul DNS's `allow_stale`).
+    pub stale: bool,
+    /// The `wait` of blocking queries.
+    pub wait: Duration,
+}
+
+/// A Consul HTTP API client. Cheap to clone.
+#[derive(Clone)]
+pub struct ConsulClient {
+    http: reqwest::Client,
+    base: Url,
+    options: ClientOptions,
+}
+
+impl std::fmt::Debug for ConsulClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token lives in the default headers and is never printed.
+        f.debug_struct("ConsulClient")
+            .field("base", &self.base.as_str())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl ConsulClient {
+    /// `addr` is the agent's base URL, e.g. `http://127.0.0.1:8500`.
+    pub fn new(
+        addr: &str,
+        token: Option<&str>,
+        options: ClientOptions,
+    ) -> Result<Self, ConsulError> {
+        let base = Url::parse(addr).map_err(|e| ConsulError::Config(format!("{addr:?}: {e}")))?;
+        if base.cannot_be_a_base() {
+            return Err(ConsulError::Config(format!("{addr:?}: not an http(s) URL")));
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            let mut value = HeaderValue::from_str(token).map_err(|_| {
+                ConsulError::Config(
+                    "the Consul token contains characters not allowed in an HTTP header".into(),
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert("X-Consul-Token", value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("consul-dns/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ConsulError::Config(format!("HTTP client: {e}")))?;
+        Ok(ConsulClient {
+            http,
+            base,
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The URL of an API path given as segments (each one percent-encoded as needed).
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// A read. With `index > 0` it is a blocking query of `options.wait`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        index: u64,
+    ) -> Result<(T, QueryMeta), ConsulError> {
+        let mut url = self.url(segments);
+        let timeout = {
+            let mut q = url.query_pairs_mut();
+            if self.options.stale {
+                q.append_key_only("stale");
+            }
+            if index > 0 {
+                q.append_pair("index", &index.to_string());
+                q.append_pair("wait", &format!("{}ms", self.options.wait.as_millis()));
+                self.options.wait + self.options.wait / 16 + BLOCKING_SLACK
+            } else {
+                PLAIN_TIMEOUT
+            }
+        };
+        let path = segments.join("/");
+        let response = self
+            .http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| ConsulError::from_transport(&path, e))?;
+        let status = response.status();
+        let meta = read_meta(response.headers());
+        if status != StatusCode::OK {
+            let body = response.text().await.unwrap_or_default();
+            let mut body = body.trim().to_owned();
+            if body.len() > MAX_ERROR_BODY {
+                let mut cut = MAX_ERROR_BODY;
+                while !body.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                body.truncate(cut);
+            }
+            return Err(ConsulError::Status {
+                path,
+                status: status.as_u16(),
+                body,
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ConsulError::from_transport(&path, e))?;
+        let body = serde_json::from_slice(&bytes).map_err(|e| ConsulError::Decode {
+            path,
+            reason: e.to_string(),
+        })?;
+        Ok((body, meta))
+    }
+}
+
+fn read_meta(headers: &HeaderMap) -> QueryMeta {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    QueryMeta {
+        index: text("X-Consul-Index")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        known_leader: text("X-Consul-KnownLeader").and_then(|v| v.parse().ok()),
+        last_contact_ms: text("X-Consul-LastContact").and_then(|v| v.parse().ok()),
+        filtered_by_acls: text("X-Consul-Results-Filtered-By-ACLs") == Some("true"),
+    }
+}

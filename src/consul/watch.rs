@@ -1,0 +1,234 @@
+//! The blocking-query loop of one Consul resource (http-api.md §6).
+//!
+//! Invariants:
+//! - the index sent is never 0 after the first answer (an index of 0 never blocks, so a
+//!   loop on it would hammer Consul);
+//! - an index that goes backwards (snapshot restore, new cluster) resets the watch and the
+//!   body replaces the previous state;
+//! - the loop is rate limited (a token bucket), so a resource whose index moves on every
+//!   request cannot turn the watch into a busy loop, while ordinary changes pass at once;
+//! - errors keep the last good state: the caller is only told about successful reads;
+//!   retries back off with jitter, capped at about a second so a watch resumes quickly
+//!   when Consul comes back, and longer on 403 (an ACL problem is not fixed by retrying).
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{ConsulClient, ConsulError, QueryMeta};
+
+/// What an answer's index means for the watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexStep {
+    /// The index did not move: nothing changed (the wait timed out).
+    Unchanged,
+    /// The index moved forward: the body is the new state.
+    Changed,
+    /// The index went backwards: the body is a fresh full state.
+    Reset,
+}
+
+/// Applies the client rules of Consul's blocking queries: returns what the answer means and
+/// the index to send next.
+pub fn next_index(current: u64, returned: u64) -> (IndexStep, u64) {
+    let (step, next) = if returned < current {
+        (IndexStep::Reset, 0)
+    } else if returned == current {
+        (IndexStep::Unchanged, current)
+    } else {
+        (IndexStep::Changed, returned)
+    };
+    // Never block on 0: it would return at once, every time.
+    (step, next.max(1))
+}
+
+/// Token bucket: `burst` requests at once, then one every `1/rate` seconds.
+#[derive(Debug)]
+pub struct RateLimit {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    /// Ordinary catalog changes pass at once; a resource changing on every request is
+    /// read at most 20 times a second.
+    pub fn for_watch() -> Self {
+        Self::new(10, 20.0)
+    }
+
+    pub fn new(burst: u32, per_second: f64) -> Self {
+        RateLimit {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_second,
+            last: Instant::now(),
+        }
+    }
+
+    /// How long to wait before the next request (and takes its token).
+    pub fn take(&mut self) -> Duration {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.per_second)
+        }
+    }
+}
+
+/// Exponential backoff with jitter for failed reads.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(1);
+    const MAX_FORBIDDEN: Duration = Duration::from_secs(10);
+
+    /// The delay before retrying after this error: 50 ms doubling up to 1 s (10 s on 403),
+    /// each multiplied by a random factor in [0.5, 1] so watches do not retry in lockstep.
+    pub fn next_delay(&mut self, forbidden: bool) -> Duration {
+        let cap = if forbidden {
+            Self::MAX_FORBIDDEN
+        } else {
+            Self::MAX
+        };
+        let exp = Self::BASE.saturating_mul(1u32 << self.failures.min(16));
+        self.failures = self.failures.saturating_add(1);
+        exp.min(cap).mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+/// Runs the blocking-query loop for `segments` until `cancel` fires. `index` is the index of
+/// the state the caller already holds (0: none; the first read is then non-blocking).
+/// `on_change` is called with each new state, never for an unchanged index or an error.
+pub async fn run<T, F>(
+    client: ConsulClient,
+    segments: Vec<String>,
+    mut index: u64,
+    cancel: CancellationToken,
+    mut on_change: F,
+) where
+    T: DeserializeOwned,
+    F: FnMut(T, QueryMeta, IndexStep),
+{
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let what = segs.join("/");
+    let mut limit = RateLimit::for_watch();
+    let mut backoff = Backoff::default();
+    loop {
+        let delay = limit.take();
+        if !delay.is_zero() {
+            debug!(resource = %what, ?delay, "watch rate limited");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = client.get::<T>(&segs, index) => r,
+        };
+        match result {
+            Ok((body, meta)) => {
+                if backoff.failures() > 0 {
+                    info!(resource = %what, "Consul answers again");
+                    backoff.reset();
+                }
+                if meta.known_leader == Some(false) {
+                    debug!(resource = %what, "Consul reports no known leader");
+                }
+                let (step, next) = next_index(index, meta.index);
+                if step == IndexStep::Reset {
+                    info!(resource = %what, from = index, to = meta.index, "Consul index went backwards; watch reset");
+                }
+                if step != IndexStep::Unchanged || index == 0 {
+                    on_change(body, meta, step);
+                }
+                index = next;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay(e.is_forbidden());
+                log_failure(&what, &e, backoff.failures(), delay);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+fn log_failure(what: &str, e: &ConsulError, failures: u32, retry_in: Duration) {
+    // The first failure and then every 30th are worth a warning; the rest are noise.
+    if failures == 1 || failures.is_multiple_of(30) {
+        warn!(resource = %what, error = %e, failures, ?retry_in, "Consul read failed; serving last good data");
+    } else {
+        debug!(resource = %what, error = %e, failures, ?retry_in, "Consul read failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_rules() {
+        assert_eq!(next_index(0, 5), (IndexStep::Changed, 5));
+        assert_eq!(next_index(5, 5), (IndexStep::Unchanged, 5));
+        assert_eq!(next_index(5, 9), (IndexStep::Changed, 9));
+        // Backwards: reset, and never block on 0.
+        assert_eq!(next_index(9, 3), (IndexStep::Reset, 1));
+        // A missing header (0) must not make us send index=0.
+        assert_eq!(next_index(0, 0), (IndexStep::Unchanged, 1));
+        assert_eq!(next_index(1, 0), (IndexStep::Reset, 1));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut b = Backoff::default();
+        let first = b.next_delay(false);
+        assert!(first <= Duration::from_millis(50) && first >= Duration::from_millis(25));
+        for _ in 0..20 {
+            assert!(b.next_delay(false) <= Duration::from_secs(1));
+        }
+        assert!(b.next_delay(true) > Duration::from_secs(1));
+        b.reset();
+        assert!(b.next_delay(false) <= Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_passes_bursts_then_spaces_requests() {
+        let mut r = RateLimit::new(3, 10.0);
+        assert_eq!(r.take(), Duration::ZERO);
+        assert_eq!(r.take(), Duration::ZERO);
+        assert_eq!(r.take(), Duration::ZERO);
+        let d = r.take();
+        assert!(
+            d > Duration::from_millis(90) && d <= Duration::from_millis(100),
+            "{d:?}"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(r.take(), Duration::ZERO);
+    }
+}

@@ -1,0 +1,157 @@
+//! Accept loop and per-connection serving. Our own loop (rather than `axum::serve`) so that
+//! `stop()` can drop every connection at once, cutting in-flight long polls.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::http::{parse_query, router, text};
+use super::{lock, Fault, Inner, RequestRecord};
+
+/// A running accept loop and its connections.
+pub(super) struct Server {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Returns once the listener and every connection are closed.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        if let Err(e) = self.task.await {
+            tracing::warn!("emulator accept loop ended abnormally: {e}");
+        }
+    }
+}
+
+/// Binds with SO_REUSEADDR so `restart()` can rebind while old connections sit in TIME_WAIT.
+pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+pub(super) fn spawn(listener: TcpListener, inner: Arc<Inner>) -> Server {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(accept_loop(listener, inner, cancel.clone()));
+    Server { cancel, task }
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, cancel: CancellationToken) {
+    let app = TowerToHyperService::new(router(inner.clone()));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(serve_connection(stream, inner.clone(), app.clone()));
+                }
+                Err(e) => {
+                    // E.g. EMFILE: back off instead of spinning.
+                    tracing::warn!("emulator accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    // Aborting the tasks drops their sockets: clients see EOF/reset at once.
+    conns.shutdown().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    inner: Arc<Inner>,
+    app: TowerToHyperService<axum::Router>,
+) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let inner = inner.clone();
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(&inner, &app, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!("emulator connection ended: {e}");
+    }
+}
+
+/// Counts and logs the request, applies the injected fault and token check, then routes.
+async fn handle(
+    inner: &Inner,
+    app: &TowerToHyperService<axum::Router>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let token = request_token(&req);
+    inner.record(RequestRecord {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        token: token.clone(),
+        received_at: Instant::now(),
+    });
+    let fault = lock(&inner.fault).clone();
+    match fault {
+        Fault::None => {}
+        Fault::Status(code, body) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return text(status, &body);
+        }
+        Fault::Hang => std::future::pending::<()>().await,
+    }
+    let required = lock(&inner.required_token).clone();
+    if required.is_some() && token != required {
+        return text(StatusCode::FORBIDDEN, "ACL not found");
+    }
+    match app.call(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+/// Consul's priority: `?token=`, then `X-Consul-Token`, then `Authorization: Bearer`.
+fn request_token<B>(req: &Request<B>) -> Option<String> {
+    let from_query = req.uri().query().and_then(|q| {
+        parse_query(q)
+            .into_iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v)
+    });
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let bearer = || {
+        header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+    };
+    from_query
+        .or_else(|| header("x-consul-token").map(str::to_string))
+        .or_else(|| bearer().map(str::to_string))
+        .filter(|t| !t.is_empty())
+}

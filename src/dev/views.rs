@@ -1,0 +1,257 @@
+//! JSON bodies of the read endpoints, in the shapes real Consul (OSS) agents emit.
+//! Enterprise-only fields (`Namespace`, `Partition`) are not emitted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Map, Value};
+
+use super::register::{CheckSpec, ServiceSpec};
+use super::state::{Catalog, NodeEntry, Versioned};
+use super::EmulatorConfig;
+
+type Instance<'a> = (&'a NodeEntry, &'a Versioned<ServiceSpec>);
+
+impl Catalog {
+    /// `/v1/catalog/services`: name → sorted, deduplicated union of tags.
+    pub fn catalog_services_json(&self) -> Value {
+        let mut services: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for svc in self.nodes.values().flat_map(|n| n.services.values()) {
+            let tags = services.entry(svc.spec.name.as_str()).or_default();
+            tags.extend(svc.spec.tags.iter().map(String::as_str));
+        }
+        json!(services)
+    }
+
+    /// `/v1/catalog/nodes`, sorted by node name.
+    pub fn catalog_nodes_json(&self) -> Value {
+        Value::Array(self.nodes.values().map(|n| self.node_json(n)).collect())
+    }
+
+    /// `/v1/catalog/service/<name>`: flat node + service entries.
+    pub fn catalog_service_json(&self, name: &str, tags: &[String]) -> Value {
+        let entries = self.instances(name, tags).into_iter().map(|(node, svc)| {
+            let n = &node.node.spec;
+            let s = &svc.spec;
+            let mut v = json!({
+                "ID": n.id,
+                "Node": n.name,
+                "Address": n.address,
+                "Datacenter": self.datacenter,
+                "TaggedAddresses": n.tagged_addresses,
+                "NodeMeta": n.meta,
+                "ServiceKind": s.kind,
+                "ServiceID": s.id,
+                "ServiceName": s.name,
+                "ServiceTags": s.tags,
+                "ServiceAddress": s.address,
+                "ServiceWeights": weights_json(s),
+                "ServiceMeta": s.meta,
+                "ServicePort": s.port,
+                "ServiceEnableTagOverride": s.enable_tag_override,
+                "ServiceProxy": proxy_json(),
+                "ServiceConnect": {},
+                "CreateIndex": svc.create_index,
+                "ModifyIndex": svc.modify_index,
+            });
+            // `omitempty` in Consul's ServiceNode.
+            if let (Value::Object(map), false) = (&mut v, s.tagged_addresses.is_empty()) {
+                map.insert("ServiceTaggedAddresses".into(), tagged_addresses_json(s));
+            }
+            v
+        });
+        Value::Array(entries.collect())
+    }
+
+    /// `/v1/catalog/node/<name>`: `null` for an unknown node.
+    pub fn catalog_node_json(&self, name: &str) -> Value {
+        let Some(node) = self.node(name) else {
+            return Value::Null;
+        };
+        let services: Map<String, Value> = node
+            .services
+            .iter()
+            .map(|(id, svc)| (id.clone(), service_json(svc)))
+            .collect();
+        json!({ "Node": self.node_json(node), "Services": services })
+    }
+
+    /// `/v1/health/service/<name>`: node, service and (node-level + service) checks.
+    pub fn health_service_json(&self, name: &str, tags: &[String], passing_only: bool) -> Value {
+        let entries = self
+            .instances(name, tags)
+            .into_iter()
+            .filter_map(|(node, svc)| {
+                let checks: Vec<&Versioned<CheckSpec>> = node
+                    .checks
+                    .values()
+                    .filter(|c| c.spec.service_id.is_empty() || c.spec.service_id == svc.spec.id)
+                    .collect();
+                if passing_only && checks.iter().any(|c| c.spec.status != "passing") {
+                    return None;
+                }
+                Some(json!({
+                    "Node": self.node_json(node),
+                    "Service": service_json(svc),
+                    "Checks": checks.iter().map(|c| check_json(node, c)).collect::<Vec<_>>(),
+                }))
+            });
+        Value::Array(entries.collect())
+    }
+
+    /// `/v1/health/node/<name>`: every check on the node (`[]` for an unknown node).
+    pub fn health_node_json(&self, name: &str) -> Value {
+        let checks = self
+            .node(name)
+            .map(|node| node.checks.values().map(|c| check_json(node, c)).collect())
+            .unwrap_or_default();
+        Value::Array(checks)
+    }
+
+    /// Instances of a service (case-insensitive name) carrying all `tags`
+    /// (case-insensitive), ordered by node then service ID.
+    fn instances(&self, name: &str, tags: &[String]) -> Vec<Instance<'_>> {
+        self.nodes
+            .values()
+            .flat_map(|node| node.services.values().map(move |svc| (node, svc)))
+            .filter(|(_, svc)| svc.spec.name.eq_ignore_ascii_case(name))
+            .filter(|(_, svc)| {
+                tags.iter()
+                    .all(|want| svc.spec.tags.iter().any(|t| t.eq_ignore_ascii_case(want)))
+            })
+            .collect()
+    }
+
+    fn node_json(&self, node: &NodeEntry) -> Value {
+        let n = &node.node.spec;
+        json!({
+            "ID": n.id,
+            "Node": n.name,
+            "Address": n.address,
+            "Datacenter": self.datacenter,
+            "TaggedAddresses": n.tagged_addresses,
+            "Meta": n.meta,
+            "CreateIndex": node.node.create_index,
+            "ModifyIndex": node.node.modify_index,
+        })
+    }
+}
+
+/// An AgentService/NodeService (`Service` in health entries, values of `Services`).
+fn service_json(svc: &Versioned<ServiceSpec>) -> Value {
+    let s = &svc.spec;
+    let mut v = json!({
+        "ID": s.id,
+        "Service": s.name,
+        "Tags": s.tags,
+        "Address": s.address,
+        "Meta": s.meta,
+        "Port": s.port,
+        "Weights": weights_json(s),
+        "EnableTagOverride": s.enable_tag_override,
+        "Proxy": proxy_json(),
+        "Connect": {},
+        "CreateIndex": svc.create_index,
+        "ModifyIndex": svc.modify_index,
+    });
+    // Both are `omitempty` in Consul's NodeService.
+    if let Value::Object(map) = &mut v {
+        if !s.kind.is_empty() {
+            map.insert("Kind".into(), json!(s.kind));
+        }
+        if !s.tagged_addresses.is_empty() {
+            map.insert("TaggedAddresses".into(), tagged_addresses_json(s));
+        }
+    }
+    v
+}
+
+fn check_json(node: &NodeEntry, check: &Versioned<CheckSpec>) -> Value {
+    let c = &check.spec;
+    // ServiceName/ServiceTags come from the service as currently registered.
+    let (service_name, service_tags) = node
+        .services
+        .get(&c.service_id)
+        .filter(|_| !c.service_id.is_empty())
+        .map(|s| (s.spec.name.clone(), s.spec.tags.clone()))
+        .unwrap_or_default();
+    let def = |key: &str| c.definition.get(key).and_then(Value::as_str).unwrap_or("");
+    let check_type = ["HTTP", "TCP", "GRPC", "UDP", "TTL"]
+        .into_iter()
+        .find(|k| c.definition.get(*k).is_some())
+        .map(str::to_lowercase)
+        .unwrap_or_default();
+    json!({
+        "Node": node.node.spec.name,
+        "CheckID": c.check_id,
+        "Name": c.name,
+        "Status": c.status,
+        "Notes": c.notes,
+        "Output": c.output,
+        "ServiceID": c.service_id,
+        "ServiceName": service_name,
+        "ServiceTags": service_tags,
+        "Type": check_type,
+        "Interval": def("Interval"),
+        "Timeout": def("Timeout"),
+        "ExposedPort": 0,
+        "Definition": c.definition,
+        "CreateIndex": check.create_index,
+        "ModifyIndex": check.modify_index,
+    })
+}
+
+fn tagged_addresses_json(s: &ServiceSpec) -> Value {
+    let map: Map<String, Value> = s
+        .tagged_addresses
+        .iter()
+        .map(|(k, a)| (k.clone(), json!({ "Address": a.address, "Port": a.port })))
+        .collect();
+    Value::Object(map)
+}
+
+fn weights_json(s: &ServiceSpec) -> Value {
+    json!({ "Passing": s.weights.0, "Warning": s.weights.1 })
+}
+
+fn proxy_json() -> Value {
+    json!({ "MeshGateway": {}, "Expose": {} })
+}
+
+/// `/v1/agent/self` for a single dev server agent.
+pub(super) fn agent_self_json(cfg: &EmulatorConfig, node_id: &str) -> Value {
+    json!({
+        "Config": {
+            "Datacenter": cfg.datacenter,
+            "NodeName": cfg.node_name,
+            "NodeID": node_id,
+            "Server": true,
+            "Revision": "emulator",
+            "Version": "1.20.0",
+        },
+        "DebugConfig": {},
+        "Coord": { "Adjustment": 0, "Error": 1.5, "Vec": [0, 0, 0, 0, 0, 0, 0, 0] },
+        "Member": {
+            "Name": cfg.node_name,
+            "Addr": "127.0.0.1",
+            "Port": 8301,
+            "Tags": {
+                "bootstrap": "1",
+                "dc": cfg.datacenter,
+                "id": node_id,
+                "port": "8300",
+                "role": "consul",
+                "vsn": "2",
+                "vsn_max": "3",
+                "vsn_min": "2",
+            },
+            "Status": 1,
+            "ProtocolMin": 1,
+            "ProtocolMax": 5,
+            "ProtocolCur": 2,
+            "DelegateMin": 2,
+            "DelegateMax": 5,
+            "DelegateCur": 4,
+        },
+        "Meta": {},
+    })
+}

@@ -1,0 +1,137 @@
+//! The request handler: questions under the Consul domain are answered by `ConsulZone`;
+//! everything else (other zones, forwarding, malformed or non-query messages) goes to
+//! hickory's `Catalog`, which answers REFUSED for names it does not serve.
+//!
+//! The Consul domain is handled here rather than through a `ZoneHandler` in the Catalog so
+//! that we control what a zone handler cannot: Consul's per-query shuffling and answer
+//! limits, SRV additional records rebuilt after a cut, and the TC bit.
+
+use std::sync::Arc;
+
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
+use hickory_server::proto::rr::{RData, Record};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
+use tracing::warn;
+
+use super::zone::{Answer, ConsulZone};
+
+/// Limits applied when a response is written.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseLimits {
+    /// `udp_answer_limit`: most answers in a UDP response to a client without EDNS.
+    pub udp_answer_limit: usize,
+    /// The largest UDP payload we send, whatever the client advertises.
+    pub max_udp_payload: u16,
+    /// RA flag: set when forwarding is configured.
+    pub recursion_available: bool,
+}
+
+pub struct DnsHandler {
+    zone: Arc<ConsulZone>,
+    catalog: Catalog,
+    limits: ResponseLimits,
+}
+
+impl DnsHandler {
+    pub fn new(zone: Arc<ConsulZone>, catalog: Catalog, limits: ResponseLimits) -> Self {
+        DnsHandler {
+            zone,
+            catalog,
+            limits,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let plain_query = request.metadata.message_type == MessageType::Query
+            && request.metadata.op_code == OpCode::Query
+            && request.queries.len() == 1
+            && request.edns.as_ref().is_none_or(|e| e.version() == 0);
+        let query = request.queries.queries().first();
+        let domain = query
+            .filter(|_| plain_query)
+            .and_then(|q| self.zone.domain_of(q.name()));
+        let (Some(query), Some(d)) = (query, domain) else {
+            return self
+                .catalog
+                .handle_request::<R, T>(request, response_handle)
+                .await;
+        };
+
+        let mut answer = self
+            .zone
+            .answer(query.original().name(), query.name(), query.query_type(), d)
+            .await;
+
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = answer.rcode;
+        metadata.authoritative =
+            matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
+        metadata.recursion_available = self.limits.recursion_available;
+        if request.protocol() == Protocol::Udp
+            && request.edns.is_none()
+            && answer.answers.len() > self.limits.udp_answer_limit
+        {
+            // Consul cuts silently; a cut answer without TC is a wrong answer, so we set it
+            // and the client can retry over TCP for the whole set.
+            answer.answers.truncate(self.limits.udp_answer_limit);
+            sync_additionals(&mut answer);
+            metadata.truncation = true;
+        }
+        let soa = answer.with_soa.then(|| self.zone.soa(d));
+        let edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(
+                req.max_payload()
+                    .clamp(512, self.limits.max_udp_payload.max(512)),
+            );
+            e.set_version(0);
+            e
+        });
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let response = builder.build(
+            metadata,
+            answer.answers.iter(),
+            answer.authority.iter(),
+            soa.iter(),
+            answer.additionals.iter(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                warn!(%error, "failed to send a response");
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}
+
+/// After answers were cut, keeps only the additional records that a remaining SRV answer
+/// points at (Consul's `syncExtra`).
+fn sync_additionals(answer: &mut Answer) {
+    let targets: Vec<_> = answer
+        .answers
+        .iter()
+        .filter_map(|r: &Record| match &r.data {
+            RData::SRV(srv) => Some(srv.target.clone()),
+            _ => None,
+        })
+        .collect();
+    answer.additionals.retain(|r| targets.contains(&r.name));
+}

@@ -1,0 +1,585 @@
+//! DNS data prepared when the catalog changes, so that answering a query is a lookup and a
+//! few copies: the health filter, the address choice, SRV targets, their additional records
+//! and the tag index are computed here, once per Consul update, never per query.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::{Name, RData, Record};
+
+use crate::consul::model::{AgentService, CheckStatus, Node, ServiceEntry};
+
+/// What the preparation needs to know of the zone.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Served domains, lower-case FQDNs: the primary first, then `alt_domain`.
+    pub domains: Vec<Name>,
+    /// The local datacenter, lower-case.
+    pub datacenter: String,
+    /// `only_passing`: drop instances with a warning check too.
+    pub only_passing: bool,
+    /// `node_ttl` in seconds.
+    pub node_ttl: u32,
+    /// `enable_additional_node_meta_txt`.
+    pub node_meta_txt: bool,
+}
+
+/// Where an answer for one instance or node points, for one kind of question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An IP address. `node_record`: it is the node's own address (SRV target
+    /// `<node>.node.<dc>.<domain>`), else `<hex>.addr.<dc>.<domain>`.
+    Ip { ip: IpAddr, node_record: bool },
+    /// A hostname (answered with a CNAME).
+    Fqdn(Name),
+}
+
+/// Which address families a question accepts (Consul's `translateAddressAccept`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accept {
+    V4,
+    V6,
+    Any,
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse().ok()
+}
+
+/// Consul's address choice: `lan_ipv6`/`lan_ipv4` tagged addresses first, then the default
+/// address if its family fits (or it is a hostname). Returns "" when nothing fits.
+fn choose<'a>(
+    accept: Accept,
+    default: &'a str,
+    v4: Option<&'a str>,
+    v6: Option<&'a str>,
+) -> &'a str {
+    // `Any` accepts both families, and Consul tries IPv6 first (translate_addr.go).
+    if let (Accept::V6 | Accept::Any, Some(v6)) = (accept, v6.filter(|s| !s.is_empty())) {
+        return v6;
+    }
+    if let (Accept::V4 | Accept::Any, Some(v4)) = (accept, v4.filter(|s| !s.is_empty())) {
+        return v4;
+    }
+    if accept == Accept::Any && !default.is_empty() {
+        return default;
+    }
+    match parse_ip(default) {
+        Some(IpAddr::V4(_)) if accept == Accept::V4 => default,
+        Some(IpAddr::V6(_)) if accept == Accept::V6 => default,
+        None if !default.is_empty() => default,
+        _ => "",
+    }
+}
+
+/// Consul's per-instance decision tree (dns-spec.md §6.1) for one kind of question.
+fn instance_target(accept: Accept, service: &AgentService, node: &Node) -> Option<Target> {
+    let svc = choose(
+        accept,
+        &service.address,
+        service
+            .tagged_addresses
+            .get("lan_ipv4")
+            .map(|a| a.address.as_str()),
+        service
+            .tagged_addresses
+            .get("lan_ipv6")
+            .map(|a| a.address.as_str()),
+    );
+    let node_addr = choose(
+        accept,
+        &node.address,
+        node.tagged_addresses.get("lan_ipv4").map(String::as_str),
+        node.tagged_addresses.get("lan_ipv6").map(String::as_str),
+    );
+    match (svc.is_empty(), node_addr.is_empty()) {
+        (true, true) => None,
+        (true, false) => match parse_ip(node_addr) {
+            Some(ip) => Some(Target::Ip {
+                ip,
+                node_record: node_addr == node.address,
+            }),
+            None => fqdn(node_addr).map(Target::Fqdn),
+        },
+        (false, _) => match parse_ip(svc) {
+            Some(ip) => Some(Target::Ip {
+                ip,
+                node_record: false,
+            }),
+            None => fqdn(svc).map(Target::Fqdn),
+        },
+    }
+}
+
+fn node_target(accept: Accept, node: &Node) -> Option<Target> {
+    let addr = choose(
+        accept,
+        &node.address,
+        node.tagged_addresses.get("lan_ipv4").map(String::as_str),
+        node.tagged_addresses.get("lan_ipv6").map(String::as_str),
+    );
+    if addr.is_empty() {
+        return None;
+    }
+    match parse_ip(addr) {
+        Some(ip) => Some(Target::Ip {
+            ip,
+            node_record: true,
+        }),
+        None => fqdn(addr).map(Target::Fqdn),
+    }
+}
+
+fn fqdn(host: &str) -> Option<Name> {
+    let mut name = Name::from_ascii(host).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
+/// The A or AAAA record data of an IP.
+pub fn ip_rdata(ip: IpAddr) -> RData {
+    match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    }
+}
+
+/// `<hex>` of `<hex>.addr.`: 8 lower-case hex digits for IPv4, 32 for IPv6.
+pub fn hex_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{:08x}", u32::from(v4)),
+        IpAddr::V6(v6) => format!("{:032x}", u128::from(v6)),
+    }
+}
+
+/// The IP of a `<hex>.addr.` label, if it is 8 or 32 hex digits.
+pub fn ip_from_hex(hex: &str) -> Option<IpAddr> {
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    match hex.len() {
+        8 => u32::from_str_radix(hex, 16)
+            .ok()
+            .map(|v| IpAddr::V4(Ipv4Addr::from(v))),
+        32 => u128::from_str_radix(hex, 16)
+            .ok()
+            .map(|v| IpAddr::V6(Ipv6Addr::from(v))),
+        _ => None,
+    }
+}
+
+/// `<first>.<kind>.<dc>.<domain>`, or None when `first` is not a valid DNS label.
+fn generated_name(first: &str, kind: &str, dc: &str, domain: &Name) -> Option<Name> {
+    let relative = Name::from_ascii(format!("{first}.{kind}.{dc}")).ok()?;
+    relative.append_domain(domain).ok()
+}
+
+/// Node meta as TXT strings, RFC 1464 `key=value` as Consul writes them (dns-spec.md §5).
+pub fn meta_txt(meta: &std::collections::BTreeMap<String, String>) -> Vec<TXT> {
+    meta.iter()
+        .map(|(k, v)| {
+            let s = if k.to_ascii_lowercase().starts_with("rfc1035-") {
+                v.clone()
+            } else {
+                format!("{}={}", rfc1464_key(k), v.replace('`', "``"))
+            };
+            TXT::new(vec![s])
+        })
+        .collect()
+}
+
+fn rfc1464_key(key: &str) -> String {
+    let escaped = key.replace('`', "``").replace('=', "`=");
+    let lead = escaped.len() - escaped.trim_start_matches(' ').len();
+    let trimmed = escaped.trim_start_matches(' ');
+    let trail = trimmed.len() - trimmed.trim_end_matches(' ').len();
+    let core = trimmed.trim_end_matches(' ');
+    format!("{}{}{}", "` ".repeat(lead), core, "` ".repeat(trail))
+}
+
+/// An SRV target in one served domain, with the records that go in Additional.
+#[derive(Debug, Clone)]
+pub struct SrvTarget {
+    pub name: Name,
+    pub additionals: Vec<Record>,
+}
+
+/// One healthy instance, ready to answer.
+#[derive(Debug, Clone)]
+pub struct PreparedInstance {
+    pub a: Option<Target>,
+    pub aaaa: Option<Target>,
+    pub any: Option<Target>,
+    pub port: u16,
+    pub weight: u16,
+    /// Lower-case tags.
+    pub tags: Vec<String>,
+    /// Per served domain (same order as `Settings::domains`); empty when the instance has
+    /// no usable address for SRV.
+    pub srv: Vec<SrvTarget>,
+    /// Consul's SRV dedupe key: node, address and port.
+    pub srv_key: String,
+}
+
+/// The healthy instances of one service and its tag index, rebuilt on every change.
+#[derive(Debug, Clone, Default)]
+pub struct PreparedService {
+    /// TTL of every record of this service (`service_ttl`).
+    pub ttl: u32,
+    pub instances: Vec<PreparedInstance>,
+    /// Healthy instances carrying each tag (lower-case).
+    pub by_tag: HashMap<String, Vec<usize>>,
+    /// Every tag of every instance, healthy or not (lower-case): a tag nobody carries is
+    /// NXDOMAIN, a tag whose instances are all unhealthy is NODATA.
+    pub all_tags: HashSet<String>,
+    /// The Consul index this was built from.
+    pub index: u64,
+}
+
+/// Consul's health filter (dns-spec.md §7): any critical check drops the instance;
+/// with `only_passing`, any check that is not passing does.
+fn healthy(entry: &ServiceEntry, only_passing: bool) -> bool {
+    entry.checks.iter().all(|c| match c.status {
+        CheckStatus::Passing => true,
+        CheckStatus::Warning => !only_passing,
+        CheckStatus::Critical => false,
+        CheckStatus::Other => !only_passing,
+    })
+}
+
+/// Consul's `findWeight`: the aggregated status of the instance's checks.
+fn weight(entry: &ServiceEntry) -> u16 {
+    let worst = entry
+        .checks
+        .iter()
+        .filter(|c| {
+            c.service_id.is_empty()
+                || c.service_name == entry.service.service
+                || c.service_id == entry.service.id
+        })
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(CheckStatus::Passing);
+    match worst {
+        CheckStatus::Passing => entry.service.weights.passing,
+        CheckStatus::Warning => entry.service.weights.warning,
+        CheckStatus::Critical => 0,
+        CheckStatus::Other => 1,
+    }
+}
+
+impl PreparedService {
+    pub fn build(entries: &[ServiceEntry], ttl: u32, index: u64, settings: &Settings) -> Self {
+        let mut out = PreparedService {
+            ttl,
+            index,
+            ..Default::default()
+        };
+        for entry in entries {
+            let tags: Vec<String> = entry
+                .service
+                .tags
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect();
+            out.all_tags.extend(tags.iter().cloned());
+            if !healthy(entry, settings.only_passing) {
+                continue;
+            }
+            let i = out.instances.len();
+            for tag in &tags {
+                let list = out.by_tag.entry(tag.clone()).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+            out.instances
+                .push(prepare_instance(entry, tags, ttl, settings));
+        }
+        out
+    }
+}
+
+fn prepare_instance(
+    entry: &ServiceEntry,
+    tags: Vec<String>,
+    ttl: u32,
+    settings: &Settings,
+) -> PreparedInstance {
+    let any = instance_target(Accept::Any, &entry.service, &entry.node);
+    let srv_key = format!(
+        "{}:{}:{}",
+        entry.node.node.to_ascii_lowercase(),
+        match &any {
+            Some(Target::Ip { ip, .. }) => ip.to_string(),
+            Some(Target::Fqdn(n)) => n.to_ascii(),
+            None => String::new(),
+        },
+        entry.service.port
+    );
+    let srv = settings
+        .domains
+        .iter()
+        .filter_map(|domain| srv_target(any.as_ref()?, entry, ttl, domain, settings))
+        .collect::<Vec<_>>();
+    PreparedInstance {
+        a: instance_target(Accept::V4, &entry.service, &entry.node),
+        aaaa: instance_target(Accept::V6, &entry.service, &entry.node),
+        srv: if srv.len() == settings.domains.len() {
+            srv
+        } else {
+            Vec::new()
+        },
+        any,
+        port: entry.service.port,
+        weight: weight(entry),
+        tags,
+        srv_key,
+    }
+}
+
+fn srv_target(
+    target: &Target,
+    entry: &ServiceEntry,
+    ttl: u32,
+    domain: &Name,
+    settings: &Settings,
+) -> Option<SrvTarget> {
+    let dc = &settings.datacenter;
+    match target {
+        Target::Ip { ip, node_record } => {
+            let by_node = if *node_record {
+                generated_name(&entry.node.node.to_ascii_lowercase(), "node", dc, domain)
+            } else {
+                None
+            };
+            let name = match by_node {
+                Some(n) => n,
+                None => generated_name(&hex_ip(*ip), "addr", dc, domain)?,
+            };
+            let mut additionals = vec![Record::from_rdata(name.clone(), ttl, ip_rdata(*ip))];
+            if settings.node_meta_txt {
+                let node_name =
+                    generated_name(&entry.node.node.to_ascii_lowercase(), "node", dc, domain);
+                if let Some(node_name) = node_name {
+                    additionals.extend(
+                        meta_txt(&entry.node.meta)
+                            .into_iter()
+                            .map(|t| Record::from_rdata(node_name.clone(), ttl, RData::TXT(t))),
+                    );
+                }
+            }
+            Some(SrvTarget { name, additionals })
+        }
+        Target::Fqdn(host) => Some(SrvTarget {
+            name: host.clone(),
+            additionals: Vec::new(),
+        }),
+    }
+}
+
+/// A node, ready to answer `<node>.node.<dc>.<domain>`.
+#[derive(Debug, Clone)]
+pub struct PreparedNode {
+    pub a: Option<Target>,
+    pub aaaa: Option<Target>,
+    pub any: Option<Target>,
+    pub txt: Vec<TXT>,
+}
+
+/// Every node of the local datacenter by lower-case name.
+#[derive(Debug, Clone, Default)]
+pub struct NodeTable {
+    pub by_name: HashMap<String, PreparedNode>,
+    pub index: u64,
+}
+
+impl NodeTable {
+    pub fn build(nodes: &[Node], index: u64) -> Self {
+        let by_name = nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.node.to_ascii_lowercase(),
+                    PreparedNode {
+                        a: node_target(Accept::V4, n),
+                        aaaa: node_target(Accept::V6, n),
+                        any: node_target(Accept::Any, n),
+                        txt: meta_txt(&n.meta),
+                    },
+                )
+            })
+            .collect();
+        NodeTable { by_name, index }
+    }
+}
+
+/// The record answering an A/AAAA/ANY question for one target, owned by `owner`.
+pub fn target_record(owner: &Name, ttl: u32, target: &Target) -> Record {
+    match target {
+        Target::Ip { ip, .. } => Record::from_rdata(owner.clone(), ttl, ip_rdata(*ip)),
+        Target::Fqdn(host) => {
+            Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(host.clone())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consul::model::{HealthCheck, ServiceAddress};
+
+    fn settings() -> Settings {
+        Settings {
+            domains: vec![Name::from_ascii("consul.").unwrap()],
+            datacenter: "dc1".into(),
+            only_passing: false,
+            node_ttl: 0,
+            node_meta_txt: true,
+        }
+    }
+
+    fn entry(node_addr: &str, svc_addr: &str, checks: &[CheckStatus]) -> ServiceEntry {
+        ServiceEntry {
+            node: Node {
+                node: "Node1".into(),
+                address: node_addr.into(),
+                datacenter: "dc1".into(),
+                ..Default::default()
+            },
+            service: AgentService {
+                id: "web1".into(),
+                service: "web".into(),
+                tags: vec!["Primary".into()],
+                address: svc_addr.into(),
+                port: 80,
+                ..Default::default()
+            },
+            checks: checks
+                .iter()
+                .map(|s| HealthCheck {
+                    status: *s,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn address_choice_follows_consul() {
+        let ip = |s: &str| {
+            Some(Target::Ip {
+                ip: s.parse().unwrap(),
+                node_record: false,
+            })
+        };
+        // Service address wins, and is an IP record even for SRV.
+        let e = entry("192.168.0.1", "10.2.0.1", &[]);
+        assert_eq!(
+            instance_target(Accept::V4, &e.service, &e.node),
+            ip("10.2.0.1")
+        );
+        // No service address: the node's own address is a node record.
+        let e = entry("192.168.0.1", "", &[]);
+        assert_eq!(
+            instance_target(Accept::Any, &e.service, &e.node),
+            Some(Target::Ip {
+                ip: "192.168.0.1".parse().unwrap(),
+                node_record: true
+            })
+        );
+        // AAAA of an IPv4-only instance: nothing (NODATA).
+        let e = entry("192.168.0.1", "10.2.0.1", &[]);
+        assert_eq!(instance_target(Accept::V6, &e.service, &e.node), None);
+        // IPv6 service on an IPv4 node: A falls back to the node.
+        let e = entry("192.168.0.1", "2001:db8::1", &[]);
+        assert_eq!(
+            instance_target(Accept::V4, &e.service, &e.node),
+            Some(Target::Ip {
+                ip: "192.168.0.1".parse().unwrap(),
+                node_record: true
+            })
+        );
+        // lan_ipv4 tagged address wins for A.
+        let mut e = entry("192.168.0.1", "2001:db8::1", &[]);
+        e.service.tagged_addresses.insert(
+            "lan_ipv4".into(),
+            ServiceAddress {
+                address: "10.2.0.9".into(),
+                port: 80,
+            },
+        );
+        assert_eq!(
+            instance_target(Accept::V4, &e.service, &e.node),
+            ip("10.2.0.9")
+        );
+        // Hostname service address.
+        let e = entry("192.168.0.1", "db.example.com", &[]);
+        assert_eq!(
+            instance_target(Accept::V4, &e.service, &e.node),
+            Some(Target::Fqdn(Name::from_ascii("db.example.com.").unwrap()))
+        );
+    }
+
+    #[test]
+    fn health_filter_and_tags() {
+        let entries = vec![
+            entry("192.168.0.1", "10.2.0.1", &[CheckStatus::Passing]),
+            entry("192.168.0.2", "10.2.0.2", &[CheckStatus::Warning]),
+            entry(
+                "192.168.0.3",
+                "10.2.0.3",
+                &[CheckStatus::Passing, CheckStatus::Critical],
+            ),
+        ];
+        let p = PreparedService::build(&entries, 5, 7, &settings());
+        assert_eq!(p.instances.len(), 2);
+        assert_eq!(p.by_tag["primary"], vec![0, 1]);
+        assert!(p.all_tags.contains("primary"));
+        let s = Settings {
+            only_passing: true,
+            ..settings()
+        };
+        assert_eq!(
+            PreparedService::build(&entries, 5, 7, &s).instances.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn srv_targets_and_additionals() {
+        let p = PreparedService::build(&[entry("192.168.0.1", "10.2.0.1", &[])], 5, 1, &settings());
+        let srv = &p.instances[0].srv[0];
+        assert_eq!(srv.name.to_ascii(), "0a020001.addr.dc1.consul.");
+        assert_eq!(
+            srv.additionals[0].to_string(),
+            "0a020001.addr.dc1.consul. 5 IN A 10.2.0.1"
+        );
+        let p = PreparedService::build(&[entry("192.168.0.1", "", &[])], 5, 1, &settings());
+        assert_eq!(
+            p.instances[0].srv[0].name.to_ascii(),
+            "node1.node.dc1.consul."
+        );
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        for ip in ["10.2.0.1", "2001:db8::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_from_hex(&hex_ip(ip)), Some(ip));
+        }
+        assert_eq!(ip_from_hex("zz000000"), None);
+        assert_eq!(ip_from_hex("0a0200"), None);
+    }
+
+    #[test]
+    fn rfc1464_escaping() {
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert(" a=b`c ".to_string(), "v`".to_string());
+        meta.insert("rfc1035-raw".to_string(), "as is=".to_string());
+        let txt: Vec<String> = meta_txt(&meta).iter().map(|t| t.to_string()).collect();
+        assert!(txt.contains(&"` a`=b``c` =v``".to_string()), "{txt:?}");
+        assert!(txt.contains(&"as is=".to_string()), "{txt:?}");
+    }
+}

@@ -1,0 +1,53 @@
+//! Sockets: one UDP socket and one TCP listener on each `--listen` address.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, UdpSocket};
+
+/// Bound sockets, ready to be handed to the server.
+#[derive(Debug)]
+pub struct Sockets {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+    /// The bound addresses (port 0 resolved), one per `--listen`.
+    pub addrs: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Binds UDP and TCP on every address. With port 0 the system picks a port free for UDP,
+/// and TCP takes the same one (retried a few times if TCP already has it).
+pub async fn bind(addrs: &[SocketAddr]) -> Result<Sockets, BindError> {
+    let mut out = Sockets {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+        addrs: Vec::new(),
+    };
+    for &addr in addrs {
+        let err = |source| BindError { addr, source };
+        let mut attempts = 0;
+        let (udp, tcp) = loop {
+            let udp = UdpSocket::bind(addr).await.map_err(err)?;
+            let bound = udp.local_addr().map_err(err)?;
+            match TcpListener::bind(bound).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(e) if addr.port() == 0 && attempts < 10 => {
+                    attempts += 1;
+                    tracing::debug!(%bound, error = %e, "TCP port taken; picking another");
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
+        out.addrs.push(udp.local_addr().map_err(err)?);
+        out.udp.push(udp);
+        out.tcp.push(tcp);
+    }
+    Ok(out)
+}

@@ -1,0 +1,435 @@
+//! Answers for names under the Consul domain, from the view. Nothing here waits on Consul
+//! except the first load of a service nobody asked for before (coalesced, see
+//! `consul::sync`) and, before the first sync, a short bounded wait for it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{NS, SOA, SRV};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use rand::seq::SliceRandom;
+use tracing::debug;
+
+use super::name::{self, ConsulName, Locality};
+use super::prepared::{ip_rdata, target_record, PreparedService, Target};
+use crate::consul::sync::Syncer;
+
+/// SOA timers (`dns_config.soa`), in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct SoaTimers {
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub min_ttl: u32,
+}
+
+/// Answering settings, from the configuration.
+#[derive(Debug, Clone)]
+pub struct ZoneOptions {
+    /// Served domains, lower-case FQDNs, primary first.
+    pub domains: Vec<Name>,
+    pub node_ttl: u32,
+    pub soa: SoaTimers,
+    /// `a_record_limit`: most A/AAAA/ANY answers (0: no limit).
+    pub a_record_limit: usize,
+    /// `enable_additional_node_meta_txt`.
+    pub node_meta_txt: bool,
+    /// How long a query waits for the first sync before SERVFAIL.
+    pub startup_wait: Duration,
+}
+
+/// The outcome of a query, before limits and encoding.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub additionals: Vec<Record>,
+    /// Add the SOA to Authority (negative answers).
+    pub with_soa: bool,
+    /// Records for Authority besides the SOA.
+    pub authority: Vec<Record>,
+}
+
+impl Answer {
+    fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Self {
+        if answers.is_empty() {
+            return Answer::nodata();
+        }
+        Answer {
+            answers,
+            additionals,
+            ..Default::default()
+        }
+    }
+
+    fn nodata() -> Self {
+        Answer {
+            with_soa: true,
+            ..Default::default()
+        }
+    }
+
+    fn nxdomain() -> Self {
+        Answer {
+            rcode: ResponseCode::NXDomain,
+            with_soa: true,
+            ..Default::default()
+        }
+    }
+
+    fn code(rcode: ResponseCode) -> Self {
+        Answer {
+            rcode,
+            ..Default::default()
+        }
+    }
+}
+
+/// The Consul zone(s): the primary domain and `alt_domain`.
+pub struct ConsulZone {
+    options: ZoneOptions,
+    lower_domains: Vec<LowerName>,
+    syncer: Arc<Syncer>,
+}
+
+impl ConsulZone {
+    pub fn new(options: ZoneOptions, syncer: Arc<Syncer>) -> Self {
+        let lower_domains = options.domains.iter().map(LowerName::new).collect();
+        ConsulZone {
+            options,
+            lower_domains,
+            syncer,
+        }
+    }
+
+    /// The served domain containing `name` (the longest, so an alt domain below the primary
+    /// one wins), as an index into `domains`.
+    pub fn domain_of(&self, name: &LowerName) -> Option<usize> {
+        self.lower_domains
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.zone_of(name))
+            .max_by_key(|(_, d)| d.num_labels())
+            .map(|(i, _)| i)
+    }
+
+    /// The SOA of domain `d`.
+    pub fn soa(&self, d: usize) -> Record {
+        let domain = &self.options.domains[d];
+        let t = self.options.soa;
+        let label = |l: &str| {
+            Name::from_ascii(l)
+                .and_then(|n| n.append_domain(domain))
+                .unwrap_or_else(|_| domain.clone())
+        };
+        let soa = SOA::new(
+            label("ns"),
+            label("hostmaster"),
+            self.syncer.view().serial(),
+            t.refresh as i32,
+            t.retry as i32,
+            t.expire as i32,
+            t.min_ttl,
+        );
+        Record::from_rdata(domain.clone(), t.min_ttl, RData::SOA(soa))
+    }
+
+    /// Answers `qname`/`qtype`; `qname` is the question as sent (its spelling is kept in
+    /// the answer), `lower` its lower-case form, `d` the served domain it is under.
+    pub async fn answer(
+        &self,
+        qname: &Name,
+        lower: &LowerName,
+        qtype: RecordType,
+        d: usize,
+    ) -> Answer {
+        let view = self.syncer.view();
+        if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
+            debug!(%qname, "not synced with Consul yet: SERVFAIL");
+            return Answer::code(ResponseCode::ServFail);
+        }
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            return Answer::code(ResponseCode::NotImp);
+        }
+        let keep = usize::from(lower.num_labels() - self.lower_domains[d].num_labels());
+        let mut labels: Vec<&str> = Vec::with_capacity(keep);
+        for label in lower.iter().take(keep) {
+            match std::str::from_utf8(label) {
+                Ok(l) => labels.push(l),
+                Err(_) => return Answer::nxdomain(),
+            }
+        }
+        if labels.is_empty() {
+            return self.apex(qtype, d).await;
+        }
+        match name::parse(&labels, qtype == RecordType::SRV) {
+            ConsulName::Apex => self.apex(qtype, d).await,
+            ConsulName::Service {
+                service,
+                tag,
+                locality,
+                ..
+            } => {
+                if !self.is_local(&locality) {
+                    return Answer::nxdomain();
+                }
+                self.service(qname, qtype, d, service, tag.as_deref()).await
+            }
+            ConsulName::Node { node, locality } => {
+                if !self.is_local(&locality) {
+                    return Answer::nxdomain();
+                }
+                self.node(qname, qtype, d, &node)
+            }
+            ConsulName::Addr { ip } => self.addr(qname, qtype, ip),
+            ConsulName::EmptyNonTerminal { datacenter } => {
+                if datacenter.is_some_and(|dc| Some(dc) != view.datacenter()) {
+                    Answer::nxdomain()
+                } else {
+                    Answer::nodata()
+                }
+            }
+            // Not implemented yet: say so rather than deny the name exists.
+            ConsulName::Connect { .. }
+            | ConsulName::Ingress { .. }
+            | ConsulName::Virtual { .. }
+            | ConsulName::PreparedQuery { .. } => Answer::code(ResponseCode::NotImp),
+            ConsulName::Invalid => Answer::nxdomain(),
+        }
+    }
+
+    fn is_local(&self, locality: &Locality<'_>) -> bool {
+        locality.peer.is_none()
+            && locality
+                .datacenter
+                .is_none_or(|dc| Some(dc) == self.syncer.view().datacenter())
+    }
+
+    async fn apex(&self, qtype: RecordType, d: usize) -> Answer {
+        match qtype {
+            RecordType::SOA => Answer::records(vec![self.soa(d)], Vec::new()),
+            RecordType::NS => {
+                let (ns, glue) = self.name_servers(d).await;
+                Answer::records(ns, glue)
+            }
+            RecordType::ANY => {
+                let (mut ns, glue) = self.name_servers(d).await;
+                ns.insert(0, self.soa(d));
+                Answer::records(ns, glue)
+            }
+            _ => Answer::nodata(),
+        }
+    }
+
+    /// NS records for up to 3 healthy instances of service `consul` (the Consul servers),
+    /// with glue, as Consul does.
+    async fn name_servers(&self, d: usize) -> (Vec<Record>, Vec<Record>) {
+        let domain = &self.options.domains[d];
+        let Some(consul) = self
+            .syncer
+            .view()
+            .directory()
+            .and_then(|dir| dir.services.get("consul").map(|s| s.name.clone()))
+        else {
+            return (Vec::new(), Vec::new());
+        };
+        let Ok(prepared) = self.syncer.service("consul", &consul).await else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut order: Vec<usize> = (0..prepared.instances.len()).collect();
+        order.shuffle(&mut rand::rng());
+        let ttl = self.options.node_ttl;
+        let (mut ns, mut glue) = (Vec::new(), Vec::new());
+        for i in order.into_iter().take(3) {
+            let Some(target) = prepared.instances[i].srv.get(d) else {
+                continue;
+            };
+            ns.push(Record::from_rdata(
+                domain.clone(),
+                ttl,
+                RData::NS(NS(target.name.clone())),
+            ));
+            for r in target
+                .additionals
+                .iter()
+                .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+            {
+                let mut r = r.clone();
+                r.ttl = ttl;
+                glue.push(r);
+            }
+        }
+        (ns, glue)
+    }
+
+    async fn service(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        d: usize,
+        service: &str,
+        tag: Option<&str>,
+    ) -> Answer {
+        let Some(known) = self
+            .syncer
+            .view()
+            .directory()
+            .and_then(|dir| dir.services.get(service).cloned())
+        else {
+            return Answer::nxdomain();
+        };
+        let prepared = match self.syncer.service(service, &known.name).await {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(service, error = %e, "cannot load service: SERVFAIL");
+                return Answer::code(ResponseCode::ServFail);
+            }
+        };
+        let mut order: Vec<usize> = match tag {
+            None => (0..prepared.instances.len()).collect(),
+            Some(tag) => match prepared.by_tag.get(tag) {
+                Some(list) => list.clone(),
+                None if known.tags.contains(tag) || prepared.all_tags.contains(tag) => Vec::new(),
+                None => return Answer::nxdomain(),
+            },
+        };
+        if order.is_empty() {
+            return Answer::nodata();
+        }
+        order.shuffle(&mut rand::rng());
+        match qtype {
+            RecordType::SRV => srv_records(qname, &prepared, &order, d),
+            RecordType::A | RecordType::AAAA | RecordType::ANY => {
+                address_records(qname, qtype, &prepared, &order, self.options.a_record_limit)
+            }
+            _ => Answer::nodata(),
+        }
+    }
+
+    fn node(&self, qname: &Name, qtype: RecordType, d: usize, node: &str) -> Answer {
+        let Some(nodes) = self.syncer.view().nodes() else {
+            return Answer::code(ResponseCode::ServFail);
+        };
+        let Some(n) = nodes.by_name.get(node) else {
+            return Answer::nxdomain();
+        };
+        let _ = d;
+        let ttl = self.options.node_ttl;
+        let txt = || {
+            n.txt
+                .iter()
+                .map(|t| Record::from_rdata(qname.clone(), ttl, RData::TXT(t.clone())))
+        };
+        let target = match qtype {
+            RecordType::A => n.a.as_ref(),
+            RecordType::AAAA => n.aaaa.as_ref(),
+            RecordType::ANY => n.any.as_ref(),
+            RecordType::TXT => return Answer::records(txt().collect(), Vec::new()),
+            _ => return Answer::nodata(),
+        };
+        let Some(target) = target else {
+            return Answer::nodata();
+        };
+        let answers = vec![target_record(qname, ttl, target)];
+        match qtype {
+            RecordType::ANY => {
+                Answer::records(answers.into_iter().chain(txt()).collect(), Vec::new())
+            }
+            _ if self.options.node_meta_txt => Answer::records(answers, txt().collect()),
+            _ => Answer::records(answers, Vec::new()),
+        }
+    }
+
+    fn addr(&self, qname: &Name, qtype: RecordType, ip: IpAddr) -> Answer {
+        let fits = matches!(
+            (qtype, ip),
+            (RecordType::A, IpAddr::V4(_))
+                | (RecordType::AAAA, IpAddr::V6(_))
+                | (RecordType::ANY, _)
+        );
+        if !fits {
+            return Answer::nodata();
+        }
+        Answer::records(
+            vec![Record::from_rdata(
+                qname.clone(),
+                self.options.node_ttl,
+                ip_rdata(ip),
+            )],
+            Vec::new(),
+        )
+    }
+}
+
+/// A/AAAA/ANY for the instances in `order` (already shuffled): one record per distinct
+/// address; a hostname address becomes a CNAME, used only when no instance has an IP
+/// (Consul answers a single CNAME chain).
+fn address_records(
+    qname: &Name,
+    qtype: RecordType,
+    p: &PreparedService,
+    order: &[usize],
+    limit: usize,
+) -> Answer {
+    let mut answers: Vec<Record> = Vec::new();
+    let mut cname: Option<&Target> = None;
+    let mut seen: Vec<IpAddr> = Vec::new();
+    for &i in order {
+        let inst = &p.instances[i];
+        let target = match qtype {
+            RecordType::A => inst.a.as_ref(),
+            RecordType::AAAA => inst.aaaa.as_ref(),
+            _ => inst.any.as_ref(),
+        };
+        match target {
+            Some(Target::Ip { ip, .. }) => {
+                if seen.contains(ip) {
+                    continue;
+                }
+                seen.push(*ip);
+                answers.push(Record::from_rdata(qname.clone(), p.ttl, ip_rdata(*ip)));
+                if limit > 0 && answers.len() >= limit {
+                    break;
+                }
+            }
+            Some(t @ Target::Fqdn(_)) => {
+                cname.get_or_insert(t);
+            }
+            None => {}
+        }
+    }
+    if answers.is_empty() {
+        if let Some(t) = cname {
+            answers.push(target_record(qname, p.ttl, t));
+        }
+    }
+    Answer::records(answers, Vec::new())
+}
+
+/// SRV for the instances in `order`, deduplicated as Consul does (node, address, port), with
+/// each target's address (and node meta TXT) in Additional.
+fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d: usize) -> Answer {
+    let mut answers = Vec::with_capacity(order.len());
+    let mut additionals: Vec<Record> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for &i in order {
+        let inst = &p.instances[i];
+        let Some(target) = inst.srv.get(d) else {
+            continue;
+        };
+        if seen.contains(&inst.srv_key.as_str()) {
+            continue;
+        }
+        seen.push(&inst.srv_key);
+        let srv = SRV::new(1, inst.weight, inst.port, target.name.clone());
+        answers.push(Record::from_rdata(qname.clone(), p.ttl, RData::SRV(srv)));
+        for r in &target.additionals {
+            if !additionals.contains(r) {
+                additionals.push(r.clone());
+            }
+        }
+    }
+    Answer::records(answers, additionals)
+}

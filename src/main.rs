@@ -1,0 +1,111 @@
+//! The `consul-dns` binary: command line, logging, signals. Everything else is in the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use consul_dns::app;
+use consul_dns::config::{Cli, Config};
+use consul_dns::dev;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for configuration and environment errors (bad flag, bad config, port in use).
+const EXIT_CONFIG: u8 = 2;
+/// How long shutdown may take before we exit anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consul-dns: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("consul-dns: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+/// `RUST_LOG` wins over `--log-level`. hickory's per-query log lines are at info; they are
+/// kept at warn unless asked for by name, as they cost more than answering.
+fn init_tracing(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(format!("{level},hickory_server=warn,hickory_proto=warn")))
+        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(mut config: Config) -> ExitCode {
+    let _emulator = if config.dev {
+        match dev::run_dev(config.dev_http).await {
+            Ok(emulator) => {
+                info!(addr = %emulator.addr(), "--dev: Consul HTTP API emulator with demo data on http://{}", emulator.addr());
+                config.consul_addr = emulator.url();
+                Some(emulator)
+            }
+            Err(e) => {
+                eprintln!(
+                    "consul-dns: --dev: cannot listen on {}: {e}",
+                    config.dev_http
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        None
+    };
+    info!(consul = %config.consul_addr, domain = %config.domain, "starting");
+    let running = match app::start(&config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("consul-dns: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    shutdown_signal().await;
+    info!("shutting down");
+    if tokio::time::timeout(SHUTDOWN_GRACE, running.shutdown())
+        .await
+        .is_err()
+    {
+        error!("shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

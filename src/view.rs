@@ -1,0 +1,134 @@
+//! The in-memory view of the Consul catalog that DNS answers from.
+//!
+//! Pure data, no I/O: the sync tasks (`consul::sync`) replace its parts when Consul reports a
+//! change; queries read them without locks (`ArcSwap`). Until the first sync the view is not
+//! ready and Consul names are answered SERVFAIL, never NXDOMAIN.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+
+use crate::consul::model::ServiceDirectory;
+use crate::dns::prepared::NodeTable;
+
+/// A service known to the catalog.
+#[derive(Debug, Clone)]
+pub struct KnownService {
+    /// The name as registered in Consul (used in API paths).
+    pub name: String,
+    /// Every tag of the service, lower-case.
+    pub tags: HashSet<String>,
+}
+
+/// Every service of the local datacenter, by lower-case name (`/v1/catalog/services`).
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub services: HashMap<String, KnownService>,
+    pub index: u64,
+}
+
+impl Directory {
+    pub fn build(services: ServiceDirectory, index: u64) -> Self {
+        let services = services
+            .into_iter()
+            .map(|(name, tags)| {
+                (
+                    name.to_ascii_lowercase(),
+                    KnownService {
+                        tags: tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
+                        name,
+                    },
+                )
+            })
+            .collect();
+        Directory { services, index }
+    }
+}
+
+/// The catalog as last seen.
+#[derive(Debug)]
+pub struct View {
+    directory: ArcSwapOption<Directory>,
+    nodes: ArcSwapOption<NodeTable>,
+    datacenter: OnceLock<String>,
+    ready: watch::Sender<bool>,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            directory: ArcSwapOption::empty(),
+            nodes: ArcSwapOption::empty(),
+            datacenter: OnceLock::new(),
+            ready: watch::channel(false).0,
+        }
+    }
+}
+
+impl View {
+    pub fn new() -> Arc<Self> {
+        Arc::new(View::default())
+    }
+
+    /// The local datacenter (lower-case), once known.
+    pub fn datacenter(&self) -> Option<&str> {
+        self.datacenter.get().map(String::as_str)
+    }
+
+    /// Sets the local datacenter; it never changes afterwards.
+    pub fn set_datacenter(&self, dc: &str) {
+        let _ = self.datacenter.set(dc.to_ascii_lowercase());
+        self.update_ready();
+    }
+
+    pub fn directory(&self) -> Option<Arc<Directory>> {
+        self.directory.load_full()
+    }
+
+    pub fn set_directory(&self, d: Directory) {
+        self.directory.store(Some(Arc::new(d)));
+        self.update_ready();
+    }
+
+    pub fn nodes(&self) -> Option<Arc<NodeTable>> {
+        self.nodes.load_full()
+    }
+
+    pub fn set_nodes(&self, n: NodeTable) {
+        self.nodes.store(Some(Arc::new(n)));
+        self.update_ready();
+    }
+
+    /// Ready once the datacenter, the service list and the node list are all known.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until ready or until `timeout`; returns whether ready.
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let mut rx = self.ready.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The SOA serial: moves whenever the service list or the node list moves.
+    pub fn serial(&self) -> u32 {
+        let d = self.directory.load().as_ref().map_or(0, |d| d.index);
+        let n = self.nodes.load().as_ref().map_or(0, |n| n.index);
+        // Consul indexes are u64; the serial is the low 32 bits of their sum, which is
+        // monotonic in practice and wraps per RFC 1982 otherwise.
+        (d.wrapping_add(n) & u64::from(u32::MAX)) as u32
+    }
+
+    fn update_ready(&self) {
+        let ready = self.datacenter.get().is_some()
+            && self.directory.load().is_some()
+            && self.nodes.load().is_some();
+        if ready && !*self.ready.borrow() {
+            self.ready.send_replace(true);
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Test harness: the emulator and the server on loopback, a small DNS client over real UDP
+//! and TCP sockets, and records compared as zone-file text.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use consul_dns::app::{self, Running};
+use consul_dns::config::Config;
+use consul_dns::dev::{Emulator, EmulatorConfig};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, Record, RecordType};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+pub const LOCAL: &str = "127.0.0.1:0";
+
+pub async fn emulator() -> Emulator {
+    Emulator::start(LOCAL.parse().unwrap(), EmulatorConfig::default())
+        .await
+        .expect("emulator starts")
+}
+
+/// Starts the server against `consul` with the test defaults, adjusted by `tweak`.
+pub async fn server_with(consul: &str, tweak: impl FnOnce(&mut Config)) -> Running {
+    // RUST_LOG=consul_dns=debug shows the server's logs in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut config = Config::for_tests(consul);
+    tweak(&mut config);
+    app::start(&config).await.expect("server starts")
+}
+
+pub async fn server(consul: &str) -> Running {
+    server_with(consul, |_| {}).await
+}
+
+/// Registers one instance: `service` on `node` (node address `node_addr`), with the
+/// service address `addr` (may be ""), `port`, `tags` and one service check of `status`.
+#[allow(clippy::too_many_arguments)]
+pub fn instance(
+    node: &str,
+    node_addr: &str,
+    service: &str,
+    id: &str,
+    addr: &str,
+    port: u16,
+    tags: &[&str],
+    status: &str,
+) -> Value {
+    json!({
+        "Node": node,
+        "Address": node_addr,
+        "NodeMeta": {"rack": "r1"},
+        "Service": {"ID": id, "Service": service, "Address": addr, "Port": port, "Tags": tags},
+        "Check": {"CheckID": format!("service:{id}"), "Name": "check", "Status": status, "ServiceID": id}
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Options of one query.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask {
+    pub transport: Transport,
+    /// EDNS UDP payload size to advertise, or None for no OPT record.
+    pub edns: Option<u16>,
+    pub rd: bool,
+}
+
+impl Default for Ask {
+    fn default() -> Self {
+        Ask {
+            transport: Transport::Udp,
+            edns: None,
+            rd: true,
+        }
+    }
+}
+
+pub async fn query(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    query_with(server, name, qtype, Ask::default()).await
+}
+
+pub async fn query_with(server: SocketAddr, name: &str, qtype: RecordType, ask: Ask) -> Message {
+    let mut msg = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = ask.rd;
+    msg.add_query(Query::query(
+        Name::from_ascii(name).expect("valid name"),
+        qtype,
+    ));
+    if let Some(size) = ask.edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(size);
+        msg.set_edns(edns);
+    }
+    let bytes = msg.to_vec().expect("encodes");
+    let reply = match ask.transport {
+        Transport::Udp => {
+            let sock = UdpSocket::bind(LOCAL).await.unwrap();
+            sock.send_to(&bytes, server).await.unwrap();
+            let mut buf = vec![0u8; 65535];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+                .await
+                .expect("UDP answer within 5 s")
+                .unwrap();
+            buf.truncate(n);
+            buf
+        }
+        Transport::Tcp => {
+            let mut s = TcpStream::connect(server).await.unwrap();
+            s.write_all(&(bytes.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
+            s.write_all(&bytes).await.unwrap();
+            let mut len = [0u8; 2];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+                .await
+                .expect("TCP answer within 5 s")
+                .unwrap();
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut buf).await.unwrap();
+            buf
+        }
+    };
+    let reply = Message::from_vec(&reply).expect("answer decodes");
+    assert_eq!(reply.metadata.id, msg.metadata.id, "answer id matches");
+    reply
+}
+
+/// A UDP query resent every 500 ms until answered (as a stub resolver does), for floods
+/// where the kernel may drop a datagram.
+pub async fn query_udp_retrying(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let mut msg = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(
+        Name::from_ascii(name).expect("valid name"),
+        qtype,
+    ));
+    let bytes = msg.to_vec().expect("encodes");
+    let sock = UdpSocket::bind(LOCAL).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    for _ in 0..10 {
+        sock.send_to(&bytes, server).await.unwrap();
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+        {
+            let reply = Message::from_vec(&buf[..n]).expect("answer decodes");
+            assert_eq!(reply.metadata.id, msg.metadata.id);
+            return reply;
+        }
+    }
+    panic!("no answer to {name} after 10 tries");
+}
+
+/// Records as sorted zone-file lines.
+pub fn lines(records: &[Record]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Compares records with expected zone-file lines; a `*` token in an expected line matches
+/// any one token (e.g. the SOA serial). Order does not matter (answers are shuffled).
+pub fn assert_records(section: &str, got: &[Record], want: &[&str]) {
+    let got = lines(got);
+    let mut want: Vec<String> = want
+        .iter()
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    want.sort();
+    let matches = |g: &str, w: &str| {
+        let (g, w): (Vec<&str>, Vec<&str>) = (
+            g.split_whitespace().collect(),
+            w.split_whitespace().collect(),
+        );
+        g.len() == w.len()
+            && g.iter()
+                .zip(&w)
+                .all(|(a, b)| *b == "*" || a.eq_ignore_ascii_case(b))
+    };
+    let mut unmatched = got.clone();
+    for w in &want {
+        match unmatched.iter().position(|g| matches(g, w)) {
+            Some(i) => {
+                unmatched.remove(i);
+            }
+            None => panic!("{section}: expected {w:?}\n  got {got:#?}"),
+        }
+    }
+    assert!(
+        unmatched.is_empty(),
+        "{section}: unexpected records {unmatched:#?}"
+    );
+}
+
+/// Polls `check` every 2 ms until it holds or `timeout` passes; returns the time it took.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub fn rcode(m: &Message) -> ResponseCode {
+    m.metadata.response_code
+}
+
+/// `PUT /v1/catalog/register` over HTTP, as registrator or `curl` would.
+pub async fn http_register(consul: &str, body: &Value) {
+    http_put(consul, "/v1/catalog/register", body).await
+}
+
+pub async fn http_deregister(consul: &str, body: &Value) {
+    http_put(consul, "/v1/catalog/deregister", body).await
+}
+
+async fn http_put(consul: &str, path: &str, body: &Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{consul}{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("emulator reachable");
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+}

@@ -1,0 +1,974 @@
+//! Integration tests of the Consul HTTP API emulator over real loopback HTTP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use consul_dns::dev::{run_dev, Emulator, EmulatorConfig, EmulatorError, Fault};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn start() -> Emulator {
+    Emulator::start(loopback(), EmulatorConfig::default())
+        .await
+        .expect("start emulator")
+}
+
+async fn demo() -> Emulator {
+    run_dev(loopback()).await.expect("start demo emulator")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("missing header {name}"))
+    }
+
+    fn index(&self) -> u64 {
+        self.header("x-consul-index")
+            .parse()
+            .expect("numeric index")
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Reply {
+    let resp = req.send().await.expect("request");
+    Reply {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        text: resp.text().await.expect("body"),
+    }
+}
+
+async fn get(emu: &Emulator, path_and_query: &str) -> Reply {
+    send(client().get(format!("{}{path_and_query}", emu.url()))).await
+}
+
+async fn put(emu: &Emulator, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+    send(client().put(format!("{}{path}", emu.url())).body(body)).await
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/consul/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Field-shape comparison with the fixtures.
+
+/// Field names of a JSON document: arrays are merged over their elements, maps keyed by
+/// data (tagged addresses, meta, the `Services` map) over their values.
+#[derive(Debug, Clone)]
+enum Shape {
+    Leaf,
+    Object(BTreeMap<String, Shape>),
+}
+
+const DATA_KEYED: &[&str] = &[
+    "TaggedAddresses",
+    "ServiceTaggedAddresses",
+    "Meta",
+    "NodeMeta",
+    "ServiceMeta",
+    "Services",
+    "Tags",
+];
+/// Version-dependent sub-objects compared by presence only (docs samples show the Consul
+/// 1.2-era proxy shape, the real capture the current `{"MeshGateway":{},"Expose":{}}`).
+const OPAQUE: &[&str] = &[
+    "ServiceProxy",
+    "ServiceConnect",
+    "Proxy",
+    "Connect",
+    "Definition",
+    "DebugConfig",
+];
+
+fn shape(v: &Value, data_keyed: bool) -> Shape {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| shape(i, false))
+            .fold(Shape::Leaf, merge),
+        Value::Object(map) if data_keyed => map
+            .values()
+            .map(|i| shape(i, false))
+            .fold(Shape::Leaf, merge),
+        Value::Object(map) => Shape::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let s = if OPAQUE.contains(&k.as_str()) {
+                        Shape::Leaf
+                    } else {
+                        shape(v, DATA_KEYED.contains(&k.as_str()))
+                    };
+                    (k.clone(), s)
+                })
+                .collect(),
+        ),
+        _ => Shape::Leaf,
+    }
+}
+
+fn merge(a: Shape, b: Shape) -> Shape {
+    match (a, b) {
+        (Shape::Object(mut x), Shape::Object(y)) => {
+            for (k, v) in y {
+                let merged = match x.remove(&k) {
+                    Some(old) => merge(old, v),
+                    None => v,
+                };
+                x.insert(k, merged);
+            }
+            Shape::Object(x)
+        }
+        (Shape::Object(x), Shape::Leaf) | (Shape::Leaf, Shape::Object(x)) => Shape::Object(x),
+        _ => Shape::Leaf,
+    }
+}
+
+/// `-path` for a fixture field the emulator lacks, `+path` for an extra emulator field.
+fn shape_diff(fixture: &Shape, actual: &Shape, path: &str, out: &mut BTreeSet<String>) {
+    match (fixture, actual) {
+        (Shape::Object(f), Shape::Object(a)) => {
+            for k in f.keys().chain(a.keys()) {
+                match (f.get(k), a.get(k)) {
+                    (Some(_), None) => out.insert(format!("-{path}{k}")),
+                    (None, Some(_)) => out.insert(format!("+{path}{k}")),
+                    (Some(x), Some(y)) => {
+                        shape_diff(x, y, &format!("{path}{k}."), out);
+                        false
+                    }
+                    (None, None) => false,
+                };
+            }
+        }
+        (Shape::Leaf, Shape::Leaf) => {}
+        _ => {
+            out.insert(format!("~{path}"));
+        }
+    }
+}
+
+/// The docs samples write tagged service addresses as `address`/`port`; real agents emit
+/// `Address`/`Port` (real-catalog-service-order-ms.json), which is what we compare with.
+fn capitalise_service_addresses(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if k.ends_with("TaggedAddresses") {
+                    for addr in child
+                        .as_object_mut()
+                        .into_iter()
+                        .flat_map(|m| m.values_mut())
+                    {
+                        if let Some(a) = addr.as_object_mut() {
+                            for (lower, upper) in [("address", "Address"), ("port", "Port")] {
+                                if let Some(x) = a.remove(lower) {
+                                    a.insert(upper.to_string(), x);
+                                }
+                            }
+                        }
+                    }
+                }
+                capitalise_service_addresses(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(capitalise_service_addresses),
+        _ => {}
+    }
+}
+
+fn assert_shape(name: &str, actual: &Value, data_keyed_root: bool, expected: &[&str]) {
+    let mut fix = fixture(name);
+    capitalise_service_addresses(&mut fix);
+    let mut diff = BTreeSet::new();
+    shape_diff(
+        &shape(&fix, data_keyed_root),
+        &shape(actual, data_keyed_root),
+        "",
+        &mut diff,
+    );
+    let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        diff, expected,
+        "{name}: field names differ; emulator: {actual:#}"
+    );
+}
+
+// Differences the fixtures show against real OSS agents: `Namespace` is Enterprise-only,
+// `ID` in health-node checks is a docs artefact (HealthCheck has no ID field), and the docs
+// samples omit bookkeeping fields real agents emit (CreateIndex, ModifyIndex, ...).
+const NODE_EXTRAS: [&str; 2] = ["+CreateIndex", "+ModifyIndex"];
+const CHECK_EXTRAS: [&str; 7] = [
+    "+CreateIndex",
+    "+Definition",
+    "+ExposedPort",
+    "+Interval",
+    "+ModifyIndex",
+    "+Timeout",
+    "+Type",
+];
+
+#[tokio::test]
+async fn json_field_names_match_fixtures() {
+    let emu = start().await;
+    emu.register(fixture("catalog-register-request.json"))
+        .expect("register fixture");
+
+    let r = get(&emu, "/v1/catalog/nodes").await;
+    assert_shape("catalog-nodes.json", &r.json(), false, &NODE_EXTRAS);
+
+    let r = get(&emu, "/v1/catalog/services").await;
+    assert_shape("catalog-services.json", &r.json(), true, &[]);
+
+    let r = get(&emu, "/v1/catalog/datacenters").await;
+    assert_shape("catalog-datacenters.json", &r.json(), false, &[]);
+
+    let r = get(&emu, "/v1/agent/self").await;
+    assert_shape("agent-self.json", &r.json(), false, &[]);
+
+    let r = get(&emu, "/v1/catalog/service/redis").await;
+    assert_shape("real-catalog-service-order-ms.json", &r.json(), false, &[]);
+    assert_shape(
+        "catalog-service-web.json",
+        &r.json(),
+        false,
+        &["-Namespace", "+ServiceKind", "+ServiceWeights"],
+    );
+
+    let r = get(&emu, "/v1/catalog/node/t2.320").await;
+    assert_shape(
+        "catalog-node-my-node.json",
+        &r.json(),
+        false,
+        &[
+            "+Node.CreateIndex",
+            "+Node.ModifyIndex",
+            "+Services.Address",
+            "+Services.Connect",
+            "+Services.CreateIndex",
+            "+Services.EnableTagOverride",
+            "+Services.ModifyIndex",
+            "+Services.Proxy",
+            "+Services.Weights",
+            "-Services.Namespace",
+        ],
+    );
+
+    let r = get(&emu, "/v1/health/service/redis").await;
+    let mut expected = vec![
+        "+Node.CreateIndex",
+        "+Node.ModifyIndex",
+        "+Service.Connect",
+        "+Service.CreateIndex",
+        "+Service.EnableTagOverride",
+        "+Service.ModifyIndex",
+        "+Service.Proxy",
+        "-Service.Namespace",
+        "-Checks.Namespace",
+    ];
+    let check_extras: Vec<String> = CHECK_EXTRAS
+        .iter()
+        .map(|e| e.replace('+', "+Checks."))
+        .collect();
+    expected.extend(check_extras.iter().map(String::as_str));
+    assert_shape(
+        "health-service-my-service.json",
+        &r.json(),
+        false,
+        &expected,
+    );
+
+    let r = get(&emu, "/v1/health/node/t2.320").await;
+    let mut expected = vec!["-ID", "-Namespace"];
+    expected.extend(CHECK_EXTRAS);
+    assert_shape("health-node-my-node.json", &r.json(), false, &expected);
+}
+
+#[tokio::test]
+async fn tagged_service_addresses_are_capitalised_and_lists_never_null() {
+    let emu = start().await;
+    emu.register(fixture("catalog-register-request.json"))
+        .expect("register fixture");
+    let entry = &get(&emu, "/v1/catalog/service/redis").await.json()[0];
+    assert_eq!(
+        entry["ServiceTaggedAddresses"]["wan"],
+        json!({"Address": "198.18.0.1", "Port": 80})
+    );
+    let consul = get(&emu, "/v1/catalog/node/consul-dev").await.json();
+    assert_eq!(consul["Services"]["consul"]["Tags"], json!([]));
+    let services = get(&emu, "/v1/catalog/services").await.json();
+    assert_eq!(services, json!({"consul": [], "redis": ["primary", "v1"]}));
+    let health = get(&emu, "/v1/health/service/consul").await.json();
+    assert_eq!(health[0]["Checks"][0]["ServiceTags"], json!([]));
+}
+
+// ---------------------------------------------------------------------------------------
+// Register / deregister.
+
+#[tokio::test]
+async fn register_and_deregister_fixture_bodies_round_trip() {
+    let emu = start().await;
+    let body = fixture("catalog-register-request.json").to_string();
+    let r = put(&emu, "/v1/catalog/register", body).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "true"));
+
+    let entries = get(&emu, "/v1/health/service/redis").await.json();
+    assert_eq!(entries.as_array().map(Vec::len), Some(1));
+    let e = &entries[0];
+    assert_eq!(e["Node"]["Node"], "t2.320");
+    assert_eq!(e["Node"]["ID"], "40e4a748-2192-161a-0510-9bf59fe950b5");
+    assert_eq!(e["Node"]["Meta"], json!({"somekey": "somevalue"}));
+    assert_eq!(e["Service"]["ID"], "redis1");
+    assert_eq!(e["Service"]["Address"], "127.0.0.1");
+    assert_eq!(e["Service"]["Port"], 8000);
+    assert_eq!(e["Service"]["Weights"], json!({"Passing": 1, "Warning": 1}));
+    assert_eq!(e["Checks"][0]["CheckID"], "service:redis1");
+    assert_eq!(e["Checks"][0]["Status"], "passing");
+    assert_eq!(e["Checks"][0]["ServiceName"], "redis");
+    assert_eq!(e["Checks"][0]["ServiceTags"], json!(["primary", "v1"]));
+    assert_eq!(e["Checks"][0]["Type"], "tcp");
+
+    let r = put(
+        &emu,
+        "/v1/catalog/deregister",
+        fixture("catalog-deregister-check.json").to_string(),
+    )
+    .await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "true"));
+    let entries = get(&emu, "/v1/health/service/redis").await.json();
+    assert_eq!(entries[0]["Checks"], json!([]));
+
+    let r = put(
+        &emu,
+        "/v1/catalog/deregister",
+        fixture("catalog-deregister-service.json").to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        get(&emu, "/v1/catalog/service/redis").await.json(),
+        json!([])
+    );
+    assert!(get(&emu, "/v1/catalog/node/t2.320").await.json()["Node"].is_object());
+
+    let r = put(
+        &emu,
+        "/v1/catalog/deregister",
+        fixture("catalog-deregister-node.json").to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get(&emu, "/v1/catalog/node/t2.320").await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "null"));
+    let nodes = get(&emu, "/v1/catalog/nodes").await.json();
+    assert_eq!(
+        nodes.as_array().map(Vec::len),
+        Some(1),
+        "only the agent's node is left"
+    );
+}
+
+#[tokio::test]
+async fn register_defaults_and_node_level_checks() {
+    let emu = start().await;
+    emu.register(json!({
+        "Node": "n1", "Address": "10.0.0.1",
+        "Service": {"Service": "svc", "Port": 1},
+        "Checks": [
+            {"Name": "node-ok", "Status": "passing"},
+            {"Name": "svc-check", "ServiceID": "svc"}
+        ]
+    }))
+    .expect("register");
+    let e = &get(&emu, "/v1/health/service/SVC").await.json()[0];
+    assert_eq!(
+        e["Service"]["ID"], "svc",
+        "ID defaults to the name; lookup is case-insensitive"
+    );
+    let checks: BTreeMap<String, Value> = e["Checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["CheckID"].as_str().unwrap_or("").to_string(),
+                c["Status"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(checks.get("node-ok"), Some(&json!("passing")));
+    assert_eq!(
+        checks.get("svc-check"),
+        Some(&json!("critical")),
+        "status defaults to critical"
+    );
+    let with_passing = get(&emu, "/v1/health/service/svc?passing").await.json();
+    assert_eq!(with_passing, json!([]));
+}
+
+#[tokio::test]
+async fn register_errors_are_consul_messages() {
+    let emu = start().await;
+    let cases = [
+        ("{", "Request decode failed"),
+        ("[1]", "Request decode failed"),
+        (r#"{"Address": "10.0.0.1"}"#, "Must provide node"),
+        (
+            r#"{"Node": "n"}"#,
+            "Must provide address if SkipNodeUpdate is not set",
+        ),
+        (
+            r#"{"Node": "n", "Address": "a", "ID": "xyz"}"#,
+            "Bad node ID: uuid string is wrong length",
+        ),
+        (
+            r#"{"Node": "n", "Address": "a", "Service": {"ID": "x"}}"#,
+            "Must provide service name with ID",
+        ),
+        (
+            r#"{"Node": "n", "Address": "a", "Service": {"Service": "s", "Port": "80"}}"#,
+            "Request decode failed: Service.Port: expected an integer",
+        ),
+        (
+            r#"{"Node": "n", "Address": "a", "Check": {"Name": "c", "ServiceID": "nope"}}"#,
+            "Missing service registration",
+        ),
+        (
+            r#"{"Node": "ghost", "SkipNodeUpdate": true, "Service": {"Service": "s"}}"#,
+            "Missing node registration",
+        ),
+    ];
+    for (body, msg) in cases {
+        let r = put(&emu, "/v1/catalog/register", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(r.text.starts_with(msg), "{body}: {}", r.text);
+    }
+    let r = put(&emu, "/v1/catalog/deregister", r#"{"ServiceID": "x"}"#).await;
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (StatusCode::BAD_REQUEST, "Must provide node")
+    );
+    let r = put(
+        &emu,
+        "/v1/catalog/register",
+        r#"{"Node": "n", "Address": "a", "Datacenter": "dc9"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter")
+    );
+
+    let err = emu.register(json!({"Address": "a"})).expect_err("no node");
+    assert!(matches!(err, EmulatorError::MissingNode));
+    assert_eq!(err.to_string(), "Must provide node");
+    assert_eq!(emu.index(), 1, "failed writes change nothing");
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads on the demo catalog.
+
+fn addresses(entries: &Value) -> Vec<String> {
+    let mut v: Vec<String> = entries
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["Service"]["Address"].as_str().unwrap_or("").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn demo_catalog_filters() {
+    let emu = demo().await;
+    let all = get(&emu, "/v1/health/service/web").await.json();
+    assert_eq!(
+        addresses(&all),
+        ["10.2.1.1", "10.2.1.2", "10.2.1.3", "10.2.1.4"]
+    );
+    let passing = get(&emu, "/v1/health/service/web?passing").await.json();
+    assert_eq!(addresses(&passing), ["10.2.1.1", "10.2.1.2", "10.2.1.3"]);
+    let not_passing = get(&emu, "/v1/health/service/web?passing=false")
+        .await
+        .json();
+    assert_eq!(addresses(&not_passing).len(), 4);
+    let api = get(&emu, "/v1/health/service/api?passing=1").await.json();
+    assert_eq!(addresses(&api), ["10.2.2.1"]);
+
+    let primary = get(&emu, "/v1/catalog/service/db?tag=PRIMARY").await.json();
+    assert_eq!(primary.as_array().map(Vec::len), Some(1));
+    assert_eq!(primary[0]["ServiceAddress"], "10.2.3.1");
+    let both = get(&emu, "/v1/health/service/web?tag=v1&tag=http")
+        .await
+        .json();
+    assert_eq!(both.as_array().map(Vec::len), Some(4));
+    let none = get(&emu, "/v1/health/service/web?tag=v1&tag=nope")
+        .await
+        .json();
+    assert_eq!(none, json!([]));
+
+    let redis = get(&emu, "/v1/catalog/service/redis").await.json();
+    assert_eq!(redis[0]["ServiceAddress"], "");
+    assert_eq!(redis[0]["Address"], "192.168.56.12");
+
+    let services = get(&emu, "/v1/catalog/services").await.json();
+    assert_eq!(
+        services,
+        json!({"api": ["v2"], "consul": [], "db": ["primary", "secondary"],
+               "redis": [], "web": ["http", "v1"]})
+    );
+    let nodes = get(&emu, "/v1/catalog/nodes").await.json();
+    let names: Vec<&str> = nodes
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["Node"].as_str())
+        .collect();
+    assert_eq!(names, ["consul-dev", "node1", "node2", "node3"]);
+    assert_eq!(nodes[1]["Meta"], json!({"rack": "r1"}));
+
+    let checks = get(&emu, "/v1/health/node/node2").await.json();
+    assert_eq!(
+        checks.as_array().map(Vec::len),
+        Some(5),
+        "serfHealth + 4 service checks"
+    );
+    let r = get(&emu, "/v1/health/service/nothing").await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "[]"));
+    let r = get(&emu, "/v1/catalog/node/nothing").await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "null"));
+    let r = get(&emu, "/v1/agent/self").await;
+    assert_eq!(r.json()["Config"]["Datacenter"], "dc1");
+    assert_eq!(r.json()["Config"]["NodeName"], "consul-dev");
+    assert_eq!(
+        get(&emu, "/v1/catalog/datacenters").await.json(),
+        json!(["dc1"])
+    );
+}
+
+#[tokio::test]
+async fn read_headers() {
+    let emu = demo().await;
+    let r = get(&emu, "/v1/health/service/web?stale").await;
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(r.header("x-consul-knownleader"), "true");
+    assert_eq!(r.header("x-consul-lastcontact"), "0");
+    assert_eq!(r.header("x-consul-effective-consistency"), "stale");
+    emu.set_known_leader(false);
+    let r = get(&emu, "/v1/catalog/services?dc=DC1").await;
+    assert_eq!(r.header("x-consul-knownleader"), "false");
+    assert_eq!(r.header("x-consul-effective-consistency"), "leader");
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_parameters_give_documented_errors() {
+    let emu = demo().await;
+    let cases = [
+        ("/v1/health/service/web?index=abc", 400, "Invalid index"),
+        ("/v1/health/service/web?index=-1", 400, "Invalid index"),
+        (
+            "/v1/health/service/web?index=1&wait=10",
+            400,
+            "Invalid wait time",
+        ),
+        ("/v1/catalog/services?wait=soon", 400, "Invalid wait time"),
+        (
+            "/v1/health/service/web?passing=maybe",
+            400,
+            "Invalid value for ?passing",
+        ),
+        (
+            "/v1/catalog/nodes?stale&consistent",
+            400,
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        ),
+        ("/v1/catalog/nodes?dc=dc2", 500, "No path to datacenter"),
+        ("/v1/nope", 404, "404 page not found"),
+    ];
+    for (path, status, body) in cases {
+        let r = get(&emu, path).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text.as_str()),
+            (status, body),
+            "{path}"
+        );
+        assert!(r.header("content-type").starts_with("text/plain"), "{path}");
+    }
+    let r = get(&emu, "/v1/health/service/web?dc=other").await;
+    assert_eq!(r.header("x-consul-index"), "1");
+    assert_eq!(r.header("x-consul-knownleader"), "false");
+    let r = put(&emu, "/v1/catalog/services", "").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text.as_str()),
+        (405, "method PUT not allowed")
+    );
+    let r = get(&emu, "/v1/catalog/register").await;
+    assert_eq!(r.status.as_u16(), 405);
+}
+
+// ---------------------------------------------------------------------------------------
+// Indexes and blocking queries.
+
+fn blocking(emu: &Emulator, path_and_query: String) -> tokio::task::JoinHandle<(Reply, Instant)> {
+    let url = format!("{}{path_and_query}", emu.url());
+    tokio::spawn(async move {
+        let r = send(client().get(url)).await;
+        (r, Instant::now())
+    })
+}
+
+fn web_check(status: &str) -> Value {
+    json!({"Node": "node1", "SkipNodeUpdate": true,
+           "Check": {"CheckID": "service:web-1", "Name": "Service 'web' check",
+                     "Status": status, "ServiceID": "web-1"}})
+}
+
+#[tokio::test]
+async fn blocking_query_wakes_at_once_on_change() {
+    let emu = demo().await;
+    let idx = get(&emu, "/v1/health/service/web").await.index();
+    let pending = blocking(&emu, format!("/v1/health/service/web?index={idx}&wait=5s"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "must block while nothing changes");
+
+    let changed_at = Instant::now();
+    emu.register(web_check("critical")).expect("register");
+    let (r, answered_at) = pending.await.expect("join");
+    let latency = answered_at - changed_at;
+    println!("blocking query answered {latency:?} after the change");
+    assert!(latency < Duration::from_millis(50), "{latency:?}");
+    assert!(r.index() > idx);
+    let passing = get(&emu, "/v1/health/service/web?passing").await.json();
+    assert_eq!(passing.as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn blocking_query_times_out_with_the_same_index() {
+    let emu = demo().await;
+    let idx = get(&emu, "/v1/health/service/web").await.index();
+    let began = Instant::now();
+    // A change to another service must not wake a query on `web`.
+    let pending = blocking(
+        &emu,
+        format!("/v1/health/service/web?index={idx}&wait=200ms"),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    emu.register(json!({"Node": "node3", "SkipNodeUpdate": true,
+                        "Service": {"ID": "api-3", "Service": "api", "Port": 1}}))
+        .expect("register");
+    let (r, done) = pending.await.expect("join");
+    let took = done - began;
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_millis(200 + 13 + 150), "{took:?}");
+    assert_eq!(r.index(), idx);
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn wait_is_capped_by_max_query_time_and_defaults() {
+    let cfg = EmulatorConfig {
+        max_query_time: Duration::from_millis(100),
+        default_query_time: Duration::from_millis(150),
+        ..EmulatorConfig::default()
+    };
+    let emu = Emulator::start(loopback(), cfg).await.expect("start");
+    let idx = get(&emu, "/v1/catalog/nodes").await.index();
+    for (query, min_ms) in [
+        (format!("index={idx}&wait=10m"), 100),
+        (format!("index={idx}"), 150),
+    ] {
+        let began = Instant::now();
+        let r = get(&emu, &format!("/v1/catalog/nodes?{query}")).await;
+        let took = began.elapsed();
+        assert_eq!(r.index(), idx);
+        assert!(took >= Duration::from_millis(min_ms), "{query}: {took:?}");
+        assert!(
+            took < Duration::from_millis(min_ms + 150),
+            "{query}: {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_service_blocks_until_it_appears() {
+    let emu = demo().await;
+    let r = get(&emu, "/v1/health/service/newsvc").await;
+    assert_eq!(r.text, "[]");
+    let idx = r.index();
+    let pending = blocking(
+        &emu,
+        format!("/v1/health/service/newsvc?index={idx}&wait=5s"),
+    );
+    let nodes_idx = get(&emu, "/v1/catalog/node/newnode").await.index();
+    let pending_node = blocking(
+        &emu,
+        format!("/v1/catalog/node/newnode?index={nodes_idx}&wait=5s"),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished() && !pending_node.is_finished());
+
+    let changed_at = Instant::now();
+    emu.register(json!({"Node": "newnode", "Address": "10.9.9.9",
+                        "Service": {"Service": "newsvc", "Port": 9}}))
+        .expect("register");
+    let (r, at) = pending.await.expect("join");
+    assert!(
+        at - changed_at < Duration::from_millis(50),
+        "{:?}",
+        at - changed_at
+    );
+    assert!(r.index() > idx);
+    assert_eq!(r.json()[0]["Node"]["Address"], "10.9.9.9");
+    let (r, _) = pending_node.await.expect("join");
+    assert_eq!(r.json()["Node"]["Node"], "newnode");
+}
+
+#[tokio::test]
+async fn idempotent_register_bumps_raft_index_but_not_resource_index() {
+    let emu = demo().await;
+    let raft = emu.index();
+    let idx = get(&emu, "/v1/health/service/web").await.index();
+    let pending = blocking(
+        &emu,
+        format!("/v1/health/service/web?index={idx}&wait=200ms"),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    emu.register(web_check("passing")).expect("same as seeded");
+    assert_eq!(emu.index(), raft + 1);
+    let (r, _) = pending.await.expect("join");
+    assert_eq!(r.index(), idx);
+}
+
+#[tokio::test]
+async fn index_is_never_zero() {
+    let emu = start().await;
+    for path in [
+        "/v1/catalog/services",
+        "/v1/catalog/nodes",
+        "/v1/catalog/service/none",
+        "/v1/catalog/node/none",
+        "/v1/health/service/none",
+        "/v1/health/node/none",
+        "/v1/catalog/datacenters",
+    ] {
+        assert!(get(&emu, path).await.index() >= 1, "{path}");
+    }
+    emu.restore_snapshot(0);
+    assert_eq!(emu.index(), 0);
+    assert_eq!(get(&emu, "/v1/health/service/consul").await.index(), 1);
+    // index=1 is a valid blocking index even then: it times out rather than spinning.
+    let began = Instant::now();
+    let r = get(&emu, "/v1/catalog/nodes?index=1&wait=100ms").await;
+    assert!(began.elapsed() >= Duration::from_millis(100));
+    assert_eq!(r.index(), 1);
+}
+
+#[tokio::test]
+async fn restore_snapshot_releases_blocked_queries_with_lower_index() {
+    let emu = demo().await;
+    let web_idx = get(&emu, "/v1/health/service/web").await.index();
+    let svc_idx = get(&emu, "/v1/catalog/services").await.index();
+    assert!(web_idx > 5 && svc_idx > 5);
+    let web = blocking(
+        &emu,
+        format!("/v1/health/service/web?index={web_idx}&wait=10s"),
+    );
+    let svcs = blocking(
+        &emu,
+        format!("/v1/catalog/services?index={svc_idx}&wait=10s"),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let restored_at = Instant::now();
+    emu.restore_snapshot(3);
+    for pending in [web, svcs] {
+        let (r, at) = pending.await.expect("join");
+        assert!(
+            at - restored_at < Duration::from_millis(50),
+            "{:?}",
+            at - restored_at
+        );
+        assert!(r.index() <= 3, "index {}", r.index());
+        let body = r.json();
+        let non_empty = body.as_array().is_some_and(|a| !a.is_empty())
+            || body.as_object().is_some_and(|o| !o.is_empty());
+        assert!(non_empty, "data is kept: {body}");
+    }
+    assert_eq!(emu.index(), 3);
+    let entry = &get(&emu, "/v1/health/service/web").await.json()[0];
+    assert!(entry["Service"]["ModifyIndex"].as_u64().unwrap_or(99) <= 3);
+    emu.register(web_check("critical")).expect("register");
+    assert_eq!(emu.index(), 4);
+    assert_eq!(get(&emu, "/v1/health/service/web").await.index(), 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults, tokens, lifecycle, counting.
+
+#[tokio::test]
+async fn fault_status_answers_every_request() {
+    let emu = demo().await;
+    emu.set_fault(Fault::Status(500, "rpc error: No cluster leader".into()));
+    let r = get(&emu, "/v1/health/service/web").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text.as_str()),
+        (500, "rpc error: No cluster leader")
+    );
+    emu.set_fault(Fault::Status(403, "ACL not found".into()));
+    let r = put(&emu, "/v1/catalog/register", "{}").await;
+    assert_eq!((r.status.as_u16(), r.text.as_str()), (403, "ACL not found"));
+    emu.set_fault(Fault::None);
+    assert_eq!(
+        get(&emu, "/v1/health/service/web").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn fault_hang_never_answers() {
+    let emu = demo().await;
+    emu.set_fault(Fault::Hang);
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let err = c
+        .get(format!("{}/v1/catalog/services", emu.url()))
+        .send()
+        .await
+        .expect_err("hangs");
+    assert!(err.is_timeout(), "{err}");
+    emu.set_fault(Fault::None);
+    assert_eq!(
+        get(&emu, "/v1/catalog/services").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(emu.requests(), 2, "the hung request was counted");
+}
+
+#[tokio::test]
+async fn required_token() {
+    let emu = demo().await;
+    emu.set_required_token(Some("s3cret".into()));
+    let url = format!("{}/v1/catalog/services", emu.url());
+    let c = client();
+    let r = send(c.get(&url)).await;
+    assert_eq!((r.status.as_u16(), r.text.as_str()), (403, "ACL not found"));
+    let r = send(c.get(&url).header("X-Consul-Token", "wrong")).await;
+    assert_eq!(r.status.as_u16(), 403);
+    let r = send(c.get(&url).header("X-Consul-Token", "s3cret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(c.get(format!("{url}?token=s3cret"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(c.get(&url).bearer_auth("s3cret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    emu.set_required_token(None);
+    assert_eq!(send(c.get(&url)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn stop_cuts_long_polls_and_restart_serves_the_same_data() {
+    let emu = demo().await;
+    let before = get(&emu, "/v1/health/service/web").await;
+    let idx = before.index();
+    let url = format!("{}/v1/health/service/web?index={idx}&wait=30s", emu.url());
+    let pending = tokio::spawn(async move { client().get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stopped_at = Instant::now();
+    emu.stop().await;
+    let result = tokio::time::timeout(Duration::from_secs(2), pending)
+        .await
+        .expect("long poll must be cut")
+        .expect("join");
+    assert!(result.is_err(), "the client sees the connection cut");
+    assert!(stopped_at.elapsed() < Duration::from_millis(500));
+    assert!(
+        tokio::net::TcpStream::connect(emu.addr()).await.is_err(),
+        "refused after stop"
+    );
+
+    emu.register(web_check("critical"))
+        .expect("writes work while stopped");
+    emu.restart().await.expect("restart");
+    let after = get(&emu, "/v1/health/service/web").await;
+    assert_eq!(after.index(), emu_index_of_web(&emu).await);
+    assert!(after.index() > idx);
+    assert_eq!(after.json().as_array().map(Vec::len), Some(4));
+    assert!(emu.url().ends_with(&format!(":{}", emu.addr().port())));
+}
+
+async fn emu_index_of_web(emu: &Emulator) -> u64 {
+    get(emu, "/v1/health/service/web").await.index()
+}
+
+#[tokio::test]
+async fn requests_are_counted_and_logged() {
+    let emu = start().await;
+    assert_eq!(emu.requests(), 0);
+    let c = client();
+    let base = emu.url();
+    send(c.get(format!("{base}/v1/health/service/web?token=q-tok&stale"))).await;
+    send(
+        c.get(format!("{base}/v1/health/service/web-api"))
+            .header("X-Consul-Token", "h-tok"),
+    )
+    .await;
+    send(
+        c.get(format!("{base}/v1/health/service/db"))
+            .bearer_auth("b-tok"),
+    )
+    .await;
+    send(c.get(format!("{base}/v1/catalog/services?index=x"))).await;
+    send(c.get(format!("{base}/nope"))).await;
+    emu.set_fault(Fault::Status(500, "boom".into()));
+    send(c.get(format!("{base}/v1/health/service/web"))).await;
+
+    assert_eq!(emu.requests(), 6);
+    assert_eq!(emu.requests_to("/v1/health/service/web"), 3);
+    assert_eq!(emu.requests_to("/v1/health/"), 4);
+    assert_eq!(emu.requests_to("/v1/catalog/services"), 1);
+    let log = emu.request_log();
+    assert_eq!(log.len(), 6);
+    assert_eq!(log[0].method, "GET");
+    assert_eq!(log[0].path, "/v1/health/service/web");
+    assert_eq!(log[0].query, "token=q-tok&stale");
+    let tokens: Vec<Option<&str>> = log.iter().map(|r| r.token.as_deref()).collect();
+    assert_eq!(
+        tokens[..4],
+        [Some("q-tok"), Some("h-tok"), Some("b-tok"), None]
+    );
+    assert!(log.windows(2).all(|w| w[0].received_at <= w[1].received_at));
+}

@@ -1,0 +1,144 @@
+//! Answer limits and truncation: a UDP answer that is cut carries TC, and TCP has the rest.
+
+mod common;
+
+use common::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+async fn big_service(consul: &str, n: usize) {
+    for i in 0..n {
+        let ip = format!("10.2.{}.{}", 6 + i / 250, 1 + i % 250);
+        let body = instance(
+            &format!("n{i}"),
+            &format!("192.168.{}.{}", i / 250, 1 + i % 250),
+            "big",
+            &format!("big{i}"),
+            &ip,
+            80,
+            &[],
+            "passing",
+        );
+        http_register(consul, &body).await;
+    }
+}
+
+#[tokio::test]
+async fn udp_answer_limit_sets_tc_and_tcp_has_all() {
+    let consul = emulator().await;
+    big_service(&consul.url(), 6).await;
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+
+    let m = query(dns, "big.service.consul.", RecordType::A).await;
+    assert_eq!(m.answers.len(), 3, "udp_answer_limit = 3 without EDNS");
+    assert!(m.metadata.truncation, "a cut answer sets TC");
+
+    let m = query(dns, "big.service.consul.", RecordType::SRV).await;
+    assert_eq!(m.answers.len(), 3);
+    assert!(m.metadata.truncation);
+    // Additional holds exactly the addresses of the SRV targets kept.
+    let targets: Vec<String> = m
+        .answers
+        .iter()
+        .map(|r| {
+            r.data
+                .to_string()
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let extra_a: Vec<String> = m
+        .additionals
+        .iter()
+        .filter(|r| r.record_type() == RecordType::A)
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(extra_a.len(), 3);
+    for name in &extra_a {
+        assert!(targets.contains(name), "{name} is not a kept SRV target");
+    }
+
+    let tcp = Ask {
+        transport: Transport::Tcp,
+        ..Ask::default()
+    };
+    let m = query_with(dns, "big.service.consul.", RecordType::A, tcp).await;
+    assert_eq!(m.answers.len(), 6);
+    assert!(!m.metadata.truncation);
+
+    let edns = Ask {
+        edns: Some(1232),
+        ..Ask::default()
+    };
+    let m = query_with(dns, "big.service.consul.", RecordType::A, edns).await;
+    assert_eq!(m.answers.len(), 6, "with EDNS only the size limits");
+    assert!(!m.metadata.truncation);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_udp_answer_is_cut_with_tc() {
+    let consul = emulator().await;
+    big_service(&consul.url(), 120).await;
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+
+    let edns = Ask {
+        edns: Some(1232),
+        ..Ask::default()
+    };
+    let m = query_with(dns, "big.service.consul.", RecordType::SRV, edns).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        m.metadata.truncation,
+        "120 SRV records do not fit in 1232 bytes"
+    );
+    assert!(m.answers.len() < 120);
+
+    let tcp = Ask {
+        transport: Transport::Tcp,
+        ..Ask::default()
+    };
+    let m = query_with(dns, "big.service.consul.", RecordType::SRV, tcp).await;
+    assert_eq!(m.answers.len(), 120);
+    assert_eq!(
+        m.additionals
+            .iter()
+            .filter(|r| r.record_type() == RecordType::A)
+            .count(),
+        120
+    );
+    assert!(!m.metadata.truncation);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_record_limit_caps_address_answers() {
+    let consul = emulator().await;
+    big_service(&consul.url(), 6).await;
+    let running = server_with(&consul.url(), |c| c.dns.a_record_limit = 2).await;
+    let tcp = Ask {
+        transport: Transport::Tcp,
+        ..Ask::default()
+    };
+    let m = query_with(
+        running.dns_addrs[0],
+        "big.service.consul.",
+        RecordType::A,
+        tcp,
+    )
+    .await;
+    assert_eq!(m.answers.len(), 2);
+    let m = query_with(
+        running.dns_addrs[0],
+        "big.service.consul.",
+        RecordType::SRV,
+        tcp,
+    )
+    .await;
+    assert_eq!(m.answers.len(), 6, "a_record_limit does not apply to SRV");
+    running.shutdown().await;
+}

@@ -1,0 +1,340 @@
+//! The view follows the catalog: changes answerable within milliseconds, blocking-query rules
+//! under faults, and the load the server puts on Consul, counted at the emulator.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use consul_dns::dev::Fault;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(5);
+const STAMPEDE: usize = 1000;
+
+async fn a_records(dns: std::net::SocketAddr, name: &str) -> Vec<String> {
+    let tcp = Ask {
+        transport: Transport::Tcp,
+        ..Ask::default()
+    };
+    let m = query_with(dns, name, RecordType::A, tcp).await;
+    let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    v.sort();
+    v
+}
+
+async fn answers_are(dns: std::net::SocketAddr, name: &str, want: &[&str]) -> Duration {
+    let name = name.to_string();
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    eventually(WAIT, || {
+        let (name, want) = (name.clone(), want.clone());
+        async move { a_records(dns, &name).await == want }
+    })
+    .await
+}
+
+fn web(i: u8, status: &str) -> serde_json::Value {
+    instance(
+        &format!("node{i}"),
+        &format!("192.168.56.{i}"),
+        "web",
+        &format!("web{i}"),
+        &format!("10.2.1.{i}"),
+        80,
+        &[],
+        status,
+    )
+}
+
+#[tokio::test]
+async fn catalog_changes_show_without_restart() {
+    let consul = emulator().await;
+    let url = consul.url();
+    http_register(&url, &web(1, "passing")).await;
+    let running = server(&url).await;
+    let dns = running.dns_addrs[0];
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+
+    http_register(&url, &web(2, "passing")).await;
+    let took = answers_are(dns, "web.service.consul.", &["10.2.1.1", "10.2.1.2"]).await;
+    println!("registration visible after {took:?}");
+
+    // A check going critical removes the instance.
+    http_register(&url, &web(2, "critical")).await;
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+
+    // Deregistering the last instance: the service is gone from the catalog.
+    http_deregister(&url, &json!({"Node": "node1", "ServiceID": "web1"})).await;
+    http_deregister(&url, &json!({"Node": "node2"})).await;
+    eventually(WAIT, || async {
+        rcode(&query(dns, "web.service.consul.", RecordType::A).await) == ResponseCode::NXDomain
+    })
+    .await;
+
+    // A service that did not exist appears.
+    assert_eq!(
+        rcode(&query(dns, "fresh.service.consul.", RecordType::A).await),
+        ResponseCode::NXDomain
+    );
+    http_register(
+        &url,
+        &instance(
+            "node9",
+            "192.168.56.9",
+            "fresh",
+            "fresh1",
+            "10.2.9.9",
+            80,
+            &[],
+            "passing",
+        ),
+    )
+    .await;
+    answers_are(dns, "fresh.service.consul.", &["10.2.9.9"]).await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_service_stampede_costs_one_request() {
+    let consul = emulator().await;
+    http_register(&consul.url(), &web(1, "passing")).await;
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    // Wait for the first sync through another name, so the stampede is the service's first query.
+    eventually(WAIT, || async {
+        rcode(&query(dns, "nosuch.service.consul.", RecordType::A).await) == ResponseCode::NXDomain
+    })
+    .await;
+    assert_eq!(consul.requests_to("/v1/health/service/web"), 0);
+
+    let tasks: Vec<_> = (0..STAMPEDE)
+        .map(|_| {
+            tokio::spawn(async move {
+                query_udp_retrying(dns, "web.service.consul.", RecordType::A).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let m = t.await.unwrap();
+        assert_eq!(m.answers.len(), 1);
+    }
+    let loads = consul
+        .request_log()
+        .iter()
+        .filter(|r| r.path == "/v1/health/service/web" && !r.query.contains("index="))
+        .count();
+    assert_eq!(
+        loads, 1,
+        "1000 concurrent queries of a cold service load it once"
+    );
+    // Plus, at most, the watch's one long poll.
+    assert!(consul.requests_to("/v1/health/service/web") <= 2);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_names_cost_consul_nothing() {
+    let consul = emulator().await;
+    http_register(&consul.url(), &web(1, "passing")).await;
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = consul.requests();
+    for i in 0..1000 {
+        let name = format!("random{i}.service.consul.");
+        assert_eq!(
+            rcode(&query(dns, &name, RecordType::A).await),
+            ResponseCode::NXDomain
+        );
+        let name = format!("node-x{i}.node.consul.");
+        assert_eq!(
+            rcode(&query(dns, &name, RecordType::A).await),
+            ResponseCode::NXDomain
+        );
+    }
+    assert_eq!(
+        consul.requests() - before,
+        0,
+        "unknown names sent requests to Consul"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn index_going_backwards_resets_the_watch() {
+    let consul = emulator().await;
+    let url = consul.url();
+    for i in 1..=20 {
+        http_register(
+            &url,
+            &instance(
+                &format!("other{i}"),
+                "192.168.0.1",
+                "other",
+                &format!("o{i}"),
+                "10.9.0.1",
+                1,
+                &[],
+                "passing",
+            ),
+        )
+        .await;
+    }
+    http_register(&url, &web(1, "passing")).await;
+    let running = server(&url).await;
+    let dns = running.dns_addrs[0];
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+    // The service's long poll is waiting at the emulator.
+    eventually(WAIT, || async {
+        consul
+            .request_log()
+            .iter()
+            .any(|r| r.path == "/v1/health/service/web" && r.query.contains("index="))
+    })
+    .await;
+
+    // A snapshot restore: the index drops far below what the watch holds. Without the reset
+    // rule the watch would block until the index passed its old value and miss this change.
+    consul.restore_snapshot(2);
+    http_register(&url, &web(2, "passing")).await;
+    answers_are(dns, "web.service.consul.", &["10.2.1.1", "10.2.1.2"]).await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_keep_the_last_good_data_and_recover() {
+    let consul = emulator().await;
+    let url = consul.url();
+    http_register(&url, &web(1, "passing")).await;
+    let running = server(&url).await;
+    let dns = running.dns_addrs[0];
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+
+    // Consul answers 500: the change wakes the long polls, the next reads fail.
+    consul.set_fault(Fault::Status(500, "rpc error: No cluster leader".into()));
+    consul.register(web(2, "passing")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = a_records(dns, "web.service.consul.").await;
+    assert!(!during.is_empty(), "a 500 must not empty the answer");
+    assert!(a_records(dns, "node1.node.consul.").await == vec!["192.168.56.1".to_string()]);
+
+    consul.set_fault(Fault::None);
+    consul.register(web(3, "passing")).unwrap();
+    answers_are(
+        dns,
+        "web.service.consul.",
+        &["10.2.1.1", "10.2.1.2", "10.2.1.3"],
+    )
+    .await;
+
+    // Consul goes away altogether, then comes back.
+    consul.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        a_records(dns, "web.service.consul.").await.len(),
+        3,
+        "answers from memory while Consul is down"
+    );
+    consul.register(web(4, "passing")).unwrap();
+    consul.restart().await.unwrap();
+    let took = answers_are(
+        dns,
+        "web.service.consul.",
+        &["10.2.1.1", "10.2.1.2", "10.2.1.3", "10.2.1.4"],
+    )
+    .await;
+    println!("change made while Consul was down visible {took:?} after its return");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hanging_consul_does_not_slow_known_names() {
+    let consul = emulator().await;
+    let url = consul.url();
+    http_register(&url, &web(1, "passing")).await;
+    let running = server(&url).await;
+    let dns = running.dns_addrs[0];
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+    consul.set_fault(Fault::Hang);
+    consul.register(web(2, "passing")).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = std::time::Instant::now();
+    for _ in 0..50 {
+        assert!(!a_records(dns, "web.service.consul.").await.is_empty());
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "50 answers took {:?}",
+        start.elapsed()
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn servfail_until_first_sync_never_nxdomain() {
+    let consul = emulator().await;
+    let url = consul.url();
+    http_register(&url, &web(1, "passing")).await;
+    consul.stop().await;
+    let running = server_with(&url, |c| c.startup_wait = Duration::from_millis(200)).await;
+    let dns = running.dns_addrs[0];
+    for name in [
+        "web.service.consul.",
+        "nosuch.service.consul.",
+        "node1.node.consul.",
+    ] {
+        let m = query(dns, name, RecordType::A).await;
+        assert_eq!(
+            rcode(&m),
+            ResponseCode::ServFail,
+            "{name} before the first sync"
+        );
+    }
+    consul.restart().await.unwrap();
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+    assert_eq!(
+        rcode(&query(dns, "nosuch.service.consul.", RecordType::A).await),
+        ResponseCode::NXDomain
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_is_sent_to_consul() {
+    let consul = emulator().await;
+    let url = consul.url();
+    http_register(&url, &web(1, "passing")).await;
+    consul.set_required_token(Some("s3cret-token".into()));
+    let running = server_with(&url, |c| c.token = Some("s3cret-token".to_string().into())).await;
+    answers_are(running.dns_addrs[0], "web.service.consul.", &["10.2.1.1"]).await;
+    let reads: Vec<_> = consul
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert!(!reads.is_empty());
+    assert!(reads
+        .iter()
+        .all(|r| r.token.as_deref() == Some("s3cret-token")));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_service_watches_end() {
+    let consul = emulator().await;
+    http_register(&consul.url(), &web(1, "passing")).await;
+    let running = server_with(&consul.url(), |c| {
+        c.watch_idle_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let dns = running.dns_addrs[0];
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+    eventually(WAIT, || async { running.syncer().live_watches() == 1 }).await;
+    eventually(WAIT, || async { running.syncer().live_watches() == 0 }).await;
+    // Asked again, it is loaded again.
+    answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
+    running.shutdown().await;
+}

@@ -76,6 +76,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         },
     )?;
     let sockets = server::bind(&config.listen).await?;
+    if dns.disable_compression {
+        tracing::warn!("disable_compression is not supported: responses are always compressed");
+    }
+    if dns.prefer_namespace {
+        tracing::warn!("prefer_namespace has no effect: namespaces are not supported");
+    }
     if !config.recursors.is_empty() {
         tracing::warn!("recursors are configured, but forwarding is not implemented yet: names outside the Consul domain are REFUSED");
     }

@@ -98,12 +98,30 @@ async fn serve_connection(
     }
 }
 
+/// Not part of Consul's API: the emulator's request counters as JSON, for benchmarks that
+/// run it in another process. Not counted, never faulted.
+pub const STATS_PATH: &str = "/_emulator/stats";
+
+fn stats(inner: &Inner) -> Response<Body> {
+    let body = serde_json::json!({
+        "requests": inner.total_requests.load(std::sync::atomic::Ordering::SeqCst),
+        "by_path": lock(&inner.stats).per_path.clone(),
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "stats"))
+}
+
 /// Counts and logs the request, applies the injected fault and token check, then routes.
 async fn handle(
     inner: &Inner,
     app: &TowerToHyperService<axum::Router>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    if req.uri().path() == STATS_PATH {
+        return stats(inner);
+    }
     let token = request_token(&req);
     inner.record(RequestRecord {
         method: req.method().to_string(),

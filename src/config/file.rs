@@ -52,6 +52,9 @@ macro_rules! raw_structs {
             watch_idle_timeout: Raw,
             startup_wait: Raw,
             blocking_wait: Raw,
+            watch_all_services: Raw,
+            watch_poll_interval: Raw,
+            http_addr: Raw,
             dns_config: Option<RawDns>,
             $($dns: Raw,)*
         }
@@ -116,6 +119,9 @@ pub(super) struct FileConfig {
     pub watch_idle_timeout: Option<Duration>,
     pub startup_wait: Option<Duration>,
     pub blocking_wait: Option<Duration>,
+    pub watch_all_services: Option<bool>,
+    pub watch_poll_interval: Option<Duration>,
+    pub http_addr: Option<SocketAddr>,
     pub dns: DnsFile,
 }
 
@@ -207,6 +213,18 @@ impl FileConfig {
         let blocking_wait = f("blocking_wait", raw.blocking_wait)
             .map(|field| ctx.blocking_wait(&field))
             .transpose()?;
+        let watch_all_services = f("watch_all_services", raw.watch_all_services)
+            .map(|field| ctx.bool(&field))
+            .transpose()?;
+        let watch_poll_interval = f("watch_poll_interval", raw.watch_poll_interval)
+            .map(|field| ctx.positive_duration(&field))
+            .transpose()?;
+        let http_addr = f("http_addr", raw.http_addr)
+            .map(|field| {
+                let s = ctx.string(&field)?;
+                parse_listen_addr(&s).map_err(|reason| ctx.invalid(&field, reason))
+            })
+            .transpose()?;
 
         Ok(FileConfig {
             consul_addr: map_string("consul_addr", raw.consul_addr, normalize_consul_addr)?,
@@ -220,6 +238,9 @@ impl FileConfig {
             watch_idle_timeout,
             startup_wait,
             blocking_wait,
+            watch_all_services,
+            watch_poll_interval,
+            http_addr,
             dns: ctx.dns(dns)?,
         })
     }

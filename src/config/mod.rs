@@ -47,6 +47,8 @@ pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(2);
 /// Default `wait` sent on blocking queries.
 pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(300);
+/// Default re-read period of services beyond `max_watches`.
+pub const DEFAULT_WATCH_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Smallest accepted `blocking_wait`.
 pub const MIN_BLOCKING_WAIT: Duration = Duration::from_secs(1);
 /// Largest accepted `blocking_wait` (Consul caps a blocking query's wait at 10 minutes).
@@ -155,6 +157,16 @@ pub struct Cli {
         help = "Address the --dev emulator's HTTP API listens on [default: 127.0.0.1:8500]"
     )]
     pub dev_http: Option<SocketAddr>,
+
+    /// Metrics and health endpoint.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        value_parser = values::parse_listen_arg,
+        help = "Serve Prometheus /metrics, /health/live and /health/ready over HTTP on this \
+                address [default: off]"
+    )]
+    pub http_addr: Option<SocketAddr>,
 
     /// Log level.
     #[arg(
@@ -406,6 +418,12 @@ pub struct Config {
     pub startup_wait: Duration,
     /// The `wait` sent on blocking queries (1s..=10m).
     pub blocking_wait: Duration,
+    /// Watch every service of the catalog from the start, not only those asked for.
+    pub watch_all_services: bool,
+    /// How often a service asked for beyond `max_watches` is re-read (> 0).
+    pub watch_poll_interval: Duration,
+    /// Address of the metrics and health HTTP endpoint; `None` = off.
+    pub http_addr: Option<SocketAddr>,
     /// Run the embedded Consul API emulator.
     pub dev: bool,
     /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
@@ -431,6 +449,9 @@ impl Default for Config {
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
             startup_wait: DEFAULT_STARTUP_WAIT,
             blocking_wait: DEFAULT_BLOCKING_WAIT,
+            watch_all_services: false,
+            watch_poll_interval: DEFAULT_WATCH_POLL_INTERVAL,
+            http_addr: None,
             dev: false,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
@@ -528,6 +549,13 @@ impl Config {
                 .unwrap_or(defaults.watch_idle_timeout),
             startup_wait: file.startup_wait.unwrap_or(defaults.startup_wait),
             blocking_wait: file.blocking_wait.unwrap_or(defaults.blocking_wait),
+            watch_all_services: file
+                .watch_all_services
+                .unwrap_or(defaults.watch_all_services),
+            watch_poll_interval: file
+                .watch_poll_interval
+                .unwrap_or(defaults.watch_poll_interval),
+            http_addr: cli.http_addr.or(file.http_addr),
             dev: cli.dev,
             dev_http,
             log_level: cli.log_level.unwrap_or(defaults.log_level),

@@ -7,18 +7,21 @@
 //! limits, SRV additional records rebuilt after a cut, and the TC bit.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_server::proto::rr::{RData, Record};
+use hickory_server::proto::rr::rdata::opt::EdnsOption;
+use hickory_server::proto::rr::{RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 use tracing::warn;
 
 use super::zone::{Answer, ConsulZone};
+use crate::metrics::Metrics;
 
 /// Limits applied when a response is written.
 #[derive(Debug, Clone, Copy)]
@@ -31,18 +34,30 @@ pub struct ResponseLimits {
     pub recursion_available: bool,
 }
 
+/// RFC 8914 Extended DNS Error option code.
+const EDE_OPTION: u16 = 15;
+/// RFC 8914 INFO-CODE "Stale Answer".
+const EDE_STALE_ANSWER: u16 = 3;
+
 pub struct DnsHandler {
     zone: Arc<ConsulZone>,
     catalog: Catalog,
     limits: ResponseLimits,
+    metrics: Arc<Metrics>,
 }
 
 impl DnsHandler {
-    pub fn new(zone: Arc<ConsulZone>, catalog: Catalog, limits: ResponseLimits) -> Self {
+    pub fn new(
+        zone: Arc<ConsulZone>,
+        catalog: Catalog,
+        limits: ResponseLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         DnsHandler {
             zone,
             catalog,
             limits,
+            metrics,
         }
     }
 }
@@ -50,6 +65,27 @@ impl DnsHandler {
 #[async_trait::async_trait]
 impl RequestHandler for DnsHandler {
     async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let start = Instant::now();
+        let info = self.respond::<R, T>(request, response_handle).await;
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(RecordType::Unknown(0), |q| q.query_type());
+        self.metrics.count_query(qtype, info.response_code);
+        self.metrics
+            .answer_seconds
+            .observe(start.elapsed().as_secs_f64());
+        info
+    }
+}
+
+impl DnsHandler {
+    async fn respond<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         mut response_handle: R,
@@ -89,6 +125,9 @@ impl RequestHandler for DnsHandler {
             sync_additionals(&mut answer);
             metadata.truncation = true;
         }
+        if answer.stale.is_some() {
+            self.metrics.stale_answers.inc();
+        }
         let soa = answer.with_soa.then(|| self.zone.soa(d));
         let edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
@@ -97,6 +136,9 @@ impl RequestHandler for DnsHandler {
                     .clamp(512, self.limits.max_udp_payload.max(512)),
             );
             e.set_version(0);
+            if let Some(age) = answer.stale {
+                e.options_mut().insert(stale_answer_option(age));
+            }
             e
         });
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
@@ -120,6 +162,14 @@ impl RequestHandler for DnsHandler {
             }
         }
     }
+}
+
+/// RFC 8914 Extended DNS Error 3 "Stale Answer", with the age in its text.
+fn stale_answer_option(age: Duration) -> EdnsOption {
+    let mut data = EDE_STALE_ANSWER.to_be_bytes().to_vec();
+    let text = format!("Consul unreachable for {}s; last known data", age.as_secs());
+    data.extend_from_slice(text.as_bytes());
+    EdnsOption::Unknown(EDE_OPTION, data)
 }
 
 /// After answers were cut, keeps only the additional records that a remaining SRV answer

@@ -235,6 +235,8 @@ pub struct PreparedService {
     pub all_tags: HashSet<String>,
     /// The Consul index this was built from.
     pub index: u64,
+    /// Instances in the catalog, healthy or not.
+    pub total: usize,
 }
 
 /// Consul's health filter (dns-spec.md §7): any critical check drops the instance;
@@ -274,6 +276,7 @@ impl PreparedService {
         let mut out = PreparedService {
             ttl,
             index,
+            total: entries.len(),
             ..Default::default()
         };
         for entry in entries {

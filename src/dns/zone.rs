@@ -2,6 +2,7 @@
 //! except the first load of a service nobody asked for before (coalesced, see
 //! `consul::sync`) and, before the first sync, a short bounded wait for it.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct ZoneOptions {
     pub node_meta_txt: bool,
     /// How long a query waits for the first sync before SERVFAIL.
     pub startup_wait: Duration,
+    /// `max_stale`: data whose watch has been failing longer than this is not served.
+    pub max_stale: Duration,
 }
 
 /// The outcome of a query, before limits and encoding.
@@ -50,6 +53,9 @@ pub struct Answer {
     pub with_soa: bool,
     /// Records for Authority besides the SOA.
     pub authority: Vec<Record>,
+    /// The data behind this answer comes from a watch that is failing, since this long
+    /// (served within `max_stale`, marked with an Extended DNS Error "Stale Answer").
+    pub stale: Option<Duration>,
 }
 
 impl Answer {
@@ -84,6 +90,12 @@ impl Answer {
             rcode,
             ..Default::default()
         }
+    }
+
+    /// Notes that this answer rests on data `stale` old (None: fresh).
+    fn resting_on(mut self, stale: Option<Duration>) -> Self {
+        self.stale = self.stale.max(stale);
+        self
     }
 }
 
@@ -145,6 +157,24 @@ impl ConsulZone {
         qtype: RecordType,
         d: usize,
     ) -> Answer {
+        let answer = self.resolve(qname, lower, qtype, d).await;
+        match answer.stale {
+            Some(age) if age > self.options.max_stale => {
+                debug!(%qname, ?age, "data older than max_stale: SERVFAIL");
+                self.syncer.metrics().max_stale_exceeded.inc();
+                Answer::code(ResponseCode::ServFail)
+            }
+            _ => answer,
+        }
+    }
+
+    async fn resolve(
+        &self,
+        qname: &Name,
+        lower: &LowerName,
+        qtype: RecordType,
+        d: usize,
+    ) -> Answer {
         let view = self.syncer.view();
         if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
             debug!(%qname, "not synced with Consul yet: SERVFAIL");
@@ -181,7 +211,8 @@ impl ConsulZone {
                 if !self.is_local(&locality) {
                     return Answer::nxdomain();
                 }
-                self.node(qname, qtype, d, &node)
+                self.node(qname, qtype, &node)
+                    .resting_on(self.syncer.nodes_health().stale_for())
             }
             ConsulName::Addr { ip } => self.addr(qname, qtype, ip),
             ConsulName::EmptyNonTerminal { datacenter } => {
@@ -235,9 +266,10 @@ impl ConsulZone {
         else {
             return (Vec::new(), Vec::new());
         };
-        let Ok(prepared) = self.syncer.service("consul", &consul).await else {
+        let Ok(data) = self.syncer.service("consul", &consul).await else {
             return (Vec::new(), Vec::new());
         };
+        let prepared = data.prepared;
         let mut order: Vec<usize> = (0..prepared.instances.len()).collect();
         order.shuffle(&mut rand::rng());
         let ttl = self.options.node_ttl;
@@ -272,26 +304,40 @@ impl ConsulZone {
         service: &str,
         tag: Option<&str>,
     ) -> Answer {
+        let directory_stale = self.syncer.directory_health().stale_for();
         let Some(known) = self
             .syncer
             .view()
             .directory()
             .and_then(|dir| dir.services.get(service).cloned())
         else {
-            return Answer::nxdomain();
+            return Answer::nxdomain().resting_on(directory_stale);
         };
-        let prepared = match self.syncer.service(service, &known.name).await {
-            Ok(p) => p,
+        let data = match self.syncer.service(service, &known.name).await {
+            Ok(data) => data,
             Err(e) => {
                 debug!(service, error = %e, "cannot load service: SERVFAIL");
                 return Answer::code(ResponseCode::ServFail);
             }
         };
+        self.service_records(qname, qtype, d, &data.prepared, &known.tags, tag)
+            .resting_on(directory_stale.max(data.health.stale_for()))
+    }
+
+    fn service_records(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        d: usize,
+        prepared: &PreparedService,
+        known_tags: &HashSet<String>,
+        tag: Option<&str>,
+    ) -> Answer {
         let mut order: Vec<usize> = match tag {
             None => (0..prepared.instances.len()).collect(),
             Some(tag) => match prepared.by_tag.get(tag) {
                 Some(list) => list.clone(),
-                None if known.tags.contains(tag) || prepared.all_tags.contains(tag) => Vec::new(),
+                None if known_tags.contains(tag) || prepared.all_tags.contains(tag) => Vec::new(),
                 None => return Answer::nxdomain(),
             },
         };
@@ -300,22 +346,21 @@ impl ConsulZone {
         }
         order.shuffle(&mut rand::rng());
         match qtype {
-            RecordType::SRV => srv_records(qname, &prepared, &order, d),
+            RecordType::SRV => srv_records(qname, prepared, &order, d),
             RecordType::A | RecordType::AAAA | RecordType::ANY => {
-                address_records(qname, qtype, &prepared, &order, self.options.a_record_limit)
+                address_records(qname, qtype, prepared, &order, self.options.a_record_limit)
             }
             _ => Answer::nodata(),
         }
     }
 
-    fn node(&self, qname: &Name, qtype: RecordType, d: usize, node: &str) -> Answer {
+    fn node(&self, qname: &Name, qtype: RecordType, node: &str) -> Answer {
         let Some(nodes) = self.syncer.view().nodes() else {
             return Answer::code(ResponseCode::ServFail);
         };
         let Some(n) = nodes.by_name.get(node) else {
             return Answer::nxdomain();
         };
-        let _ = d;
         let ttl = self.options.node_ttl;
         let txt = || {
             n.txt

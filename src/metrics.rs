@@ -45,8 +45,10 @@ pub struct Metrics {
     pub answer_seconds: Histogram,
     /// Service lookups answered from a live watch.
     pub view_hits: Counter,
-    /// Service lookups that had to load the service from Consul first.
+    /// Service lookups that found no live watch and waited for a load (shared or not).
     pub view_misses: Counter,
+    /// Loads of a service from Consul (the first read of a watch).
+    pub service_loads: Counter,
     /// Service watches holding a blocking query.
     pub watches_blocking: Gauge,
     /// Services beyond `max_watches`, re-read on a timer.
@@ -111,6 +113,7 @@ impl Metrics {
             answer_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
             view_hits: Counter::default(),
             view_misses: Counter::default(),
+            service_loads: Counter::default(),
             watches_blocking: Gauge::default(),
             watches_polling: Gauge::default(),
             consul_requests: Family::default(),
@@ -138,8 +141,13 @@ impl Metrics {
         );
         r.register(
             "view_misses",
-            "Service lookups that loaded the service from Consul",
+            "Service lookups that found no live watch and waited for a load",
             m.view_misses.clone(),
+        );
+        r.register(
+            "service_loads",
+            "Loads of a service from Consul (the first read of a watch)",
+            m.service_loads.clone(),
         );
         r.register(
             "watches_blocking",

@@ -202,6 +202,7 @@ impl Syncer {
             consul_name.to_owned(),
         ];
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        self.metrics().service_loads.inc();
         let (entries, meta) = self.client.get::<Vec<ServiceEntry>>(&segs, 0).await?;
         let ttl = self.options.service_ttl.ttl_for(key);
         let current = Arc::new(ArcSwap::from_pointee(PreparedService::build(

@@ -114,6 +114,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         only_passing: dns.only_passing,
         node_ttl: dns.node_ttl,
         node_meta_txt: dns.enable_additional_node_meta_txt,
+        internal_cidrs: config.internal_cidrs.clone(),
     };
     let syncer = Syncer::start(
         client,
@@ -132,6 +133,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         ZoneOptions {
             domains,
             node_ttl: dns.node_ttl,
+            service_ttl: dns.service_ttl.clone(),
             soa: SoaTimers {
                 refresh: dns.soa.refresh,
                 retry: dns.soa.retry,

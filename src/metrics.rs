@@ -58,6 +58,8 @@ pub struct Metrics {
     pub watch_stale_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Service watches currently failing.
     pub service_watches_failing: Gauge,
+    /// Healthy instances left out because no address of theirs is in `internal_cidrs`.
+    pub instances_outside_internal_cidrs: Gauge,
     /// Time from a Consul response arriving to the new data being in the view.
     pub view_update_seconds: Histogram,
     /// Answers served from data whose watch is failing (marked with EDE 3).
@@ -119,6 +121,7 @@ impl Metrics {
             consul_requests: Family::default(),
             watch_stale_seconds: Family::default(),
             service_watches_failing: Gauge::default(),
+            instances_outside_internal_cidrs: Gauge::default(),
             view_update_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
             stale_answers: Counter::default(),
             max_stale_exceeded: Counter::default(),
@@ -173,6 +176,11 @@ impl Metrics {
             "service_watches_failing",
             "Service watches whose last read failed",
             m.service_watches_failing.clone(),
+        );
+        r.register(
+            "instances_outside_internal_cidrs",
+            "Healthy instances left out: none of their addresses is in internal_cidrs",
+            m.instances_outside_internal_cidrs.clone(),
         );
         r.register(
             "view_update_seconds",

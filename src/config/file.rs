@@ -55,6 +55,7 @@ macro_rules! raw_structs {
             watch_all_services: Raw,
             watch_poll_interval: Raw,
             http_addr: Raw,
+            internal_cidrs: Raw,
             dns_config: Option<RawDns>,
             $($dns: Raw,)*
         }
@@ -122,6 +123,7 @@ pub(super) struct FileConfig {
     pub watch_all_services: Option<bool>,
     pub watch_poll_interval: Option<Duration>,
     pub http_addr: Option<SocketAddr>,
+    pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub dns: DnsFile,
 }
 
@@ -219,6 +221,9 @@ impl FileConfig {
         let watch_poll_interval = f("watch_poll_interval", raw.watch_poll_interval)
             .map(|field| ctx.positive_duration(&field))
             .transpose()?;
+        let internal_cidrs = f("internal_cidrs", raw.internal_cidrs)
+            .map(|field| ctx.cidrs(&field))
+            .transpose()?;
         let http_addr = f("http_addr", raw.http_addr)
             .map(|field| {
                 let s = ctx.string(&field)?;
@@ -241,6 +246,7 @@ impl FileConfig {
             watch_all_services,
             watch_poll_interval,
             http_addr,
+            internal_cidrs,
             dns: ctx.dns(dns)?,
         })
     }
@@ -437,6 +443,15 @@ impl Ctx<'_> {
             return Err(self.invalid(field, "must list at least one address"));
         }
         check_listen_list(&out).map_err(|reason| self.invalid(field, reason))?;
+        Ok(out)
+    }
+
+    fn cidrs(&self, field: &Field) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        let mut out = Vec::new();
+        for item in self.string_list(field)? {
+            let s = self.string(&item)?;
+            out.push(super::values::parse_cidr(&s).map_err(|reason| self.invalid(&item, reason))?);
+        }
         Ok(out)
     }
 

@@ -158,6 +158,18 @@ pub struct Cli {
     )]
     pub dev_http: Option<SocketAddr>,
 
+    /// Overlay networks whose addresses are answered.
+    #[arg(
+        long = "internal-cidr",
+        value_name = "CIDR",
+        value_parser = values::parse_cidr,
+        help = "Only answer addresses inside this network (e.g. the weave network \
+                10.2.0.0/16), choosing among the service address, its tagged addresses and \
+                the node address; repeatable; instances with no such address are left out \
+                [default: any address]"
+    )]
+    pub internal_cidrs: Vec<ipnet::IpNet>,
+
     /// Metrics and health endpoint.
     #[arg(
         long,
@@ -424,6 +436,8 @@ pub struct Config {
     pub watch_poll_interval: Duration,
     /// Address of the metrics and health HTTP endpoint; `None` = off.
     pub http_addr: Option<SocketAddr>,
+    /// Only addresses inside these networks are answered (empty: any).
+    pub internal_cidrs: Vec<ipnet::IpNet>,
     /// Run the embedded Consul API emulator.
     pub dev: bool,
     /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
@@ -452,6 +466,7 @@ impl Default for Config {
             watch_all_services: false,
             watch_poll_interval: DEFAULT_WATCH_POLL_INTERVAL,
             http_addr: None,
+            internal_cidrs: Vec::new(),
             dev: false,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
@@ -556,6 +571,11 @@ impl Config {
                 .watch_poll_interval
                 .unwrap_or(defaults.watch_poll_interval),
             http_addr: cli.http_addr.or(file.http_addr),
+            internal_cidrs: if cli.internal_cidrs.is_empty() {
+                file.internal_cidrs.unwrap_or_default()
+            } else {
+                cli.internal_cidrs
+            },
             dev: cli.dev,
             dev_http,
             log_level: cli.log_level.unwrap_or(defaults.log_level),

@@ -32,7 +32,7 @@ use super::{ConsulClient, ConsulError, QueryMeta};
 use crate::config::ServiceTtl;
 use crate::dns::prepared::{NodeTable, PreparedService, Settings};
 use crate::metrics::Metrics;
-use crate::view::{Directory, View};
+use crate::view::{Directory, ReverseIndex, View};
 
 /// How many more services than `max_watches` are kept in memory (polled).
 const POLLED_FACTOR: usize = 10;
@@ -67,9 +67,18 @@ pub struct ServiceData {
 /// A live watch of one service: the latest prepared data, its health, and the guard that
 /// ends the watch task when the cache drops this entry.
 struct ServiceWatch {
+    name: String,
     current: Arc<ArcSwap<PreparedService>>,
     health: Arc<WatchHealth>,
+    reverse: Arc<ReverseIndex>,
     _stop: DropGuard,
+}
+
+impl Drop for ServiceWatch {
+    fn drop(&mut self) {
+        self.reverse
+            .replace(&self.name, &self.current.load().addresses, &[]);
+    }
 }
 
 impl ServiceWatch {
@@ -91,6 +100,7 @@ pub struct Syncer {
     slots: Arc<WatchSlots>,
     directory_health: Arc<WatchHealth>,
     nodes_health: Arc<WatchHealth>,
+    reverse: Arc<ReverseIndex>,
     cancel: CancellationToken,
 }
 
@@ -116,6 +126,7 @@ impl Syncer {
             slots,
             directory_health: Arc::default(),
             nodes_health: Arc::default(),
+            reverse: Arc::default(),
             cancel: CancellationToken::new(),
         });
         tokio::spawn(Arc::clone(&syncer).bootstrap());
@@ -147,6 +158,12 @@ impl Syncer {
         self.services.invalidate_all();
     }
 
+    /// The service (its Consul name) whose instances use this address, among the services
+    /// in the view.
+    pub fn service_at(&self, ip: &std::net::IpAddr) -> Option<String> {
+        self.reverse.lookup(ip)
+    }
+
     /// Number of services in memory (watched or polled).
     pub fn live_watches(&self) -> u64 {
         self.services.entry_count()
@@ -165,6 +182,13 @@ impl Syncer {
             .count();
         m.service_watches_failing
             .set(i64::try_from(failing).unwrap_or(i64::MAX));
+        let excluded: usize = self
+            .services
+            .iter()
+            .map(|(_, w)| w.current.load().excluded)
+            .sum();
+        m.instances_outside_internal_cidrs
+            .set(i64::try_from(excluded).unwrap_or(i64::MAX));
     }
 
     /// The prepared data of a service, from memory when it is watched; otherwise loaded once
@@ -236,6 +260,9 @@ impl Syncer {
         let target = Arc::clone(&current);
         let metrics = Arc::clone(self.metrics());
         let name = consul_name.to_owned();
+        let reverse = Arc::clone(&self.reverse);
+        self.reverse
+            .replace(consul_name, &[], &current.load().addresses);
         let (_, index) = watch::next_index(0, meta.index);
         tokio::spawn(watch::run(
             ctx,
@@ -252,14 +279,16 @@ impl Syncer {
                     );
                     return;
                 }
-                target.store(Arc::new(PreparedService::build(
-                    &entries, ttl, meta.index, &settings,
-                )));
+                let new = PreparedService::build(&entries, ttl, meta.index, &settings);
+                reverse.replace(&name, &old.addresses, &new.addresses);
+                target.store(Arc::new(new));
             },
         ));
         Ok(Arc::new(ServiceWatch {
+            name: consul_name.to_owned(),
             current,
             health,
+            reverse: Arc::clone(&self.reverse),
             _stop: stop.drop_guard(),
         }))
     }

@@ -94,21 +94,32 @@ impl DnsHandler {
             && request.metadata.op_code == OpCode::Query
             && request.queries.len() == 1
             && request.edns.as_ref().is_none_or(|e| e.version() == 0);
-        let query = request.queries.queries().first();
-        let domain = query
-            .filter(|_| plain_query)
-            .and_then(|q| self.zone.domain_of(q.name()));
-        let (Some(query), Some(d)) = (query, domain) else {
+        let query = request.queries.queries().first().filter(|_| plain_query);
+        let Some(query) = query else {
             return self
                 .catalog
                 .handle_request::<R, T>(request, response_handle)
                 .await;
         };
-
-        let mut answer = self
+        // The Consul domain, else a reverse lookup of an address in the view, else the rest.
+        let (mut answer, domain) = if let Some(d) = self.zone.domain_of(query.name()) {
+            let name = query.original().name();
+            let answer = self
+                .zone
+                .answer(name, query.name(), query.query_type(), d)
+                .await;
+            (answer, Some(d))
+        } else if let Some(answer) = self
             .zone
-            .answer(query.original().name(), query.name(), query.query_type(), d)
-            .await;
+            .reverse(query.original().name(), query.query_type())
+        {
+            (answer, None)
+        } else {
+            return self
+                .catalog
+                .handle_request::<R, T>(request, response_handle)
+                .await;
+        };
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = answer.rcode;
@@ -128,7 +139,7 @@ impl DnsHandler {
         if answer.stale.is_some() {
             self.metrics.stale_answers.inc();
         }
-        let soa = answer.with_soa.then(|| self.zone.soa(d));
+        let soa = domain.filter(|_| answer.with_soa).map(|d| self.zone.soa(d));
         let edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
             e.set_max_payload(

@@ -247,6 +247,8 @@ pub struct PreparedService {
     pub uniform_weights: bool,
     /// Service addresses of all instances (for reverse lookups).
     pub addresses: Vec<IpAddr>,
+    /// The service's virtual IP (tagged address `consul-virtual`), for `.virtual` names.
+    pub virtual_ip: Option<IpAddr>,
 }
 
 /// Consul's health filter (dns-spec.md §7): any critical check drops the instance;
@@ -297,6 +299,13 @@ impl PreparedService {
                 .map(|t| t.to_ascii_lowercase())
                 .collect();
             out.all_tags.extend(tags.iter().cloned());
+            if out.virtual_ip.is_none() {
+                out.virtual_ip = entry
+                    .service
+                    .tagged_addresses
+                    .get("consul-virtual")
+                    .and_then(|a| parse_ip(&a.address));
+            }
             if let Some(ip) = parse_ip(&entry.service.address) {
                 if !out.addresses.contains(&ip) {
                     out.addresses.push(ip);

@@ -229,9 +229,14 @@ impl ConsulZone {
                 }
             }
             // Not implemented yet: say so rather than deny the name exists.
+            ConsulName::Virtual { service, peer } => {
+                if peer.is_some() {
+                    return Answer::nxdomain();
+                }
+                self.virtual_ip(qname, qtype, service).await
+            }
             ConsulName::Connect { .. }
             | ConsulName::Ingress { .. }
-            | ConsulName::Virtual { .. }
             | ConsulName::PreparedQuery { .. } => Answer::code(ResponseCode::NotImp),
             ConsulName::Invalid => Answer::nxdomain(),
         }
@@ -358,6 +363,39 @@ impl ConsulZone {
             }
             _ => Answer::nodata(),
         }
+    }
+
+    /// `<service>.virtual.<domain>`: the service's virtual IP (Consul's transparent-proxy
+    /// VIP, the `consul-virtual` tagged address).
+    async fn virtual_ip(&self, qname: &Name, qtype: RecordType, service: &str) -> Answer {
+        let directory_stale = self.syncer.directory_health().stale_for();
+        let Some(known) = self
+            .syncer
+            .view()
+            .directory()
+            .and_then(|dir| dir.services.get(service).cloned())
+        else {
+            return Answer::nxdomain().resting_on(directory_stale);
+        };
+        let data = match self.syncer.service(service, &known.name).await {
+            Ok(data) => data,
+            Err(_) => return Answer::code(ResponseCode::ServFail),
+        };
+        let stale = directory_stale.max(data.health.stale_for());
+        let fits = |ip: &IpAddr| match qtype {
+            RecordType::A => ip.is_ipv4(),
+            RecordType::AAAA => ip.is_ipv6(),
+            RecordType::ANY => true,
+            _ => false,
+        };
+        let answers = data
+            .prepared
+            .virtual_ip
+            .filter(fits)
+            .map(|ip| Record::from_rdata(qname.clone(), self.options.node_ttl, ip_rdata(ip)))
+            .into_iter()
+            .collect();
+        Answer::records(answers, Vec::new()).resting_on(stale)
     }
 
     /// PTR for an address of the view: a node's address (`<node>.node.<dc>.<domain>`, as

@@ -115,6 +115,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         node_ttl: dns.node_ttl,
         node_meta_txt: dns.enable_additional_node_meta_txt,
         internal_cidrs: config.internal_cidrs.clone(),
+        wan: false,
     };
     let syncer = Syncer::start(
         client,
@@ -127,6 +128,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             watch_idle_timeout: config.watch_idle_timeout,
             watch_poll_interval: config.watch_poll_interval,
             watch_all_services: config.watch_all_services,
+            translate_wan_addrs: config.translate_wan_addrs,
+            query_max_age: dns.cache_max_age,
         },
     );
     let zone = Arc::new(ConsulZone::new(

@@ -56,6 +56,7 @@ macro_rules! raw_structs {
             watch_poll_interval: Raw,
             http_addr: Raw,
             internal_cidrs: Raw,
+            translate_wan_addrs: Raw,
             dns_config: Option<RawDns>,
             $($dns: Raw,)*
         }
@@ -124,6 +125,7 @@ pub(super) struct FileConfig {
     pub watch_poll_interval: Option<Duration>,
     pub http_addr: Option<SocketAddr>,
     pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
+    pub translate_wan_addrs: Option<bool>,
     pub dns: DnsFile,
 }
 
@@ -221,6 +223,9 @@ impl FileConfig {
         let watch_poll_interval = f("watch_poll_interval", raw.watch_poll_interval)
             .map(|field| ctx.positive_duration(&field))
             .transpose()?;
+        let translate_wan_addrs = f("translate_wan_addrs", raw.translate_wan_addrs)
+            .map(|field| ctx.bool(&field))
+            .transpose()?;
         let internal_cidrs = f("internal_cidrs", raw.internal_cidrs)
             .map(|field| ctx.cidrs(&field))
             .transpose()?;
@@ -247,6 +252,7 @@ impl FileConfig {
             watch_poll_interval,
             http_addr,
             internal_cidrs,
+            translate_wan_addrs,
             dns: ctx.dns(dns)?,
         })
     }

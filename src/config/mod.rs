@@ -438,6 +438,8 @@ pub struct Config {
     pub http_addr: Option<SocketAddr>,
     /// Only addresses inside these networks are answered (empty: any).
     pub internal_cidrs: Vec<ipnet::IpNet>,
+    /// Consul's `translate_wan_addrs`: answers for other datacenters use WAN addresses.
+    pub translate_wan_addrs: bool,
     /// Run the embedded Consul API emulator.
     pub dev: bool,
     /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
@@ -467,6 +469,7 @@ impl Default for Config {
             watch_poll_interval: DEFAULT_WATCH_POLL_INTERVAL,
             http_addr: None,
             internal_cidrs: Vec::new(),
+            translate_wan_addrs: false,
             dev: false,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
@@ -571,6 +574,9 @@ impl Config {
                 .watch_poll_interval
                 .unwrap_or(defaults.watch_poll_interval),
             http_addr: cli.http_addr.or(file.http_addr),
+            translate_wan_addrs: file
+                .translate_wan_addrs
+                .unwrap_or(defaults.translate_wan_addrs),
             internal_cidrs: if cli.internal_cidrs.is_empty() {
                 file.internal_cidrs.unwrap_or_default()
             } else {

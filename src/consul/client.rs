@@ -32,6 +32,8 @@ pub struct QueryMeta {
     pub last_contact_ms: Option<u64>,
     /// `X-Consul-Results-Filtered-By-ACLs: true`.
     pub filtered_by_acls: bool,
+    /// `X-Consul-Translate-Addresses: true`: the agent already applied WAN translation.
+    pub translated: bool,
 }
 
 /// Options of the client, from the configuration.
@@ -122,9 +124,22 @@ impl ConsulClient {
         segments: &[&str],
         index: u64,
     ) -> Result<(T, QueryMeta), ConsulError> {
+        self.get_in(segments, None, index).await
+    }
+
+    /// A read in datacenter `dc` (`?dc=`; None: the agent's own).
+    pub async fn get_in<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        dc: Option<&str>,
+        index: u64,
+    ) -> Result<(T, QueryMeta), ConsulError> {
         let mut url = self.url(segments);
         let timeout = {
             let mut q = url.query_pairs_mut();
+            if let Some(dc) = dc {
+                q.append_pair("dc", dc);
+            }
             if self.options.stale {
                 q.append_key_only("stale");
             }
@@ -204,5 +219,6 @@ fn read_meta(headers: &HeaderMap) -> QueryMeta {
         known_leader: text("X-Consul-KnownLeader").and_then(|v| v.parse().ok()),
         last_contact_ms: text("X-Consul-LastContact").and_then(|v| v.parse().ok()),
         filtered_by_acls: text("X-Consul-Results-Filtered-By-ACLs") == Some("true"),
+        translated: text("X-Consul-Translate-Addresses") == Some("true"),
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod client;
 pub mod model;
+pub mod queries;
+pub mod remote;
 pub mod sync;
 pub mod watch;
 

@@ -163,6 +163,31 @@ pub struct ServiceEntry {
     pub checks: Vec<HealthCheck>,
 }
 
+/// `GET /v1/query/<name>/execute`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PreparedQueryResult {
+    #[serde(rename = "Service")]
+    pub service: String,
+    #[serde(rename = "Nodes", deserialize_with = "null_default")]
+    pub nodes: Vec<ServiceEntry>,
+    #[serde(rename = "DNS")]
+    pub dns: QueryDns,
+    #[serde(rename = "Datacenter")]
+    pub datacenter: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct QueryDns {
+    /// A Go duration such as `10s`; empty when not set.
+    #[serde(rename = "TTL")]
+    pub ttl: String,
+}
+
+/// `GET /v1/catalog/datacenters`.
+pub type Datacenters = Vec<String>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

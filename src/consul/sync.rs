@@ -17,6 +17,7 @@
 //! An empty answer that Consul marks as filtered by ACLs never empties data we had: it is
 //! logged as an error and counted, and the previous data stays.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, error, info, warn};
 
 use super::model::{AgentSelf, Node, ServiceDirectory, ServiceEntry};
+use super::remote::RemoteDc;
 use super::watch::{self, Backoff, Pace, WatchContext, WatchHealth, WatchSlots};
 use super::{ConsulClient, ConsulError, QueryMeta};
 use crate::config::ServiceTtl;
@@ -55,6 +57,62 @@ pub struct SyncOptions {
     pub watch_poll_interval: Duration,
     /// Watch every service from the start, and never let them go idle.
     pub watch_all_services: bool,
+    /// `translate_wan_addrs`: answers for other datacenters use WAN addresses.
+    pub translate_wan_addrs: bool,
+    /// How long a prepared query's result is reused (`cache_max_age`; 0: one second).
+    pub query_max_age: Duration,
+}
+
+/// Which instances a watch reads (`/v1/health/<endpoint>/<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The service's instances.
+    Service,
+    /// Its Connect-capable instances (sidecar proxies and native apps).
+    Connect,
+    /// The ingress gateways in front of it.
+    Ingress,
+}
+
+impl Endpoint {
+    fn segment(self) -> &'static str {
+        match self {
+            Endpoint::Service => "service",
+            Endpoint::Connect => "connect",
+            Endpoint::Ingress => "ingress",
+        }
+    }
+}
+
+/// What a service lookup reads: a service through one endpoint, in one datacenter.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub endpoint: Endpoint,
+    /// None: the local datacenter.
+    pub datacenter: Option<&'a str>,
+    /// The lower-case service name.
+    pub key: &'a str,
+    /// The name as registered in Consul.
+    pub name: &'a str,
+}
+
+impl Subject<'_> {
+    /// The cache key; the common case (a local service) is the name itself.
+    fn cache_key(&self) -> Cow<'_, str> {
+        match (self.endpoint, self.datacenter) {
+            (Endpoint::Service, None) => Cow::Borrowed(self.key),
+            (e, dc) => Cow::Owned(format!(
+                "{}\0{}\0{}",
+                e.segment(),
+                dc.unwrap_or(""),
+                self.key
+            )),
+        }
+    }
+
+    fn is_local_service(&self) -> bool {
+        self.endpoint == Endpoint::Service && self.datacenter.is_none()
+    }
 }
 
 /// A service's data as the answers need it.
@@ -70,14 +128,16 @@ struct ServiceWatch {
     name: String,
     current: Arc<ArcSwap<PreparedService>>,
     health: Arc<WatchHealth>,
-    reverse: Arc<ReverseIndex>,
+    /// Set for local services, whose addresses answer reverse lookups.
+    reverse: Option<Arc<ReverseIndex>>,
     _stop: DropGuard,
 }
 
 impl Drop for ServiceWatch {
     fn drop(&mut self) {
-        self.reverse
-            .replace(&self.name, &self.current.load().addresses, &[]);
+        if let Some(reverse) = &self.reverse {
+            reverse.replace(&self.name, &self.current.load().addresses, &[]);
+        }
     }
 }
 
@@ -101,7 +161,13 @@ pub struct Syncer {
     directory_health: Arc<WatchHealth>,
     nodes_health: Arc<WatchHealth>,
     reverse: Arc<ReverseIndex>,
-    cancel: CancellationToken,
+    /// Other datacenters' service and node lists, watched while asked for.
+    pub(super) remote: Cache<String, Arc<RemoteDc>>,
+    /// Known datacenters (`/v1/catalog/datacenters`, polled).
+    pub(super) datacenters: ArcSwap<Vec<String>>,
+    /// Prepared query results by datacenter and name; None: no such query.
+    pub(super) queries: Cache<String, Option<Arc<PreparedService>>>,
+    pub(super) cancel: CancellationToken,
 }
 
 impl Syncer {
@@ -117,6 +183,7 @@ impl Syncer {
             builder = builder.time_to_idle(options.watch_idle_timeout);
         }
         let slots = WatchSlots::new(options.max_watches, Arc::clone(client.metrics()));
+        let (idle, query_max_age) = (options.watch_idle_timeout, options.query_max_age);
         let syncer = Arc::new(Syncer {
             client,
             view,
@@ -127,6 +194,12 @@ impl Syncer {
             directory_health: Arc::default(),
             nodes_health: Arc::default(),
             reverse: Arc::default(),
+            remote: Cache::builder().max_capacity(64).time_to_idle(idle).build(),
+            datacenters: ArcSwap::default(),
+            queries: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(query_max_age.max(Duration::from_secs(1)))
+                .build(),
             cancel: CancellationToken::new(),
         });
         tokio::spawn(Arc::clone(&syncer).bootstrap());
@@ -140,6 +213,18 @@ impl Syncer {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         self.client.metrics()
+    }
+
+    pub(super) fn client(&self) -> &ConsulClient {
+        &self.client
+    }
+
+    pub(super) fn translate_wan_addrs(&self) -> bool {
+        self.options.translate_wan_addrs
+    }
+
+    pub(super) fn service_ttl(&self, key: &str) -> u32 {
+        self.options.service_ttl.ttl_for(key)
     }
 
     /// Health of the service list watch (decides which names exist).
@@ -191,52 +276,95 @@ impl Syncer {
             .set(i64::try_from(excluded).unwrap_or(i64::MAX));
     }
 
-    /// The prepared data of a service, from memory when it is watched; otherwise loaded once
-    /// (concurrent callers share the load) and watched from then on.
+    /// The prepared data of a local service (see [`Syncer::instances`]).
     pub async fn service(
         &self,
         key: &str,
         consul_name: &str,
     ) -> Result<ServiceData, Arc<ConsulError>> {
-        if let Some(w) = self.services.get(key).await {
+        self.instances(Subject {
+            endpoint: Endpoint::Service,
+            datacenter: None,
+            key,
+            name: consul_name,
+        })
+        .await
+    }
+
+    /// The prepared data of a service, from memory when it is watched; otherwise loaded once
+    /// (concurrent callers share the load) and watched from then on.
+    pub async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, Arc<ConsulError>> {
+        let key = subject.cache_key();
+        if let Some(w) = self.services.get(key.as_ref()).await {
             self.metrics().view_hits.inc();
             return Ok(w.data());
         }
         self.metrics().view_misses.inc();
         let w = self
             .services
-            .try_get_with_by_ref(key, self.start_service_watch(key, consul_name))
+            .try_get_with_by_ref(key.as_ref(), self.start_service_watch(subject))
             .await?;
         Ok(w.data())
     }
 
-    async fn start_service_watch(
+    /// Preparation settings for a datacenter (None: local). `translated`: the agent already
+    /// applied WAN translation to the response.
+    pub(super) fn settings_for(
         &self,
-        key: &str,
-        consul_name: &str,
-    ) -> Result<Arc<ServiceWatch>, ConsulError> {
-        let settings =
+        dc: Option<&str>,
+        translated: bool,
+    ) -> Result<Arc<Settings>, ConsulError> {
+        let local =
             self.settings.get().cloned().ok_or_else(|| {
                 ConsulError::Config("the local datacenter is not known yet".into())
             })?;
+        Ok(match dc {
+            None => local,
+            Some(dc) => Arc::new(Settings {
+                datacenter: dc.to_owned(),
+                wan: self.options.translate_wan_addrs && !translated,
+                ..(*local).clone()
+            }),
+        })
+    }
+
+    async fn start_service_watch(
+        &self,
+        subject: Subject<'_>,
+    ) -> Result<Arc<ServiceWatch>, ConsulError> {
         let segments = vec![
             "v1".to_owned(),
             "health".to_owned(),
-            "service".to_owned(),
-            consul_name.to_owned(),
+            subject.endpoint.segment().to_owned(),
+            subject.name.to_owned(),
         ];
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         self.metrics().service_loads.inc();
-        let (entries, meta) = self.client.get::<Vec<ServiceEntry>>(&segs, 0).await?;
-        let ttl = self.options.service_ttl.ttl_for(key);
+        let (entries, meta) = self
+            .client
+            .get_in::<Vec<ServiceEntry>>(&segs, subject.datacenter, 0)
+            .await?;
+        let settings = self.settings_for(subject.datacenter, false)?;
+        let untranslated = self.settings_for(subject.datacenter, true)?;
+        let pick = move |meta: &QueryMeta| {
+            if meta.translated {
+                Arc::clone(&untranslated)
+            } else {
+                Arc::clone(&settings)
+            }
+        };
+        let ttl = self.options.service_ttl.ttl_for(subject.key);
         let current = Arc::new(ArcSwap::from_pointee(PreparedService::build(
-            &entries, ttl, meta.index, &settings,
+            &entries,
+            ttl,
+            meta.index,
+            &pick(&meta),
         )));
         let pace = match self.slots.try_acquire() {
             Some(slot) => Pace::Blocking(Some(slot)),
             None => {
                 debug!(
-                    service = consul_name,
+                    service = subject.name,
                     "max_watches reached: service re-read on a timer"
                 );
                 Pace::Polling {
@@ -246,12 +374,15 @@ impl Syncer {
             }
         };
         debug!(
-            service = consul_name,
+            service = subject.name,
+            endpoint = subject.endpoint.segment(),
+            datacenter = subject.datacenter,
             instances = entries.len(),
             "service watch started"
         );
         let ctx = WatchContext {
             client: self.client.clone(),
+            datacenter: subject.datacenter.map(str::to_owned),
             health: Arc::default(),
             cancel: self.cancel.child_token(),
         };
@@ -259,10 +390,14 @@ impl Syncer {
         let stop = ctx.cancel.clone();
         let target = Arc::clone(&current);
         let metrics = Arc::clone(self.metrics());
-        let name = consul_name.to_owned();
-        let reverse = Arc::clone(&self.reverse);
-        self.reverse
-            .replace(consul_name, &[], &current.load().addresses);
+        let name = subject.name.to_owned();
+        let reverse = subject
+            .is_local_service()
+            .then(|| Arc::clone(&self.reverse));
+        if let Some(reverse) = &reverse {
+            reverse.replace(&name, &[], &current.load().addresses);
+        }
+        let watch_reverse = reverse.clone();
         let (_, index) = watch::next_index(0, meta.index);
         tokio::spawn(watch::run(
             ctx,
@@ -279,16 +414,18 @@ impl Syncer {
                     );
                     return;
                 }
-                let new = PreparedService::build(&entries, ttl, meta.index, &settings);
-                reverse.replace(&name, &old.addresses, &new.addresses);
+                let new = PreparedService::build(&entries, ttl, meta.index, &pick(&meta));
+                if let Some(reverse) = &watch_reverse {
+                    reverse.replace(&name, &old.addresses, &new.addresses);
+                }
                 target.store(Arc::new(new));
             },
         ));
         Ok(Arc::new(ServiceWatch {
-            name: consul_name.to_owned(),
+            name: subject.name.to_owned(),
             current,
             health,
-            reverse: Arc::clone(&self.reverse),
+            reverse,
             _stop: stop.drop_guard(),
         }))
     }
@@ -308,9 +445,11 @@ impl Syncer {
         };
         let _ = self.settings.set(Arc::new(settings));
         self.view.set_datacenter(&dc);
+        tokio::spawn(Arc::clone(&self).poll_datacenters());
 
         let ctx = |health: &Arc<WatchHealth>| WatchContext {
             client: self.client.clone(),
+            datacenter: None,
             health: Arc::clone(health),
             cancel: self.cancel.child_token(),
         };
@@ -352,7 +491,7 @@ impl Syncer {
                     return;
                 }
                 debug!(nodes = nodes.len(), index = meta.index, "node list updated");
-                view.set_nodes(NodeTable::build(&nodes, meta.index));
+                view.set_nodes(NodeTable::build(&nodes, meta.index, false));
             },
         ));
     }
@@ -423,7 +562,12 @@ impl Syncer {
 }
 
 /// Whether an answer is an ACL-filtered empty result that would wipe data we had; counts it.
-fn acl_would_empty(meta: &QueryMeta, empty: bool, had_data: bool, metrics: &Metrics) -> bool {
+pub(super) fn acl_would_empty(
+    meta: &QueryMeta,
+    empty: bool,
+    had_data: bool,
+    metrics: &Metrics,
+) -> bool {
     let wipe = meta.filtered_by_acls && empty && had_data;
     if wipe {
         metrics.acl_filtered_ignored.inc();

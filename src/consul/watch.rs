@@ -224,6 +224,8 @@ pub enum Pace {
 #[derive(Clone)]
 pub struct WatchContext {
     pub client: ConsulClient,
+    /// `?dc=` of every read (None: the agent's datacenter).
+    pub datacenter: Option<String>,
     pub health: Arc<WatchHealth>,
     pub cancel: CancellationToken,
 }
@@ -273,7 +275,7 @@ pub async fn run<T, F>(
         };
         let result = tokio::select! {
             _ = ctx.cancel.cancelled() => return,
-            r = ctx.client.get::<T>(&segs, blocking_index) => r,
+            r = ctx.client.get_in::<T>(&segs, ctx.datacenter.as_deref(), blocking_index) => r,
         };
         polled_once = true;
         match result {

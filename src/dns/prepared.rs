@@ -26,6 +26,9 @@ pub struct Settings {
     pub node_meta_txt: bool,
     /// `internal_cidrs`: when not empty, only addresses inside these networks are answered.
     pub internal_cidrs: Vec<IpNet>,
+    /// Translate to WAN addresses (`translate_wan_addrs` and `datacenter` is remote, and the
+    /// agent did not translate already).
+    pub wan: bool,
 }
 
 /// Where an answer for one instance or node points, for one kind of question.
@@ -50,52 +53,86 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-/// Consul's address choice: `lan_ipv6`/`lan_ipv4` tagged addresses first, then the default
-/// address if its family fits (or it is a hostname). Returns "" when nothing fits.
-fn choose<'a>(
-    accept: Accept,
+/// The addresses Consul chooses from: the default one and the IPv4/IPv6 tagged ones. With
+/// WAN translation (a remote datacenter and `translate_wan_addrs`) the `wan*` tagged
+/// addresses replace them where present (dns-spec.md §8).
+struct Addrs<'a> {
     default: &'a str,
     v4: Option<&'a str>,
     v6: Option<&'a str>,
-) -> &'a str {
-    // `Any` accepts both families, and Consul tries IPv6 first (translate_addr.go).
-    if let (Accept::V6 | Accept::Any, Some(v6)) = (accept, v6.filter(|s| !s.is_empty())) {
-        return v6;
+}
+
+impl<'a> Addrs<'a> {
+    fn pick(tagged: impl Fn(&str) -> Option<&'a str>, address: &'a str, wan: bool) -> Self {
+        let tagged = |k: &str| tagged(k).filter(|a| !a.is_empty());
+        let lan = Addrs {
+            default: address,
+            v4: tagged("lan_ipv4"),
+            v6: tagged("lan_ipv6"),
+        };
+        if !wan {
+            return lan;
+        }
+        Addrs {
+            default: tagged("wan").unwrap_or(lan.default),
+            v4: tagged("wan_ipv4").or(lan.v4),
+            v6: tagged("wan_ipv6").or(lan.v6),
+        }
     }
-    if let (Accept::V4 | Accept::Any, Some(v4)) = (accept, v4.filter(|s| !s.is_empty())) {
-        return v4;
+
+    fn of_service(service: &'a AgentService, wan: bool) -> Self {
+        let tagged = |k: &str| service.tagged_addresses.get(k).map(|a| a.address.as_str());
+        Self::pick(tagged, &service.address, wan)
     }
-    if accept == Accept::Any && !default.is_empty() {
-        return default;
+
+    fn of_node(node: &'a Node, wan: bool) -> Self {
+        Self::pick(
+            |k| node.tagged_addresses.get(k).map(String::as_str),
+            &node.address,
+            wan,
+        )
     }
-    match parse_ip(default) {
-        Some(IpAddr::V4(_)) if accept == Accept::V4 => default,
-        Some(IpAddr::V6(_)) if accept == Accept::V6 => default,
-        None if !default.is_empty() => default,
-        _ => "",
+
+    /// Consul's `translateAddressAccept`: tagged IPv6/IPv4 first, then the default address
+    /// if its family fits (or it is a hostname). "" when nothing fits.
+    fn choose(&self, accept: Accept) -> &'a str {
+        // `Any` accepts both families, and Consul tries IPv6 first (translate_addr.go).
+        if let (Accept::V6 | Accept::Any, Some(v6)) = (accept, self.v6) {
+            return v6;
+        }
+        if let (Accept::V4 | Accept::Any, Some(v4)) = (accept, self.v4) {
+            return v4;
+        }
+        let default = self.default;
+        if accept == Accept::Any && !default.is_empty() {
+            return default;
+        }
+        match parse_ip(default) {
+            Some(IpAddr::V4(_)) if accept == Accept::V4 => default,
+            Some(IpAddr::V6(_)) if accept == Accept::V6 => default,
+            None if !default.is_empty() => default,
+            _ => "",
+        }
+    }
+}
+
+/// The port of an instance: the `wan` tagged port when translating and set, else its own.
+fn service_port(service: &AgentService, wan: bool) -> u16 {
+    match service.tagged_addresses.get("wan") {
+        Some(a) if wan && a.port != 0 => a.port,
+        _ => service.port,
     }
 }
 
 /// Consul's per-instance decision tree (dns-spec.md §6.1) for one kind of question.
-fn instance_target(accept: Accept, service: &AgentService, node: &Node) -> Option<Target> {
-    let svc = choose(
-        accept,
-        &service.address,
-        service
-            .tagged_addresses
-            .get("lan_ipv4")
-            .map(|a| a.address.as_str()),
-        service
-            .tagged_addresses
-            .get("lan_ipv6")
-            .map(|a| a.address.as_str()),
-    );
-    let node_addr = choose(
-        accept,
-        &node.address,
-        node.tagged_addresses.get("lan_ipv4").map(String::as_str),
-        node.tagged_addresses.get("lan_ipv6").map(String::as_str),
-    );
+fn instance_target(
+    accept: Accept,
+    service: &AgentService,
+    node: &Node,
+    wan: bool,
+) -> Option<Target> {
+    let svc = Addrs::of_service(service, wan).choose(accept);
+    let node_addr = Addrs::of_node(node, wan).choose(accept);
     match (svc.is_empty(), node_addr.is_empty()) {
         (true, true) => None,
         (true, false) => match parse_ip(node_addr) {
@@ -115,20 +152,15 @@ fn instance_target(accept: Accept, service: &AgentService, node: &Node) -> Optio
     }
 }
 
-fn node_target(accept: Accept, node: &Node) -> Option<Target> {
-    let addr = choose(
-        accept,
-        &node.address,
-        node.tagged_addresses.get("lan_ipv4").map(String::as_str),
-        node.tagged_addresses.get("lan_ipv6").map(String::as_str),
-    );
+fn node_target(accept: Accept, node: &Node, wan: bool) -> Option<Target> {
+    let addr = Addrs::of_node(node, wan).choose(accept);
     if addr.is_empty() {
         return None;
     }
     match parse_ip(addr) {
         Some(ip) => Some(Target::Ip {
             ip,
-            node_record: true,
+            node_record: addr == node.address,
         }),
         None => fqdn(addr).map(Target::Fqdn),
     }
@@ -341,7 +373,7 @@ fn prepare_instance(
 ) -> Option<PreparedInstance> {
     let target = |accept| {
         if settings.internal_cidrs.is_empty() {
-            instance_target(accept, &entry.service, &entry.node)
+            instance_target(accept, &entry.service, &entry.node, settings.wan)
         } else {
             internal_target(accept, entry, &settings.internal_cidrs)
         }
@@ -358,7 +390,7 @@ fn prepare_instance(
             Some(Target::Fqdn(n)) => n.to_ascii(),
             None => String::new(),
         },
-        entry.service.port
+        service_port(&entry.service, settings.wan)
     );
     let srv = settings
         .domains
@@ -374,7 +406,7 @@ fn prepare_instance(
             Vec::new()
         },
         any,
-        port: entry.service.port,
+        port: service_port(&entry.service, settings.wan),
         weight: weight(entry),
         tags: tags.to_vec(),
         srv_key,
@@ -482,7 +514,8 @@ pub struct NodeTable {
 }
 
 impl NodeTable {
-    pub fn build(nodes: &[Node], index: u64) -> Self {
+    /// `wan`: translate to WAN addresses (a remote datacenter with `translate_wan_addrs`).
+    pub fn build(nodes: &[Node], index: u64, wan: bool) -> Self {
         let mut table = NodeTable {
             index,
             ..Default::default()
@@ -496,9 +529,9 @@ impl NodeTable {
             table.by_name.insert(
                 n.node.to_ascii_lowercase(),
                 PreparedNode {
-                    a: node_target(Accept::V4, n),
-                    aaaa: node_target(Accept::V6, n),
-                    any: node_target(Accept::Any, n),
+                    a: node_target(Accept::V4, n, wan),
+                    aaaa: node_target(Accept::V6, n, wan),
+                    any: node_target(Accept::Any, n, wan),
                     txt: meta_txt(&n.meta),
                 },
             );
@@ -530,6 +563,7 @@ mod tests {
             node_ttl: 0,
             node_meta_txt: true,
             internal_cidrs: Vec::new(),
+            wan: false,
         }
     }
 
@@ -570,13 +604,13 @@ mod tests {
         // Service address wins, and is an IP record even for SRV.
         let e = entry("192.168.0.1", "10.2.0.1", &[]);
         assert_eq!(
-            instance_target(Accept::V4, &e.service, &e.node),
+            instance_target(Accept::V4, &e.service, &e.node, false),
             ip("10.2.0.1")
         );
         // No service address: the node's own address is a node record.
         let e = entry("192.168.0.1", "", &[]);
         assert_eq!(
-            instance_target(Accept::Any, &e.service, &e.node),
+            instance_target(Accept::Any, &e.service, &e.node, false),
             Some(Target::Ip {
                 ip: "192.168.0.1".parse().unwrap(),
                 node_record: true
@@ -584,11 +618,14 @@ mod tests {
         );
         // AAAA of an IPv4-only instance: nothing (NODATA).
         let e = entry("192.168.0.1", "10.2.0.1", &[]);
-        assert_eq!(instance_target(Accept::V6, &e.service, &e.node), None);
+        assert_eq!(
+            instance_target(Accept::V6, &e.service, &e.node, false),
+            None
+        );
         // IPv6 service on an IPv4 node: A falls back to the node.
         let e = entry("192.168.0.1", "2001:db8::1", &[]);
         assert_eq!(
-            instance_target(Accept::V4, &e.service, &e.node),
+            instance_target(Accept::V4, &e.service, &e.node, false),
             Some(Target::Ip {
                 ip: "192.168.0.1".parse().unwrap(),
                 node_record: true
@@ -604,13 +641,13 @@ mod tests {
             },
         );
         assert_eq!(
-            instance_target(Accept::V4, &e.service, &e.node),
+            instance_target(Accept::V4, &e.service, &e.node, false),
             ip("10.2.0.9")
         );
         // Hostname service address.
         let e = entry("192.168.0.1", "db.example.com", &[]);
         assert_eq!(
-            instance_target(Accept::V4, &e.service, &e.node),
+            instance_target(Accept::V4, &e.service, &e.node, false),
             Some(Target::Fqdn(Name::from_ascii("db.example.com.").unwrap()))
         );
     }

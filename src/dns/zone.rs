@@ -16,9 +16,11 @@ use rand::Rng;
 use tracing::debug;
 
 use super::name::{self, ConsulName, Locality};
-use super::prepared::{generated_name, ip_rdata, target_record, PreparedService, Target};
+use super::prepared::{
+    generated_name, ip_rdata, target_record, NodeTable, PreparedNode, PreparedService, Target,
+};
 use crate::config::ServiceTtl;
-use crate::consul::sync::Syncer;
+use crate::consul::sync::{Endpoint, Subject, Syncer};
 use crate::view::Directory;
 
 /// SOA timers (`dns_config.soa`), in seconds.
@@ -47,6 +49,39 @@ pub struct ZoneOptions {
     pub startup_wait: Duration,
     /// `max_stale`: data whose watch has been failing longer than this is not served.
     pub max_stale: Duration,
+}
+
+/// The service and node lists of one datacenter.
+struct Lists {
+    directory: Arc<Directory>,
+    directory_stale: Option<Duration>,
+    nodes: Arc<NodeTable>,
+    nodes_stale: Option<Duration>,
+}
+
+/// A service lookup as the question asks it.
+#[derive(Debug, Clone, Copy)]
+struct Ask<'a> {
+    endpoint: Endpoint,
+    datacenter: Option<&'a str>,
+    service: &'a str,
+    tag: Option<&'a str>,
+}
+
+impl<'a> Ask<'a> {
+    fn new(
+        endpoint: Endpoint,
+        datacenter: Option<&'a str>,
+        service: &'a str,
+        tag: Option<&'a str>,
+    ) -> Self {
+        Ask {
+            endpoint,
+            datacenter,
+            service,
+            tag,
+        }
+    }
 }
 
 /// The outcome of a query, before limits and encoding.
@@ -207,46 +242,102 @@ impl ConsulZone {
                 tag,
                 locality,
                 ..
-            } => {
-                if !self.is_local(&locality) {
-                    return Answer::nxdomain();
+            } => match self.locate(&locality) {
+                Some(dc) => {
+                    let ask = Ask::new(Endpoint::Service, dc, service, tag.as_deref());
+                    self.service(qname, qtype, d, ask).await
                 }
-                self.service(qname, qtype, d, service, tag.as_deref()).await
-            }
-            ConsulName::Node { node, locality } => {
-                if !self.is_local(&locality) {
-                    return Answer::nxdomain();
+                None => Answer::nxdomain(),
+            },
+            ConsulName::Connect { service, locality } => match self.locate(&locality) {
+                Some(dc) => {
+                    let ask = Ask::new(Endpoint::Connect, dc, service, None);
+                    self.service(qname, qtype, d, ask).await
                 }
-                self.node(qname, qtype, &node)
-                    .resting_on(self.syncer.nodes_health().stale_for())
-            }
+                None => Answer::nxdomain(),
+            },
+            ConsulName::Ingress { service, locality } => match self.locate(&locality) {
+                Some(dc) => {
+                    let ask = Ask::new(Endpoint::Ingress, dc, service, None);
+                    self.service(qname, qtype, d, ask).await
+                }
+                None => Answer::nxdomain(),
+            },
+            ConsulName::Node { node, locality } => match self.locate(&locality) {
+                Some(dc) => self.node(qname, qtype, dc, &node).await,
+                None => Answer::nxdomain(),
+            },
             ConsulName::Addr { ip } => self.addr(qname, qtype, ip),
             ConsulName::EmptyNonTerminal { datacenter } => {
-                if datacenter.is_some_and(|dc| Some(dc) != view.datacenter()) {
-                    Answer::nxdomain()
-                } else {
-                    Answer::nodata()
+                let locality = Locality {
+                    datacenter,
+                    peer: None,
+                };
+                match self.locate(&locality) {
+                    Some(_) => Answer::nodata(),
+                    None => Answer::nxdomain(),
                 }
             }
-            // Not implemented yet: say so rather than deny the name exists.
             ConsulName::Virtual { service, peer } => {
                 if peer.is_some() {
                     return Answer::nxdomain();
                 }
                 self.virtual_ip(qname, qtype, service).await
             }
-            ConsulName::Connect { .. }
-            | ConsulName::Ingress { .. }
-            | ConsulName::PreparedQuery { .. } => Answer::code(ResponseCode::NotImp),
+            ConsulName::PreparedQuery { name, datacenter } => {
+                let locality = Locality {
+                    datacenter,
+                    peer: None,
+                };
+                match self.locate(&locality) {
+                    Some(dc) => self.prepared_query(qname, qtype, d, &name, dc).await,
+                    None => Answer::nxdomain(),
+                }
+            }
             ConsulName::Invalid => Answer::nxdomain(),
         }
     }
 
-    fn is_local(&self, locality: &Locality<'_>) -> bool {
-        locality.peer.is_none()
-            && locality
-                .datacenter
-                .is_none_or(|dc| Some(dc) == self.syncer.view().datacenter())
+    /// The datacenter a locality names: `Some(None)` for the local one, `Some(Some(dc))` for
+    /// another datacenter Consul knows, None for an unknown one or a peer (NXDOMAIN).
+    fn locate<'a>(&self, locality: &Locality<'a>) -> Option<Option<&'a str>> {
+        if locality.peer.is_some() {
+            return None;
+        }
+        match locality.datacenter {
+            None => Some(None),
+            Some(dc) if Some(dc) == self.syncer.view().datacenter() => Some(None),
+            Some(dc) if self.syncer.datacenter_known(dc) => Some(Some(dc)),
+            Some(_) => None,
+        }
+    }
+
+    /// The service and node lists of a datacenter (None: local), with how stale each is.
+    async fn lists(&self, dc: Option<&str>) -> Result<Lists, Answer> {
+        let Some(dc) = dc else {
+            let view = self.syncer.view();
+            return match (view.directory(), view.nodes()) {
+                (Some(directory), Some(nodes)) => Ok(Lists {
+                    directory,
+                    directory_stale: self.syncer.directory_health().stale_for(),
+                    nodes,
+                    nodes_stale: self.syncer.nodes_health().stale_for(),
+                }),
+                _ => Err(Answer::code(ResponseCode::ServFail)),
+            };
+        };
+        match self.syncer.remote(dc).await {
+            Ok(r) => Ok(Lists {
+                directory: r.directory.load_full(),
+                directory_stale: r.directory_health.stale_for(),
+                nodes: r.nodes.load_full(),
+                nodes_stale: r.nodes_health.stale_for(),
+            }),
+            Err(e) => {
+                debug!(datacenter = dc, error = %e, "cannot load another datacenter: SERVFAIL");
+                Err(Answer::code(ResponseCode::ServFail))
+            }
+        }
     }
 
     async fn apex(&self, qtype: RecordType, d: usize) -> Answer {
@@ -307,33 +398,58 @@ impl ConsulZone {
         (ns, glue)
     }
 
-    async fn service(
-        &self,
-        qname: &Name,
-        qtype: RecordType,
-        d: usize,
-        service: &str,
-        tag: Option<&str>,
-    ) -> Answer {
-        let directory_stale = self.syncer.directory_health().stale_for();
-        let Some(dir) = self.syncer.view().directory() else {
-            return Answer::code(ResponseCode::ServFail);
+    async fn service(&self, qname: &Name, qtype: RecordType, d: usize, ask: Ask<'_>) -> Answer {
+        let lists = match self.lists(ask.datacenter).await {
+            Ok(l) => l,
+            Err(answer) => return answer,
         };
-        let Some((key, tag)) = find_service(&dir, service, tag) else {
-            return Answer::nxdomain().resting_on(directory_stale);
+        let Some((key, tag)) = find_service(&lists.directory, ask.service, ask.tag) else {
+            return Answer::nxdomain().resting_on(lists.directory_stale);
         };
-        let Some(known) = dir.services.get(&key) else {
-            return Answer::nxdomain().resting_on(directory_stale);
+        let Some(known) = lists.directory.services.get(&key) else {
+            return Answer::nxdomain().resting_on(lists.directory_stale);
         };
-        let data = match self.syncer.service(&key, &known.name).await {
+        let subject = Subject {
+            endpoint: ask.endpoint,
+            datacenter: ask.datacenter,
+            key: &key,
+            name: &known.name,
+        };
+        let data = match self.syncer.instances(subject).await {
             Ok(data) => data,
             Err(e) => {
                 debug!(service = %known.name, error = %e, "cannot load service: SERVFAIL");
                 return Answer::code(ResponseCode::ServFail);
             }
         };
+        if ask.endpoint != Endpoint::Service && data.prepared.total == 0 {
+            // No proxy or gateway for it: the name does not exist (as Consul answers).
+            return Answer::nxdomain().resting_on(lists.directory_stale);
+        }
         self.service_records(qname, qtype, d, &data.prepared, &known.tags, tag.as_deref())
-            .resting_on(directory_stale.max(data.health.stale_for()))
+            .resting_on(lists.directory_stale.max(data.health.stale_for()))
+    }
+
+    /// `<name>.query[.<dc>].<domain>`: the prepared query's instances, in Consul's order.
+    async fn prepared_query(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        d: usize,
+        name: &str,
+        dc: Option<&str>,
+    ) -> Answer {
+        match self.syncer.prepared_query(name, dc).await {
+            Ok(Some(p)) if !p.instances.is_empty() => {
+                let order: Vec<usize> = (0..p.instances.len()).collect();
+                self.records(qname, qtype, d, &p, &order)
+            }
+            Ok(_) => Answer::nxdomain(),
+            Err(e) => {
+                debug!(query = name, error = %e, "cannot execute prepared query: SERVFAIL");
+                Answer::code(ResponseCode::ServFail)
+            }
+        }
     }
 
     fn service_records(
@@ -356,10 +472,22 @@ impl ConsulZone {
             return Answer::nodata();
         }
         shuffle(&mut order, prepared);
+        self.records(qname, qtype, d, prepared, &order)
+    }
+
+    /// The records of the instances in `order`, for the question's type.
+    fn records(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        d: usize,
+        p: &PreparedService,
+        order: &[usize],
+    ) -> Answer {
         match qtype {
-            RecordType::SRV => srv_records(qname, prepared, &order, d),
+            RecordType::SRV => srv_records(qname, p, order, d),
             RecordType::A | RecordType::AAAA | RecordType::ANY => {
-                address_records(qname, qtype, prepared, &order, self.options.a_record_limit)
+                address_records(qname, qtype, p, order, self.options.a_record_limit)
             }
             _ => Answer::nodata(),
         }
@@ -432,13 +560,19 @@ impl ConsulZone {
         Some(Answer::records(vec![ptr], Vec::new()))
     }
 
-    fn node(&self, qname: &Name, qtype: RecordType, node: &str) -> Answer {
-        let Some(nodes) = self.syncer.view().nodes() else {
-            return Answer::code(ResponseCode::ServFail);
+    async fn node(&self, qname: &Name, qtype: RecordType, dc: Option<&str>, node: &str) -> Answer {
+        let lists = match self.lists(dc).await {
+            Ok(l) => l,
+            Err(answer) => return answer,
         };
-        let Some(n) = nodes.by_name.get(node) else {
-            return Answer::nxdomain();
+        let Some(n) = lists.nodes.by_name.get(node) else {
+            return Answer::nxdomain().resting_on(lists.nodes_stale);
         };
+        self.node_records(qname, qtype, n)
+            .resting_on(lists.nodes_stale)
+    }
+
+    fn node_records(&self, qname: &Name, qtype: RecordType, n: &PreparedNode) -> Answer {
         let ttl = self.options.node_ttl;
         let txt = || {
             n.txt

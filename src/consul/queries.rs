@@ -1,0 +1,66 @@
+//! Prepared queries (`<name>.query[.<dc>].<domain>`): `/v1/query/<name>/execute`, whose
+//! result cannot be watched, reused for `cache_max_age` (at least a second; concurrent
+//! lookups share one request), an unknown query remembered as such for as long.
+
+use std::sync::Arc;
+
+use super::model::PreparedQueryResult;
+use super::sync::Syncer;
+use super::ConsulError;
+use crate::config::parse_go_duration;
+use crate::dns::prepared::{PreparedService, Settings};
+
+impl Syncer {
+    /// The query's instances, in the order Consul gave them; None when there is no such
+    /// query.
+    pub async fn prepared_query(
+        &self,
+        name: &str,
+        dc: Option<&str>,
+    ) -> Result<Option<Arc<PreparedService>>, Arc<ConsulError>> {
+        let key = format!("{}\0{}", dc.unwrap_or(""), name);
+        self.queries
+            .try_get_with(key, self.execute_query(name, dc))
+            .await
+    }
+
+    async fn execute_query(
+        &self,
+        name: &str,
+        dc: Option<&str>,
+    ) -> Result<Option<Arc<PreparedService>>, ConsulError> {
+        let path = ["v1", "query", name, "execute"];
+        let (result, meta) = match self
+            .client()
+            .get_in::<PreparedQueryResult>(&path, dc, 0)
+            .await
+        {
+            Ok(r) => r,
+            Err(ConsulError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let service = result.service.to_ascii_lowercase();
+        // The query's own TTL, else the service's (dns-spec.md §6.5).
+        let ttl = parse_go_duration(&result.dns.ttl)
+            .ok()
+            .filter(|_| !result.dns.ttl.is_empty())
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .unwrap_or_else(|| self.service_ttl(&service));
+        let local = self.settings_for(None, false)?;
+        let answered_in = result.datacenter.to_ascii_lowercase();
+        let remote = (!answered_in.is_empty() && answered_in != local.datacenter)
+            .then_some(answered_in.as_str());
+        let base = self.settings_for(remote, meta.translated)?;
+        // Health filtering is the query's own (OnlyPassing), not only_passing.
+        let settings = Settings {
+            only_passing: false,
+            ..(*base).clone()
+        };
+        Ok(Some(Arc::new(PreparedService::build(
+            &result.nodes,
+            ttl,
+            meta.index,
+            &settings,
+        ))))
+    }
+}

@@ -384,7 +384,12 @@ fn cases() -> Vec<Case> {
         nodata("node.consul.", A),
         nxdomain("service.dc2.consul.", A),
         // Virtual IPs.
-        case("vip.virtual.consul.", A, NOERROR, &["vip.virtual.consul. 0 IN A 240.0.0.1"]),
+        case(
+            "vip.virtual.consul.",
+            A,
+            NOERROR,
+            &["vip.virtual.consul. 0 IN A 240.0.0.1"],
+        ),
         nodata("web.virtual.consul.", A),
         nxdomain("nosuch.virtual.consul.", A),
         // The apex.

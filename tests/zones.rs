@@ -276,3 +276,38 @@ fn sighup_reloads_zones_and_a_broken_zone_keeps_its_previous_version() {
         3
     );
 }
+
+#[test]
+fn big_static_answers_over_udp_stay_within_1232_bytes() {
+    let rt = runtime();
+    let emu = start_emulator(&rt);
+    let dir = TempDir::new("zones-big");
+    let mut zone = String::from("$TTL 60\n@ IN SOA ns hostmaster 1 3600 600 86400 30\n");
+    for i in 1..=120 {
+        zone.push_str(&format!("many IN A 10.7.{}.{}\n", i / 200, i % 200 + 1));
+    }
+    dir.write("big.example.zone", &zone);
+    let dns = start(&dir, &emu.url(), &dir.path().to_string_lossy());
+    let ask = |transport, edns| {
+        rt.block_on(common::query_with(
+            dns.addr,
+            "many.big.example",
+            RecordType::A,
+            common::Ask {
+                transport,
+                edns,
+                rd: true,
+            },
+        ))
+    };
+    // A client advertising 4096 bytes over UDP gets at most 1232 (no IP fragmentation):
+    // the answer is cut and TC set, and TCP gives all of it.
+    let udp = ask(common::Transport::Udp, Some(4096));
+    assert!(udp.metadata.truncation, "TC set");
+    assert!(udp.answers.len() < 120, "{}", udp.answers.len());
+    let size = udp.to_vec().expect("encodes").len();
+    assert!(size <= 1232, "{size} bytes");
+    let tcp = ask(common::Transport::Tcp, Some(4096));
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(tcp.answers.len(), 120);
+}

@@ -17,7 +17,7 @@ use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::proto::op::{
-    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::{RData, Record};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -84,6 +84,16 @@ impl DnsHandler {
         response_handle: R,
         recursion: bool,
     ) -> ResponseInfo {
+        // The Catalog sizes UDP answers by the client's EDNS payload; keep our cap (no IP
+        // fragmentation) by handing it a copy of the request with the payload lowered.
+        let capped;
+        let request = match self.capped_request(request) {
+            Some(r) => {
+                capped = r;
+                &capped
+            }
+            None => request,
+        };
         let catalog = self.catalog.load_full();
         let is_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query;
@@ -122,6 +132,19 @@ impl DnsHandler {
             Ok(info) => info,
             Err(error) => send_failed(request, &error),
         }
+    }
+
+    /// A UDP request advertising more than `max_udp_payload`, re-encoded advertising that.
+    fn capped_request(&self, request: &Request) -> Option<Request> {
+        let max = self.limits.max_udp_payload.max(512);
+        if request.protocol() != Protocol::Udp
+            || request.edns.as_ref().is_none_or(|e| e.max_payload() <= max)
+        {
+            return None;
+        }
+        let mut message = Message::from_vec(request.as_slice()).ok()?;
+        message.edns.as_mut()?.set_max_payload(max);
+        Request::from_bytes(message.to_vec().ok()?, request.src(), request.protocol()).ok()
     }
 
     fn response_edns(&self, request: &Request) -> Option<Edns> {

@@ -343,6 +343,25 @@ fn glibc_resolver_in_a_network_namespace() {
         emu
     });
     let dir = TempDir::new(test);
+    // The nameserver of resolv.conf must resolve every name: other names are forwarded to
+    // an upstream (another consul-dns, serving the example zone).
+    dir.write(
+        "cluster.internal.zone",
+        include_str!("../zones/cluster.internal.zone"),
+    );
+    let mut cmd = ns.command(
+        BIN,
+        &[
+            "--consul-addr",
+            &emu.url(),
+            "--listen",
+            "127.0.0.1:5353",
+            "--zones",
+            &dir.path().to_string_lossy(),
+        ],
+    );
+    cmd.current_dir(dir.path());
+    let upstream = ConsulDns::start_command("upstream (netns)", cmd);
     let mut cmd = ns.command(
         BIN,
         &[
@@ -352,6 +371,8 @@ fn glibc_resolver_in_a_network_namespace() {
             "127.0.0.1:53",
             "--zones",
             "",
+            "--recursor",
+            &upstream.addr.to_string(),
         ],
     );
     cmd.current_dir(dir.path());
@@ -394,6 +415,12 @@ fn glibc_resolver_in_a_network_namespace() {
     );
     // `search service.consul` in resolv.conf: the bare service name resolves.
     assert_eq!(getent_hosts("web"), Some(web));
+    // Names outside the Consul domain, through the recursor.
+    assert_eq!(
+        getent_hosts("node1.cluster.internal"),
+        Some(vec!["192.168.56.11".parse::<IpAddr>().expect("ip")])
+    );
+    assert_eq!(getent_hosts("nope.cluster.internal"), None);
 
     assert_eq!(
         getent_hosts("app.service.consul"),
@@ -418,5 +445,6 @@ fn glibc_resolver_in_a_network_namespace() {
         "the registration never became visible through glibc"
     );
     drop(dns);
+    drop(upstream);
     drop(rt);
 }

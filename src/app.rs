@@ -11,9 +11,12 @@ use arc_swap::ArcSwap;
 use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::zone_handler::{Catalog, ZoneHandler};
 use hickory_server::Server;
+use tokio::net::TcpListener;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin;
 use crate::config::Config;
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
@@ -23,6 +26,7 @@ use crate::dns::prepared::Settings;
 use crate::dns::server::{self, BindError};
 use crate::dns::zone::{ConsulZone, SoaTimers, ZoneOptions};
 use crate::dns::zones::{ZoneError, ZoneSet};
+use crate::metrics::Metrics;
 use crate::view::View;
 
 /// How long an idle TCP connection is kept.
@@ -50,8 +54,11 @@ pub enum StartError {
 pub struct Running {
     /// The bound DNS addresses (UDP and TCP on each), port 0 resolved.
     pub dns_addrs: Vec<SocketAddr>,
+    /// The bound metrics and health endpoint, when configured.
+    pub http_addr: Option<SocketAddr>,
     server: Server<DnsHandler>,
     syncer: Arc<Syncer>,
+    stop_http: CancellationToken,
     zones: Arc<StaticZones>,
 }
 
@@ -138,10 +145,11 @@ impl Running {
 
     /// Stops listening, lets in-flight queries finish, ends the Consul watches.
     pub async fn shutdown(mut self) {
-        self.syncer.shutdown();
         if let Err(e) = self.server.shutdown_gracefully().await {
             tracing::warn!(error = %e, "DNS server stopped with an error");
         }
+        self.syncer.shutdown();
+        self.stop_http.cancel();
     }
 }
 
@@ -154,6 +162,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         domains.push(name.to_lowercase());
     }
     let dns = &config.dns;
+    let metrics = Arc::new(Metrics::new());
     let client = ConsulClient::new(
         &config.consul_addr,
         config.token.as_ref().map(|t| t.expose()),
@@ -161,8 +170,21 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             stale: dns.allow_stale,
             wait: config.blocking_wait,
         },
+        Arc::clone(&metrics),
     )?;
     let sockets = server::bind(&config.listen).await?;
+    let http = match config.http_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| BindError { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     if dns.disable_compression {
         tracing::warn!("disable_compression is not supported: responses are always compressed");
     }
@@ -205,6 +227,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         only_passing: dns.only_passing,
         node_ttl: dns.node_ttl,
         node_meta_txt: dns.enable_additional_node_meta_txt,
+        internal_cidrs: config.internal_cidrs.clone(),
     };
     let syncer = Syncer::start(
         client,
@@ -215,12 +238,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             service_ttl: dns.service_ttl.clone(),
             max_watches: config.max_watches,
             watch_idle_timeout: config.watch_idle_timeout,
+            watch_poll_interval: config.watch_poll_interval,
+            watch_all_services: config.watch_all_services,
         },
     );
     let zone = Arc::new(ConsulZone::new(
         ZoneOptions {
             domains,
             node_ttl: dns.node_ttl,
+            service_ttl: dns.service_ttl.clone(),
             soa: SoaTimers {
                 refresh: dns.soa.refresh,
                 retry: dns.soa.retry,
@@ -230,6 +256,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             a_record_limit: dns.a_record_limit as usize,
             node_meta_txt: dns.enable_additional_node_meta_txt,
             startup_wait: config.startup_wait,
+            max_stale: dns.max_stale,
         },
         Arc::clone(&syncer),
     ));
@@ -255,6 +282,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             forwarding: static_zones.forwarder.is_some(),
             allow: config.allow_recursion.clone(),
         },
+        Arc::clone(&metrics),
     );
     let mut server = Server::new(handler);
     for udp in sockets.udp {
@@ -266,10 +294,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     for addr in &sockets.addrs {
         info!(%addr, "listening on {addr} (udp, tcp)");
     }
+    let stop_http = CancellationToken::new();
+    let http_addr = http.map(|(listener, bound)| {
+        admin::serve(listener, Arc::clone(&syncer), stop_http.clone());
+        info!(addr = %bound, "metrics on http://{bound}/metrics, health on /health/live and /health/ready");
+        bound
+    });
     Ok(Running {
         dns_addrs: sockets.addrs,
+        http_addr,
         server,
         syncer,
         zones: static_zones,
+        stop_http,
     })
 }

@@ -1,9 +1,11 @@
 //! consul-dns: an authoritative DNS server for the Consul domain, answering from an
 //! in-memory view of the Consul catalog kept fresh by blocking queries.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod consul;
 pub mod dev;
 pub mod dns;
+pub mod metrics;
 pub mod view;

@@ -4,8 +4,9 @@
 //! change; queries read them without locks (`ArcSwap`). Until the first sync the view is not
 //! ready and Consul names are answered SERVFAIL, never NXDOMAIN.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
@@ -26,7 +27,21 @@ pub struct KnownService {
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     pub services: HashMap<String, KnownService>,
+    /// Hierarchical names: a service called `/web/customer1/site1` (Marathon's style) is
+    /// also `site1.customer1.web`; alias -> lower-case service name.
+    pub aliases: HashMap<String, String>,
     pub index: u64,
+}
+
+/// The DNS form of a hierarchical service name (`/web/customer1/site1` ->
+/// `site1.customer1.web`), or None for a plain name.
+pub fn hierarchical_alias(name: &str) -> Option<String> {
+    let trimmed = name.trim_matches('/');
+    if !trimmed.contains('/') {
+        return None;
+    }
+    let labels: Vec<&str> = trimmed.split('/').filter(|l| !l.is_empty()).rev().collect();
+    Some(labels.join(".").to_ascii_lowercase())
 }
 
 impl Directory {
@@ -42,8 +57,56 @@ impl Directory {
                     },
                 )
             })
+            .collect::<HashMap<String, KnownService>>();
+        let aliases = services
+            .iter()
+            .filter_map(|(key, s)| Some((hierarchical_alias(&s.name)?, key.clone())))
             .collect();
-        Directory { services, index }
+        Directory {
+            services,
+            aliases,
+            index,
+        }
+    }
+}
+
+/// Service addresses -> service names, for reverse lookups of container IPs. Kept up to
+/// date by the service watches (so it covers the services in the view). Counted per watch,
+/// so an old watch ending after its replacement started removes nothing of the new one's.
+#[derive(Debug, Default)]
+pub struct ReverseIndex {
+    by_ip: Mutex<HashMap<IpAddr, BTreeMap<String, usize>>>,
+}
+
+impl ReverseIndex {
+    /// A watch of service `name` moved from addresses `old` to `new`.
+    pub fn replace(&self, name: &str, old: &[IpAddr], new: &[IpAddr]) {
+        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        for ip in old {
+            if let Some(names) = map.get_mut(ip) {
+                if let Some(n) = names.get_mut(name) {
+                    *n -= 1;
+                    if *n == 0 {
+                        names.remove(name);
+                    }
+                }
+                if names.is_empty() {
+                    map.remove(ip);
+                }
+            }
+        }
+        for ip in new {
+            *map.entry(*ip)
+                .or_default()
+                .entry(name.to_owned())
+                .or_default() += 1;
+        }
+    }
+
+    /// The first service (by name) with this address.
+    pub fn lookup(&self, ip: &IpAddr) -> Option<String> {
+        let map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(ip).and_then(|names| names.keys().next().cloned())
     }
 }
 

@@ -168,6 +168,14 @@ async fn catalog(consul: &str) {
     for r in &regs {
         http_register(consul, r).await;
     }
+    // A service with a virtual IP (transparent proxy).
+    http_register(
+        consul,
+        &json!({"Node": "node1", "Address": "192.168.56.11", "SkipNodeUpdate": true,
+                "Service": {"ID": "vip1", "Service": "vip", "Address": "10.2.8.1", "Port": 80,
+                            "TaggedAddresses": {"consul-virtual": {"Address": "240.0.0.1", "Port": 20000}}}}),
+    )
+    .await;
     // A service registered with the whole web cluster as a hostname.
     http_register(
         consul,
@@ -375,6 +383,15 @@ fn cases() -> Vec<Case> {
         nodata("_tcp.service.consul.", A),
         nodata("node.consul.", A),
         nxdomain("service.dc2.consul.", A),
+        // Virtual IPs.
+        case(
+            "vip.virtual.consul.",
+            A,
+            NOERROR,
+            &["vip.virtual.consul. 0 IN A 240.0.0.1"],
+        ),
+        nodata("web.virtual.consul.", A),
+        nxdomain("nosuch.virtual.consul.", A),
         // The apex.
         case("consul.", SOA, NOERROR, &[SOA_LINE]),
         Case {

@@ -131,6 +131,12 @@ async fn cold_service_stampede_costs_one_request() {
     );
     // Plus, at most, the watch's one long poll.
     assert!(consul.requests_to("/v1/health/service/web") <= 2);
+    // The server's own metrics say the same: one load.
+    let metrics = running.syncer().metrics().render();
+    assert!(
+        metrics.contains("consul_dns_service_loads_total 1\n"),
+        "{metrics}"
+    );
     running.shutdown().await;
 }
 
@@ -143,7 +149,7 @@ async fn unknown_names_cost_consul_nothing() {
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let before = consul.requests();
-    for i in 0..1000 {
+    for i in 0..5000 {
         let name = format!("random{i}.service.consul.");
         assert_eq!(
             rcode(&query(dns, &name, RecordType::A).await),
@@ -159,6 +165,11 @@ async fn unknown_names_cost_consul_nothing() {
         consul.requests() - before,
         0,
         "unknown names sent requests to Consul"
+    );
+    let metrics = running.syncer().metrics().render();
+    assert!(
+        metrics.contains(r#"consul_dns_dns_queries_total{qtype="A",rcode="NXDOMAIN"} 10000"#),
+        "{metrics}"
     );
     running.shutdown().await;
 }
@@ -333,7 +344,27 @@ async fn idle_service_watches_end() {
     let dns = running.dns_addrs[0];
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
     eventually(WAIT, || async { running.syncer().live_watches() == 1 }).await;
+    let blocking = || {
+        running
+            .syncer()
+            .metrics()
+            .render()
+            .contains("consul_dns_watches_blocking 1")
+    };
+    assert!(
+        blocking(),
+        "one blocking watch while the service is asked for"
+    );
     eventually(WAIT, || async { running.syncer().live_watches() == 0 }).await;
+    // Its long poll is given back.
+    eventually(WAIT, || async {
+        running
+            .syncer()
+            .metrics()
+            .render()
+            .contains("consul_dns_watches_blocking 0")
+    })
+    .await;
     // Asked again, it is loaded again.
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
     running.shutdown().await;

@@ -55,6 +55,10 @@ macro_rules! raw_structs {
             watch_idle_timeout: Raw,
             startup_wait: Raw,
             blocking_wait: Raw,
+            watch_all_services: Raw,
+            watch_poll_interval: Raw,
+            http_addr: Raw,
+            internal_cidrs: Raw,
             dns_config: Option<RawDns>,
             $($dns: Raw,)*
         }
@@ -121,6 +125,10 @@ pub(super) struct FileConfig {
     pub watch_idle_timeout: Option<Duration>,
     pub startup_wait: Option<Duration>,
     pub blocking_wait: Option<Duration>,
+    pub watch_all_services: Option<bool>,
+    pub watch_poll_interval: Option<Duration>,
+    pub http_addr: Option<SocketAddr>,
+    pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub dns: DnsFile,
 }
 
@@ -218,6 +226,21 @@ impl FileConfig {
         let blocking_wait = f("blocking_wait", raw.blocking_wait)
             .map(|field| ctx.blocking_wait(&field))
             .transpose()?;
+        let watch_all_services = f("watch_all_services", raw.watch_all_services)
+            .map(|field| ctx.bool(&field))
+            .transpose()?;
+        let watch_poll_interval = f("watch_poll_interval", raw.watch_poll_interval)
+            .map(|field| ctx.positive_duration(&field))
+            .transpose()?;
+        let internal_cidrs = f("internal_cidrs", raw.internal_cidrs)
+            .map(|field| ctx.cidrs(&field))
+            .transpose()?;
+        let http_addr = f("http_addr", raw.http_addr)
+            .map(|field| {
+                let s = ctx.string(&field)?;
+                parse_listen_addr(&s).map_err(|reason| ctx.invalid(&field, reason))
+            })
+            .transpose()?;
 
         Ok(FileConfig {
             consul_addr: map_string("consul_addr", raw.consul_addr, normalize_consul_addr)?,
@@ -233,6 +256,10 @@ impl FileConfig {
             watch_idle_timeout,
             startup_wait,
             blocking_wait,
+            watch_all_services,
+            watch_poll_interval,
+            http_addr,
+            internal_cidrs,
             dns: ctx.dns(dns)?,
         })
     }
@@ -429,6 +456,15 @@ impl Ctx<'_> {
             return Err(self.invalid(field, "must list at least one address"));
         }
         check_listen_list(&out).map_err(|reason| self.invalid(field, reason))?;
+        Ok(out)
+    }
+
+    fn cidrs(&self, field: &Field) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        let mut out = Vec::new();
+        for item in self.string_list(field)? {
+            let s = self.string(&item)?;
+            out.push(super::values::parse_cidr(&s).map_err(|reason| self.invalid(&item, reason))?);
+        }
         Ok(out)
     }
 

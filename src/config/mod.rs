@@ -48,6 +48,8 @@ pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(2);
 /// Default `wait` sent on blocking queries.
 pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(300);
+/// Default re-read period of services beyond `max_watches`.
+pub const DEFAULT_WATCH_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Smallest accepted `blocking_wait`.
 pub const MIN_BLOCKING_WAIT: Duration = Duration::from_secs(1);
 /// Largest accepted `blocking_wait` (Consul caps a blocking query's wait at 10 minutes).
@@ -202,6 +204,28 @@ pub struct Cli {
         help = "Address the --dev emulator's HTTP API listens on [default: 127.0.0.1:8500]"
     )]
     pub dev_http: Option<SocketAddr>,
+
+    /// Overlay networks whose addresses are answered.
+    #[arg(
+        long = "internal-cidr",
+        value_name = "CIDR",
+        value_parser = values::parse_cidr,
+        help = "Only answer addresses inside this network (e.g. the weave network \
+                10.2.0.0/16), choosing among the service address, its tagged addresses and \
+                the node address; repeatable; instances with no such address are left out \
+                [default: any address]"
+    )]
+    pub internal_cidrs: Vec<ipnet::IpNet>,
+
+    /// Metrics and health endpoint.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        value_parser = values::parse_listen_arg,
+        help = "Serve Prometheus /metrics, /health/live and /health/ready over HTTP on this \
+                address [default: off]"
+    )]
+    pub http_addr: Option<SocketAddr>,
 
     /// Log level.
     #[arg(
@@ -457,6 +481,14 @@ pub struct Config {
     pub startup_wait: Duration,
     /// The `wait` sent on blocking queries (1s..=10m).
     pub blocking_wait: Duration,
+    /// Watch every service of the catalog from the start, not only those asked for.
+    pub watch_all_services: bool,
+    /// How often a service asked for beyond `max_watches` is re-read (> 0).
+    pub watch_poll_interval: Duration,
+    /// Address of the metrics and health HTTP endpoint; `None` = off.
+    pub http_addr: Option<SocketAddr>,
+    /// Only addresses inside these networks are answered (empty: any).
+    pub internal_cidrs: Vec<ipnet::IpNet>,
     /// Run the embedded Consul API emulator.
     pub dev: bool,
     /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
@@ -484,6 +516,10 @@ impl Default for Config {
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
             startup_wait: DEFAULT_STARTUP_WAIT,
             blocking_wait: DEFAULT_BLOCKING_WAIT,
+            watch_all_services: false,
+            watch_poll_interval: DEFAULT_WATCH_POLL_INTERVAL,
+            http_addr: None,
+            internal_cidrs: Vec::new(),
             dev: false,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
@@ -607,6 +643,18 @@ impl Config {
                 .unwrap_or(defaults.watch_idle_timeout),
             startup_wait: file.startup_wait.unwrap_or(defaults.startup_wait),
             blocking_wait: file.blocking_wait.unwrap_or(defaults.blocking_wait),
+            watch_all_services: file
+                .watch_all_services
+                .unwrap_or(defaults.watch_all_services),
+            watch_poll_interval: file
+                .watch_poll_interval
+                .unwrap_or(defaults.watch_poll_interval),
+            http_addr: cli.http_addr.or(file.http_addr),
+            internal_cidrs: if cli.internal_cidrs.is_empty() {
+                file.internal_cidrs.unwrap_or_default()
+            } else {
+                cli.internal_cidrs
+            },
             dev: cli.dev,
             dev_http,
             log_level: cli.log_level.unwrap_or(defaults.log_level),

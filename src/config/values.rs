@@ -129,6 +129,17 @@ pub fn parse_listen_addr(input: &str) -> Result<SocketAddr, String> {
 }
 
 /// clap value parser for `--listen` / `--dev-http`.
+/// A network for `internal_cidrs`: `10.2.0.0/16`, `fd00::/8`; a bare address is a /32 or /128.
+pub fn parse_cidr(input: &str) -> Result<ipnet::IpNet, String> {
+    let s = input.trim();
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{input:?} is not a network like 10.2.0.0/16"))
+}
+
 pub(crate) fn parse_listen_arg(input: &str) -> Result<SocketAddr, String> {
     parse_listen_addr(input)
 }

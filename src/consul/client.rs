@@ -1,13 +1,15 @@
 //! The HTTP client for Consul: one reqwest client, the ACL token as a sensitive header,
 //! `?stale`, blocking parameters and the response metadata headers.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::ConsulError;
+use crate::metrics::Metrics;
 
 /// Extra time allowed past `wait + wait/16` for a blocking query: a Consul server may hold a
 /// request up to `rpc_hold_timeout` (7 s by default) during a leader election.
@@ -20,6 +22,8 @@ const MAX_ERROR_BODY: usize = 200;
 /// Metadata Consul returns with every read (`X-Consul-*` headers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueryMeta {
+    /// When the response's headers arrived.
+    pub received: Option<Instant>,
     /// `X-Consul-Index`; 0 when the header was absent or unreadable.
     pub index: u64,
     /// `X-Consul-KnownLeader`, absent with the streaming backend.
@@ -45,6 +49,7 @@ pub struct ConsulClient {
     http: reqwest::Client,
     base: Url,
     options: ClientOptions,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ConsulClient {
@@ -63,6 +68,7 @@ impl ConsulClient {
         addr: &str,
         token: Option<&str>,
         options: ClientOptions,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ConsulError> {
         let base = Url::parse(addr).map_err(|e| ConsulError::Config(format!("{addr:?}: {e}")))?;
         if base.cannot_be_a_base() {
@@ -89,11 +95,16 @@ impl ConsulClient {
             http,
             base,
             options,
+            metrics,
         })
     }
 
     pub fn options(&self) -> &ClientOptions {
         &self.options
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The URL of an API path given as segments (each one percent-encoded as needed).
@@ -126,15 +137,35 @@ impl ConsulClient {
             }
         };
         let path = segments.join("/");
+        let endpoint = segments[..segments.len().min(3)].join("/");
+        let result = self.send::<T>(url, timeout, &path).await;
+        let status = match &result {
+            Ok(_) => "200".to_string(),
+            Err(ConsulError::Status { status, .. }) => status.to_string(),
+            Err(ConsulError::Timeout { .. }) => "timeout".to_string(),
+            Err(ConsulError::Decode { .. }) => "invalid".to_string(),
+            Err(_) => "error".to_string(),
+        };
+        self.metrics.consul_request(&endpoint, &status);
+        result
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        timeout: Duration,
+        path: &str,
+    ) -> Result<(T, QueryMeta), ConsulError> {
         let response = self
             .http
             .get(url)
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| ConsulError::from_transport(&path, e))?;
+            .map_err(|e| ConsulError::from_transport(path, e))?;
         let status = response.status();
-        let meta = read_meta(response.headers());
+        let mut meta = read_meta(response.headers());
+        meta.received = Some(Instant::now());
         if status != StatusCode::OK {
             let body = response.text().await.unwrap_or_default();
             let mut body = body.trim().to_owned();
@@ -146,7 +177,7 @@ impl ConsulClient {
                 body.truncate(cut);
             }
             return Err(ConsulError::Status {
-                path,
+                path: path.to_owned(),
                 status: status.as_u16(),
                 body,
             });
@@ -154,9 +185,9 @@ impl ConsulClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| ConsulError::from_transport(&path, e))?;
+            .map_err(|e| ConsulError::from_transport(path, e))?;
         let body = serde_json::from_slice(&bytes).map_err(|e| ConsulError::Decode {
-            path,
+            path: path.to_owned(),
             reason: e.to_string(),
         })?;
         Ok((body, meta))
@@ -166,6 +197,7 @@ impl ConsulClient {
 fn read_meta(headers: &HeaderMap) -> QueryMeta {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     QueryMeta {
+        received: None,
         index: text("X-Consul-Index")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),

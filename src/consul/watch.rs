@@ -11,6 +11,8 @@
 //!   retries back off with jitter, capped at about a second so a watch resumes quickly
 //!   when Consul comes back, and longer on 403 (an ACL problem is not fixed by retrying).
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rand::Rng;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{ConsulClient, ConsulError, QueryMeta};
+use crate::metrics::Metrics;
 
 /// What an answer's index means for the watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,14 +122,120 @@ impl Backoff {
     }
 }
 
-/// Runs the blocking-query loop for `segments` until `cancel` fires. `index` is the index of
-/// the state the caller already holds (0: none; the first read is then non-blocking).
-/// `on_change` is called with each new state, never for an unchanged index or an error.
+/// How recent a watch's data is. Shared between the watch task (which records successes
+/// and failures) and the answers (which mark or refuse data past `max_stale`).
+///
+/// Data counts as fresh while the watch succeeds, including while a blocking query waits
+/// (Consul would have answered a change); it is stale from the first failed read on.
+#[derive(Debug, Default)]
+pub struct WatchHealth {
+    /// Milliseconds since `CLOCK` (plus one, so 0 means "not failing") of the first failure
+    /// since the last success.
+    failing_since_ms: AtomicU64,
+}
+
+static CLOCK: OnceLock<std::time::Instant> = OnceLock::new();
+
+fn now_ms() -> u64 {
+    let origin = CLOCK.get_or_init(std::time::Instant::now);
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
+impl WatchHealth {
+    pub fn succeeded(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self) {
+        let _ = self.failing_since_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// While the watch is failing: for how long. `None` while it is healthy.
+    pub fn stale_for(&self) -> Option<Duration> {
+        match self.failing_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
+    }
+}
+
+/// The most stale of several watches (`None` if all are healthy).
+pub fn stalest<'a>(watches: impl IntoIterator<Item = &'a WatchHealth>) -> Option<Duration> {
+    watches.into_iter().filter_map(WatchHealth::stale_for).max()
+}
+
+/// Bounds the number of watches holding a blocking query (`max_watches`).
+#[derive(Debug)]
+pub struct WatchSlots {
+    max: usize,
+    used: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+/// A blocking-query slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<WatchSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.watches_blocking.dec();
+    }
+}
+
+impl WatchSlots {
+    pub fn new(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(WatchSlots {
+            max,
+            used: AtomicUsize::new(0),
+            metrics,
+        })
+    }
+
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()?;
+        self.metrics.watches_blocking.inc();
+        Some(Slot(Arc::clone(self)))
+    }
+}
+
+/// How a watch reads its resource.
+pub enum Pace {
+    /// Blocking queries, holding a slot (or unbounded: the always-on watches).
+    Blocking(Option<Slot>),
+    /// Over the cap: a plain read every `interval`, switching to blocking as soon as a
+    /// slot is free.
+    Polling {
+        interval: Duration,
+        slots: Arc<WatchSlots>,
+    },
+}
+
+/// What a watch shares with its owner.
+#[derive(Clone)]
+pub struct WatchContext {
+    pub client: ConsulClient,
+    pub health: Arc<WatchHealth>,
+    pub cancel: CancellationToken,
+}
+
+/// Runs the loop for `segments` until `ctx.cancel` fires. `index` is the index of the state
+/// the caller already holds (0: none; the first read is then non-blocking). `on_change` is
+/// called with each new state, never for an unchanged index or an error.
 pub async fn run<T, F>(
-    client: ConsulClient,
+    ctx: WatchContext,
     segments: Vec<String>,
     mut index: u64,
-    cancel: CancellationToken,
+    mut pace: Pace,
     mut on_change: F,
 ) where
     T: DeserializeOwned,
@@ -134,48 +243,109 @@ pub async fn run<T, F>(
 {
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let what = segs.join("/");
+    let metrics = Arc::clone(ctx.client.metrics());
     let mut limit = RateLimit::for_watch();
     let mut backoff = Backoff::default();
+    let mut polled_once = false;
+    let mut polling = PollingGauge::new(&metrics, matches!(pace, Pace::Polling { .. }));
     loop {
-        let delay = limit.take();
+        let mut delay = limit.take();
+        if let Pace::Polling { interval, slots } = &pace {
+            if let Some(slot) = slots.try_acquire() {
+                debug!(resource = %what, "watch slot free: polling becomes a blocking query");
+                polling.stop();
+                pace = Pace::Blocking(Some(slot));
+            } else if polled_once {
+                delay = delay.max(*interval);
+            }
+        }
         if !delay.is_zero() {
-            debug!(resource = %what, ?delay, "watch rate limited");
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = ctx.cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        let result = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = client.get::<T>(&segs, index) => r,
+        // After a failure the first read does not block: it tells at once whether Consul
+        // is back (a blocking read would only answer at the next change).
+        let blocking_index = match pace {
+            Pace::Blocking(_) if backoff.failures() == 0 => index,
+            _ => 0,
         };
+        let result = tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            r = ctx.client.get::<T>(&segs, blocking_index) => r,
+        };
+        polled_once = true;
         match result {
             Ok((body, meta)) => {
+                ctx.health.succeeded();
                 if backoff.failures() > 0 {
                     info!(resource = %what, "Consul answers again");
                     backoff.reset();
                 }
-                if meta.known_leader == Some(false) {
-                    debug!(resource = %what, "Consul reports no known leader");
-                }
+                note_leader(&metrics, &what, meta.known_leader);
                 let (step, next) = next_index(index, meta.index);
                 if step == IndexStep::Reset {
+                    metrics.index_resets.inc();
                     info!(resource = %what, from = index, to = meta.index, "Consul index went backwards; watch reset");
                 }
                 if step != IndexStep::Unchanged || index == 0 {
                     on_change(body, meta, step);
+                    if let Some(received) = meta.received {
+                        metrics
+                            .view_update_seconds
+                            .observe(received.elapsed().as_secs_f64());
+                    }
                 }
                 index = next;
             }
             Err(e) => {
+                ctx.health.failed();
                 let delay = backoff.next_delay(e.is_forbidden());
                 log_failure(&what, &e, backoff.failures(), delay);
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = ctx.cancel.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
         }
+    }
+}
+
+/// Counts a watch in `watches_polling` while it polls, however its task ends.
+struct PollingGauge<'a> {
+    metrics: &'a Metrics,
+    active: bool,
+}
+
+impl<'a> PollingGauge<'a> {
+    fn new(metrics: &'a Metrics, active: bool) -> Self {
+        if active {
+            metrics.watches_polling.inc();
+        }
+        PollingGauge { metrics, active }
+    }
+
+    fn stop(&mut self) {
+        if std::mem::take(&mut self.active) {
+            self.metrics.watches_polling.dec();
+        }
+    }
+}
+
+impl Drop for PollingGauge<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn note_leader(metrics: &Metrics, what: &str, known_leader: Option<bool>) {
+    let Some(known) = known_leader else { return };
+    let before = metrics.consul_known_leader.set(i64::from(known));
+    if before == 1 && !known {
+        warn!(resource = %what, "Consul reports no known leader; its answers may be stale");
+    } else if before == 0 && known {
+        info!(resource = %what, "Consul has a leader again");
     }
 }
 

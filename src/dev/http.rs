@@ -175,11 +175,26 @@ async fn read(
     if p.index > 0 {
         wait_for_change(inner, &p, &res).await;
     }
-    let (index, body) = {
+    let (index, mut body) = {
         let catalog = inner.catalog();
         (catalog.index_of(&res), render(&catalog))
     };
-    json_response(inner, &p, index, &body)
+    let filtered = inner.acl_filter_all.load(Ordering::SeqCst);
+    if filtered {
+        match &mut body {
+            Value::Array(items) => items.clear(),
+            Value::Object(map) => map.clear(),
+            _ => {}
+        }
+    }
+    let mut resp = json_response(inner, &p, index, &body);
+    if filtered {
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-consul-results-filtered-by-acls"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    resp
 }
 
 enum ReadError {

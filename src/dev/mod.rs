@@ -108,6 +108,7 @@ struct Inner {
     /// Bumped after every catalog change; blocked queries wait on it.
     changes: watch::Sender<u64>,
     known_leader: AtomicBool,
+    acl_filter_all: AtomicBool,
     fault: Mutex<Fault>,
     required_token: Mutex<Option<String>>,
     total_requests: AtomicU64,
@@ -184,6 +185,7 @@ impl Emulator {
             catalog: Mutex::new(catalog),
             changes: watch::channel(0).0,
             known_leader: AtomicBool::new(true),
+            acl_filter_all: AtomicBool::new(false),
             fault: Mutex::new(Fault::None),
             required_token: Mutex::new(None),
             total_requests: AtomicU64::new(0),
@@ -266,6 +268,12 @@ impl Emulator {
     /// Value of the `X-Consul-KnownLeader` header.
     pub fn set_known_leader(&self, v: bool) {
         self.inner.known_leader.store(v, Ordering::SeqCst);
+    }
+
+    /// Emulates a token that lost its read rights: reads answer empty results (`[]`, `{}`)
+    /// marked `X-Consul-Results-Filtered-By-ACLs: true`, as Consul's list endpoints do.
+    pub fn set_acl_filter_all(&self, v: bool) {
+        self.inner.acl_filter_all.store(v, Ordering::SeqCst);
     }
 
     /// Emulates a snapshot restore: the raft index and every resource index (and entity

@@ -11,6 +11,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hickory_server::net::runtime::Time;
@@ -19,13 +20,15 @@ use hickory_server::net::NetError;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_server::proto::rr::{RData, Record};
+use hickory_server::proto::rr::rdata::opt::EdnsOption;
+use hickory_server::proto::rr::{RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, ZoneType};
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use super::zone::{Answer, ConsulZone};
+use crate::metrics::Metrics;
 
 /// Limits applied when a response is written.
 #[derive(Debug, Clone, Copy)]
@@ -53,11 +56,17 @@ impl RecursionPolicy {
     }
 }
 
+/// RFC 8914 Extended DNS Error option code.
+const EDE_OPTION: u16 = 15;
+/// RFC 8914 INFO-CODE "Stale Answer".
+const EDE_STALE_ANSWER: u16 = 3;
+
 pub struct DnsHandler {
     zone: Arc<ConsulZone>,
     catalog: Arc<ArcSwap<Catalog>>,
     limits: ResponseLimits,
     recursion: RecursionPolicy,
+    metrics: Arc<Metrics>,
 }
 
 impl DnsHandler {
@@ -67,12 +76,14 @@ impl DnsHandler {
         catalog: Arc<ArcSwap<Catalog>>,
         limits: ResponseLimits,
         recursion: RecursionPolicy,
+        metrics: Arc<Metrics>,
     ) -> Self {
         DnsHandler {
             zone,
             catalog,
             limits,
             recursion,
+            metrics,
         }
     }
 
@@ -191,27 +202,58 @@ impl RequestHandler for DnsHandler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let start = Instant::now();
+        let info = self.respond::<R, T>(request, response_handle).await;
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(RecordType::Unknown(0), |q| q.query_type());
+        self.metrics.count_query(qtype, info.response_code);
+        self.metrics
+            .answer_seconds
+            .observe(start.elapsed().as_secs_f64());
+        info
+    }
+}
+
+impl DnsHandler {
+    async fn respond<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
         let plain_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query
             && request.queries.len() == 1
             && request.edns.as_ref().is_none_or(|e| e.version() == 0);
-        let query = request.queries.queries().first();
-        let domain = query
-            .filter(|_| plain_query)
-            .and_then(|q| self.zone.domain_of(q.name()));
         let recursion = self.recursion.available_to(request.src().ip());
-        let (Some(query), Some(d)) = (query, domain) else {
+        let query = request.queries.queries().first().filter(|_| plain_query);
+        let Some(query) = query else {
             return self
                 .other::<R, T>(request, response_handle, recursion)
                 .await;
         };
-
-        let mut answer = self
+        // The Consul domain, else a reverse lookup of an address in the view, else the rest.
+        let (mut answer, domain) = if let Some(d) = self.zone.domain_of(query.name()) {
+            let name = query.original().name();
+            let answer = self
+                .zone
+                .answer(name, query.name(), query.query_type(), d)
+                .await;
+            (answer, Some(d))
+        } else if let Some(answer) = self
             .zone
-            .answer(query.original().name(), query.name(), query.query_type(), d)
-            .await;
+            .reverse(query.original().name(), query.query_type())
+        {
+            (answer, None)
+        } else {
+            return self
+                .other::<R, T>(request, response_handle, recursion)
+                .await;
+        };
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = answer.rcode;
@@ -228,8 +270,22 @@ impl RequestHandler for DnsHandler {
             sync_additionals(&mut answer);
             metadata.truncation = true;
         }
-        let soa = answer.with_soa.then(|| self.zone.soa(d));
-        let edns = self.response_edns(request);
+        if answer.stale.is_some() {
+            self.metrics.stale_answers.inc();
+        }
+        let soa = domain.filter(|_| answer.with_soa).map(|d| self.zone.soa(d));
+        let edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(
+                req.max_payload()
+                    .clamp(512, self.limits.max_udp_payload.max(512)),
+            );
+            e.set_version(0);
+            if let Some(age) = answer.stale {
+                e.options_mut().insert(stale_answer_option(age));
+            }
+            e
+        });
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let response = builder.build(
             metadata,
@@ -253,6 +309,14 @@ fn send_failed(request: &Request, error: &NetError) -> ResponseInfo {
         metadata,
         counts: HeaderCounts::default(),
     })
+}
+
+/// RFC 8914 Extended DNS Error 3 "Stale Answer", with the age in its text.
+fn stale_answer_option(age: Duration) -> EdnsOption {
+    let mut data = EDE_STALE_ANSWER.to_be_bytes().to_vec();
+    let text = format!("Consul unreachable for {}s; last known data", age.as_secs());
+    data.extend_from_slice(text.as_bytes());
+    EdnsOption::Unknown(EDE_OPTION, data)
 }
 
 /// After answers were cut, keeps only the additional records that a remaining SRV answer

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, Record};
+use ipnet::IpNet;
 
 use crate::consul::model::{AgentService, CheckStatus, Node, ServiceEntry};
 
@@ -23,6 +24,8 @@ pub struct Settings {
     pub node_ttl: u32,
     /// `enable_additional_node_meta_txt`.
     pub node_meta_txt: bool,
+    /// `internal_cidrs`: when not empty, only addresses inside these networks are answered.
+    pub internal_cidrs: Vec<IpNet>,
 }
 
 /// Where an answer for one instance or node points, for one kind of question.
@@ -170,7 +173,7 @@ pub fn ip_from_hex(hex: &str) -> Option<IpAddr> {
 }
 
 /// `<first>.<kind>.<dc>.<domain>`, or None when `first` is not a valid DNS label.
-fn generated_name(first: &str, kind: &str, dc: &str, domain: &Name) -> Option<Name> {
+pub fn generated_name(first: &str, kind: &str, dc: &str, domain: &Name) -> Option<Name> {
     let relative = Name::from_ascii(format!("{first}.{kind}.{dc}")).ok()?;
     relative.append_domain(domain).ok()
 }
@@ -235,6 +238,17 @@ pub struct PreparedService {
     pub all_tags: HashSet<String>,
     /// The Consul index this was built from.
     pub index: u64,
+    /// Instances in the catalog, healthy or not.
+    pub total: usize,
+    /// Healthy instances left out because none of their addresses is inside
+    /// `internal_cidrs`.
+    pub excluded: usize,
+    /// Every instance has the same weight: a uniform shuffle will do.
+    pub uniform_weights: bool,
+    /// Service addresses of all instances (for reverse lookups).
+    pub addresses: Vec<IpAddr>,
+    /// The service's virtual IP (tagged address `consul-virtual`), for `.virtual` names.
+    pub virtual_ip: Option<IpAddr>,
 }
 
 /// Consul's health filter (dns-spec.md §7): any critical check drops the instance;
@@ -274,6 +288,7 @@ impl PreparedService {
         let mut out = PreparedService {
             ttl,
             index,
+            total: entries.len(),
             ..Default::default()
         };
         for entry in entries {
@@ -284,9 +299,25 @@ impl PreparedService {
                 .map(|t| t.to_ascii_lowercase())
                 .collect();
             out.all_tags.extend(tags.iter().cloned());
+            if out.virtual_ip.is_none() {
+                out.virtual_ip = entry
+                    .service
+                    .tagged_addresses
+                    .get("consul-virtual")
+                    .and_then(|a| parse_ip(&a.address));
+            }
+            if let Some(ip) = parse_ip(&entry.service.address) {
+                if !out.addresses.contains(&ip) {
+                    out.addresses.push(ip);
+                }
+            }
             if !healthy(entry, settings.only_passing) {
                 continue;
             }
+            let Some(instance) = prepare_instance(entry, &tags, ttl, settings) else {
+                out.excluded += 1;
+                continue;
+            };
             let i = out.instances.len();
             for tag in &tags {
                 let list = out.by_tag.entry(tag.clone()).or_default();
@@ -294,20 +325,31 @@ impl PreparedService {
                     list.push(i);
                 }
             }
-            out.instances
-                .push(prepare_instance(entry, tags, ttl, settings));
+            out.instances.push(instance);
         }
+        out.uniform_weights = out.instances.windows(2).all(|w| w[0].weight == w[1].weight);
         out
     }
 }
 
+/// The instance ready to answer, or None when `internal_cidrs` leaves it no address.
 fn prepare_instance(
     entry: &ServiceEntry,
-    tags: Vec<String>,
+    tags: &[String],
     ttl: u32,
     settings: &Settings,
-) -> PreparedInstance {
-    let any = instance_target(Accept::Any, &entry.service, &entry.node);
+) -> Option<PreparedInstance> {
+    let target = |accept| {
+        if settings.internal_cidrs.is_empty() {
+            instance_target(accept, &entry.service, &entry.node)
+        } else {
+            internal_target(accept, entry, &settings.internal_cidrs)
+        }
+    };
+    let any = target(Accept::Any);
+    if any.is_none() && !settings.internal_cidrs.is_empty() {
+        return None;
+    }
     let srv_key = format!(
         "{}:{}:{}",
         entry.node.node.to_ascii_lowercase(),
@@ -323,9 +365,9 @@ fn prepare_instance(
         .iter()
         .filter_map(|domain| srv_target(any.as_ref()?, entry, ttl, domain, settings))
         .collect::<Vec<_>>();
-    PreparedInstance {
-        a: instance_target(Accept::V4, &entry.service, &entry.node),
-        aaaa: instance_target(Accept::V6, &entry.service, &entry.node),
+    Some(PreparedInstance {
+        a: target(Accept::V4),
+        aaaa: target(Accept::V6),
         srv: if srv.len() == settings.domains.len() {
             srv
         } else {
@@ -334,9 +376,51 @@ fn prepare_instance(
         any,
         port: entry.service.port,
         weight: weight(entry),
-        tags,
+        tags: tags.to_vec(),
         srv_key,
-    }
+    })
+}
+
+/// Tagged address keys in the order `internal_cidrs` tries them (others follow, by name).
+const TAGGED_ORDER: [&str; 6] = ["lan_ipv4", "lan_ipv6", "lan", "wan_ipv4", "wan_ipv6", "wan"];
+
+fn tagged_in_order<'a, V>(
+    tagged: &'a std::collections::BTreeMap<String, V>,
+    addr: impl Fn(&'a V) -> &'a str,
+) -> Vec<&'a str> {
+    let known = TAGGED_ORDER
+        .iter()
+        .filter_map(|k| tagged.get(*k).map(&addr));
+    let others = tagged
+        .iter()
+        .filter(|(k, _)| !TAGGED_ORDER.contains(&k.as_str()))
+        .map(|(_, v)| addr(v));
+    known.chain(others).collect()
+}
+
+/// With `internal_cidrs`: the first address inside them, trying the service address, the
+/// service's tagged addresses, then the node's address and tagged addresses.
+fn internal_target(accept: Accept, entry: &ServiceEntry, cidrs: &[IpNet]) -> Option<Target> {
+    let (service, node) = (&entry.service, &entry.node);
+    std::iter::once(service.address.as_str())
+        .chain(tagged_in_order(&service.tagged_addresses, |a| {
+            a.address.as_str()
+        }))
+        .chain(std::iter::once(node.address.as_str()))
+        .chain(tagged_in_order(&node.tagged_addresses, String::as_str))
+        .filter_map(|a| Some((a, parse_ip(a)?)))
+        .find(|(_, ip)| {
+            let family = match accept {
+                Accept::V4 => ip.is_ipv4(),
+                Accept::V6 => ip.is_ipv6(),
+                Accept::Any => true,
+            };
+            family && cidrs.iter().any(|net| net.contains(ip))
+        })
+        .map(|(a, ip)| Target::Ip {
+            ip,
+            node_record: a == node.address,
+        })
 }
 
 fn srv_target(
@@ -392,26 +476,34 @@ pub struct PreparedNode {
 #[derive(Debug, Clone, Default)]
 pub struct NodeTable {
     pub by_name: HashMap<String, PreparedNode>,
+    /// Node address -> node name (the first by name, as Consul's reverse lookup).
+    pub by_addr: HashMap<IpAddr, String>,
     pub index: u64,
 }
 
 impl NodeTable {
     pub fn build(nodes: &[Node], index: u64) -> Self {
-        let by_name = nodes
-            .iter()
-            .map(|n| {
-                (
-                    n.node.to_ascii_lowercase(),
-                    PreparedNode {
-                        a: node_target(Accept::V4, n),
-                        aaaa: node_target(Accept::V6, n),
-                        any: node_target(Accept::Any, n),
-                        txt: meta_txt(&n.meta),
-                    },
-                )
-            })
-            .collect();
-        NodeTable { by_name, index }
+        let mut table = NodeTable {
+            index,
+            ..Default::default()
+        };
+        let mut sorted: Vec<&Node> = nodes.iter().collect();
+        sorted.sort_by(|a, b| a.node.cmp(&b.node));
+        for n in sorted {
+            if let Some(ip) = parse_ip(&n.address) {
+                table.by_addr.entry(ip).or_insert_with(|| n.node.clone());
+            }
+            table.by_name.insert(
+                n.node.to_ascii_lowercase(),
+                PreparedNode {
+                    a: node_target(Accept::V4, n),
+                    aaaa: node_target(Accept::V6, n),
+                    any: node_target(Accept::Any, n),
+                    txt: meta_txt(&n.meta),
+                },
+            );
+        }
+        table
     }
 }
 
@@ -437,6 +529,7 @@ mod tests {
             only_passing: false,
             node_ttl: 0,
             node_meta_txt: true,
+            internal_cidrs: Vec::new(),
         }
     }
 

@@ -2,19 +2,24 @@
 //! except the first load of a service nobody asked for before (coalesced, see
 //! `consul::sync`) and, before the first sync, a short bounded wait for it.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{NS, SOA, SRV};
+use hickory_proto::rr::rdata::{NS, PTR, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
+use rand::Rng;
 use tracing::debug;
 
 use super::name::{self, ConsulName, Locality};
-use super::prepared::{ip_rdata, target_record, PreparedService, Target};
+use super::prepared::{generated_name, ip_rdata, target_record, PreparedService, Target};
+use crate::config::ServiceTtl;
 use crate::consul::sync::Syncer;
+use crate::view::Directory;
 
 /// SOA timers (`dns_config.soa`), in seconds.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +36,8 @@ pub struct ZoneOptions {
     /// Served domains, lower-case FQDNs, primary first.
     pub domains: Vec<Name>,
     pub node_ttl: u32,
+    /// `service_ttl`, for reverse answers naming a service.
+    pub service_ttl: ServiceTtl,
     pub soa: SoaTimers,
     /// `a_record_limit`: most A/AAAA/ANY answers (0: no limit).
     pub a_record_limit: usize,
@@ -38,6 +45,8 @@ pub struct ZoneOptions {
     pub node_meta_txt: bool,
     /// How long a query waits for the first sync before SERVFAIL.
     pub startup_wait: Duration,
+    /// `max_stale`: data whose watch has been failing longer than this is not served.
+    pub max_stale: Duration,
 }
 
 /// The outcome of a query, before limits and encoding.
@@ -50,6 +59,9 @@ pub struct Answer {
     pub with_soa: bool,
     /// Records for Authority besides the SOA.
     pub authority: Vec<Record>,
+    /// The data behind this answer comes from a watch that is failing, since this long
+    /// (served within `max_stale`, marked with an Extended DNS Error "Stale Answer").
+    pub stale: Option<Duration>,
 }
 
 impl Answer {
@@ -84,6 +96,12 @@ impl Answer {
             rcode,
             ..Default::default()
         }
+    }
+
+    /// Notes that this answer rests on data `stale` old (None: fresh).
+    fn resting_on(mut self, stale: Option<Duration>) -> Self {
+        self.stale = self.stale.max(stale);
+        self
     }
 }
 
@@ -145,6 +163,24 @@ impl ConsulZone {
         qtype: RecordType,
         d: usize,
     ) -> Answer {
+        let answer = self.resolve(qname, lower, qtype, d).await;
+        match answer.stale {
+            Some(age) if age > self.options.max_stale => {
+                debug!(%qname, ?age, "data older than max_stale: SERVFAIL");
+                self.syncer.metrics().max_stale_exceeded.inc();
+                Answer::code(ResponseCode::ServFail)
+            }
+            _ => answer,
+        }
+    }
+
+    async fn resolve(
+        &self,
+        qname: &Name,
+        lower: &LowerName,
+        qtype: RecordType,
+        d: usize,
+    ) -> Answer {
         let view = self.syncer.view();
         if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
             debug!(%qname, "not synced with Consul yet: SERVFAIL");
@@ -181,7 +217,8 @@ impl ConsulZone {
                 if !self.is_local(&locality) {
                     return Answer::nxdomain();
                 }
-                self.node(qname, qtype, d, &node)
+                self.node(qname, qtype, &node)
+                    .resting_on(self.syncer.nodes_health().stale_for())
             }
             ConsulName::Addr { ip } => self.addr(qname, qtype, ip),
             ConsulName::EmptyNonTerminal { datacenter } => {
@@ -192,9 +229,14 @@ impl ConsulZone {
                 }
             }
             // Not implemented yet: say so rather than deny the name exists.
+            ConsulName::Virtual { service, peer } => {
+                if peer.is_some() {
+                    return Answer::nxdomain();
+                }
+                self.virtual_ip(qname, qtype, service).await
+            }
             ConsulName::Connect { .. }
             | ConsulName::Ingress { .. }
-            | ConsulName::Virtual { .. }
             | ConsulName::PreparedQuery { .. } => Answer::code(ResponseCode::NotImp),
             ConsulName::Invalid => Answer::nxdomain(),
         }
@@ -235,9 +277,10 @@ impl ConsulZone {
         else {
             return (Vec::new(), Vec::new());
         };
-        let Ok(prepared) = self.syncer.service("consul", &consul).await else {
+        let Ok(data) = self.syncer.service("consul", &consul).await else {
             return (Vec::new(), Vec::new());
         };
+        let prepared = data.prepared;
         let mut order: Vec<usize> = (0..prepared.instances.len()).collect();
         order.shuffle(&mut rand::rng());
         let ttl = self.options.node_ttl;
@@ -272,50 +315,130 @@ impl ConsulZone {
         service: &str,
         tag: Option<&str>,
     ) -> Answer {
-        let Some(known) = self
-            .syncer
-            .view()
-            .directory()
-            .and_then(|dir| dir.services.get(service).cloned())
-        else {
-            return Answer::nxdomain();
+        let directory_stale = self.syncer.directory_health().stale_for();
+        let Some(dir) = self.syncer.view().directory() else {
+            return Answer::code(ResponseCode::ServFail);
         };
-        let prepared = match self.syncer.service(service, &known.name).await {
-            Ok(p) => p,
+        let Some((key, tag)) = find_service(&dir, service, tag) else {
+            return Answer::nxdomain().resting_on(directory_stale);
+        };
+        let Some(known) = dir.services.get(&key) else {
+            return Answer::nxdomain().resting_on(directory_stale);
+        };
+        let data = match self.syncer.service(&key, &known.name).await {
+            Ok(data) => data,
             Err(e) => {
-                debug!(service, error = %e, "cannot load service: SERVFAIL");
+                debug!(service = %known.name, error = %e, "cannot load service: SERVFAIL");
                 return Answer::code(ResponseCode::ServFail);
             }
         };
+        self.service_records(qname, qtype, d, &data.prepared, &known.tags, tag.as_deref())
+            .resting_on(directory_stale.max(data.health.stale_for()))
+    }
+
+    fn service_records(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        d: usize,
+        prepared: &PreparedService,
+        known_tags: &HashSet<String>,
+        tag: Option<&str>,
+    ) -> Answer {
         let mut order: Vec<usize> = match tag {
             None => (0..prepared.instances.len()).collect(),
-            Some(tag) => match prepared.by_tag.get(tag) {
-                Some(list) => list.clone(),
-                None if known.tags.contains(tag) || prepared.all_tags.contains(tag) => Vec::new(),
+            Some(tag) => match tagged(prepared, known_tags, tag) {
+                Some(list) => list,
                 None => return Answer::nxdomain(),
             },
         };
         if order.is_empty() {
             return Answer::nodata();
         }
-        order.shuffle(&mut rand::rng());
+        shuffle(&mut order, prepared);
         match qtype {
-            RecordType::SRV => srv_records(qname, &prepared, &order, d),
+            RecordType::SRV => srv_records(qname, prepared, &order, d),
             RecordType::A | RecordType::AAAA | RecordType::ANY => {
-                address_records(qname, qtype, &prepared, &order, self.options.a_record_limit)
+                address_records(qname, qtype, prepared, &order, self.options.a_record_limit)
             }
             _ => Answer::nodata(),
         }
     }
 
-    fn node(&self, qname: &Name, qtype: RecordType, d: usize, node: &str) -> Answer {
+    /// `<service>.virtual.<domain>`: the service's virtual IP (Consul's transparent-proxy
+    /// VIP, the `consul-virtual` tagged address).
+    async fn virtual_ip(&self, qname: &Name, qtype: RecordType, service: &str) -> Answer {
+        let directory_stale = self.syncer.directory_health().stale_for();
+        let Some(known) = self
+            .syncer
+            .view()
+            .directory()
+            .and_then(|dir| dir.services.get(service).cloned())
+        else {
+            return Answer::nxdomain().resting_on(directory_stale);
+        };
+        let data = match self.syncer.service(service, &known.name).await {
+            Ok(data) => data,
+            Err(_) => return Answer::code(ResponseCode::ServFail),
+        };
+        let stale = directory_stale.max(data.health.stale_for());
+        let fits = |ip: &IpAddr| match qtype {
+            RecordType::A => ip.is_ipv4(),
+            RecordType::AAAA => ip.is_ipv6(),
+            RecordType::ANY => true,
+            _ => false,
+        };
+        let answers = data
+            .prepared
+            .virtual_ip
+            .filter(fits)
+            .map(|ip| Record::from_rdata(qname.clone(), self.options.node_ttl, ip_rdata(ip)))
+            .into_iter()
+            .collect();
+        Answer::records(answers, Vec::new()).resting_on(stale)
+    }
+
+    /// PTR for an address of the view: a node's address (`<node>.node.<dc>.<domain>`, as
+    /// Consul), else a service address of a service in the view
+    /// (`<service>.service.<dc>.<domain>`). None when the address is unknown (or the
+    /// question is not PTR/ANY under `in-addr.arpa`/`ip6.arpa`): the caller passes it on.
+    pub fn reverse(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
+        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            return None;
+        }
+        let net = qname.parse_arpa_name().ok()?;
+        if net.prefix_len() != net.max_prefix_len() {
+            return None;
+        }
+        let ip = net.addr();
+        let view = self.syncer.view();
+        let dc = view.datacenter()?;
+        let domain = &self.options.domains[0];
+        let (target, ttl) =
+            if let Some(node) = view.nodes().and_then(|n| n.by_addr.get(&ip).cloned()) {
+                (
+                    generated_name(&node.to_ascii_lowercase(), "node", dc, domain)?,
+                    self.options.node_ttl,
+                )
+            } else {
+                let service = self.syncer.service_at(&ip)?;
+                let key = service.to_ascii_lowercase();
+                (
+                    generated_name(&key, "service", dc, domain)?,
+                    self.options.service_ttl.ttl_for(&key),
+                )
+            };
+        let ptr = Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(target)));
+        Some(Answer::records(vec![ptr], Vec::new()))
+    }
+
+    fn node(&self, qname: &Name, qtype: RecordType, node: &str) -> Answer {
         let Some(nodes) = self.syncer.view().nodes() else {
             return Answer::code(ResponseCode::ServFail);
         };
         let Some(n) = nodes.by_name.get(node) else {
             return Answer::nxdomain();
         };
-        let _ = d;
         let ttl = self.options.node_ttl;
         let txt = || {
             n.txt
@@ -360,6 +483,89 @@ impl ConsulZone {
             )],
             Vec::new(),
         )
+    }
+}
+
+/// Finds the service a name means, and the tag filter left: the service named with its
+/// tag as Consul reads it; else a hierarchical name (`site1.customer1.web` for
+/// `/web/customer1/site1`), possibly with tags before it; else the service as named (its
+/// tag then decides NXDOMAIN).
+fn find_service<'a>(
+    dir: &Directory,
+    service: &'a str,
+    tag: Option<&'a str>,
+) -> Option<(String, Option<Cow<'a, str>>)> {
+    let direct = dir.services.get(service);
+    if let (Some(known), Some(tag)) = (direct, tag) {
+        let parts_known = tag.split('.').all(|t| known.tags.contains(t));
+        if known.tags.contains(tag) || parts_known {
+            return Some((service.to_owned(), Some(Cow::Borrowed(tag))));
+        }
+    }
+    if direct.is_some() && tag.is_none() {
+        return Some((service.to_owned(), None));
+    }
+    if let Some(tag) = tag {
+        let parts: Vec<&str> = tag.split('.').chain(std::iter::once(service)).collect();
+        for k in 0..parts.len() - 1 {
+            if let Some(key) = dir.aliases.get(&parts[k..].join(".")) {
+                let rest = (k > 0).then(|| Cow::Owned(parts[..k].join(".")));
+                return Some((key.clone(), rest));
+            }
+        }
+    }
+    direct.map(|_| (service.to_owned(), tag.map(Cow::Borrowed)))
+}
+
+/// The healthy instances carrying `tag`: Consul's meaning first (one tag, dots included);
+/// when no instance has such a tag, `a.b` means every one of the tags `a` and `b`. None
+/// when the tag is unknown to the service (NXDOMAIN); an empty list when it is known but no
+/// healthy instance carries it (NODATA).
+fn tagged(p: &PreparedService, known_tags: &HashSet<String>, tag: &str) -> Option<Vec<usize>> {
+    let known = |t: &str| known_tags.contains(t) || p.all_tags.contains(t);
+    if let Some(list) = p.by_tag.get(tag) {
+        return Some(list.clone());
+    }
+    if known(tag) {
+        return Some(Vec::new());
+    }
+    let parts: Vec<&str> = tag.split('.').collect();
+    if parts.len() < 2 || !parts.iter().all(|t| known(t)) {
+        return None;
+    }
+    let mut lists = parts
+        .iter()
+        .map(|t| p.by_tag.get(*t).map_or(&[][..], Vec::as_slice));
+    let first = lists.next().unwrap_or(&[]);
+    let rest: Vec<&[usize]> = lists.collect();
+    Some(
+        first
+            .iter()
+            .copied()
+            .filter(|i| rest.iter().all(|l| l.contains(i)))
+            .collect(),
+    )
+}
+
+/// Random order, drawn by weight when the instances' weights differ (Efraimidis-Spirakis),
+/// so that when a limit cuts the answer the instances kept follow their Consul `Weights`.
+fn shuffle(order: &mut [usize], p: &PreparedService) {
+    let mut rng = rand::rng();
+    if p.uniform_weights {
+        order.shuffle(&mut rng);
+        return;
+    }
+    let mut keyed: Vec<(f64, usize)> = order
+        .iter()
+        .map(|&i| {
+            let w = f64::from(p.instances[i].weight);
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            (if w > 0.0 { -u.ln() / w } else { f64::INFINITY }, i)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (slot, (_, i)) in order.iter_mut().zip(keyed) {
+        *slot = i;
     }
 }
 

@@ -1,0 +1,281 @@
+//! Prometheus metrics of one server instance (its own registry: several servers in one
+//! process, as in the tests, do not mix their figures).
+//!
+//! Query counters are created up front and indexed by (qtype, rcode), so counting a query
+//! is one atomic add with no lookup or lock.
+
+use std::sync::atomic::AtomicU64;
+
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::RecordType;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+const QTYPES: [RecordType; 9] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::SRV,
+    RecordType::ANY,
+    RecordType::TXT,
+    RecordType::SOA,
+    RecordType::NS,
+    RecordType::PTR,
+    RecordType::CNAME,
+];
+const RCODES: [(ResponseCode, &str); 6] = [
+    (ResponseCode::NoError, "NOERROR"),
+    (ResponseCode::NXDomain, "NXDOMAIN"),
+    (ResponseCode::ServFail, "SERVFAIL"),
+    (ResponseCode::Refused, "REFUSED"),
+    (ResponseCode::NotImp, "NOTIMP"),
+    (ResponseCode::FormErr, "FORMERR"),
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// `(QTYPES.len() + 1) × (RCODES.len() + 1)` counters; the last of each is "other".
+    queries: Vec<Counter>,
+    /// Time from a query's arrival to its answer being handed to the socket.
+    pub answer_seconds: Histogram,
+    /// Service lookups answered from a live watch.
+    pub view_hits: Counter,
+    /// Service lookups that found no live watch and waited for a load (shared or not).
+    pub view_misses: Counter,
+    /// Loads of a service from Consul (the first read of a watch).
+    pub service_loads: Counter,
+    /// Service watches holding a blocking query.
+    pub watches_blocking: Gauge,
+    /// Services beyond `max_watches`, re-read on a timer.
+    pub watches_polling: Gauge,
+    consul_requests: Family<Labels, Counter>,
+    /// Seconds since each always-on watch last succeeded, while it is failing (0 when fine).
+    pub watch_stale_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Service watches currently failing.
+    pub service_watches_failing: Gauge,
+    /// Healthy instances left out because no address of theirs is in `internal_cidrs`.
+    pub instances_outside_internal_cidrs: Gauge,
+    /// Time from a Consul response arriving to the new data being in the view.
+    pub view_update_seconds: Histogram,
+    /// Answers served from data whose watch is failing (marked with EDE 3).
+    pub stale_answers: Counter,
+    /// SERVFAIL because data was older than `max_stale`.
+    pub max_stale_exceeded: Counter,
+    /// Empty results marked as filtered by ACLs that were not applied.
+    pub acl_filtered_ignored: Counter,
+    /// 1 when the last Consul response said it knows a leader, 0 when it said it does not.
+    pub consul_known_leader: Gauge,
+    /// Watches reset because Consul's index went backwards.
+    pub index_resets: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("consul_dns");
+        let query_family = Family::<Labels, Counter>::default();
+        let mut queries = Vec::new();
+        let qtype_names = QTYPES
+            .iter()
+            .map(|t| t.to_string())
+            .chain(["other".to_string()]);
+        for qtype in qtype_names {
+            let rcode_names = RCODES
+                .iter()
+                .map(|(_, name)| name.to_string())
+                .chain(["other".to_string()]);
+            for rcode in rcode_names {
+                let labels = vec![("qtype", qtype.clone()), ("rcode", rcode)];
+                queries.push(query_family.get_or_create(&labels).clone());
+            }
+        }
+        registry.register(
+            "dns_queries",
+            "DNS queries answered, by qtype and rcode",
+            query_family,
+        );
+        let m = Metrics {
+            queries,
+            answer_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            view_hits: Counter::default(),
+            view_misses: Counter::default(),
+            service_loads: Counter::default(),
+            watches_blocking: Gauge::default(),
+            watches_polling: Gauge::default(),
+            consul_requests: Family::default(),
+            watch_stale_seconds: Family::default(),
+            service_watches_failing: Gauge::default(),
+            instances_outside_internal_cidrs: Gauge::default(),
+            view_update_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            stale_answers: Counter::default(),
+            max_stale_exceeded: Counter::default(),
+            acl_filtered_ignored: Counter::default(),
+            consul_known_leader: Gauge::default(),
+            index_resets: Counter::default(),
+            registry: Registry::default(),
+        };
+        m.consul_known_leader.set(1);
+        let r = &mut registry;
+        r.register(
+            "answer_seconds",
+            "Time to answer a DNS query",
+            m.answer_seconds.clone(),
+        );
+        r.register(
+            "view_hits",
+            "Service lookups answered from a live watch",
+            m.view_hits.clone(),
+        );
+        r.register(
+            "view_misses",
+            "Service lookups that found no live watch and waited for a load",
+            m.view_misses.clone(),
+        );
+        r.register(
+            "service_loads",
+            "Loads of a service from Consul (the first read of a watch)",
+            m.service_loads.clone(),
+        );
+        r.register(
+            "watches_blocking",
+            "Service watches holding a blocking query",
+            m.watches_blocking.clone(),
+        );
+        r.register(
+            "watches_polling",
+            "Services beyond max_watches, re-read on a timer",
+            m.watches_polling.clone(),
+        );
+        r.register(
+            "consul_requests",
+            "Requests to Consul by endpoint and status",
+            m.consul_requests.clone(),
+        );
+        r.register(
+            "watch_stale_seconds",
+            "Seconds since a failing watch last succeeded (0 while it succeeds)",
+            m.watch_stale_seconds.clone(),
+        );
+        r.register(
+            "service_watches_failing",
+            "Service watches whose last read failed",
+            m.service_watches_failing.clone(),
+        );
+        r.register(
+            "instances_outside_internal_cidrs",
+            "Healthy instances left out: none of their addresses is in internal_cidrs",
+            m.instances_outside_internal_cidrs.clone(),
+        );
+        r.register(
+            "view_update_seconds",
+            "Time from a Consul response to the new data in the view",
+            m.view_update_seconds.clone(),
+        );
+        r.register(
+            "stale_answers",
+            "Answers served from data whose watch is failing",
+            m.stale_answers.clone(),
+        );
+        r.register(
+            "max_stale_exceeded",
+            "SERVFAIL answers because data was older than max_stale",
+            m.max_stale_exceeded.clone(),
+        );
+        r.register(
+            "acl_filtered_ignored",
+            "Empty results marked filtered by ACLs that were not allowed to empty the view",
+            m.acl_filtered_ignored.clone(),
+        );
+        r.register(
+            "consul_known_leader",
+            "Whether Consul last reported a known leader",
+            m.consul_known_leader.clone(),
+        );
+        r.register(
+            "index_resets",
+            "Watches reset because Consul's index went backwards",
+            m.index_resets.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one answered query.
+    pub fn count_query(&self, qtype: RecordType, rcode: ResponseCode) {
+        let t = QTYPES
+            .iter()
+            .position(|q| *q == qtype)
+            .unwrap_or(QTYPES.len());
+        let r = RCODES
+            .iter()
+            .position(|(c, _)| *c == rcode)
+            .unwrap_or(RCODES.len());
+        if let Some(c) = self.queries.get(t * (RCODES.len() + 1) + r) {
+            c.inc();
+        }
+    }
+
+    /// Counts one request to Consul; `status` is the HTTP status or `timeout`/`error`.
+    pub fn consul_request(&self, endpoint: &str, status: &str) {
+        let labels = vec![
+            ("endpoint", endpoint.to_string()),
+            ("status", status.to_string()),
+        ];
+        self.consul_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn set_watch_stale(&self, watch: &'static str, seconds: f64) {
+        self.watch_stale_seconds
+            .get_or_create(&vec![("watch", watch.to_string())])
+            .set(seconds);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counted_queries() {
+        let m = Metrics::new();
+        m.count_query(RecordType::A, ResponseCode::NoError);
+        m.count_query(RecordType::MX, ResponseCode::BADVERS);
+        m.consul_request("v1/health/service", "200");
+        let text = m.render();
+        assert!(
+            text.contains(r#"consul_dns_dns_queries_total{qtype="A",rcode="NOERROR"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"consul_dns_dns_queries_total{qtype="other",rcode="other"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"consul_dns_consul_requests_total{endpoint="v1/health/service",status="200"} 1"#
+        ));
+    }
+}

@@ -1,0 +1,354 @@
+//! The view's lifecycle under Consul faults, over real sockets: stale answers marked with an
+//! Extended DNS Error within `max_stale`, SERVFAIL beyond it, data never wiped by errors or
+//! ACL-filtered empty results, the watch cap, eager watching, and the metrics and health
+//! endpoint that reports each of these.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use consul_dns::dev::{Emulator, Fault};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::RecordType;
+
+const WAIT: Duration = Duration::from_secs(5);
+const EDNS: Ask = Ask {
+    transport: Transport::Udp,
+    edns: Some(1232),
+    rd: true,
+};
+
+fn web(i: u8) -> serde_json::Value {
+    instance(
+        &format!("node{i}"),
+        &format!("192.168.56.{i}"),
+        "web",
+        &format!("web{i}"),
+        &format!("10.2.1.{i}"),
+        80,
+        &[],
+        "passing",
+    )
+}
+
+/// The RFC 8914 INFO-CODE of the answer's Extended DNS Error, if any.
+fn ede(m: &Message) -> Option<u16> {
+    match m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))? {
+        EdnsOption::Unknown(_, data) if data.len() >= 2 => {
+            Some(u16::from_be_bytes([data[0], data[1]]))
+        }
+        _ => None,
+    }
+}
+
+async fn ask_web(dns: SocketAddr) -> Message {
+    query_with(dns, "web.service.consul.", RecordType::A, EDNS).await
+}
+
+/// GET on the server's HTTP endpoint: (status, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("endpoint reachable");
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+/// The value of one metric line (exact name and labels as rendered).
+async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").await;
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn setup(
+    tweak: impl FnOnce(&mut consul_dns::config::Config),
+) -> (Emulator, consul_dns::app::Running, SocketAddr, SocketAddr) {
+    let consul = emulator().await;
+    http_register(&consul.url(), &web(1)).await;
+    let running = server_with(&consul.url(), |c| {
+        c.http_addr = Some("127.0.0.1:0".parse().unwrap());
+        tweak(c);
+    })
+    .await;
+    let dns = running.dns_addrs[0];
+    let http = running.http_addr.expect("http endpoint bound");
+    eventually(WAIT, || async { ask_web(dns).await.answers.len() == 1 }).await;
+    (consul, running, dns, http)
+}
+
+#[tokio::test]
+async fn outage_is_answered_stale_with_ede_then_fresh() {
+    let (consul, running, dns, http) = setup(|c| c.dns.max_stale = Duration::from_secs(30)).await;
+    let m = ask_web(dns).await;
+    assert_eq!(ede(&m), None, "fresh answers carry no EDE");
+
+    consul.stop().await;
+    eventually(WAIT, || async { ede(&ask_web(dns).await) == Some(3) }).await;
+    // Throughout the outage: the last good data, marked Stale Answer (EDE 3).
+    for _ in 0..20 {
+        let m = ask_web(dns).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            lines(&m.answers),
+            vec!["web.service.consul. 0 IN A 10.2.1.1"]
+        );
+        assert_eq!(ede(&m), Some(3));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Without EDNS there is no OPT to carry the EDE, the answer is the same.
+    assert_eq!(
+        query(dns, "web.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len(),
+        1
+    );
+    assert!(metric(http, "consul_dns_stale_answers_total").await >= 20.0);
+    assert!(
+        metric(
+            http,
+            r#"consul_dns_watch_stale_seconds{watch="catalog/services"}"#
+        )
+        .await
+            > 0.0
+    );
+
+    consul.register(web(2)).unwrap();
+    consul.restart().await.unwrap();
+    eventually(WAIT, || async {
+        let m = ask_web(dns).await;
+        m.answers.len() == 2 && ede(&m).is_none()
+    })
+    .await;
+    assert_eq!(
+        metric(
+            http,
+            r#"consul_dns_watch_stale_seconds{watch="catalog/services"}"#
+        )
+        .await,
+        0.0
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn beyond_max_stale_is_servfail() {
+    let (consul, running, dns, http) =
+        setup(|c| c.dns.max_stale = Duration::from_millis(500)).await;
+    consul.stop().await;
+    eventually(WAIT, || async {
+        ask_web(dns).await.metadata.response_code == ResponseCode::ServFail
+    })
+    .await;
+    // Unknown names rest on the service list, just as stale: SERVFAIL too, not NXDOMAIN.
+    let m = query_with(dns, "nosuch.service.consul.", RecordType::A, EDNS).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(metric(http, "consul_dns_max_stale_exceeded_total").await >= 2.0);
+    consul.restart().await.unwrap();
+    eventually(WAIT, || async { ask_web(dns).await.answers.len() == 1 }).await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn forbidden_keeps_data() {
+    let (consul, running, dns, http) = setup(|_| {}).await;
+    consul.set_fault(Fault::Status(403, "ACL not found".into()));
+    consul.register(web(2)).unwrap(); // wakes the long polls; the next reads get 403
+    eventually(WAIT, || async {
+        metric(
+            http,
+            r#"consul_dns_consul_requests_total{endpoint="v1/health/service",status="403"}"#,
+        )
+        .await
+            > 0.0
+    })
+    .await;
+    let m = ask_web(dns).await;
+    assert!(!m.answers.is_empty(), "a 403 must not remove known data");
+    assert_eq!(
+        ede(&m),
+        Some(3),
+        "served from a failing watch: marked stale"
+    );
+    consul.set_fault(Fault::None);
+    eventually(WAIT, || async { ask_web(dns).await.answers.len() == 2 }).await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn acl_filtered_empty_result_keeps_data() {
+    let (consul, running, dns, http) = setup(|_| {}).await;
+    consul.set_acl_filter_all(true);
+    consul.register(web(2)).unwrap(); // wakes the long polls with empty, ACL-filtered answers
+    eventually(WAIT, || async {
+        metric(http, "consul_dns_acl_filtered_ignored_total").await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        lines(&ask_web(dns).await.answers),
+        vec!["web.service.consul. 0 IN A 10.2.1.1"]
+    );
+    assert_eq!(
+        rcode(&query(dns, "node1.node.consul.", RecordType::A).await),
+        ResponseCode::NoError
+    );
+    consul.set_acl_filter_all(false);
+    consul.register(web(3)).unwrap();
+    eventually(WAIT, || async { ask_web(dns).await.answers.len() == 3 }).await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn leader_loss_is_measured() {
+    let (consul, running, _dns, http) = setup(|_| {}).await;
+    assert_eq!(metric(http, "consul_dns_consul_known_leader").await, 1.0);
+    consul.set_known_leader(false);
+    consul.register(web(2)).unwrap();
+    eventually(WAIT, || async {
+        metric(http, "consul_dns_consul_known_leader").await == 0.0
+    })
+    .await;
+    consul.set_known_leader(true);
+    consul.register(web(3)).unwrap();
+    eventually(WAIT, || async {
+        metric(http, "consul_dns_consul_known_leader").await == 1.0
+    })
+    .await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn beyond_max_watches_services_are_polled() {
+    let (consul, running, dns, http) = setup(|c| {
+        c.max_watches = 1;
+        c.watch_poll_interval = Duration::from_millis(300);
+    })
+    .await;
+    let url = consul.url();
+    http_register(
+        &url,
+        &instance(
+            "node7",
+            "192.168.56.7",
+            "api",
+            "api1",
+            "10.2.2.1",
+            80,
+            &[],
+            "passing",
+        ),
+    )
+    .await;
+    let api = |dns| async move {
+        query_with(dns, "api.service.consul.", RecordType::A, EDNS)
+            .await
+            .answers
+            .len()
+    };
+    eventually(WAIT, || async { api(dns).await == 1 }).await;
+    assert_eq!(metric(http, "consul_dns_watches_blocking").await, 1.0);
+    assert_eq!(metric(http, "consul_dns_watches_polling").await, 1.0);
+    // The polled service follows changes on its timer, with no long poll held for it.
+    http_register(
+        &url,
+        &instance(
+            "node8",
+            "192.168.56.8",
+            "api",
+            "api2",
+            "10.2.2.2",
+            80,
+            &[],
+            "passing",
+        ),
+    )
+    .await;
+    eventually(WAIT, || async { api(dns).await == 2 }).await;
+    let long_polls = consul
+        .request_log()
+        .iter()
+        .filter(|r| r.path == "/v1/health/service/api" && r.query.contains("index="))
+        .count();
+    assert_eq!(long_polls, 0, "a polled service holds no blocking query");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_all_services_has_no_cold_misses() {
+    let consul = emulator().await;
+    http_register(&consul.url(), &web(1)).await;
+    let running = server_with(&consul.url(), |c| c.watch_all_services = true).await;
+    eventually(WAIT, || async {
+        consul.requests_to("/v1/health/service/web") > 0
+    })
+    .await;
+    let loads = || {
+        consul
+            .request_log()
+            .iter()
+            .filter(|r| r.path == "/v1/health/service/web" && !r.query.contains("index="))
+            .count()
+    };
+    let before = loads();
+    assert_eq!(ask_web(running.dns_addrs[0]).await.answers.len(), 1);
+    assert_eq!(
+        loads(),
+        before,
+        "the first query found the service already loaded"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_endpoints_follow_the_first_sync() {
+    let consul = emulator().await;
+    http_register(&consul.url(), &web(1)).await;
+    consul.stop().await;
+    let running = server_with(&consul.url(), |c| {
+        c.http_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.startup_wait = Duration::from_millis(100);
+    })
+    .await;
+    let http = running.http_addr.unwrap();
+    assert_eq!(http_get(http, "/health/live").await.0, 200);
+    assert_eq!(http_get(http, "/health/ready").await.0, 503);
+    consul.restart().await.unwrap();
+    eventually(WAIT, || async {
+        http_get(http, "/health/ready").await.0 == 200
+    })
+    .await;
+
+    let dns = running.dns_addrs[0];
+    ask_web(dns).await;
+    query_with(dns, "nosuch.service.consul.", RecordType::A, EDNS).await;
+    assert!(
+        metric(
+            http,
+            r#"consul_dns_dns_queries_total{qtype="A",rcode="NOERROR"}"#
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        metric(
+            http,
+            r#"consul_dns_dns_queries_total{qtype="A",rcode="NXDOMAIN"}"#
+        )
+        .await
+            >= 1.0
+    );
+    assert!(metric(http, "consul_dns_answer_seconds_count").await >= 2.0);
+    assert!(metric(http, "consul_dns_view_misses_total").await >= 1.0);
+    running.shutdown().await;
+}

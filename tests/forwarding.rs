@@ -381,3 +381,36 @@ fn by_default_only_loopback_clients_may_recurse() {
     drop(up);
     drop(rt);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_lookups_of_unknown_addresses_go_to_the_recursors() {
+    let emu = common::emulator().await;
+    emu.seed_demo();
+    let zones = TempDir::new("fwd-ptr");
+    zones.write(
+        "7.10.in-addr.arpa.zone",
+        "$TTL 60\n@ IN SOA ns.cluster.internal. hostmaster.cluster.internal. 1 3600 600 86400 30\n5.0 IN PTR printer.cluster.internal.\n",
+    );
+    let dir = zones.path().to_path_buf();
+    let up = common::server_with(&emu.url(), move |c| c.zones = Some(dir)).await;
+    let fwd = forwarder(&emu.url(), vec![up.dns_addrs[0]], |_| {}).await;
+    let s = fwd.dns_addrs[0];
+    // An address the view knows: answered here, authoritatively.
+    let m = ask(LO, s, "11.56.168.192.in-addr.arpa", RecordType::PTR, true).await;
+    assert!(m.metadata.authoritative && m.metadata.recursion_available);
+    common::assert_records(
+        "node PTR",
+        &m.answers,
+        &["11.56.168.192.in-addr.arpa. 0 IN PTR node1.node.dc1.consul."],
+    );
+    // One it does not: forwarded (Consul sends PTR misses to its recursors).
+    let m = ask(LO, s, "5.0.7.10.in-addr.arpa", RecordType::PTR, true).await;
+    assert!(!m.metadata.authoritative && m.metadata.recursion_available);
+    common::assert_records(
+        "forwarded PTR",
+        &m.answers,
+        &["5.0.7.10.in-addr.arpa. * IN PTR printer.cluster.internal."],
+    );
+    fwd.shutdown().await;
+    up.shutdown().await;
+}

@@ -1,25 +1,31 @@
-//! Wires the parts together: `start` binds the sockets, starts the Consul sync and the DNS
-//! server, and returns a handle that shuts everything down.
+//! Wires the parts together: `start` loads the static zones, binds the sockets, starts the
+//! Consul sync and the DNS server, and returns a handle that reloads the zones and shuts
+//! everything down.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_server::proto::rr::Name;
-use hickory_server::zone_handler::Catalog;
+use arc_swap::ArcSwap;
+use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::zone_handler::{Catalog, ZoneHandler};
 use hickory_server::Server;
 use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin;
 use crate::config::Config;
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
-use crate::dns::handler::{DnsHandler, ResponseLimits};
+use crate::dns::forward::{ForwardError, Forwarder};
+use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
 use crate::dns::prepared::Settings;
 use crate::dns::server::{self, BindError};
 use crate::dns::zone::{ConsulZone, SoaTimers, ZoneOptions};
+use crate::dns::zones::{ZoneError, ZoneSet};
 use crate::metrics::Metrics;
 use crate::view::View;
 
@@ -38,6 +44,10 @@ pub enum StartError {
     Consul(#[from] ConsulError),
     #[error("invalid domain {0:?}")]
     Domain(String),
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
 }
 
 /// A running server.
@@ -49,11 +59,88 @@ pub struct Running {
     server: Server<DnsHandler>,
     syncer: Arc<Syncer>,
     stop_http: CancellationToken,
+    zones: Arc<StaticZones>,
+}
+
+/// What reloading the zones needs: the directory, the zones served now, the Catalog the
+/// handler reads, and the forwarder to put back in each new Catalog.
+struct StaticZones {
+    dir: Option<PathBuf>,
+    /// The Consul domains (no static zone may be inside them).
+    reserved: Vec<Name>,
+    current: Mutex<ZoneSet>,
+    catalog: Arc<ArcSwap<Catalog>>,
+    forwarder: Option<Arc<dyn ZoneHandler>>,
+}
+
+impl StaticZones {
+    fn catalog(&self, zones: &ZoneSet) -> Catalog {
+        let mut catalog = Catalog::new();
+        zones.register(&mut catalog);
+        if let Some(forwarder) = &self.forwarder {
+            catalog.upsert(LowerName::from(Name::root()), vec![Arc::clone(forwarder)]);
+        }
+        catalog
+    }
+}
+
+/// The outcome of [`Running::reload_zones`].
+#[derive(Debug)]
+pub struct ReloadSummary {
+    /// Zones served after the reload.
+    pub served: usize,
+    /// Zones that failed (each keeps its previous version, if it had one).
+    pub failed: Vec<String>,
+    /// Zones dropped because their file is gone.
+    pub removed: Vec<String>,
 }
 
 impl Running {
     pub fn syncer(&self) -> &Arc<Syncer> {
         &self.syncer
+    }
+
+    /// Reloads the static zones (SIGHUP): a zone that fails to load keeps its previous
+    /// version and the reason is logged; the forwarder and its cache are kept.
+    pub async fn reload_zones(&self) -> ReloadSummary {
+        let z = &self.zones;
+        let Some(dir) = &z.dir else {
+            info!("reload: no zones directory configured");
+            return ReloadSummary {
+                served: 0,
+                failed: Vec::new(),
+                removed: Vec::new(),
+            };
+        };
+        let mut current = z.current.lock().await;
+        let reload = current.reload(dir, &z.reserved).await;
+        for e in &reload.errors {
+            if reload.zones.zones().any(|z| z.path == e.path()) {
+                warn!("reload: {e}; still serving its previous version");
+            } else {
+                warn!("reload: {e}; not served");
+            }
+        }
+        for origin in &reload.removed {
+            info!(zone = %origin, "reload: zone file gone; {origin} is no longer served");
+        }
+        for zone in reload.zones.zones() {
+            info!(zone = %zone.origin, file = %zone.path.display(), records = zone.records, "serving zone {}", zone.origin);
+        }
+        z.catalog.store(Arc::new(z.catalog(&reload.zones)));
+        info!(
+            zones = reload.zones.len(),
+            failed = reload.errors.len(),
+            "zones reloaded from {}",
+            dir.display()
+        );
+        let summary = ReloadSummary {
+            served: reload.zones.len(),
+            failed: reload.errors.iter().map(ToString::to_string).collect(),
+            removed: reload.removed.iter().map(ToString::to_string).collect(),
+        };
+        *current = reload.zones;
+        summary
     }
 
     /// Stops listening, lets in-flight queries finish, ends the Consul watches.
@@ -104,10 +191,36 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if dns.prefer_namespace {
         tracing::warn!("prefer_namespace has no effect: namespaces are not supported");
     }
-    if !config.recursors.is_empty() {
-        tracing::warn!("recursors are configured, but forwarding is not implemented yet: names outside the Consul domain are REFUSED");
-    }
+    let zones = match &config.zones {
+        Some(dir) => {
+            let zones = ZoneSet::load(dir, &domains).await?;
+            for zone in zones.zones() {
+                info!(zone = %zone.origin, file = %zone.path.display(), records = zone.records, "serving zone {}", zone.origin);
+            }
+            if zones.is_empty() {
+                info!("no zone files (*.zone) in {}", dir.display());
+            }
+            zones
+        }
+        None => ZoneSet::default(),
+    };
+    let forwarder: Option<Arc<dyn ZoneHandler>> = if config.recursors.is_empty() {
+        None
+    } else {
+        let forwarder = Forwarder::new(
+            &config.recursors,
+            dns.recursor_strategy,
+            dns.recursor_timeout,
+        )?;
+        info!(
+            recursors = ?config.recursors,
+            allow_recursion = ?config.allow_recursion,
+            "forwarding other names to the recursors"
+        );
+        Some(Arc::new(forwarder))
+    };
 
+    let domains_for_zones = domains.clone();
     let settings = Settings {
         domains: domains.clone(),
         datacenter: String::new(),
@@ -150,14 +263,27 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         },
         Arc::clone(&syncer),
     ));
+    let static_zones = Arc::new(StaticZones {
+        dir: config.zones.clone(),
+        reserved: domains_for_zones,
+        current: Mutex::new(ZoneSet::default()),
+        catalog: Arc::new(ArcSwap::from_pointee(Catalog::new())),
+        forwarder,
+    });
+    static_zones
+        .catalog
+        .store(Arc::new(static_zones.catalog(&zones)));
+    *static_zones.current.lock().await = zones;
     let handler = DnsHandler::new(
         zone,
-        Catalog::new(),
+        Arc::clone(&static_zones.catalog),
         ResponseLimits {
             udp_answer_limit: dns.udp_answer_limit as usize,
             max_udp_payload: MAX_UDP_PAYLOAD,
-            // Forwarding is not implemented yet: never claim recursion.
-            recursion_available: false,
+        },
+        RecursionPolicy {
+            forwarding: static_zones.forwarder.is_some(),
+            allow: config.allow_recursion.clone(),
         },
         Arc::clone(&metrics),
     );
@@ -182,6 +308,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         http_addr,
         server,
         syncer,
+        zones: static_zones,
         stop_http,
     })
 }

@@ -51,6 +51,7 @@ fn init_tracing(level: &str) {
 }
 
 async fn run(mut config: Config) -> ExitCode {
+    let mut signals = Signals::install();
     let _emulator = if config.dev {
         match dev::run_dev(config.dev_http).await {
             Ok(emulator) => {
@@ -77,7 +78,7 @@ async fn run(mut config: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    shutdown_signal().await;
+    signals.wait(&running).await;
     info!("shutting down");
     if tokio::time::timeout(SHUTDOWN_GRACE, running.shutdown())
         .await
@@ -88,24 +89,52 @@ async fn run(mut config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
+/// The signals the server reacts to, installed before it starts so that an early SIGHUP
+/// does not kill it.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let unix = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(term), Ok(hup)) => Some((term, hup)),
+                _ => {
+                    error!(
+                        "cannot install the SIGTERM/SIGHUP handlers; only Ctrl-C stops the server"
+                    );
+                    None
+                }
+            };
+            Signals { unix }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Returns on SIGTERM or SIGINT; reloads the static zones on every SIGHUP.
+    async fn wait(&mut self, running: &app::Running) {
+        #[cfg(unix)]
+        if let Some((term, hup)) = &mut self.unix {
+            loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => {
+                        info!("SIGHUP: reloading the zones");
+                        running.reload_zones().await;
+                    }
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
+        let _ = running;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

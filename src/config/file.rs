@@ -8,16 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::duration::parse_go_duration;
 use super::values::{
     normalize_consul_addr, normalize_datacenter, normalize_domain, parse_listen_addr,
-    parse_recursor, ttl_seconds,
+    parse_network, parse_recursor, ttl_seconds,
 };
 use super::{
     check_listen_list, ConfigError, FileLocation, RecursorStrategy, Secret, MAX_BLOCKING_WAIT,
@@ -48,6 +49,8 @@ macro_rules! raw_structs {
             alt_domain: Raw,
             datacenter: Raw,
             recursors: Raw,
+            allow_recursion: Raw,
+            zones: Raw,
             max_watches: Raw,
             watch_idle_timeout: Raw,
             startup_wait: Raw,
@@ -117,6 +120,8 @@ pub(super) struct FileConfig {
     pub alt_domain: Option<String>,
     pub datacenter: Option<String>,
     pub recursors: Option<Vec<SocketAddr>>,
+    pub allow_recursion: Option<Vec<IpNet>>,
+    pub zones: Option<PathBuf>,
     pub max_watches: Option<usize>,
     pub watch_idle_timeout: Option<Duration>,
     pub startup_wait: Option<Duration>,
@@ -205,6 +210,12 @@ impl FileConfig {
         let recursors = f("recursors", raw.recursors)
             .map(|field| ctx.recursors(&field))
             .transpose()?;
+        let allow_recursion = f("allow_recursion", raw.allow_recursion)
+            .map(|field| ctx.networks(&field))
+            .transpose()?;
+        let zones = f("zones", raw.zones)
+            .map(|field| ctx.string(&field).map(PathBuf::from))
+            .transpose()?;
         let max_watches = f("max_watches", raw.max_watches)
             .map(|field| ctx.max_watches(&field))
             .transpose()?;
@@ -244,6 +255,8 @@ impl FileConfig {
             alt_domain: map_string("alt_domain", raw.alt_domain, normalize_domain)?,
             datacenter: map_string("datacenter", raw.datacenter, normalize_datacenter)?,
             recursors,
+            allow_recursion,
+            zones,
             max_watches,
             watch_idle_timeout,
             startup_wait,
@@ -469,6 +482,18 @@ impl Ctx<'_> {
             // Duplicates are dropped, keeping the first, as Consul does.
             if !out.contains(&addr) {
                 out.push(addr);
+            }
+        }
+        Ok(out)
+    }
+
+    fn networks(&self, field: &Field) -> Result<Vec<IpNet>, ConfigError> {
+        let mut out: Vec<IpNet> = Vec::new();
+        for item in self.string_list(field)? {
+            let s = self.string(&item)?;
+            let net = parse_network(&s).map_err(|reason| self.invalid(&item, reason))?;
+            if !out.contains(&net) {
+                out.push(net);
             }
         }
         Ok(out)

@@ -13,19 +13,20 @@ mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
 
 use file::FileConfig;
 
 pub use duration::parse_go_duration;
 pub use values::{
     normalize_consul_addr, normalize_datacenter, normalize_domain, parse_listen_addr,
-    parse_recursor,
+    parse_network, parse_recursor,
 };
 
 /// Default Consul HTTP API address (as Consul's CLI).
@@ -53,6 +54,16 @@ pub const DEFAULT_WATCH_POLL_INTERVAL: Duration = Duration::from_secs(30);
 pub const MIN_BLOCKING_WAIT: Duration = Duration::from_secs(1);
 /// Largest accepted `blocking_wait` (Consul caps a blocking query's wait at 10 minutes).
 pub const MAX_BLOCKING_WAIT: Duration = Duration::from_secs(600);
+/// The static zones directory served when neither `--zones` nor `zones` is set, if it
+/// exists (relative to the working directory).
+pub const DEFAULT_ZONES_DIR: &str = "zones";
+/// Default `allow_recursion`: loopback only.
+pub fn default_allow_recursion() -> Vec<IpNet> {
+    vec![
+        IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+        IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+    ]
+}
 /// Consul's hard cap on `udp_answer_limit` (`maxUDPAnswerLimit` in `agent/dns.go`).
 pub const MAX_UDP_ANSWER_LIMIT: u32 = 8;
 
@@ -63,7 +74,9 @@ consul-dns is a standalone, authoritative DNS server for the Consul domain (cons
 default): a drop-in for the DNS interface of a Consul agent. It answers service, tag, \
 RFC 2782 SRV, node and .addr lookups from an in-memory view of the catalog, kept fresh \
 by blocking queries to Consul's HTTP API, and keeps answering from the last good data \
-when Consul is unreachable. Names outside the Consul domain are refused.
+when Consul is unreachable. It also serves static zone files (--zones) and forwards \
+other names to upstream resolvers (--recursor) for clients in --allow-recursion \
+networks; other names are refused. SIGHUP reloads the zone files.
 
 Settings come from command-line flags, environment variables (CONSUL_HTTP_ADDR, \
 CONSUL_HTTP_TOKEN), a TOML config file (--config) whose keys are Consul's dns_config \
@@ -131,6 +144,40 @@ pub struct Cli {
                 [default: learned from the Consul agent]"
     )]
     pub datacenter: Option<String>,
+
+    /// Static zones directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        value_parser = values::parse_zones_arg,
+        help = "Directory of RFC 1035 zone files named <origin>.zone, served \
+                authoritatively beside the Consul domain and reloaded on SIGHUP; \"\" serves \
+                none [default: ./zones if it exists]"
+    )]
+    pub zones: Option<PathBuf>,
+
+    /// Upstream resolvers.
+    #[arg(
+        long = "recursor",
+        value_name = "ADDR",
+        value_parser = values::parse_recursor_arg,
+        help = "Upstream resolver for names outside the Consul domain and the static zones \
+                (Consul's -recursor); repeat for several; port 53 unless given, e.g. \
+                192.0.2.53 or [2001:db8::53]:5353; overrides `recursors` in the config file \
+                [default: none: such names are refused]"
+    )]
+    pub recursors: Vec<SocketAddr>,
+
+    /// Networks allowed to recurse.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        value_parser = values::parse_network_arg,
+        help = "Network whose clients may have names forwarded to the recursors, e.g. \
+                10.2.0.0/16; repeat for several; others get REFUSED for such names \
+                [default: 127.0.0.0/8 and ::1/128]"
+    )]
+    pub allow_recursion: Vec<IpNet>,
 
     /// Config file.
     #[arg(
@@ -420,6 +467,10 @@ pub struct Config {
     pub datacenter: Option<String>,
     /// Upstream resolvers, in configuration order, without duplicates.
     pub recursors: Vec<SocketAddr>,
+    /// Clients allowed to use the recursors (host bits cleared).
+    pub allow_recursion: Vec<IpNet>,
+    /// The static zones directory, if any.
+    pub zones: Option<PathBuf>,
     /// Consul's `dns_config` options.
     pub dns: DnsConfig,
     /// Cap on live per-service watches (≥ 1).
@@ -460,6 +511,8 @@ impl Default for Config {
             alt_domain: None,
             datacenter: None,
             recursors: Vec::new(),
+            allow_recursion: default_allow_recursion(),
+            zones: None,
             dns: DnsConfig::default(),
             max_watches: DEFAULT_MAX_WATCHES,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
@@ -479,13 +532,19 @@ impl Default for Config {
 
 impl Config {
     /// Reads the config file named by `--config` (if any) and merges it with the flags
-    /// and the defaults.
+    /// and the defaults. When neither sets the zones directory, [`DEFAULT_ZONES_DIR`] is
+    /// served if it exists.
     pub fn load(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => FileConfig::read(path)?,
             None => FileConfig::default(),
         };
-        Config::merge(cli, file)
+        let zones_unset = cli.zones.is_none() && file.zones.is_none();
+        let mut config = Config::merge(cli, file)?;
+        if zones_unset && Path::new(DEFAULT_ZONES_DIR).is_dir() {
+            config.zones = Some(PathBuf::from(DEFAULT_ZONES_DIR));
+        }
+        Ok(config)
     }
 
     /// Defaults, listening on `127.0.0.1:0`, talking to `consul_addr` (normalised when
@@ -559,7 +618,27 @@ impl Config {
             domain,
             alt_domain,
             datacenter,
-            recursors: file.recursors.unwrap_or_default(),
+            recursors: if cli.recursors.is_empty() {
+                file.recursors.unwrap_or_default()
+            } else {
+                let mut unique: Vec<SocketAddr> = Vec::new();
+                for r in cli.recursors {
+                    if !unique.contains(&r) {
+                        unique.push(r);
+                    }
+                }
+                unique
+            },
+            allow_recursion: if cli.allow_recursion.is_empty() {
+                file.allow_recursion.unwrap_or(defaults.allow_recursion)
+            } else {
+                cli.allow_recursion.iter().map(IpNet::trunc).collect()
+            },
+            // An empty path ("--zones ''", `zones = ""`) serves no zones.
+            zones: cli
+                .zones
+                .or(file.zones)
+                .filter(|p| !p.as_os_str().is_empty()),
             dns: apply_dns(DnsConfig::default(), file.dns),
             max_watches: file.max_watches.unwrap_or(defaults.max_watches),
             watch_idle_timeout: file

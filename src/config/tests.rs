@@ -159,6 +159,7 @@ fn example_file_commented_keys_parse_too() {
     assert_eq!(c.alt_domain.as_deref(), Some("consul.example.com."));
     assert_eq!(c.datacenter.as_deref(), Some("dc1"));
     assert_eq!(c.recursors.len(), 2);
+    assert_eq!(c.zones.as_deref(), Some(Path::new("/etc/consul-dns/zones")));
     assert_eq!(c.dns.service_ttl.ttl_for("web"), 10);
     assert_eq!(c.dns.service_ttl.ttl_for("dbx"), 66);
     assert_eq!(c.dns.service_ttl.ttl_for("api"), 5);
@@ -695,4 +696,97 @@ fn listen_is_repeatable_and_accepts_ipv6_and_port_zero() {
         "",
     );
     assert_eq!(invalid_key(&e), "--listen");
+}
+
+// ---- static zones and recursion ----
+
+fn net(s: &str) -> IpNet {
+    match s.parse() {
+        Ok(n) => n,
+        Err(e) => panic!("{s}: {e}"),
+    }
+}
+
+#[test]
+fn recursion_defaults_to_loopback_and_no_zones() {
+    let c = load_ok(&[], "");
+    assert_eq!(c.allow_recursion, vec![net("127.0.0.0/8"), net("::1/128")]);
+    assert_eq!(c.zones, None);
+    assert!(c.recursors.is_empty());
+}
+
+#[test]
+fn allow_recursion_and_zones_from_file() {
+    let c = load_ok(
+        &[],
+        "allow_recursion = [\"10.2.0.0/16\", \"192.0.2.7\", \"10.2.3.4/16\", \"fd00::/8\"]\nzones = \"/srv/zones\"\n",
+    );
+    assert_eq!(
+        c.allow_recursion,
+        vec![net("10.2.0.0/16"), net("192.0.2.7/32"), net("fd00::/8")],
+        "host bits cleared, duplicates dropped"
+    );
+    assert_eq!(c.zones.as_deref(), Some(Path::new("/srv/zones")));
+    let c = load_ok(&[], "allow_recursion = []\nzones = \"\"\n");
+    assert!(
+        c.allow_recursion.is_empty(),
+        "an empty list: nobody recurses"
+    );
+    assert_eq!(c.zones, None, "\"\" serves no zones");
+    let c = load_ok(&[], "allow_recursion = \"0.0.0.0/0\"\n");
+    assert_eq!(c.allow_recursion, vec![net("0.0.0.0/0")]);
+}
+
+#[test]
+fn bad_allow_recursion_names_the_key() {
+    let (e, s) = load_err(&[], "allow_recursion = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n");
+    assert_eq!(invalid_key(&e), "allow_recursion[1]");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:1: allow_recursion[1] \"10.0.0.0/33\": "),
+        "{s}"
+    );
+    let (e, _) = load_err(&[], "zones = 3\n");
+    assert_eq!(invalid_key(&e), "zones");
+}
+
+#[test]
+fn recursion_flags_override_file() {
+    let file =
+        "recursors = [\"9.9.9.9\"]\nallow_recursion = [\"10.0.0.0/8\"]\nzones = \"/srv/zones\"\n";
+    let c = load_ok(
+        &[
+            "--recursor",
+            "127.0.0.1:5353",
+            "--recursor",
+            "::1",
+            "--recursor",
+            "127.0.0.1:5353",
+            "--allow-recursion",
+            "192.0.2.0/24",
+            "--allow-recursion",
+            "2001:db8::1",
+            "--zones",
+            "",
+        ],
+        file,
+    );
+    assert_eq!(c.recursors, vec![addr("127.0.0.1:5353"), addr("[::1]:53")]);
+    assert_eq!(
+        c.allow_recursion,
+        vec![net("192.0.2.0/24"), net("2001:db8::1/128")]
+    );
+    assert_eq!(
+        c.zones, None,
+        "--zones '' overrides the file and serves none"
+    );
+    let c = load_ok(&["--zones", "z"], file);
+    assert_eq!(c.zones.as_deref(), Some(Path::new("z")));
+}
+
+#[test]
+fn bad_recursion_flags_are_rejected() {
+    let argv = ["consul-dns", "--allow-recursion", "10.0.0.0/33"];
+    assert!(Cli::try_parse_from(argv).is_err());
+    let argv = ["consul-dns", "--recursor", "dns.google"];
+    assert!(Cli::try_parse_from(argv).is_err());
 }

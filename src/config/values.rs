@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 /// Normalises a Consul HTTP address the way Consul's CLI accepts it.
 ///
 /// `host:port` without a scheme gets `http://`; the scheme must be `http` or `https`;
@@ -170,6 +172,40 @@ pub fn parse_recursor(input: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// Parses a network for `allow_recursion`: `10.0.0.0/8`, `2001:db8::/32`, or a single
+/// address (`192.0.2.1` = `/32`, `::1` = `/128`). Host bits are cleared (`10.1.2.3/8` is
+/// `10.0.0.0/8`).
+pub fn parse_network(input: &str) -> Result<IpNet, String> {
+    let s = input.trim();
+    if let Ok(net) = IpNet::from_str(s) {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = IpAddr::from_str(s) {
+        return Ok(IpNet::from(ip));
+    }
+    Err(
+        "expected a network in CIDR notation (\"10.0.0.0/8\", \"2001:db8::/32\") or an IP \
+         address"
+            .to_string(),
+    )
+}
+
+/// clap value parser for `--recursor`.
+pub(crate) fn parse_recursor_arg(input: &str) -> Result<SocketAddr, String> {
+    parse_recursor(input)
+}
+
+/// clap value parser for `--zones` (an empty value, which clap's path parser rejects, means
+/// no zones).
+pub(crate) fn parse_zones_arg(input: &str) -> Result<std::path::PathBuf, String> {
+    Ok(std::path::PathBuf::from(input))
+}
+
+/// clap value parser for `--allow-recursion`.
+pub(crate) fn parse_network_arg(input: &str) -> Result<IpNet, String> {
+    parse_network(input)
+}
+
 /// Converts a TTL duration to whole seconds (fractions truncated, as Consul does).
 pub fn ttl_seconds(d: Duration) -> Result<u32, String> {
     u32::try_from(d.as_secs())
@@ -311,6 +347,28 @@ mod tests {
             "8.8.8.8:99999",
         ] {
             assert!(parse_recursor(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn networks() {
+        let ok = [
+            ("127.0.0.0/8", "127.0.0.0/8"),
+            ("10.1.2.3/8", "10.0.0.0/8"),
+            ("192.0.2.1", "192.0.2.1/32"),
+            ("::1", "::1/128"),
+            ("::1/128", "::1/128"),
+            (" 2001:db8::1/32 ", "2001:db8::/32"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(
+                parse_network(input).map(|n| n.to_string()).as_deref(),
+                Ok(want),
+                "{input}"
+            );
+        }
+        for bad in ["", "10.0.0.0/33", "localhost", "10.0.0.0/", "::1/129"] {
+            assert!(parse_network(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 

@@ -1,24 +1,31 @@
 //! The request handler: questions under the Consul domain are answered by `ConsulZone`;
-//! everything else (other zones, forwarding, malformed or non-query messages) goes to
-//! hickory's `Catalog`, which answers REFUSED for names it does not serve.
+//! everything else (static zones, forwarding, malformed or non-query messages) goes to
+//! hickory's `Catalog`, which answers REFUSED for names it does not serve. The Catalog holds
+//! the static zones and, when recursors are configured, the forwarder at the root; it is
+//! swapped whole when the zones are reloaded. Names that would be forwarded are REFUSED to
+//! clients outside `allow_recursion`, and RA is set only for clients that may recurse.
 //!
 //! The Consul domain is handled here rather than through a `ZoneHandler` in the Catalog so
 //! that we control what a zone handler cannot: Consul's per-query shuffling and answer
 //! limits, SRV additional records rebuilt after a cut, and the TC bit.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::net::NetError;
 use hickory_server::proto::op::{
-    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::rdata::opt::EdnsOption;
 use hickory_server::proto::rr::{RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
-use tracing::warn;
+use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, ZoneType};
+use ipnet::IpNet;
+use tracing::{debug, warn};
 
 use super::zone::{Answer, ConsulZone};
 use crate::metrics::Metrics;
@@ -30,8 +37,23 @@ pub struct ResponseLimits {
     pub udp_answer_limit: usize,
     /// The largest UDP payload we send, whatever the client advertises.
     pub max_udp_payload: u16,
-    /// RA flag: set when forwarding is configured.
-    pub recursion_available: bool,
+}
+
+/// Who may have names forwarded to the recursors.
+#[derive(Debug, Clone, Default)]
+pub struct RecursionPolicy {
+    /// Recursors are configured (the Catalog holds a forwarder).
+    pub forwarding: bool,
+    /// `allow_recursion`.
+    pub allow: Vec<IpNet>,
+}
+
+impl RecursionPolicy {
+    /// Recursion is available to a client at `ip` (RA set, other names forwarded).
+    pub fn available_to(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.forwarding && self.allow.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// RFC 8914 Extended DNS Error option code.
@@ -41,24 +63,137 @@ const EDE_STALE_ANSWER: u16 = 3;
 
 pub struct DnsHandler {
     zone: Arc<ConsulZone>,
-    catalog: Catalog,
+    catalog: Arc<ArcSwap<Catalog>>,
     limits: ResponseLimits,
+    recursion: RecursionPolicy,
     metrics: Arc<Metrics>,
 }
 
 impl DnsHandler {
+    /// `catalog` is shared with whoever reloads the zones: they store a new Catalog there.
     pub fn new(
         zone: Arc<ConsulZone>,
-        catalog: Catalog,
+        catalog: Arc<ArcSwap<Catalog>>,
         limits: ResponseLimits,
+        recursion: RecursionPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
         DnsHandler {
             zone,
             catalog,
             limits,
+            recursion,
             metrics,
         }
+    }
+
+    /// Everything outside the Consul domain: REFUSED if the name would be forwarded and
+    /// the client may not recurse, else the Catalog, with RA per client.
+    async fn other<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+        recursion: bool,
+    ) -> ResponseInfo {
+        // The Catalog sizes UDP answers by the client's EDNS payload; keep our cap (no IP
+        // fragmentation) by handing it a copy of the request with the payload lowered.
+        let capped;
+        let request = match self.capped_request(request) {
+            Some(r) => {
+                capped = r;
+                &capped
+            }
+            None => request,
+        };
+        let catalog = self.catalog.load_full();
+        let is_query = request.metadata.message_type == MessageType::Query
+            && request.metadata.op_code == OpCode::Query;
+        if is_query && !recursion {
+            let forwarded = request.queries.queries().first().is_some_and(|q| {
+                catalog
+                    .find(q.name())
+                    .and_then(|handlers| handlers.first())
+                    .is_some_and(|h| h.zone_type() == ZoneType::External)
+            });
+            if forwarded {
+                debug!(client = %request.src(), "recursion not allowed for this client: REFUSED");
+                return self.refuse(request, response_handle).await;
+            }
+        }
+        catalog
+            .handle_request::<_, T>(
+                request,
+                SetRecursionAvailable {
+                    inner: response_handle,
+                    recursion_available: recursion,
+                },
+            )
+            .await
+    }
+
+    async fn refuse<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let edns = self.response_edns(request);
+        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+            .error_msg(&request.metadata, ResponseCode::Refused);
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => send_failed(request, &error),
+        }
+    }
+
+    /// A UDP request advertising more than `max_udp_payload`, re-encoded advertising that.
+    fn capped_request(&self, request: &Request) -> Option<Request> {
+        let max = self.limits.max_udp_payload.max(512);
+        if request.protocol() != Protocol::Udp
+            || request.edns.as_ref().is_none_or(|e| e.max_payload() <= max)
+        {
+            return None;
+        }
+        let mut message = Message::from_vec(request.as_slice()).ok()?;
+        message.edns.as_mut()?.set_max_payload(max);
+        Request::from_bytes(message.to_vec().ok()?, request.src(), request.protocol()).ok()
+    }
+
+    fn response_edns(&self, request: &Request) -> Option<Edns> {
+        request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(
+                req.max_payload()
+                    .clamp(512, self.limits.max_udp_payload.max(512)),
+            );
+            e.set_version(0);
+            e
+        })
+    }
+}
+
+/// Sets RA on the Catalog's responses: only for clients that may recurse (the Catalog sets
+/// it on forwarded answers, never on its authoritative ones).
+#[derive(Clone)]
+struct SetRecursionAvailable<R> {
+    inner: R,
+    recursion_available: bool,
+}
+
+#[async_trait::async_trait]
+impl<R: ResponseHandler> ResponseHandler for SetRecursionAvailable<R> {
+    async fn send_response<'a>(
+        &mut self,
+        mut response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        response.metadata_mut().recursion_available = self.recursion_available;
+        self.inner.send_response(response).await
     }
 }
 
@@ -94,11 +229,11 @@ impl DnsHandler {
             && request.metadata.op_code == OpCode::Query
             && request.queries.len() == 1
             && request.edns.as_ref().is_none_or(|e| e.version() == 0);
+        let recursion = self.recursion.available_to(request.src().ip());
         let query = request.queries.queries().first().filter(|_| plain_query);
         let Some(query) = query else {
             return self
-                .catalog
-                .handle_request::<R, T>(request, response_handle)
+                .other::<R, T>(request, response_handle, recursion)
                 .await;
         };
         // The Consul domain, else a reverse lookup of an address in the view, else the rest.
@@ -116,8 +251,7 @@ impl DnsHandler {
             (answer, None)
         } else {
             return self
-                .catalog
-                .handle_request::<R, T>(request, response_handle)
+                .other::<R, T>(request, response_handle, recursion)
                 .await;
         };
 
@@ -125,7 +259,7 @@ impl DnsHandler {
         metadata.response_code = answer.rcode;
         metadata.authoritative =
             matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
-        metadata.recursion_available = self.limits.recursion_available;
+        metadata.recursion_available = recursion;
         if request.protocol() == Protocol::Udp
             && request.edns.is_none()
             && answer.answers.len() > self.limits.udp_answer_limit
@@ -162,17 +296,19 @@ impl DnsHandler {
         );
         match response_handle.send_response(response).await {
             Ok(info) => info,
-            Err(error) => {
-                warn!(%error, "failed to send a response");
-                let mut metadata = Metadata::response_from_request(&request.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
-            }
+            Err(error) => send_failed(request, &error),
         }
     }
+}
+
+fn send_failed(request: &Request, error: &NetError) -> ResponseInfo {
+    warn!(%error, "failed to send a response");
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
 }
 
 /// RFC 8914 Extended DNS Error 3 "Stale Answer", with the age in its text.

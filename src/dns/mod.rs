@@ -1,8 +1,10 @@
 //! The DNS side: qname parsing, prepared records, answers for the Consul zone, the request
 //! handler and the sockets.
 
+pub mod forward;
 pub mod handler;
 pub mod name;
 pub mod prepared;
 pub mod server;
 pub mod zone;
+pub mod zones;

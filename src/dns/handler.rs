@@ -247,6 +247,7 @@ impl DnsHandler {
         } else if let Some(answer) = self
             .zone
             .reverse(query.original().name(), query.query_type())
+            .await
         {
             (answer, None)
         } else {

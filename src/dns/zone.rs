@@ -530,7 +530,7 @@ impl ConsulZone {
     /// Consul), else a service address of a service in the view
     /// (`<service>.service.<dc>.<domain>`). None when the address is unknown (or the
     /// question is not PTR/ANY under `in-addr.arpa`/`ip6.arpa`): the caller passes it on.
-    pub fn reverse(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
+    pub async fn reverse(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
         if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
             return None;
         }
@@ -540,6 +540,10 @@ impl ConsulZone {
         }
         let ip = net.addr();
         let view = self.syncer.view();
+        // Before the first sync the address may be ours: wait as for Consul names.
+        if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
+            return Some(Answer::code(ResponseCode::ServFail));
+        }
         let dc = view.datacenter()?;
         let domain = &self.options.domains[0];
         let (target, ttl) =

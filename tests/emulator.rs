@@ -972,3 +972,239 @@ async fn requests_are_counted_and_logged() {
     );
     assert!(log.windows(2).all(|w| w[0].received_at <= w[1].received_at));
 }
+
+// ---------------------------------------------------------------------------------------
+// Several datacenters and WAN address translation.
+
+async fn start_with(cfg: EmulatorConfig) -> Emulator {
+    Emulator::start(loopback(), cfg)
+        .await
+        .expect("start emulator")
+}
+
+fn two_dcs(translate_wan_addrs: bool) -> EmulatorConfig {
+    EmulatorConfig {
+        extra_datacenters: vec!["dc2".to_string()],
+        translate_wan_addrs,
+        ..EmulatorConfig::default()
+    }
+}
+
+async fn post(emu: &Emulator, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+    send(client().post(format!("{}{path}", emu.url())).body(body)).await
+}
+
+fn len(v: &Value) -> usize {
+    v.as_array().map_or(usize::MAX, Vec::len)
+}
+
+#[tokio::test]
+async fn datacenters_are_separate_catalogs_with_their_own_indexes() {
+    let emu = start_with(two_dcs(false)).await;
+    assert_eq!(
+        get(&emu, "/v1/catalog/datacenters").await.json(),
+        json!(["dc1", "dc2"])
+    );
+    let primary = emu.index();
+    assert_eq!(emu.index_of_dc("DC2"), Some(0));
+    assert_eq!(emu.index_of_dc("dc1"), Some(primary));
+    assert_eq!(emu.index_of_dc("dc3"), None);
+
+    // Body `Datacenter`, then `?dc=` (case-insensitive), then the programmatic API.
+    let body = json!({"Datacenter": "dc2", "Node": "n2", "Address": "10.0.2.1",
+                      "Service": {"ID": "web-a", "Service": "web", "Port": 80}});
+    let r = put(&emu, "/v1/catalog/register", body.to_string()).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "true"));
+    let body = json!({"Node": "n3", "Address": "10.0.2.2",
+                      "Service": {"ID": "web-b", "Service": "web", "Port": 80}});
+    let r = put(&emu, "/v1/catalog/register?dc=DC2", body.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    emu.register(json!({"Datacenter": "dc2", "Node": "n4", "Address": "10.0.2.3"}))
+        .expect("register in dc2");
+    assert_eq!(emu.index(), primary, "dc1 untouched");
+    assert_eq!(emu.index_of_dc("dc2"), Some(3));
+
+    assert_eq!(get(&emu, "/v1/health/service/web").await.json(), json!([]));
+    let r = get(&emu, "/v1/health/service/web?dc=Dc2").await;
+    assert_eq!(len(&r.json()), 2);
+    assert_eq!(r.json()[0]["Node"]["Datacenter"], "dc2");
+    assert_eq!(r.index(), 2, "dc2's own service index");
+    let r = get(&emu, "/v1/catalog/service/web?dc=dc2").await;
+    assert_eq!(r.json()[1]["Datacenter"], "dc2");
+    let nodes = get(&emu, "/v1/catalog/nodes?dc=dc2").await;
+    assert_eq!(len(&nodes.json()), 3, "no agent node in dc2");
+    assert_eq!(nodes.index(), 3);
+    assert_eq!(
+        get(&emu, "/v1/catalog/node/n2?dc=dc2").await.json()["Node"]["Datacenter"],
+        "dc2"
+    );
+    assert_eq!(
+        get(&emu, "/v1/catalog/node/consul-dev").await.json()["Node"]["Datacenter"],
+        "dc1"
+    );
+
+    let r = put(&emu, "/v1/catalog/deregister?dc=dc2", r#"{"Node": "n3"}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        len(&get(&emu, "/v1/health/service/web?dc=dc2").await.json()),
+        1
+    );
+    assert_eq!(emu.index_of_dc("dc2"), Some(4));
+
+    for path in [
+        "/v1/health/service/web?dc=dc3",
+        "/v1/catalog/nodes?dc=dc3",
+        "/v1/query/x/execute?dc=dc3",
+    ] {
+        let r = get(&emu, path).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text.as_str()),
+            (500, "No path to datacenter"),
+            "{path}"
+        );
+    }
+    let r = put(
+        &emu,
+        "/v1/catalog/register?dc=dc3",
+        r#"{"Node": "x", "Address": "a"}"#,
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 500);
+    let err = emu
+        .register(json!({"Datacenter": "dc3", "Node": "x", "Address": "a"}))
+        .expect_err("unknown dc");
+    assert_eq!(err, EmulatorError::NoPathToDatacenter);
+}
+
+#[tokio::test]
+async fn blocking_query_on_a_remote_datacenter_waits_on_its_index() {
+    let emu = start_with(two_dcs(false)).await;
+    let web = |dc: &str, status: &str| {
+        json!({"Datacenter": dc, "Node": "n1", "Address": "10.0.0.1",
+               "Service": {"Service": "web", "Port": 80},
+               "Check": {"Name": "web", "ServiceID": "web", "Status": status}})
+    };
+    emu.register(web("dc2", "passing")).expect("dc2");
+    let idx = get(&emu, "/v1/health/service/web?dc=dc2").await.index();
+    let pending = blocking(
+        &emu,
+        format!("/v1/health/service/web?dc=dc2&index={idx}&wait=5s"),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The same change in dc1 (whose indexes now run past dc2's) must not wake it.
+    for _ in 0..3 {
+        emu.register(web("dc1", "critical")).expect("dc1");
+        emu.register(web("dc1", "passing")).expect("dc1");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "woken by another datacenter");
+
+    let changed_at = Instant::now();
+    emu.register(web("dc2", "critical")).expect("dc2");
+    let (r, at) = pending.await.expect("join");
+    assert!(
+        at - changed_at < Duration::from_millis(50),
+        "{:?}",
+        at - changed_at
+    );
+    assert_eq!(r.index(), idx + 1);
+    assert_eq!(r.json()[0]["Checks"][0]["Status"], "critical");
+}
+
+/// A node with WAN tagged addresses running `db` (own address, WAN address and port),
+/// `cache` (no address) and, on `bar`, tagged IPv4 addresses only.
+fn wan_fixture(emu: &Emulator, dc: &str) {
+    emu.register(json!({
+        "Datacenter": dc, "Node": "foo", "Address": "10.1.0.1",
+        "TaggedAddresses": {"lan": "10.1.0.1", "wan": "198.18.1.1"},
+        "Service": {"Service": "db", "Port": 8080, "Address": "10.1.0.5",
+                    "TaggedAddresses": {"lan": {"Address": "10.1.0.5", "Port": 8080},
+                                        "wan": {"Address": "198.18.1.5", "Port": 80}}}
+    }))
+    .expect("db");
+    emu.register(
+        json!({"Datacenter": dc, "Node": "foo", "SkipNodeUpdate": true,
+                        "Service": {"Service": "cache", "Port": 6379}}),
+    )
+    .expect("cache");
+    emu.register(json!({
+        "Datacenter": dc, "Node": "bar", "Address": "10.1.0.2",
+        "TaggedAddresses": {"lan_ipv4": "10.1.0.2", "wan": "198.18.1.2",
+                            "wan_ipv4": "198.18.1.22"},
+        "Service": {"Service": "cache", "Port": 6379}
+    }))
+    .expect("bar");
+}
+
+#[tokio::test]
+async fn translate_wan_addrs_rewrites_answers_about_other_datacenters() {
+    let emu = start_with(two_dcs(true)).await;
+    wan_fixture(&emu, "dc1");
+    wan_fixture(&emu, "dc2");
+
+    let r = get(&emu, "/v1/health/service/db?dc=dc2").await;
+    assert_eq!(r.header("x-consul-translate-addresses"), "true");
+    let e = &r.json()[0];
+    assert_eq!(e["Node"]["Address"], "198.18.1.1");
+    assert_eq!(e["Service"]["Address"], "198.18.1.5");
+    assert_eq!(e["Service"]["Port"], 80);
+    assert_eq!(e["Node"]["TaggedAddresses"]["lan"], "10.1.0.1", "kept");
+    assert_eq!(e["Service"]["TaggedAddresses"]["wan"]["Port"], 80);
+
+    // No service address: stays empty (clients use the translated node address); no WAN
+    // port: unchanged. Accept-any order: tagged IPv4 (wan_ipv4) beats `wan`.
+    let cache = get(&emu, "/v1/health/service/cache?dc=dc2").await.json();
+    assert_eq!(cache[0]["Node"]["Address"], "198.18.1.22");
+    assert_eq!(cache[1]["Node"]["Address"], "198.18.1.1");
+    assert_eq!(cache[1]["Service"]["Address"], "");
+    assert_eq!(cache[1]["Service"]["Port"], 6379);
+
+    let c = &get(&emu, "/v1/catalog/service/db?dc=dc2").await.json()[0];
+    assert_eq!(
+        (&c["Address"], &c["ServiceAddress"], &c["ServicePort"]),
+        (&json!("198.18.1.1"), &json!("198.18.1.5"), &json!(80))
+    );
+    let n = get(&emu, "/v1/catalog/node/foo?dc=dc2").await.json();
+    assert_eq!(n["Node"]["Address"], "198.18.1.1");
+    assert_eq!(n["Services"]["db"]["Address"], "198.18.1.5");
+    assert_eq!(n["Services"]["db"]["Port"], 80);
+    let nodes = get(&emu, "/v1/catalog/nodes?dc=dc2").await.json();
+    assert_eq!(nodes[0]["Address"], "198.18.1.22");
+
+    let qid = post(
+        &emu,
+        "/v1/query?dc=dc2",
+        json!({"Name": "db", "Service": {"Service": "db"}}).to_string(),
+    )
+    .await
+    .json()["ID"]
+        .clone();
+    let x = get(
+        &emu,
+        &format!("/v1/query/{}/execute?dc=dc2", qid.as_str().unwrap_or("")),
+    )
+    .await;
+    assert_eq!(x.json()["Datacenter"], "dc2");
+    assert_eq!(x.json()["Nodes"][0]["Service"]["Address"], "198.18.1.5");
+
+    // The agent's own datacenter is never rewritten (the header is on every response).
+    for path in ["/v1/health/service/db", "/v1/health/service/db?dc=DC1"] {
+        let r = get(&emu, path).await;
+        assert_eq!(r.header("x-consul-translate-addresses"), "true");
+        let e = &r.json()[0];
+        assert_eq!(e["Node"]["Address"], "10.1.0.1", "{path}");
+        assert_eq!(e["Service"]["Address"], "10.1.0.5", "{path}");
+        assert_eq!(e["Service"]["Port"], 8080, "{path}");
+    }
+    assert_eq!(
+        get(&emu, "/v1/catalog/nodes").await.json()[0]["Address"],
+        "10.1.0.2"
+    );
+
+    let plain = start_with(two_dcs(false)).await;
+    wan_fixture(&plain, "dc2");
+    let r = get(&plain, "/v1/health/service/db?dc=dc2").await;
+    assert!(r.headers.get("x-consul-translate-addresses").is_none());
+    assert_eq!(r.json()[0]["Service"]["Address"], "10.1.0.5");
+    assert_eq!(r.json()[0]["Node"]["Address"], "10.1.0.1");
+}

@@ -1208,3 +1208,218 @@ async fn translate_wan_addrs_rewrites_answers_about_other_datacenters() {
     assert_eq!(r.json()[0]["Service"]["Address"], "10.1.0.5");
     assert_eq!(r.json()[0]["Node"]["Address"], "10.1.0.1");
 }
+
+// ---------------------------------------------------------------------------------------
+// Prepared queries.
+
+async fn delete(emu: &Emulator, path: &str) -> Reply {
+    send(client().delete(format!("{}{path}", emu.url()))).await
+}
+
+async fn execute(emu: &Emulator, id_or_name: &str) -> Reply {
+    get(emu, &format!("/v1/query/{id_or_name}/execute")).await
+}
+
+fn service_ids(result: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = result["Nodes"]
+        .as_array()
+        .expect("Nodes")
+        .iter()
+        .map(|e| e["Service"]["ID"].as_str().unwrap_or("").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn prepared_query_create_list_execute_delete() {
+    let emu = demo().await;
+    let body = json!({"Name": "db-primary",
+                      "Service": {"Service": "db", "Tags": ["primary"],
+                                  "Failover": {"NearestN": 2, "Datacenters": ["dc9"]}},
+                      "DNS": {"TTL": "10s"}});
+    let r = post(&emu, "/v1/query", body.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json()["ID"].as_str().expect("ID").to_string();
+    assert_eq!(id.len(), 36);
+    assert_eq!(id.matches('-').count(), 4);
+
+    let list = get(&emu, "/v1/query").await;
+    let q = &list.json()[0];
+    assert_eq!(q["ID"], id.as_str());
+    assert_eq!(q["Name"], "db-primary");
+    assert_eq!(q["Service"]["Service"], "db");
+    assert_eq!(q["Service"]["Tags"], json!(["primary"]));
+    assert_eq!(q["Service"]["Failover"]["NearestN"], 2);
+    assert_eq!(q["DNS"]["TTL"], "10s");
+    assert_eq!(list.index(), emu.index());
+    let one = get(&emu, &format!("/v1/query/{id}")).await.json();
+    assert_eq!(one[0]["Name"], "db-primary");
+
+    for name in [id.as_str(), "db-primary", "DB-Primary"] {
+        let r = execute(&emu, name).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert_eq!(r.header("x-consul-index"), "1", "not a blocking query");
+        let x = r.json();
+        assert_eq!(x["Service"], "db");
+        assert_eq!(x["DNS"], json!({"TTL": "10s"}));
+        assert_eq!(x["Datacenter"], "dc1");
+        assert_eq!(x["Failovers"], 0);
+        assert_eq!(service_ids(&x), ["db-1"]);
+        assert_eq!(x["Nodes"][0]["Service"]["Address"], "10.2.3.1");
+        assert_eq!(x["Nodes"][0]["Checks"][0]["CheckID"], "serfHealth");
+    }
+
+    // Not blocking: index/wait are ignored.
+    let began = Instant::now();
+    let r = get(&emu, "/v1/query/db-primary/execute?index=999999&wait=5s").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(began.elapsed() < Duration::from_millis(500));
+
+    for path in [
+        "/v1/query/nope/execute",
+        "/v1/query/6a5a6f3e-7c2d-4b6e-9a1f-0d3c2b1a0e99/execute",
+        "/v1/query/6a5a6f3e-7c2d-4b6e-9a1f-0d3c2b1a0e99",
+    ] {
+        let r = get(&emu, path).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text.as_str()),
+            (404, "Query not found"),
+            "{path}"
+        );
+    }
+
+    let update = json!({"Name": "db-primary", "Service": {"Service": "db"}});
+    let r = send(
+        client()
+            .put(format!("{}/v1/query/{id}", emu.url()))
+            .body(update.to_string()),
+    )
+    .await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, ""));
+    let x = execute(&emu, "db-primary").await.json();
+    assert_eq!(service_ids(&x), ["db-1", "db-2"]);
+    assert_eq!(x["DNS"]["TTL"], "");
+
+    let r = delete(&emu, &format!("/v1/query/{id}")).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, ""));
+    assert_eq!(execute(&emu, "db-primary").await.status.as_u16(), 404);
+    assert_eq!(get(&emu, "/v1/query").await.json(), json!([]));
+    let r = delete(&emu, &format!("/v1/query/{id}")).await;
+    assert_eq!(r.status.as_u16(), 500);
+    assert_eq!(
+        r.text,
+        format!("Cannot modify non-existent prepared query: '{id}'")
+    );
+}
+
+#[tokio::test]
+async fn prepared_query_health_and_tag_filters() {
+    let emu = demo().await;
+    let create = |name: &str, service: Value| {
+        emu.create_query(json!({"Name": name, "Service": service}))
+            .expect("create")
+    };
+    create("api-all", json!({"Service": "api"}));
+    create(
+        "api-passing",
+        json!({"Service": "api", "OnlyPassing": true}),
+    );
+    create("web-all", json!({"Service": "web"}));
+    create(
+        "web-ignore",
+        json!({"Service": "web", "IgnoreCheckIDs": ["service:web-4"]}),
+    );
+    create("web-not-v1", json!({"Service": "web", "Tags": ["!V1"]}));
+    create(
+        "db-not-primary",
+        json!({"Service": "db", "Tags": ["!primary"]}),
+    );
+    create(
+        "web-v1-http",
+        json!({"Service": "web", "Tags": ["HTTP", "v1"]}),
+    );
+    create(
+        "rack-r2",
+        json!({"Service": "db", "NodeMeta": {"rack": "r2"}}),
+    );
+    let cases: [(&str, &[&str]); 8] = [
+        ("api-all", &["api-1", "api-2"]), // warning is not critical
+        ("api-passing", &["api-1"]),
+        ("web-all", &["web-1", "web-2", "web-3"]),
+        ("web-ignore", &["web-1", "web-2", "web-3", "web-4"]),
+        ("web-not-v1", &[]),
+        ("db-not-primary", &["db-2"]),
+        ("web-v1-http", &["web-1", "web-2", "web-3"]),
+        ("rack-r2", &["db-1"]),
+    ];
+    for (name, want) in cases {
+        let r = execute(&emu, name).await;
+        assert_eq!(service_ids(&r.json()), want, "{name}");
+    }
+    let r = get(&emu, "/v1/query/web-all/execute?limit=2").await;
+    assert_eq!(len(&r.json()["Nodes"]), 2);
+
+    // A node check going critical drops every instance on the node.
+    emu.register(json!({"Node": "node1", "SkipNodeUpdate": true,
+                        "Check": {"CheckID": "serfHealth", "Name": "Serf Health Status",
+                                  "Status": "critical"}}))
+        .expect("node check");
+    assert_eq!(
+        service_ids(&execute(&emu, "web-all").await.json()),
+        ["web-2", "web-3"]
+    );
+}
+
+#[tokio::test]
+async fn prepared_query_errors() {
+    let emu = demo().await;
+    emu.create_query(json!({"Name": "q1", "Service": {"Service": "db"}}))
+        .expect("create");
+    let cases = [
+        (
+            json!({"Name": "x", "Service": {}}),
+            "Invalid prepared query: Must provide a Service name to query",
+        ),
+        (
+            json!({"Service": {"Service": "db"}}),
+            "Invalid prepared query: Must be bound to a session",
+        ),
+        (
+            json!({"Name": "Q1", "Service": {"Service": "db"}}),
+            "name 'Q1' aliases an existing query name",
+        ),
+        (
+            json!({"Name": "x", "Service": {"Service": "db"}, "DNS": {"TTL": "soon"}}),
+            "Invalid prepared query: Bad DNS TTL 'soon': time: invalid duration \"soon\"",
+        ),
+        (
+            json!({"ID": "abc", "Name": "x", "Service": {"Service": "db"}}),
+            "ID must be empty when creating a new prepared query",
+        ),
+    ];
+    for (body, msg) in cases {
+        let r = post(&emu, "/v1/query", body.to_string()).await;
+        assert_eq!((r.status.as_u16(), r.text.as_str()), (500, msg), "{body}");
+    }
+    let r = post(&emu, "/v1/query", "{").await;
+    assert_eq!(r.status.as_u16(), 400);
+    assert!(r.text.starts_with("Request decode failed"), "{}", r.text);
+    let err = emu
+        .create_query(json!({"Name": "y", "Service": {"Service": ""}}))
+        .expect_err("invalid");
+    assert!(matches!(err, EmulatorError::Invalid(_)), "{err:?}");
+
+    // Queries belong to a datacenter.
+    let r = get(&emu, "/v1/query/q1/execute?dc=dc1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let two = start_with(two_dcs(false)).await;
+    two.create_query(json!({"Name": "q1", "Service": {"Service": "consul"}}))
+        .expect("create");
+    assert_eq!(len(&execute(&two, "q1").await.json()["Nodes"]), 1);
+    let r = get(&two, "/v1/query/q1/execute?dc=dc2").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text.as_str()),
+        (404, "Query not found")
+    );
+}

@@ -1423,3 +1423,348 @@ async fn prepared_query_errors() {
         (404, "Query not found")
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Connect and ingress.
+
+fn web_sidecar(status: &str) -> Value {
+    json!({"Node": "n1", "Address": "10.0.0.1",
+           "Service": {"ID": "web-sidecar-proxy", "Service": "web-sidecar-proxy",
+                       "Kind": "connect-proxy", "Port": 21000,
+                       "Proxy": {"DestinationServiceName": "web",
+                                 "DestinationServiceID": "web",
+                                 "LocalServicePort": 80}},
+           "Check": {"Name": "proxy alive", "ServiceID": "web-sidecar-proxy",
+                     "Status": status}})
+}
+
+#[tokio::test]
+async fn connect_returns_proxies_and_native_instances() {
+    let emu = start().await;
+    emu.register(json!({"Node": "n1", "Address": "10.0.0.1",
+                        "Service": {"Service": "web", "Port": 80}}))
+        .expect("web");
+    emu.register(web_sidecar("passing")).expect("proxy");
+    emu.register(json!({"Node": "n2", "Address": "10.0.0.2",
+                        "Service": {"Service": "api", "Port": 9090,
+                                    "Connect": {"Native": true}}}))
+        .expect("native api");
+
+    let proxies = get(&emu, "/v1/health/connect/WEB").await.json();
+    assert_eq!(len(&proxies), 1);
+    let s = &proxies[0]["Service"];
+    assert_eq!(s["Service"], "web-sidecar-proxy");
+    assert_eq!(s["Kind"], "connect-proxy");
+    assert_eq!(s["Port"], 21000);
+    assert_eq!(
+        s["Proxy"],
+        json!({"DestinationServiceName": "web", "DestinationServiceID": "web",
+               "LocalServicePort": 80, "MeshGateway": {}, "Expose": {}})
+    );
+    assert_eq!(s["Connect"], json!({}));
+    assert_eq!(proxies[0]["Checks"][0]["Name"], "proxy alive");
+    let mut shape_diff = vec![
+        "+Node.CreateIndex",
+        "+Node.ModifyIndex",
+        "+Service.Connect",
+        "+Service.CreateIndex",
+        "+Service.EnableTagOverride",
+        "+Service.Kind",
+        "+Service.ModifyIndex",
+        "+Service.Proxy",
+        "-Service.Namespace",
+        "-Service.TaggedAddresses", // omitempty: none registered
+        "-Checks.Namespace",
+    ];
+    let check_extras: Vec<String> = CHECK_EXTRAS
+        .iter()
+        .map(|e| e.replace('+', "+Checks."))
+        .collect();
+    shape_diff.extend(check_extras.iter().map(String::as_str));
+    assert_shape(
+        "health-service-my-service.json",
+        &proxies,
+        false,
+        &shape_diff,
+    );
+
+    let native = get(&emu, "/v1/health/connect/api").await.json();
+    assert_eq!(len(&native), 1);
+    assert_eq!(native[0]["Service"]["Connect"], json!({"Native": true}));
+    assert!(native[0]["Service"].get("Kind").is_none(), "omitempty");
+
+    let web = get(&emu, "/v1/health/service/web").await.json();
+    assert_eq!(len(&web), 1, "the proxy is its own service");
+    assert_eq!(
+        web[0]["Service"]["Proxy"],
+        json!({"MeshGateway": {}, "Expose": {}})
+    );
+    let c = get(&emu, "/v1/catalog/connect/web").await.json();
+    assert_eq!(c[0]["ServiceKind"], "connect-proxy");
+    assert_eq!(c[0]["ServiceProxy"]["DestinationServiceName"], "web");
+    assert_eq!(
+        get(&emu, "/v1/catalog/connect/api").await.json()[0]["ServiceConnect"],
+        json!({"Native": true})
+    );
+    assert_eq!(
+        get(&emu, "/v1/health/connect/nothing").await.json(),
+        json!([])
+    );
+
+    let r = put(
+        &emu,
+        "/v1/catalog/register",
+        json!({"Node": "n1", "Address": "10.0.0.1",
+               "Service": {"Service": "bad-proxy", "Kind": "connect-proxy"}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 500);
+    assert_eq!(
+        r.text,
+        "2 errors occurred:\n\t* Proxy.DestinationServiceName must be non-empty for Connect \
+         proxy services\n\t* Port or SocketPath must be set for a Connect proxy\n\n"
+    );
+}
+
+#[tokio::test]
+async fn blocking_connect_query_wakes_on_proxy_changes() {
+    let emu = start().await;
+    emu.register(json!({"Node": "n1", "Address": "10.0.0.1",
+                        "Service": {"Service": "web", "Port": 80}}))
+        .expect("web");
+    let idx = get(&emu, "/v1/health/connect/web").await.index();
+    let pending = blocking(&emu, format!("/v1/health/connect/web?index={idx}&wait=5s"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!pending.is_finished());
+    let changed_at = Instant::now();
+    emu.register(web_sidecar("passing")).expect("proxy appears");
+    let (r, at) = pending.await.expect("join");
+    assert!(
+        at - changed_at < Duration::from_millis(50),
+        "{:?}",
+        at - changed_at
+    );
+    assert_eq!(len(&r.json()), 1);
+    let idx = r.index();
+
+    // Another service's change does not wake it; the proxy's check does.
+    let pending = blocking(
+        &emu,
+        format!("/v1/health/connect/web?index={idx}&wait=5s&passing"),
+    );
+    emu.register(json!({"Node": "n3", "Address": "10.0.0.3",
+                        "Service": {"Service": "other", "Port": 1}}))
+        .expect("other");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "woken by an unrelated service");
+    emu.register(web_sidecar("critical"))
+        .expect("proxy critical");
+    let (r, _) = pending.await.expect("join");
+    assert!(r.index() > idx);
+    assert_eq!(r.json(), json!([]));
+
+    // Retargeting the proxy wakes both the old and the new destination.
+    let idx = r.index();
+    let old = blocking(&emu, format!("/v1/health/connect/web?index={idx}&wait=5s"));
+    let api_idx = get(&emu, "/v1/health/connect/api").await.index();
+    let new = blocking(
+        &emu,
+        format!("/v1/health/connect/api?index={api_idx}&wait=5s"),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut retarget = web_sidecar("critical");
+    retarget["Service"]["Proxy"]["DestinationServiceName"] = json!("api");
+    emu.register(retarget).expect("retarget");
+    let (old, _) = tokio::time::timeout(Duration::from_secs(1), old)
+        .await
+        .expect("old destination woken")
+        .expect("join");
+    assert_eq!(old.json(), json!([]));
+    let (new, _) = tokio::time::timeout(Duration::from_secs(1), new)
+        .await
+        .expect("new destination woken")
+        .expect("join");
+    assert_eq!(len(&new.json()), 1);
+}
+
+fn ingress_entry(services: Value) -> Value {
+    json!({"Kind": "ingress-gateway", "Name": "ingress",
+           "Listeners": [{"Port": 8080, "Protocol": "HTTP", "Services": services}]})
+}
+
+fn gateway_instance(status: &str) -> Value {
+    json!({"Node": "gw-node", "Address": "10.0.9.1",
+           "Service": {"ID": "ingress-1", "Service": "ingress", "Kind": "ingress-gateway",
+                       "Address": "10.0.9.10", "Port": 8443},
+           "Check": {"Name": "gateway", "ServiceID": "ingress-1", "Status": status}})
+}
+
+#[tokio::test]
+async fn ingress_lists_gateways_whose_config_entry_names_the_service() {
+    let emu = start().await;
+    emu.register(gateway_instance("passing")).expect("gateway");
+    for (node, svc) in [("n1", "api"), ("n2", "web")] {
+        emu.register(json!({"Node": node, "Address": "10.0.0.1",
+                            "Service": {"Service": svc, "Port": 80}}))
+            .expect("service");
+    }
+    assert_eq!(get(&emu, "/v1/health/ingress/api").await.json(), json!([]));
+
+    emu.put_config_entry(ingress_entry(json!([{"Name": "api"}])))
+        .expect("config entry");
+    let gw = get(&emu, "/v1/health/ingress/API").await.json();
+    assert_eq!(len(&gw), 1);
+    let s = &gw[0]["Service"];
+    assert_eq!(s["Service"], "ingress");
+    assert_eq!(s["Kind"], "ingress-gateway");
+    assert_eq!(
+        (&s["Address"], &s["Port"]),
+        (&json!("10.0.9.10"), &json!(8443))
+    );
+    assert_eq!(gw[0]["Node"]["Address"], "10.0.9.1");
+    assert_eq!(get(&emu, "/v1/health/ingress/web").await.json(), json!([]));
+
+    let e = get(&emu, "/v1/config/ingress-gateway/ingress").await.json();
+    assert_eq!(e["Kind"], "ingress-gateway");
+    assert_eq!(e["Name"], "ingress");
+    assert_eq!(e["Listeners"][0]["Protocol"], "http", "normalised");
+    assert_eq!(e["Listeners"][0]["Services"], json!([{"Name": "api"}]));
+    assert!(e["CreateIndex"].as_u64().is_some());
+    assert_eq!(
+        len(&get(&emu, "/v1/config/ingress-gateway").await.json()),
+        1
+    );
+
+    // A wildcard matches every typical service but `consul`.
+    let r = put(
+        &emu,
+        "/v1/config",
+        ingress_entry(json!([{"Name": "*"}])).to_string(),
+    )
+    .await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "true"));
+    assert_eq!(len(&get(&emu, "/v1/health/ingress/web").await.json()), 1);
+    assert_eq!(
+        get(&emu, "/v1/health/ingress/consul").await.json(),
+        json!([])
+    );
+    assert_eq!(
+        get(&emu, "/v1/health/ingress/nothing").await.json(),
+        json!([])
+    );
+
+    let bad = [
+        (
+            json!({"Kind": "nope", "Name": "x"}),
+            400,
+            "Request decoding failed: invalid config entry kind: nope",
+        ),
+        (
+            json!({"Name": "x"}),
+            400,
+            "Request decoding failed: Payload does not contain a kind/Kind key at the top level",
+        ),
+        (
+            json!({"Kind": "ingress-gateway", "Name": "ingress",
+                   "Listeners": [{"Port": 1, "Services": [{"Name": "a"}, {"Name": "b"}]}]}),
+            500,
+            "Multiple services per listener are only supported for protocol = 'http' \
+             (listener on port 1)",
+        ),
+        (
+            json!({"Kind": "ingress-gateway", "Name": "ingress",
+                   "Listeners": [{"Port": 1, "Protocol": "tcp", "Services": [{"Name": "*"}]}]}),
+            500,
+            "Wildcard service name is only valid for protocol = 'http' (listener on port 1)",
+        ),
+    ];
+    for (body, status, msg) in bad {
+        let r = put(&emu, "/v1/config", body.to_string()).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text.as_str()),
+            (status, msg),
+            "{body}"
+        );
+    }
+
+    let r = delete(&emu, "/v1/config/ingress-gateway/ingress").await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "{}"));
+    assert_eq!(get(&emu, "/v1/health/ingress/web").await.json(), json!([]));
+    let r = get(&emu, "/v1/config/ingress-gateway/ingress").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text.as_str()),
+        (
+            404,
+            r#"Config entry not found for "ingress-gateway" / "ingress""#
+        )
+    );
+}
+
+#[tokio::test]
+async fn blocking_ingress_query_wakes_on_config_entry_and_gateway_changes() {
+    let emu = start().await;
+    emu.register(gateway_instance("passing")).expect("gateway");
+    let idx = get(&emu, "/v1/health/ingress/api").await.index();
+
+    type Step = (&'static str, Box<dyn Fn(&Emulator)>, usize);
+    let steps: [Step; 4] = [
+        (
+            "config entry lists api",
+            Box::new(|e| {
+                e.put_config_entry(ingress_entry(json!([{"Name": "api"}])))
+                    .expect("entry")
+            }),
+            1,
+        ),
+        (
+            "gateway check critical (?passing)",
+            Box::new(|e| e.register(gateway_instance("critical")).expect("check")),
+            0,
+        ),
+        (
+            "gateway healthy again",
+            Box::new(|e| e.register(gateway_instance("passing")).expect("check")),
+            1,
+        ),
+        (
+            "entry no longer lists api",
+            Box::new(|e| {
+                e.put_config_entry(ingress_entry(json!([{"Name": "web"}])))
+                    .expect("entry")
+            }),
+            0,
+        ),
+    ];
+    let mut idx = idx;
+    for (what, change, want) in steps {
+        let pending = blocking(
+            &emu,
+            format!("/v1/health/ingress/api?index={idx}&wait=5s&passing"),
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!pending.is_finished(), "{what}: must block");
+        let changed_at = Instant::now();
+        change(&emu);
+        let (r, at) = pending.await.expect("join");
+        assert!(
+            at - changed_at < Duration::from_millis(50),
+            "{what}: {:?}",
+            at - changed_at
+        );
+        assert!(r.index() > idx, "{what}");
+        assert_eq!(len(&r.json()), want, "{what}");
+        idx = r.index();
+    }
+
+    // A change to an unrelated service does not wake it.
+    let r = blocking(
+        &emu,
+        format!("/v1/health/ingress/api?index={idx}&wait=200ms"),
+    );
+    emu.register(json!({"Node": "n9", "Address": "10.0.0.9",
+                        "Service": {"Service": "other", "Port": 1}}))
+        .expect("other");
+    let (r, _) = r.await.expect("join");
+    assert_eq!(r.index(), idx);
+}

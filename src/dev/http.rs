@@ -268,7 +268,6 @@ fn write_response(result: Result<Response, EmulatorError>) -> Response {
     match result {
         Ok(resp) => resp,
         Err(EmulatorError::NoPathToDatacenter) => no_path_to_datacenter(),
-        Err(e @ EmulatorError::QueryNotFound) => text(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ EmulatorError::Invalid(_)) => {
             text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }

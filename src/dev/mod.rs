@@ -116,8 +116,6 @@ pub enum EmulatorError {
     /// A config entry body that does not decode (HTTP 400).
     #[error("Request decoding failed: {0}")]
     ConfigDecode(String),
-    #[error("Query not found")]
-    QueryNotFound,
 }
 
 /// Handle to a running emulator; clones share the same server and catalog.

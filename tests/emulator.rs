@@ -972,3 +972,799 @@ async fn requests_are_counted_and_logged() {
     );
     assert!(log.windows(2).all(|w| w[0].received_at <= w[1].received_at));
 }
+
+// ---------------------------------------------------------------------------------------
+// Several datacenters and WAN address translation.
+
+async fn start_with(cfg: EmulatorConfig) -> Emulator {
+    Emulator::start(loopback(), cfg)
+        .await
+        .expect("start emulator")
+}
+
+fn two_dcs(translate_wan_addrs: bool) -> EmulatorConfig {
+    EmulatorConfig {
+        extra_datacenters: vec!["dc2".to_string()],
+        translate_wan_addrs,
+        ..EmulatorConfig::default()
+    }
+}
+
+async fn post(emu: &Emulator, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+    send(client().post(format!("{}{path}", emu.url())).body(body)).await
+}
+
+fn len(v: &Value) -> usize {
+    v.as_array().map_or(usize::MAX, Vec::len)
+}
+
+#[tokio::test]
+async fn datacenters_are_separate_catalogs_with_their_own_indexes() {
+    let emu = start_with(two_dcs(false)).await;
+    assert_eq!(
+        get(&emu, "/v1/catalog/datacenters").await.json(),
+        json!(["dc1", "dc2"])
+    );
+    let primary = emu.index();
+    assert_eq!(emu.index_of_dc("DC2"), Some(0));
+    assert_eq!(emu.index_of_dc("dc1"), Some(primary));
+    assert_eq!(emu.index_of_dc("dc3"), None);
+
+    // Body `Datacenter`, then `?dc=` (case-insensitive), then the programmatic API.
+    let body = json!({"Datacenter": "dc2", "Node": "n2", "Address": "10.0.2.1",
+                      "Service": {"ID": "web-a", "Service": "web", "Port": 80}});
+    let r = put(&emu, "/v1/catalog/register", body.to_string()).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "true"));
+    let body = json!({"Node": "n3", "Address": "10.0.2.2",
+                      "Service": {"ID": "web-b", "Service": "web", "Port": 80}});
+    let r = put(&emu, "/v1/catalog/register?dc=DC2", body.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    emu.register(json!({"Datacenter": "dc2", "Node": "n4", "Address": "10.0.2.3"}))
+        .expect("register in dc2");
+    assert_eq!(emu.index(), primary, "dc1 untouched");
+    assert_eq!(emu.index_of_dc("dc2"), Some(3));
+
+    assert_eq!(get(&emu, "/v1/health/service/web").await.json(), json!([]));
+    let r = get(&emu, "/v1/health/service/web?dc=Dc2").await;
+    assert_eq!(len(&r.json()), 2);
+    assert_eq!(r.json()[0]["Node"]["Datacenter"], "dc2");
+    assert_eq!(r.index(), 2, "dc2's own service index");
+    let r = get(&emu, "/v1/catalog/service/web?dc=dc2").await;
+    assert_eq!(r.json()[1]["Datacenter"], "dc2");
+    let nodes = get(&emu, "/v1/catalog/nodes?dc=dc2").await;
+    assert_eq!(len(&nodes.json()), 3, "no agent node in dc2");
+    assert_eq!(nodes.index(), 3);
+    assert_eq!(
+        get(&emu, "/v1/catalog/node/n2?dc=dc2").await.json()["Node"]["Datacenter"],
+        "dc2"
+    );
+    assert_eq!(
+        get(&emu, "/v1/catalog/node/consul-dev").await.json()["Node"]["Datacenter"],
+        "dc1"
+    );
+
+    let r = put(&emu, "/v1/catalog/deregister?dc=dc2", r#"{"Node": "n3"}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        len(&get(&emu, "/v1/health/service/web?dc=dc2").await.json()),
+        1
+    );
+    assert_eq!(emu.index_of_dc("dc2"), Some(4));
+
+    for path in [
+        "/v1/health/service/web?dc=dc3",
+        "/v1/catalog/nodes?dc=dc3",
+        "/v1/query/x/execute?dc=dc3",
+    ] {
+        let r = get(&emu, path).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text.as_str()),
+            (500, "No path to datacenter"),
+            "{path}"
+        );
+    }
+    let r = put(
+        &emu,
+        "/v1/catalog/register?dc=dc3",
+        r#"{"Node": "x", "Address": "a"}"#,
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 500);
+    let err = emu
+        .register(json!({"Datacenter": "dc3", "Node": "x", "Address": "a"}))
+        .expect_err("unknown dc");
+    assert_eq!(err, EmulatorError::NoPathToDatacenter);
+}
+
+#[tokio::test]
+async fn blocking_query_on_a_remote_datacenter_waits_on_its_index() {
+    let emu = start_with(two_dcs(false)).await;
+    let web = |dc: &str, status: &str| {
+        json!({"Datacenter": dc, "Node": "n1", "Address": "10.0.0.1",
+               "Service": {"Service": "web", "Port": 80},
+               "Check": {"Name": "web", "ServiceID": "web", "Status": status}})
+    };
+    emu.register(web("dc2", "passing")).expect("dc2");
+    let idx = get(&emu, "/v1/health/service/web?dc=dc2").await.index();
+    let pending = blocking(
+        &emu,
+        format!("/v1/health/service/web?dc=dc2&index={idx}&wait=5s"),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The same change in dc1 (whose indexes now run past dc2's) must not wake it.
+    for _ in 0..3 {
+        emu.register(web("dc1", "critical")).expect("dc1");
+        emu.register(web("dc1", "passing")).expect("dc1");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "woken by another datacenter");
+
+    let changed_at = Instant::now();
+    emu.register(web("dc2", "critical")).expect("dc2");
+    let (r, at) = pending.await.expect("join");
+    assert!(
+        at - changed_at < Duration::from_millis(50),
+        "{:?}",
+        at - changed_at
+    );
+    assert_eq!(r.index(), idx + 1);
+    assert_eq!(r.json()[0]["Checks"][0]["Status"], "critical");
+}
+
+/// A node with WAN tagged addresses running `db` (own address, WAN address and port),
+/// `cache` (no address) and, on `bar`, tagged IPv4 addresses only.
+fn wan_fixture(emu: &Emulator, dc: &str) {
+    emu.register(json!({
+        "Datacenter": dc, "Node": "foo", "Address": "10.1.0.1",
+        "TaggedAddresses": {"lan": "10.1.0.1", "wan": "198.18.1.1"},
+        "Service": {"Service": "db", "Port": 8080, "Address": "10.1.0.5",
+                    "TaggedAddresses": {"lan": {"Address": "10.1.0.5", "Port": 8080},
+                                        "wan": {"Address": "198.18.1.5", "Port": 80}}}
+    }))
+    .expect("db");
+    emu.register(
+        json!({"Datacenter": dc, "Node": "foo", "SkipNodeUpdate": true,
+                        "Service": {"Service": "cache", "Port": 6379}}),
+    )
+    .expect("cache");
+    emu.register(json!({
+        "Datacenter": dc, "Node": "bar", "Address": "10.1.0.2",
+        "TaggedAddresses": {"lan_ipv4": "10.1.0.2", "wan": "198.18.1.2",
+                            "wan_ipv4": "198.18.1.22"},
+        "Service": {"Service": "cache", "Port": 6379}
+    }))
+    .expect("bar");
+}
+
+#[tokio::test]
+async fn translate_wan_addrs_rewrites_answers_about_other_datacenters() {
+    let emu = start_with(two_dcs(true)).await;
+    wan_fixture(&emu, "dc1");
+    wan_fixture(&emu, "dc2");
+
+    let r = get(&emu, "/v1/health/service/db?dc=dc2").await;
+    assert_eq!(r.header("x-consul-translate-addresses"), "true");
+    let e = &r.json()[0];
+    assert_eq!(e["Node"]["Address"], "198.18.1.1");
+    assert_eq!(e["Service"]["Address"], "198.18.1.5");
+    assert_eq!(e["Service"]["Port"], 80);
+    assert_eq!(e["Node"]["TaggedAddresses"]["lan"], "10.1.0.1", "kept");
+    assert_eq!(e["Service"]["TaggedAddresses"]["wan"]["Port"], 80);
+
+    // No service address: stays empty (clients use the translated node address); no WAN
+    // port: unchanged. Accept-any order: tagged IPv4 (wan_ipv4) beats `wan`.
+    let cache = get(&emu, "/v1/health/service/cache?dc=dc2").await.json();
+    assert_eq!(cache[0]["Node"]["Address"], "198.18.1.22");
+    assert_eq!(cache[1]["Node"]["Address"], "198.18.1.1");
+    assert_eq!(cache[1]["Service"]["Address"], "");
+    assert_eq!(cache[1]["Service"]["Port"], 6379);
+
+    let c = &get(&emu, "/v1/catalog/service/db?dc=dc2").await.json()[0];
+    assert_eq!(
+        (&c["Address"], &c["ServiceAddress"], &c["ServicePort"]),
+        (&json!("198.18.1.1"), &json!("198.18.1.5"), &json!(80))
+    );
+    let n = get(&emu, "/v1/catalog/node/foo?dc=dc2").await.json();
+    assert_eq!(n["Node"]["Address"], "198.18.1.1");
+    assert_eq!(n["Services"]["db"]["Address"], "198.18.1.5");
+    assert_eq!(n["Services"]["db"]["Port"], 80);
+    let nodes = get(&emu, "/v1/catalog/nodes?dc=dc2").await.json();
+    assert_eq!(nodes[0]["Address"], "198.18.1.22");
+
+    let qid = post(
+        &emu,
+        "/v1/query?dc=dc2",
+        json!({"Name": "db", "Service": {"Service": "db"}}).to_string(),
+    )
+    .await
+    .json()["ID"]
+        .clone();
+    let x = get(
+        &emu,
+        &format!("/v1/query/{}/execute?dc=dc2", qid.as_str().unwrap_or("")),
+    )
+    .await;
+    assert_eq!(x.json()["Datacenter"], "dc2");
+    assert_eq!(x.json()["Nodes"][0]["Service"]["Address"], "198.18.1.5");
+
+    // The agent's own datacenter is never rewritten (the header is on every response).
+    for path in ["/v1/health/service/db", "/v1/health/service/db?dc=DC1"] {
+        let r = get(&emu, path).await;
+        assert_eq!(r.header("x-consul-translate-addresses"), "true");
+        let e = &r.json()[0];
+        assert_eq!(e["Node"]["Address"], "10.1.0.1", "{path}");
+        assert_eq!(e["Service"]["Address"], "10.1.0.5", "{path}");
+        assert_eq!(e["Service"]["Port"], 8080, "{path}");
+    }
+    assert_eq!(
+        get(&emu, "/v1/catalog/nodes").await.json()[0]["Address"],
+        "10.1.0.2"
+    );
+
+    let plain = start_with(two_dcs(false)).await;
+    wan_fixture(&plain, "dc2");
+    let r = get(&plain, "/v1/health/service/db?dc=dc2").await;
+    assert!(r.headers.get("x-consul-translate-addresses").is_none());
+    assert_eq!(r.json()[0]["Service"]["Address"], "10.1.0.5");
+    assert_eq!(r.json()[0]["Node"]["Address"], "10.1.0.1");
+}
+
+// ---------------------------------------------------------------------------------------
+// Prepared queries.
+
+async fn delete(emu: &Emulator, path: &str) -> Reply {
+    send(client().delete(format!("{}{path}", emu.url()))).await
+}
+
+async fn execute(emu: &Emulator, id_or_name: &str) -> Reply {
+    get(emu, &format!("/v1/query/{id_or_name}/execute")).await
+}
+
+fn service_ids(result: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = result["Nodes"]
+        .as_array()
+        .expect("Nodes")
+        .iter()
+        .map(|e| e["Service"]["ID"].as_str().unwrap_or("").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn prepared_query_create_list_execute_delete() {
+    let emu = demo().await;
+    let body = json!({"Name": "db-primary",
+                      "Service": {"Service": "db", "Tags": ["primary"],
+                                  "Failover": {"NearestN": 2, "Datacenters": ["dc9"]}},
+                      "DNS": {"TTL": "10s"}});
+    let r = post(&emu, "/v1/query", body.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json()["ID"].as_str().expect("ID").to_string();
+    assert_eq!(id.len(), 36);
+    assert_eq!(id.matches('-').count(), 4);
+
+    let list = get(&emu, "/v1/query").await;
+    let q = &list.json()[0];
+    assert_eq!(q["ID"], id.as_str());
+    assert_eq!(q["Name"], "db-primary");
+    assert_eq!(q["Service"]["Service"], "db");
+    assert_eq!(q["Service"]["Tags"], json!(["primary"]));
+    assert_eq!(q["Service"]["Failover"]["NearestN"], 2);
+    assert_eq!(q["DNS"]["TTL"], "10s");
+    assert_eq!(list.index(), emu.index());
+    let one = get(&emu, &format!("/v1/query/{id}")).await.json();
+    assert_eq!(one[0]["Name"], "db-primary");
+
+    for name in [id.as_str(), "db-primary", "DB-Primary"] {
+        let r = execute(&emu, name).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert_eq!(r.header("x-consul-index"), "1", "not a blocking query");
+        let x = r.json();
+        assert_eq!(x["Service"], "db");
+        assert_eq!(x["DNS"], json!({"TTL": "10s"}));
+        assert_eq!(x["Datacenter"], "dc1");
+        assert_eq!(x["Failovers"], 0);
+        assert_eq!(service_ids(&x), ["db-1"]);
+        assert_eq!(x["Nodes"][0]["Service"]["Address"], "10.2.3.1");
+        assert_eq!(x["Nodes"][0]["Checks"][0]["CheckID"], "serfHealth");
+    }
+
+    // Not blocking: index/wait are ignored.
+    let began = Instant::now();
+    let r = get(&emu, "/v1/query/db-primary/execute?index=999999&wait=5s").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(began.elapsed() < Duration::from_millis(500));
+
+    for path in [
+        "/v1/query/nope/execute",
+        "/v1/query/6a5a6f3e-7c2d-4b6e-9a1f-0d3c2b1a0e99/execute",
+        "/v1/query/6a5a6f3e-7c2d-4b6e-9a1f-0d3c2b1a0e99",
+    ] {
+        let r = get(&emu, path).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text.as_str()),
+            (404, "Query not found"),
+            "{path}"
+        );
+    }
+
+    let update = json!({"Name": "db-primary", "Service": {"Service": "db"}});
+    let r = send(
+        client()
+            .put(format!("{}/v1/query/{id}", emu.url()))
+            .body(update.to_string()),
+    )
+    .await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, ""));
+    let x = execute(&emu, "db-primary").await.json();
+    assert_eq!(service_ids(&x), ["db-1", "db-2"]);
+    assert_eq!(x["DNS"]["TTL"], "");
+
+    let r = delete(&emu, &format!("/v1/query/{id}")).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, ""));
+    assert_eq!(execute(&emu, "db-primary").await.status.as_u16(), 404);
+    assert_eq!(get(&emu, "/v1/query").await.json(), json!([]));
+    let r = delete(&emu, &format!("/v1/query/{id}")).await;
+    assert_eq!(r.status.as_u16(), 500);
+    assert_eq!(
+        r.text,
+        format!("Cannot modify non-existent prepared query: '{id}'")
+    );
+}
+
+#[tokio::test]
+async fn prepared_query_health_and_tag_filters() {
+    let emu = demo().await;
+    let create = |name: &str, service: Value| {
+        emu.create_query(json!({"Name": name, "Service": service}))
+            .expect("create")
+    };
+    create("api-all", json!({"Service": "api"}));
+    create(
+        "api-passing",
+        json!({"Service": "api", "OnlyPassing": true}),
+    );
+    create("web-all", json!({"Service": "web"}));
+    create(
+        "web-ignore",
+        json!({"Service": "web", "IgnoreCheckIDs": ["service:web-4"]}),
+    );
+    create("web-not-v1", json!({"Service": "web", "Tags": ["!V1"]}));
+    create(
+        "db-not-primary",
+        json!({"Service": "db", "Tags": ["!primary"]}),
+    );
+    create(
+        "web-v1-http",
+        json!({"Service": "web", "Tags": ["HTTP", "v1"]}),
+    );
+    create(
+        "rack-r2",
+        json!({"Service": "db", "NodeMeta": {"rack": "r2"}}),
+    );
+    let cases: [(&str, &[&str]); 8] = [
+        ("api-all", &["api-1", "api-2"]), // warning is not critical
+        ("api-passing", &["api-1"]),
+        ("web-all", &["web-1", "web-2", "web-3"]),
+        ("web-ignore", &["web-1", "web-2", "web-3", "web-4"]),
+        ("web-not-v1", &[]),
+        ("db-not-primary", &["db-2"]),
+        ("web-v1-http", &["web-1", "web-2", "web-3"]),
+        ("rack-r2", &["db-1"]),
+    ];
+    for (name, want) in cases {
+        let r = execute(&emu, name).await;
+        assert_eq!(service_ids(&r.json()), want, "{name}");
+    }
+    let r = get(&emu, "/v1/query/web-all/execute?limit=2").await;
+    assert_eq!(len(&r.json()["Nodes"]), 2);
+
+    // A node check going critical drops every instance on the node.
+    emu.register(json!({"Node": "node1", "SkipNodeUpdate": true,
+                        "Check": {"CheckID": "serfHealth", "Name": "Serf Health Status",
+                                  "Status": "critical"}}))
+        .expect("node check");
+    assert_eq!(
+        service_ids(&execute(&emu, "web-all").await.json()),
+        ["web-2", "web-3"]
+    );
+}
+
+#[tokio::test]
+async fn prepared_query_errors() {
+    let emu = demo().await;
+    emu.create_query(json!({"Name": "q1", "Service": {"Service": "db"}}))
+        .expect("create");
+    let cases = [
+        (
+            json!({"Name": "x", "Service": {}}),
+            "Invalid prepared query: Must provide a Service name to query",
+        ),
+        (
+            json!({"Service": {"Service": "db"}}),
+            "Invalid prepared query: Must be bound to a session",
+        ),
+        (
+            json!({"Name": "Q1", "Service": {"Service": "db"}}),
+            "name 'Q1' aliases an existing query name",
+        ),
+        (
+            json!({"Name": "x", "Service": {"Service": "db"}, "DNS": {"TTL": "soon"}}),
+            "Invalid prepared query: Bad DNS TTL 'soon': time: invalid duration \"soon\"",
+        ),
+        (
+            json!({"ID": "abc", "Name": "x", "Service": {"Service": "db"}}),
+            "ID must be empty when creating a new prepared query",
+        ),
+    ];
+    for (body, msg) in cases {
+        let r = post(&emu, "/v1/query", body.to_string()).await;
+        assert_eq!((r.status.as_u16(), r.text.as_str()), (500, msg), "{body}");
+    }
+    let r = post(&emu, "/v1/query", "{").await;
+    assert_eq!(r.status.as_u16(), 400);
+    assert!(r.text.starts_with("Request decode failed"), "{}", r.text);
+    let err = emu
+        .create_query(json!({"Name": "y", "Service": {"Service": ""}}))
+        .expect_err("invalid");
+    assert!(matches!(err, EmulatorError::Invalid(_)), "{err:?}");
+
+    // Queries belong to a datacenter.
+    let r = get(&emu, "/v1/query/q1/execute?dc=dc1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let two = start_with(two_dcs(false)).await;
+    two.create_query(json!({"Name": "q1", "Service": {"Service": "consul"}}))
+        .expect("create");
+    assert_eq!(len(&execute(&two, "q1").await.json()["Nodes"]), 1);
+    let r = get(&two, "/v1/query/q1/execute?dc=dc2").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text.as_str()),
+        (404, "Query not found")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Connect and ingress.
+
+fn web_sidecar(status: &str) -> Value {
+    json!({"Node": "n1", "Address": "10.0.0.1",
+           "Service": {"ID": "web-sidecar-proxy", "Service": "web-sidecar-proxy",
+                       "Kind": "connect-proxy", "Port": 21000,
+                       "Proxy": {"DestinationServiceName": "web",
+                                 "DestinationServiceID": "web",
+                                 "LocalServicePort": 80}},
+           "Check": {"Name": "proxy alive", "ServiceID": "web-sidecar-proxy",
+                     "Status": status}})
+}
+
+#[tokio::test]
+async fn connect_returns_proxies_and_native_instances() {
+    let emu = start().await;
+    emu.register(json!({"Node": "n1", "Address": "10.0.0.1",
+                        "Service": {"Service": "web", "Port": 80}}))
+        .expect("web");
+    emu.register(web_sidecar("passing")).expect("proxy");
+    emu.register(json!({"Node": "n2", "Address": "10.0.0.2",
+                        "Service": {"Service": "api", "Port": 9090,
+                                    "Connect": {"Native": true}}}))
+        .expect("native api");
+
+    let proxies = get(&emu, "/v1/health/connect/WEB").await.json();
+    assert_eq!(len(&proxies), 1);
+    let s = &proxies[0]["Service"];
+    assert_eq!(s["Service"], "web-sidecar-proxy");
+    assert_eq!(s["Kind"], "connect-proxy");
+    assert_eq!(s["Port"], 21000);
+    assert_eq!(
+        s["Proxy"],
+        json!({"DestinationServiceName": "web", "DestinationServiceID": "web",
+               "LocalServicePort": 80, "MeshGateway": {}, "Expose": {}})
+    );
+    assert_eq!(s["Connect"], json!({}));
+    assert_eq!(proxies[0]["Checks"][0]["Name"], "proxy alive");
+    let mut shape_diff = vec![
+        "+Node.CreateIndex",
+        "+Node.ModifyIndex",
+        "+Service.Connect",
+        "+Service.CreateIndex",
+        "+Service.EnableTagOverride",
+        "+Service.Kind",
+        "+Service.ModifyIndex",
+        "+Service.Proxy",
+        "-Service.Namespace",
+        "-Service.TaggedAddresses", // omitempty: none registered
+        "-Checks.Namespace",
+    ];
+    let check_extras: Vec<String> = CHECK_EXTRAS
+        .iter()
+        .map(|e| e.replace('+', "+Checks."))
+        .collect();
+    shape_diff.extend(check_extras.iter().map(String::as_str));
+    assert_shape(
+        "health-service-my-service.json",
+        &proxies,
+        false,
+        &shape_diff,
+    );
+
+    let native = get(&emu, "/v1/health/connect/api").await.json();
+    assert_eq!(len(&native), 1);
+    assert_eq!(native[0]["Service"]["Connect"], json!({"Native": true}));
+    assert!(native[0]["Service"].get("Kind").is_none(), "omitempty");
+
+    let web = get(&emu, "/v1/health/service/web").await.json();
+    assert_eq!(len(&web), 1, "the proxy is its own service");
+    assert_eq!(
+        web[0]["Service"]["Proxy"],
+        json!({"MeshGateway": {}, "Expose": {}})
+    );
+    let c = get(&emu, "/v1/catalog/connect/web").await.json();
+    assert_eq!(c[0]["ServiceKind"], "connect-proxy");
+    assert_eq!(c[0]["ServiceProxy"]["DestinationServiceName"], "web");
+    assert_eq!(
+        get(&emu, "/v1/catalog/connect/api").await.json()[0]["ServiceConnect"],
+        json!({"Native": true})
+    );
+    assert_eq!(
+        get(&emu, "/v1/health/connect/nothing").await.json(),
+        json!([])
+    );
+
+    let r = put(
+        &emu,
+        "/v1/catalog/register",
+        json!({"Node": "n1", "Address": "10.0.0.1",
+               "Service": {"Service": "bad-proxy", "Kind": "connect-proxy"}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 500);
+    assert_eq!(
+        r.text,
+        "2 errors occurred:\n\t* Proxy.DestinationServiceName must be non-empty for Connect \
+         proxy services\n\t* Port or SocketPath must be set for a Connect proxy\n\n"
+    );
+}
+
+#[tokio::test]
+async fn blocking_connect_query_wakes_on_proxy_changes() {
+    let emu = start().await;
+    emu.register(json!({"Node": "n1", "Address": "10.0.0.1",
+                        "Service": {"Service": "web", "Port": 80}}))
+        .expect("web");
+    let idx = get(&emu, "/v1/health/connect/web").await.index();
+    let pending = blocking(&emu, format!("/v1/health/connect/web?index={idx}&wait=5s"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!pending.is_finished());
+    let changed_at = Instant::now();
+    emu.register(web_sidecar("passing")).expect("proxy appears");
+    let (r, at) = pending.await.expect("join");
+    assert!(
+        at - changed_at < Duration::from_millis(50),
+        "{:?}",
+        at - changed_at
+    );
+    assert_eq!(len(&r.json()), 1);
+    let idx = r.index();
+
+    // Another service's change does not wake it; the proxy's check does.
+    let pending = blocking(
+        &emu,
+        format!("/v1/health/connect/web?index={idx}&wait=5s&passing"),
+    );
+    emu.register(json!({"Node": "n3", "Address": "10.0.0.3",
+                        "Service": {"Service": "other", "Port": 1}}))
+        .expect("other");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "woken by an unrelated service");
+    emu.register(web_sidecar("critical"))
+        .expect("proxy critical");
+    let (r, _) = pending.await.expect("join");
+    assert!(r.index() > idx);
+    assert_eq!(r.json(), json!([]));
+
+    // Retargeting the proxy wakes both the old and the new destination.
+    let idx = r.index();
+    let old = blocking(&emu, format!("/v1/health/connect/web?index={idx}&wait=5s"));
+    let api_idx = get(&emu, "/v1/health/connect/api").await.index();
+    let new = blocking(
+        &emu,
+        format!("/v1/health/connect/api?index={api_idx}&wait=5s"),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut retarget = web_sidecar("critical");
+    retarget["Service"]["Proxy"]["DestinationServiceName"] = json!("api");
+    emu.register(retarget).expect("retarget");
+    let (old, _) = tokio::time::timeout(Duration::from_secs(1), old)
+        .await
+        .expect("old destination woken")
+        .expect("join");
+    assert_eq!(old.json(), json!([]));
+    let (new, _) = tokio::time::timeout(Duration::from_secs(1), new)
+        .await
+        .expect("new destination woken")
+        .expect("join");
+    assert_eq!(len(&new.json()), 1);
+}
+
+fn ingress_entry(services: Value) -> Value {
+    json!({"Kind": "ingress-gateway", "Name": "ingress",
+           "Listeners": [{"Port": 8080, "Protocol": "HTTP", "Services": services}]})
+}
+
+fn gateway_instance(status: &str) -> Value {
+    json!({"Node": "gw-node", "Address": "10.0.9.1",
+           "Service": {"ID": "ingress-1", "Service": "ingress", "Kind": "ingress-gateway",
+                       "Address": "10.0.9.10", "Port": 8443},
+           "Check": {"Name": "gateway", "ServiceID": "ingress-1", "Status": status}})
+}
+
+#[tokio::test]
+async fn ingress_lists_gateways_whose_config_entry_names_the_service() {
+    let emu = start().await;
+    emu.register(gateway_instance("passing")).expect("gateway");
+    for (node, svc) in [("n1", "api"), ("n2", "web")] {
+        emu.register(json!({"Node": node, "Address": "10.0.0.1",
+                            "Service": {"Service": svc, "Port": 80}}))
+            .expect("service");
+    }
+    assert_eq!(get(&emu, "/v1/health/ingress/api").await.json(), json!([]));
+
+    emu.put_config_entry(ingress_entry(json!([{"Name": "api"}])))
+        .expect("config entry");
+    let gw = get(&emu, "/v1/health/ingress/API").await.json();
+    assert_eq!(len(&gw), 1);
+    let s = &gw[0]["Service"];
+    assert_eq!(s["Service"], "ingress");
+    assert_eq!(s["Kind"], "ingress-gateway");
+    assert_eq!(
+        (&s["Address"], &s["Port"]),
+        (&json!("10.0.9.10"), &json!(8443))
+    );
+    assert_eq!(gw[0]["Node"]["Address"], "10.0.9.1");
+    assert_eq!(get(&emu, "/v1/health/ingress/web").await.json(), json!([]));
+
+    let e = get(&emu, "/v1/config/ingress-gateway/ingress").await.json();
+    assert_eq!(e["Kind"], "ingress-gateway");
+    assert_eq!(e["Name"], "ingress");
+    assert_eq!(e["Listeners"][0]["Protocol"], "http", "normalised");
+    assert_eq!(e["Listeners"][0]["Services"], json!([{"Name": "api"}]));
+    assert!(e["CreateIndex"].as_u64().is_some());
+    assert_eq!(
+        len(&get(&emu, "/v1/config/ingress-gateway").await.json()),
+        1
+    );
+
+    // A wildcard matches every typical service but `consul`.
+    let r = put(
+        &emu,
+        "/v1/config",
+        ingress_entry(json!([{"Name": "*"}])).to_string(),
+    )
+    .await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "true"));
+    assert_eq!(len(&get(&emu, "/v1/health/ingress/web").await.json()), 1);
+    assert_eq!(
+        get(&emu, "/v1/health/ingress/consul").await.json(),
+        json!([])
+    );
+    assert_eq!(
+        get(&emu, "/v1/health/ingress/nothing").await.json(),
+        json!([])
+    );
+
+    let bad = [
+        (
+            json!({"Kind": "nope", "Name": "x"}),
+            400,
+            "Request decoding failed: invalid config entry kind: nope",
+        ),
+        (
+            json!({"Name": "x"}),
+            400,
+            "Request decoding failed: Payload does not contain a kind/Kind key at the top level",
+        ),
+        (
+            json!({"Kind": "ingress-gateway", "Name": "ingress",
+                   "Listeners": [{"Port": 1, "Services": [{"Name": "a"}, {"Name": "b"}]}]}),
+            500,
+            "Multiple services per listener are only supported for protocol = 'http' \
+             (listener on port 1)",
+        ),
+        (
+            json!({"Kind": "ingress-gateway", "Name": "ingress",
+                   "Listeners": [{"Port": 1, "Protocol": "tcp", "Services": [{"Name": "*"}]}]}),
+            500,
+            "Wildcard service name is only valid for protocol = 'http' (listener on port 1)",
+        ),
+    ];
+    for (body, status, msg) in bad {
+        let r = put(&emu, "/v1/config", body.to_string()).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text.as_str()),
+            (status, msg),
+            "{body}"
+        );
+    }
+
+    let r = delete(&emu, "/v1/config/ingress-gateway/ingress").await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "{}"));
+    assert_eq!(get(&emu, "/v1/health/ingress/web").await.json(), json!([]));
+    let r = get(&emu, "/v1/config/ingress-gateway/ingress").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text.as_str()),
+        (
+            404,
+            r#"Config entry not found for "ingress-gateway" / "ingress""#
+        )
+    );
+}
+
+#[tokio::test]
+async fn blocking_ingress_query_wakes_on_config_entry_and_gateway_changes() {
+    let emu = start().await;
+    emu.register(gateway_instance("passing")).expect("gateway");
+    let idx = get(&emu, "/v1/health/ingress/api").await.index();
+
+    type Step = (&'static str, Box<dyn Fn(&Emulator)>, usize);
+    let steps: [Step; 4] = [
+        (
+            "config entry lists api",
+            Box::new(|e| {
+                e.put_config_entry(ingress_entry(json!([{"Name": "api"}])))
+                    .expect("entry")
+            }),
+            1,
+        ),
+        (
+            "gateway check critical (?passing)",
+            Box::new(|e| e.register(gateway_instance("critical")).expect("check")),
+            0,
+        ),
+        (
+            "gateway healthy again",
+            Box::new(|e| e.register(gateway_instance("passing")).expect("check")),
+            1,
+        ),
+        (
+            "entry no longer lists api",
+            Box::new(|e| {
+                e.put_config_entry(ingress_entry(json!([{"Name": "web"}])))
+                    .expect("entry")
+            }),
+            0,
+        ),
+    ];
+    let mut idx = idx;
+    for (what, change, want) in steps {
+        let pending = blocking(
+            &emu,
+            format!("/v1/health/ingress/api?index={idx}&wait=5s&passing"),
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!pending.is_finished(), "{what}: must block");
+        let changed_at = Instant::now();
+        change(&emu);
+        let (r, at) = pending.await.expect("join");
+        assert!(
+            at - changed_at < Duration::from_millis(50),
+            "{what}: {:?}",
+            at - changed_at
+        );
+        assert!(r.index() > idx, "{what}");
+        assert_eq!(len(&r.json()), want, "{what}");
+        idx = r.index();
+    }
+
+    // A change to an unrelated service does not wake it.
+    let r = blocking(
+        &emu,
+        format!("/v1/health/ingress/api?index={idx}&wait=200ms"),
+    );
+    emu.register(json!({"Node": "n9", "Address": "10.0.0.9",
+                        "Service": {"Service": "other", "Port": 1}}))
+        .expect("other");
+    let (r, _) = r.await.expect("join");
+    assert_eq!(r.index(), idx);
+}

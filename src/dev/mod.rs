@@ -1,15 +1,24 @@
-//! In-process emulator of the Consul HTTP API (catalog, health, agent/self) with real
-//! blocking-query semantics, used by integration tests and by `--dev` mode.
+//! In-process emulator of the Consul HTTP API (catalog, health incl. Connect and ingress,
+//! prepared queries, config entries, agent/self) with real blocking-query semantics, used
+//! by integration tests and by `--dev` mode.
 //!
 //! Like a real server, a fresh emulator already holds the agent's own node
 //! (`EmulatorConfig::node_name`, 127.0.0.1) running the `consul` service with a passing
 //! `serfHealth` check. [`Emulator::seed_demo`] adds the demo catalog described in [`demo`].
+//!
+//! [`EmulatorConfig::extra_datacenters`] adds datacenters reachable with `?dc=`: each is a
+//! separate cluster (own catalog, prepared queries, config entries and indexes) and starts
+//! empty. With [`EmulatorConfig::translate_wan_addrs`] the agent rewrites addresses in
+//! answers about those datacenters as Consul's `translate_wan_addrs` does.
 
+mod config_entry;
 pub mod demo;
 mod http;
+mod query;
 mod register;
 mod server;
 mod state;
+mod translate;
 mod views;
 
 use std::collections::{HashMap, VecDeque};
@@ -21,14 +30,20 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use state::Catalog;
+use state::Datacenters;
 
 /// How many requests [`Emulator::request_log`] keeps.
 const REQUEST_LOG_CAPACITY: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
+    /// The agent's (primary) datacenter.
     pub datacenter: String,
+    /// Further datacenters (`?dc=`, `/v1/catalog/datacenters`), each its own cluster.
+    pub extra_datacenters: Vec<String>,
+    /// Consul's `translate_wan_addrs`: answers about another datacenter carry WAN
+    /// addresses, and every response has `X-Consul-Translate-Addresses: true`.
+    pub translate_wan_addrs: bool,
     /// The agent's own node name (reported by `/v1/agent/self`, registered at start).
     pub node_name: String,
     pub max_query_time: Duration,
@@ -39,6 +54,8 @@ impl Default for EmulatorConfig {
     fn default() -> Self {
         EmulatorConfig {
             datacenter: "dc1".to_string(),
+            extra_datacenters: Vec::new(),
+            translate_wan_addrs: false,
             node_name: "consul-dev".to_string(),
             max_query_time: Duration::from_secs(600),
             default_query_time: Duration::from_secs(300),
@@ -67,7 +84,7 @@ pub struct RequestRecord {
     pub received_at: Instant,
 }
 
-/// Register/deregister failures; `Display` is the message Consul gives.
+/// Write failures; `Display` is the message Consul gives.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmulatorError {
     #[error("Request decode failed: {0}")]
@@ -92,6 +109,13 @@ pub enum EmulatorError {
     MissingServiceRegistration,
     #[error("No path to datacenter")]
     NoPathToDatacenter,
+    /// Rejected by the server (HTTP 500), e.g. a Connect proxy without destination, an
+    /// invalid prepared query or config entry.
+    #[error("{0}")]
+    Invalid(String),
+    /// A config entry body that does not decode (HTTP 400).
+    #[error("Request decoding failed: {0}")]
+    ConfigDecode(String),
 }
 
 /// Handle to a running emulator; clones share the same server and catalog.
@@ -104,7 +128,7 @@ struct Inner {
     cfg: EmulatorConfig,
     addr: SocketAddr,
     node_id: String,
-    catalog: Mutex<Catalog>,
+    dcs: Mutex<Datacenters>,
     /// Bumped after every catalog change; blocked queries wait on it.
     changes: watch::Sender<u64>,
     known_leader: AtomicBool,
@@ -128,37 +152,101 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn catalog(&self) -> MutexGuard<'_, Catalog> {
-        lock(&self.catalog)
+    fn dcs(&self) -> MutexGuard<'_, Datacenters> {
+        lock(&self.dcs)
     }
 
     fn notify_change(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn register(&self, body: &serde_json::Value) -> Result<(), EmulatorError> {
+    /// Applies a write to a datacenter's catalog (`None`/empty: the agent's) and wakes
+    /// blocked queries when it succeeds.
+    fn write<R>(
+        &self,
+        dc: Option<&str>,
+        apply: impl FnOnce(&mut state::Catalog) -> Result<R, EmulatorError>,
+    ) -> Result<R, EmulatorError> {
+        let result = {
+            let mut dcs = self.dcs();
+            let catalog = dcs.get_mut(dc).ok_or(EmulatorError::NoPathToDatacenter)?;
+            apply(catalog)?
+        };
+        self.notify_change();
+        Ok(result)
+    }
+
+    /// The body's `Datacenter` wins over `?dc=` (Consul's CatalogRegister).
+    fn register(
+        &self,
+        body: &serde_json::Value,
+        query_dc: Option<&str>,
+    ) -> Result<(), EmulatorError> {
         let req = register::parse_register(body)?;
-        self.check_datacenter(req.datacenter.as_deref())?;
-        self.catalog().register(req)?;
-        self.notify_change();
-        Ok(())
+        let dc = req.datacenter.clone();
+        self.write(dc.as_deref().or(query_dc), |c| c.register(req))
     }
 
-    fn deregister(&self, body: &serde_json::Value) -> Result<(), EmulatorError> {
+    fn deregister(
+        &self,
+        body: &serde_json::Value,
+        query_dc: Option<&str>,
+    ) -> Result<(), EmulatorError> {
         let req = register::parse_deregister(body)?;
-        self.check_datacenter(req.datacenter.as_deref())?;
-        self.catalog().deregister(req)?;
-        self.notify_change();
-        Ok(())
+        let dc = req.datacenter.clone();
+        self.write(dc.as_deref().or(query_dc), |c| c.deregister(req))
     }
 
-    fn check_datacenter(&self, dc: Option<&str>) -> Result<(), EmulatorError> {
-        match dc {
-            Some(dc) if !dc.is_empty() && !dc.eq_ignore_ascii_case(&self.cfg.datacenter) => {
-                Err(EmulatorError::NoPathToDatacenter)
-            }
-            _ => Ok(()),
+    fn create_query(
+        &self,
+        body: &serde_json::Value,
+        dc: Option<&str>,
+    ) -> Result<String, EmulatorError> {
+        let spec = query::parse_query(body)?;
+        if !spec.id.is_empty() {
+            return Err(EmulatorError::Invalid(
+                "ID must be empty when creating a new prepared query".into(),
+            ));
         }
+        self.write(dc, |c| c.create_query(spec))
+    }
+
+    fn update_query(
+        &self,
+        id: &str,
+        body: &serde_json::Value,
+        dc: Option<&str>,
+    ) -> Result<(), EmulatorError> {
+        let spec = query::parse_query(body)?;
+        self.write(dc, |c| c.update_query(id, spec))
+    }
+
+    fn delete_query(&self, id: &str, dc: Option<&str>) -> Result<(), EmulatorError> {
+        self.write(dc, |c| c.delete_query(id))
+    }
+
+    fn put_config_entry(
+        &self,
+        body: &serde_json::Value,
+        dc: Option<&str>,
+    ) -> Result<(), EmulatorError> {
+        let entry = config_entry::parse_config_entry(body)?;
+        self.write(dc, |c| {
+            c.put_config_entry(entry);
+            Ok(())
+        })
+    }
+
+    fn delete_config_entry(
+        &self,
+        kind: &str,
+        name: &str,
+        dc: Option<&str>,
+    ) -> Result<(), EmulatorError> {
+        self.write(dc, |c| {
+            c.delete_config_entry(kind, name);
+            Ok(())
+        })
     }
 
     fn record(&self, rec: RequestRecord) {
@@ -178,11 +266,11 @@ impl Emulator {
         let listener = server::bind(listen)?;
         let addr = listener.local_addr()?;
         let node_id = demo::AGENT_NODE_ID.to_string();
-        let catalog = Catalog::new(cfg.datacenter.clone());
+        let dcs = Datacenters::new(&cfg.datacenter, &cfg.extra_datacenters);
         let inner = Arc::new(Inner {
             addr,
             node_id,
-            catalog: Mutex::new(catalog),
+            dcs: Mutex::new(dcs),
             changes: watch::channel(0).0,
             known_leader: AtomicBool::new(true),
             acl_filter_all: AtomicBool::new(false),
@@ -214,14 +302,25 @@ impl Emulator {
         format!("http://{addr}")
     }
 
-    /// Same semantics as `PUT /v1/catalog/register`.
+    /// Same semantics as `PUT /v1/catalog/register` (the body's `Datacenter` picks the
+    /// datacenter, default the agent's).
     pub fn register(&self, body: serde_json::Value) -> Result<(), EmulatorError> {
-        self.inner.register(&body)
+        self.inner.register(&body, None)
     }
 
     /// Same semantics as `PUT /v1/catalog/deregister`.
     pub fn deregister(&self, body: serde_json::Value) -> Result<(), EmulatorError> {
-        self.inner.deregister(&body)
+        self.inner.deregister(&body, None)
+    }
+
+    /// Same semantics as `POST /v1/query` in the agent's datacenter; returns the new ID.
+    pub fn create_query(&self, body: serde_json::Value) -> Result<String, EmulatorError> {
+        self.inner.create_query(&body, None)
+    }
+
+    /// Same semantics as `PUT /v1/config` in the agent's datacenter.
+    pub fn put_config_entry(&self, body: serde_json::Value) -> Result<(), EmulatorError> {
+        self.inner.put_config_entry(&body, None)
     }
 
     /// Registers the demo catalog (see [`demo`]).
@@ -229,9 +328,14 @@ impl Emulator {
         demo::seed(self);
     }
 
-    /// Current raft index.
+    /// Current raft index of the agent's datacenter.
     pub fn index(&self) -> u64 {
-        self.inner.catalog().raft_index()
+        self.inner.dcs().primary().raft_index()
+    }
+
+    /// Current raft index of a datacenter (case-insensitive), `None` if unknown.
+    pub fn index_of_dc(&self, dc: &str) -> Option<u64> {
+        self.inner.dcs().get(Some(dc)).map(|c| c.raft_index())
     }
 
     /// HTTP requests received since start (counted on arrival, whatever the outcome).
@@ -276,11 +380,12 @@ impl Emulator {
         self.inner.acl_filter_all.store(v, Ordering::SeqCst);
     }
 
-    /// Emulates a snapshot restore: the raft index and every resource index (and entity
-    /// Create/ModifyIndex) drop to at most `index`, data is kept, and every blocked query
-    /// returns at once with the new index (Consul's AbandonCh).
+    /// Emulates a snapshot restore in the agent's datacenter: the raft index and every
+    /// resource index (and entity Create/ModifyIndex) drop to at most `index`, data is kept,
+    /// and every query blocked on that datacenter returns at once with the new index
+    /// (Consul's AbandonCh).
     pub fn restore_snapshot(&self, index: u64) {
-        self.inner.catalog().restore_snapshot(index);
+        self.inner.dcs().primary_mut().restore_snapshot(index);
         self.inner.notify_change();
     }
 

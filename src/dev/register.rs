@@ -36,7 +36,47 @@ pub(super) struct ServiceSpec {
     pub port: i64,
     pub weights: (i64, i64),
     pub enable_tag_override: bool,
+    /// `Proxy` (ConnectProxyConfig) with known fields under their canonical names.
+    pub proxy: Map<String, Value>,
+    /// `Connect.Native`.
+    pub connect_native: bool,
 }
+
+impl ServiceSpec {
+    /// The service this instance serves over Connect: a proxy's destination, or itself
+    /// when Connect-native.
+    pub fn connect_target(&self) -> Option<&str> {
+        if self.kind == KIND_CONNECT_PROXY {
+            self.proxy
+                .get("DestinationServiceName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        } else if self.connect_native {
+            Some(&self.name)
+        } else {
+            None
+        }
+    }
+}
+
+pub(super) const KIND_CONNECT_PROXY: &str = "connect-proxy";
+
+/// ConnectProxyConfig fields, as Consul names them in JSON.
+const PROXY_FIELDS: [&str; 13] = [
+    "EnvoyExtensions",
+    "DestinationServiceName",
+    "DestinationServiceID",
+    "LocalServiceAddress",
+    "LocalServicePort",
+    "LocalServiceSocketPath",
+    "Mode",
+    "Config",
+    "Upstreams",
+    "MeshGateway",
+    "Expose",
+    "TransparentProxy",
+    "AccessLogs",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct CheckSpec {
@@ -152,6 +192,18 @@ fn parse_service(o: &Obj<'_>) -> Result<ServiceSpec, EmulatorError> {
             }
         }
     }
+    let mut proxy = Map::new();
+    if let Some(p) = o.object("Proxy")? {
+        for field in PROXY_FIELDS {
+            if let Some(v) = p.get(field) {
+                proxy.insert(field.to_string(), v.clone());
+            }
+        }
+    }
+    let connect_native = match o.object("Connect")? {
+        Some(c) => c.boolean("Native")?,
+        None => false,
+    };
     let weights = match o.object("Weights")? {
         Some(w) => (
             w.int("Passing")?.unwrap_or(0),
@@ -159,7 +211,7 @@ fn parse_service(o: &Obj<'_>) -> Result<ServiceSpec, EmulatorError> {
         ),
         None => (1, 1),
     };
-    Ok(ServiceSpec {
+    let spec = ServiceSpec {
         id,
         name,
         kind: o.string("Kind")?,
@@ -170,7 +222,54 @@ fn parse_service(o: &Obj<'_>) -> Result<ServiceSpec, EmulatorError> {
         port: o.int("Port")?.unwrap_or(0),
         weights,
         enable_tag_override: o.boolean("EnableTagOverride")?,
-    })
+        proxy,
+        connect_native,
+    };
+    validate_service(&spec)?;
+    Ok(spec)
+}
+
+/// Consul's `NodeService.Validate` (Connect proxy part), with go-multierror's message.
+fn validate_service(s: &ServiceSpec) -> Result<(), EmulatorError> {
+    let mut errors = Vec::new();
+    if s.kind == KIND_CONNECT_PROXY {
+        let dest = s
+            .proxy
+            .get("DestinationServiceName")
+            .and_then(Value::as_str);
+        match dest.map(str::trim) {
+            None | Some("") => errors
+                .push("Proxy.DestinationServiceName must be non-empty for Connect proxy services"),
+            Some("*") => errors.push(
+                "Proxy.DestinationServiceName must not be a wildcard for Connect proxy services",
+            ),
+            Some(_) => {}
+        }
+        if s.port == 0 {
+            errors.push("Port or SocketPath must be set for a Connect proxy");
+        }
+        if s.connect_native {
+            errors.push("A Proxy cannot also be Connect Native, only typical services");
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(EmulatorError::Invalid(multierror(&errors)))
+    }
+}
+
+/// go-multierror's `ListFormatFunc`.
+pub(super) fn multierror(errors: &[&str]) -> String {
+    if let [one] = errors {
+        return format!("1 error occurred:\n\t* {one}\n\n");
+    }
+    let points: Vec<String> = errors.iter().map(|e| format!("* {e}")).collect();
+    format!(
+        "{} errors occurred:\n\t{}\n\n",
+        errors.len(),
+        points.join("\n\t")
+    )
 }
 
 fn parse_check(o: &Obj<'_>, request_node: &str) -> Result<CheckSpec, EmulatorError> {
@@ -230,13 +329,13 @@ fn validate_uuid(id: &str) -> Result<(), EmulatorError> {
 }
 
 /// A JSON object with case-insensitive, typed field access; `path` names it in errors.
-struct Obj<'a> {
+pub(super) struct Obj<'a> {
     map: &'a Map<String, Value>,
     path: String,
 }
 
 impl<'a> Obj<'a> {
-    fn root(v: &'a Value) -> Result<Self, EmulatorError> {
+    pub(super) fn root(v: &'a Value) -> Result<Self, EmulatorError> {
         match v {
             Value::Object(map) => Ok(Obj {
                 map,
@@ -248,7 +347,12 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn field_path(&self, key: &str) -> String {
+    /// The underlying JSON object.
+    pub(super) fn raw(&self) -> &'a Map<String, Value> {
+        self.map
+    }
+
+    pub(super) fn field_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
         } else {
@@ -256,16 +360,16 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn type_error(&self, key: &str, expected: &str) -> EmulatorError {
+    pub(super) fn type_error(&self, key: &str, expected: &str) -> EmulatorError {
         EmulatorError::Decode(format!("{}: expected {expected}", self.field_path(key)))
     }
 
-    fn keys(&self) -> Vec<String> {
+    pub(super) fn keys(&self) -> Vec<String> {
         self.map.keys().cloned().collect()
     }
 
     /// Exact match first, then case-insensitive (Go's rule). `null` counts as absent.
-    fn get(&self, key: &str) -> Option<&'a Value> {
+    pub(super) fn get(&self, key: &str) -> Option<&'a Value> {
         self.map
             .get(key)
             .or_else(|| {
@@ -277,7 +381,7 @@ impl<'a> Obj<'a> {
             .filter(|v| !v.is_null())
     }
 
-    fn string(&self, key: &str) -> Result<String, EmulatorError> {
+    pub(super) fn string(&self, key: &str) -> Result<String, EmulatorError> {
         match self.get(key) {
             None => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
@@ -285,7 +389,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn boolean(&self, key: &str) -> Result<bool, EmulatorError> {
+    pub(super) fn boolean(&self, key: &str) -> Result<bool, EmulatorError> {
         match self.get(key) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
@@ -293,7 +397,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn int(&self, key: &str) -> Result<Option<i64>, EmulatorError> {
+    pub(super) fn int(&self, key: &str) -> Result<Option<i64>, EmulatorError> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -303,7 +407,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn strings(&self, key: &str) -> Result<Vec<String>, EmulatorError> {
+    pub(super) fn strings(&self, key: &str) -> Result<Vec<String>, EmulatorError> {
         match self.get(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -315,7 +419,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn string_map(&self, key: &str) -> Result<BTreeMap<String, String>, EmulatorError> {
+    pub(super) fn string_map(&self, key: &str) -> Result<BTreeMap<String, String>, EmulatorError> {
         let Some(o) = self.object(key)? else {
             return Ok(BTreeMap::new());
         };
@@ -328,7 +432,7 @@ impl<'a> Obj<'a> {
             .collect()
     }
 
-    fn object(&self, key: &str) -> Result<Option<Obj<'a>>, EmulatorError> {
+    pub(super) fn object(&self, key: &str) -> Result<Option<Obj<'a>>, EmulatorError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Object(map)) => Ok(Some(Obj {
@@ -339,7 +443,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>, EmulatorError> {
+    pub(super) fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>, EmulatorError> {
         let items = match self.get(key) {
             None => return Ok(Vec::new()),
             Some(Value::Array(items)) => items,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::Service as _;
@@ -141,11 +141,26 @@ async fn handle(
     }
     let required = lock(&inner.required_token).clone();
     if required.is_some() && token != required {
-        return text(StatusCode::FORBIDDEN, "ACL not found");
+        let mut resp = text(StatusCode::FORBIDDEN, "ACL not found");
+        translate_header(inner, &mut resp);
+        return resp;
     }
-    match app.call(req).await {
+    let mut resp = match app.call(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
+    };
+    translate_header(inner, &mut resp);
+    resp
+}
+
+/// Consul sets `X-Consul-Translate-Addresses: true` on every response of an agent with
+/// `translate_wan_addrs`, whatever the datacenter asked about (`agent/http.go` `wrap`).
+fn translate_header(inner: &Inner, resp: &mut Response<Body>) {
+    if inner.cfg.translate_wan_addrs {
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-consul-translate-addresses"),
+            HeaderValue::from_static("true"),
+        );
     }
 }
 

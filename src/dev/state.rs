@@ -6,10 +6,19 @@
 //! * `services`: a service instance created, changed or removed;
 //! * `service:<lowercase name>`: an instance of that service, its checks, or its node
 //!   (fields or node-level checks) changed or was removed;
-//! * `node:<lowercase name>`: anything on that node changed.
+//! * `node:<lowercase name>`: anything on that node changed;
+//! * `connect:<lowercase name>`: as `service:` for every Connect proxy whose destination is
+//!   that service and every Connect-native instance of it;
+//! * `ingress:<lowercase name>` (`ingress:*` for wildcards): an ingress-gateway config entry
+//!   listing that service was written or deleted;
+//! * `prepared-queries`, `config-entries`: any prepared query / config entry written.
+//!
+//! Every datacenter is a separate [`Catalog`] (its own cluster, own indexes).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::config_entry::ConfigEntry;
+use super::query::QuerySpec;
 use super::register::{CheckSpec, DeregisterRequest, NodeSpec, RegisterRequest, ServiceSpec};
 use super::EmulatorError;
 
@@ -58,6 +67,65 @@ pub(super) enum Resource {
     Services,
     Service(String),
     Node(String),
+    /// Proxies and Connect-native instances for a service.
+    Connect(String),
+    /// Ingress gateways fronting a service.
+    Ingress(String),
+    Queries,
+    ConfigEntries,
+}
+
+/// The datacenters, each a separate cluster; the first is the agent's (primary).
+pub(super) struct Datacenters {
+    list: Vec<Catalog>,
+}
+
+impl Datacenters {
+    /// Duplicate names (case-insensitive) are dropped.
+    pub fn new(primary: &str, extra: &[String]) -> Self {
+        let mut list: Vec<Catalog> = Vec::new();
+        for name in std::iter::once(primary).chain(extra.iter().map(String::as_str)) {
+            if !list.iter().any(|c| c.datacenter.eq_ignore_ascii_case(name)) {
+                list.push(Catalog::new(name.to_string()));
+            }
+        }
+        Datacenters { list }
+    }
+
+    /// Position of a datacenter (case-insensitive); absent or empty means the primary.
+    pub fn position(&self, dc: Option<&str>) -> Option<usize> {
+        match dc {
+            None | Some("") => Some(0),
+            Some(dc) => self
+                .list
+                .iter()
+                .position(|c| c.datacenter.eq_ignore_ascii_case(dc)),
+        }
+    }
+
+    pub fn at(&self, pos: usize) -> &Catalog {
+        &self.list[pos]
+    }
+
+    pub fn get(&self, dc: Option<&str>) -> Option<&Catalog> {
+        self.position(dc).map(|i| &self.list[i])
+    }
+
+    pub fn get_mut(&mut self, dc: Option<&str>) -> Option<&mut Catalog> {
+        self.position(dc).map(|i| &mut self.list[i])
+    }
+
+    pub fn primary(&self) -> &Catalog {
+        &self.list[0]
+    }
+
+    pub fn primary_mut(&mut self) -> &mut Catalog {
+        &mut self.list[0]
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.list.iter().map(|c| c.datacenter.clone()).collect()
+    }
 }
 
 pub(super) struct Catalog {
@@ -66,12 +134,34 @@ pub(super) struct Catalog {
     tables: HashMap<String, u64>,
     /// By lowercase node name (Consul's node index is case-insensitive).
     pub nodes: BTreeMap<String, NodeEntry>,
+    /// Prepared queries by ID.
+    pub queries: BTreeMap<String, Versioned<QuerySpec>>,
+    /// Config entries by (kind, lowercase name).
+    pub config_entries: BTreeMap<(String, String), Versioned<ConfigEntry>>,
     /// Number of snapshot restores; a change releases every blocked query.
     pub restores: u64,
 }
 
+const QUERIES_TABLE: &str = "prepared-queries";
+const CONFIG_TABLE: &str = "config-entries";
+
 fn service_key(name: &str) -> String {
     format!("service:{}", name.to_lowercase())
+}
+
+fn connect_key(name: &str) -> String {
+    format!("connect:{}", name.to_lowercase())
+}
+
+fn ingress_key(name: &str) -> String {
+    format!("ingress:{}", name.to_lowercase())
+}
+
+/// Keys bumped when an instance (or its checks or node) changes.
+fn instance_keys(s: &ServiceSpec) -> Vec<String> {
+    let mut keys = vec![service_key(&s.name)];
+    keys.extend(s.connect_target().map(connect_key));
+    keys
 }
 
 fn node_key(name: &str) -> String {
@@ -85,8 +175,16 @@ impl Catalog {
             raft_index: 0,
             tables: HashMap::new(),
             nodes: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            config_entries: BTreeMap::new(),
             restores: 0,
         }
+    }
+
+    /// Starts a write: bumps and returns the raft index.
+    fn next_index(&mut self) -> u64 {
+        self.raft_index += 1;
+        self.raft_index
     }
 
     pub fn raft_index(&self) -> u64 {
@@ -108,8 +206,65 @@ impl Catalog {
             Resource::Service(_) => self.table("services"),
             Resource::Node(name) if self.node(name).is_some() => self.table(&node_key(name)),
             Resource::Node(_) => self.table("nodes"),
+            Resource::Connect(name) if self.has_connect(name) => self.table(&connect_key(name)),
+            Resource::Connect(_) => self.table("services"),
+            Resource::Ingress(name) => self.ingress_index(name),
+            Resource::Queries => self.table(QUERIES_TABLE),
+            Resource::ConfigEntries => self.table(CONFIG_TABLE),
         };
         idx.max(1)
+    }
+
+    /// Highest of: the entries listing the service, the gateways fronting it, and (when a
+    /// wildcard listener exists) the service itself, whose existence decides the match.
+    fn ingress_index(&self, name: &str) -> u64 {
+        let mut idx = self
+            .table(&ingress_key(name))
+            .max(self.table(&ingress_key("*")));
+        for gateway in self.ingress_gateways_for(name) {
+            idx = idx.max(self.table(&service_key(&gateway)));
+        }
+        if self.has_ingress_wildcard() {
+            idx = idx.max(self.table(&service_key(name)));
+        }
+        idx
+    }
+
+    fn has_connect(&self, name: &str) -> bool {
+        self.nodes.values().any(|n| {
+            n.services.values().any(|s| {
+                s.spec
+                    .connect_target()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(name))
+            })
+        })
+    }
+
+    fn has_ingress_wildcard(&self) -> bool {
+        self.config_entries
+            .values()
+            .any(|e| e.spec.ingress_services.iter().any(|s| s == "*"))
+    }
+
+    /// Names of the ingress gateways whose config entry lists `name`; a `*` listener
+    /// matches every typical service present except `consul`.
+    pub fn ingress_gateways_for(&self, name: &str) -> Vec<String> {
+        let wildcard_ok = !name.eq_ignore_ascii_case("consul")
+            && self.nodes.values().any(|n| {
+                n.services
+                    .values()
+                    .any(|s| s.spec.kind.is_empty() && s.spec.name.eq_ignore_ascii_case(name))
+            });
+        self.config_entries
+            .values()
+            .filter(|e| {
+                e.spec
+                    .ingress_services
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(name) || (s == "*" && wildcard_ok))
+            })
+            .map(|e| e.spec.name.clone())
+            .collect()
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeEntry> {
@@ -126,8 +281,7 @@ impl Catalog {
 
     pub fn register(&mut self, req: RegisterRequest) -> Result<(), EmulatorError> {
         self.validate_register(&req)?;
-        self.raft_index += 1;
-        let idx = self.raft_index;
+        let idx = self.next_index();
         let mut touched = BTreeSet::new();
         let node_lc = req.node.name.to_lowercase();
 
@@ -149,7 +303,8 @@ impl Catalog {
                     }
                     if entry.node.update(spec, idx) {
                         touched.extend(["nodes".to_string(), node_key(&node_lc)]);
-                        touched.extend(entry.services.values().map(|s| service_key(&s.spec.name)));
+                        touched
+                            .extend(entry.services.values().flat_map(|s| instance_keys(&s.spec)));
                     }
                 }
             }
@@ -159,11 +314,8 @@ impl Catalog {
             let Some(entry) = self.nodes.get_mut(&node_lc) else {
                 return Err(EmulatorError::MissingNodeRegistration); // excluded by validation
             };
-            let keys = [
-                "services".to_string(),
-                service_key(&svc.name),
-                node_key(&node_lc),
-            ];
+            let mut keys = vec!["services".to_string(), node_key(&node_lc)];
+            keys.extend(instance_keys(&svc));
             match entry.services.get_mut(&svc.id) {
                 None => {
                     entry
@@ -172,10 +324,10 @@ impl Catalog {
                     touched.extend(keys);
                 }
                 Some(existing) => {
-                    let old_name = existing.spec.name.clone();
+                    let old_keys = instance_keys(&existing.spec);
                     if existing.update(svc, idx) {
                         touched.extend(keys);
-                        touched.insert(service_key(&old_name));
+                        touched.extend(old_keys);
                     }
                 }
             }
@@ -243,8 +395,7 @@ impl Catalog {
     }
 
     pub fn deregister(&mut self, req: DeregisterRequest) -> Result<(), EmulatorError> {
-        self.raft_index += 1;
-        let idx = self.raft_index;
+        let idx = self.next_index();
         let node_lc = req.node.to_lowercase();
         let mut touched = BTreeSet::new();
 
@@ -254,7 +405,7 @@ impl Catalog {
                 if !entry.services.is_empty() {
                     touched.insert("services".to_string());
                 }
-                touched.extend(entry.services.values().map(|s| service_key(&s.spec.name)));
+                touched.extend(entry.services.values().flat_map(|s| instance_keys(&s.spec)));
             }
             self.bump(touched, idx);
             return Ok(());
@@ -264,11 +415,8 @@ impl Catalog {
             if let Some(service_id) = &req.service_id {
                 if let Some(svc) = entry.services.remove(service_id) {
                     entry.checks.retain(|_, c| &c.spec.service_id != service_id);
-                    touched.extend([
-                        "services".to_string(),
-                        service_key(&svc.spec.name),
-                        node_key(&node_lc),
-                    ]);
+                    touched.extend(["services".to_string(), node_key(&node_lc)]);
+                    touched.extend(instance_keys(&svc.spec));
                 }
             }
             if let Some(check_id) = &req.check_id {
@@ -288,6 +436,140 @@ impl Catalog {
         }
     }
 
+    /// Prepared query by UUID (case-insensitive), else by name (case-insensitive).
+    pub fn resolve_query(&self, id_or_name: &str) -> Option<&Versioned<QuerySpec>> {
+        if id_or_name.is_empty() {
+            return None;
+        }
+        self.queries.get(&id_or_name.to_lowercase()).or_else(|| {
+            self.queries
+                .values()
+                .find(|q| !q.spec.name.is_empty() && q.spec.name.eq_ignore_ascii_case(id_or_name))
+        })
+    }
+
+    /// Consul's state-store checks: a name may alias neither another query's name nor an ID.
+    fn check_query_name(
+        &self,
+        spec: &QuerySpec,
+        own_id: Option<&str>,
+    ) -> Result<(), EmulatorError> {
+        if spec.name.is_empty() {
+            return Ok(());
+        }
+        let aliased = self.queries.values().any(|q| {
+            Some(q.spec.id.as_str()) != own_id && q.spec.name.eq_ignore_ascii_case(&spec.name)
+        });
+        if aliased {
+            return Err(EmulatorError::Invalid(format!(
+                "name '{}' aliases an existing query name",
+                spec.name
+            )));
+        }
+        if self.queries.contains_key(&spec.name.to_lowercase()) {
+            return Err(EmulatorError::Invalid(format!(
+                "name '{}' aliases an existing query ID",
+                spec.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stores a new query under a fresh UUID and returns it.
+    pub fn create_query(&mut self, mut spec: QuerySpec) -> Result<String, EmulatorError> {
+        self.check_query_name(&spec, None)?;
+        let id = loop {
+            let id = super::query::new_uuid();
+            if !self.queries.contains_key(&id) {
+                break id;
+            }
+        };
+        spec.id = id.clone();
+        let idx = self.next_index();
+        self.queries.insert(id.clone(), Versioned::new(spec, idx));
+        self.bump(BTreeSet::from([QUERIES_TABLE.to_string()]), idx);
+        Ok(id)
+    }
+
+    pub fn update_query(&mut self, id: &str, mut spec: QuerySpec) -> Result<(), EmulatorError> {
+        let key = id.to_lowercase();
+        if !self.queries.contains_key(&key) {
+            return Err(non_existent_query(id));
+        }
+        self.check_query_name(&spec, Some(&key))?;
+        spec.id = key.clone();
+        let idx = self.next_index();
+        if let Some(q) = self.queries.get_mut(&key) {
+            if q.update(spec, idx) {
+                self.bump(BTreeSet::from([QUERIES_TABLE.to_string()]), idx);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn delete_query(&mut self, id: &str) -> Result<(), EmulatorError> {
+        let key = id.to_lowercase();
+        if !self.queries.contains_key(&key) {
+            return Err(non_existent_query(id));
+        }
+        let idx = self.next_index();
+        self.queries.remove(&key);
+        self.bump(BTreeSet::from([QUERIES_TABLE.to_string()]), idx);
+        Ok(())
+    }
+
+    pub fn config_entry(&self, kind: &str, name: &str) -> Option<&Versioned<ConfigEntry>> {
+        self.config_entries
+            .get(&(kind.to_lowercase(), name.to_lowercase()))
+    }
+
+    /// Creates or replaces an entry (same kind and name, case-insensitive).
+    pub fn put_config_entry(&mut self, entry: ConfigEntry) {
+        let idx = self.next_index();
+        let key = (entry.kind.to_lowercase(), entry.name.to_lowercase());
+        let mut touched: BTreeSet<String> = entry
+            .ingress_services
+            .iter()
+            .map(|s| ingress_key(s))
+            .collect();
+        let changed = match self.config_entries.get_mut(&key) {
+            None => {
+                self.config_entries.insert(key, Versioned::new(entry, idx));
+                true
+            }
+            Some(existing) => {
+                touched.extend(
+                    existing
+                        .spec
+                        .ingress_services
+                        .iter()
+                        .map(|s| ingress_key(s)),
+                );
+                existing.update(entry, idx)
+            }
+        };
+        if changed {
+            touched.insert(CONFIG_TABLE.to_string());
+            self.bump(touched, idx);
+        }
+    }
+
+    /// Deleting an absent entry is not an error (as in Consul).
+    pub fn delete_config_entry(&mut self, kind: &str, name: &str) {
+        let idx = self.next_index();
+        let key = (kind.to_lowercase(), name.to_lowercase());
+        if let Some(old) = self.config_entries.remove(&key) {
+            let mut touched: BTreeSet<String> = old
+                .spec
+                .ingress_services
+                .iter()
+                .map(|s| ingress_key(s))
+                .collect();
+            touched.insert(CONFIG_TABLE.to_string());
+            self.bump(touched, idx);
+        }
+    }
+
     /// Lowers the raft index and every index to at most `index`; releases blocked queries.
     pub fn restore_snapshot(&mut self, index: u64) {
         self.raft_index = self.raft_index.min(index);
@@ -299,6 +581,10 @@ impl Catalog {
             entry.services.values_mut().for_each(|s| clamp(s, index));
             entry.checks.values_mut().for_each(|c| clamp(c, index));
         }
+        self.queries.values_mut().for_each(|q| clamp(q, index));
+        self.config_entries
+            .values_mut()
+            .for_each(|e| clamp(e, index));
         self.restores += 1;
     }
 }
@@ -319,6 +605,10 @@ fn check_service_keys(entry: &NodeEntry, service_ids: &[String]) -> Vec<String> 
                 .iter()
                 .any(|id| id.is_empty() || *id == s.spec.id)
         })
-        .map(|s| service_key(&s.spec.name))
+        .flat_map(|s| instance_keys(&s.spec))
         .collect()
+}
+
+fn non_existent_query(id: &str) -> EmulatorError {
+    EmulatorError::Invalid(format!("Cannot modify non-existent prepared query: '{id}'"))
 }

@@ -9,7 +9,17 @@ use super::register::{CheckSpec, ServiceSpec};
 use super::state::{Catalog, NodeEntry, Versioned};
 use super::EmulatorConfig;
 
-type Instance<'a> = (&'a NodeEntry, &'a Versioned<ServiceSpec>);
+pub(super) type Instance<'a> = (&'a NodeEntry, &'a Versioned<ServiceSpec>);
+
+/// Which instances a service endpoint returns.
+pub(super) enum Select<'a> {
+    /// `/v1/{catalog,health}/service/<name>`.
+    Service(&'a str),
+    /// `/v1/{catalog,health}/connect/<name>`: proxies for it and its Connect-native instances.
+    Connect(&'a str),
+    /// `/v1/health/ingress/<name>`: instances of the ingress gateways fronting it.
+    Ingress(&'a str),
+}
 
 impl Catalog {
     /// `/v1/catalog/services`: name → sorted, deduplicated union of tags.
@@ -27,9 +37,9 @@ impl Catalog {
         Value::Array(self.nodes.values().map(|n| self.node_json(n)).collect())
     }
 
-    /// `/v1/catalog/service/<name>`: flat node + service entries.
-    pub fn catalog_service_json(&self, name: &str, tags: &[String]) -> Value {
-        let entries = self.instances(name, tags).into_iter().map(|(node, svc)| {
+    /// `/v1/catalog/service/<name>` (and `connect`): flat node + service entries.
+    pub fn catalog_service_json(&self, select: &Select<'_>, tags: &[String]) -> Value {
+        let entries = self.select(select, tags).into_iter().map(|(node, svc)| {
             let n = &node.node.spec;
             let s = &svc.spec;
             let mut v = json!({
@@ -48,8 +58,8 @@ impl Catalog {
                 "ServiceMeta": s.meta,
                 "ServicePort": s.port,
                 "ServiceEnableTagOverride": s.enable_tag_override,
-                "ServiceProxy": proxy_json(),
-                "ServiceConnect": {},
+                "ServiceProxy": proxy_json(s),
+                "ServiceConnect": connect_json(s),
                 "CreateIndex": svc.create_index,
                 "ModifyIndex": svc.modify_index,
             });
@@ -75,27 +85,48 @@ impl Catalog {
         json!({ "Node": self.node_json(node), "Services": services })
     }
 
-    /// `/v1/health/service/<name>`: node, service and (node-level + service) checks.
-    pub fn health_service_json(&self, name: &str, tags: &[String], passing_only: bool) -> Value {
+    /// `/v1/health/{service,connect,ingress}/<name>`: node, service and (node-level +
+    /// service) checks.
+    pub fn health_service_json(
+        &self,
+        select: &Select<'_>,
+        tags: &[String],
+        passing_only: bool,
+    ) -> Value {
         let entries = self
-            .instances(name, tags)
+            .select(select, tags)
             .into_iter()
-            .filter_map(|(node, svc)| {
-                let checks: Vec<&Versioned<CheckSpec>> = node
-                    .checks
-                    .values()
-                    .filter(|c| c.spec.service_id.is_empty() || c.spec.service_id == svc.spec.id)
-                    .collect();
-                if passing_only && checks.iter().any(|c| c.spec.status != "passing") {
-                    return None;
-                }
-                Some(json!({
-                    "Node": self.node_json(node),
-                    "Service": service_json(svc),
-                    "Checks": checks.iter().map(|c| check_json(node, c)).collect::<Vec<_>>(),
-                }))
-            });
+            .filter(|(node, svc)| {
+                !passing_only
+                    || self
+                        .instance_checks(node, svc)
+                        .iter()
+                        .all(|c| c.spec.status == "passing")
+            })
+            .map(|(node, svc)| self.health_entry_json(node, svc));
         Value::Array(entries.collect())
+    }
+
+    /// A ServiceEntry (CheckServiceNode).
+    pub fn health_entry_json(&self, node: &NodeEntry, svc: &Versioned<ServiceSpec>) -> Value {
+        let checks = self.instance_checks(node, svc);
+        json!({
+            "Node": self.node_json(node),
+            "Service": service_json(svc),
+            "Checks": checks.iter().map(|c| check_json(node, c)).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The node-level checks and the instance's own checks.
+    pub fn instance_checks<'a>(
+        &self,
+        node: &'a NodeEntry,
+        svc: &Versioned<ServiceSpec>,
+    ) -> Vec<&'a Versioned<CheckSpec>> {
+        node.checks
+            .values()
+            .filter(|c| c.spec.service_id.is_empty() || c.spec.service_id == svc.spec.id)
+            .collect()
     }
 
     /// `/v1/health/node/<name>`: every check on the node (`[]` for an unknown node).
@@ -107,13 +138,37 @@ impl Catalog {
         Value::Array(checks)
     }
 
-    /// Instances of a service (case-insensitive name) carrying all `tags`
-    /// (case-insensitive), ordered by node then service ID.
-    fn instances(&self, name: &str, tags: &[String]) -> Vec<Instance<'_>> {
-        self.nodes
-            .values()
-            .flat_map(|node| node.services.values().map(move |svc| (node, svc)))
-            .filter(|(_, svc)| svc.spec.name.eq_ignore_ascii_case(name))
+    /// Selected instances carrying all `tags` (case-insensitive), ordered by node then
+    /// service ID (ingress: by gateway name first). Names match case-insensitively.
+    pub fn select(&self, select: &Select<'_>, tags: &[String]) -> Vec<Instance<'_>> {
+        let all = || {
+            self.nodes
+                .values()
+                .flat_map(|node| node.services.values().map(move |svc| (node, svc)))
+        };
+        let selected: Vec<Instance<'_>> = match *select {
+            Select::Service(name) => all()
+                .filter(|(_, svc)| svc.spec.name.eq_ignore_ascii_case(name))
+                .collect(),
+            Select::Connect(name) => all()
+                .filter(|(_, svc)| {
+                    svc.spec
+                        .connect_target()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(name))
+                })
+                .collect(),
+            Select::Ingress(name) => self
+                .ingress_gateways_for(name)
+                .iter()
+                .flat_map(|gw| {
+                    all()
+                        .filter(|(_, svc)| svc.spec.name.eq_ignore_ascii_case(gw))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        };
+        selected
+            .into_iter()
             .filter(|(_, svc)| {
                 tags.iter()
                     .all(|want| svc.spec.tags.iter().any(|t| t.eq_ignore_ascii_case(want)))
@@ -148,8 +203,8 @@ fn service_json(svc: &Versioned<ServiceSpec>) -> Value {
         "Port": s.port,
         "Weights": weights_json(s),
         "EnableTagOverride": s.enable_tag_override,
-        "Proxy": proxy_json(),
-        "Connect": {},
+        "Proxy": proxy_json(s),
+        "Connect": connect_json(s),
         "CreateIndex": svc.create_index,
         "ModifyIndex": svc.modify_index,
     });
@@ -213,8 +268,35 @@ fn weights_json(s: &ServiceSpec) -> Value {
     json!({ "Passing": s.weights.0, "Warning": s.weights.1 })
 }
 
-fn proxy_json() -> Value {
-    json!({ "MeshGateway": {}, "Expose": {} })
+/// ConnectProxyConfig: `MeshGateway` and `Expose` are always present (structs), the
+/// registered fields follow Go's `omitempty`.
+fn proxy_json(s: &ServiceSpec) -> Value {
+    let mut map = Map::new();
+    map.insert("MeshGateway".into(), json!({}));
+    map.insert("Expose".into(), json!({}));
+    for (k, v) in &s.proxy {
+        let empty = match v {
+            Value::Null => true,
+            Value::String(x) => x.is_empty(),
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty() && k != "MeshGateway" && k != "Expose",
+            Value::Bool(_) => false,
+        };
+        if !empty {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(map)
+}
+
+/// ServiceConnect: `{"Native": true}` or `{}` (both fields `omitempty`).
+fn connect_json(s: &ServiceSpec) -> Value {
+    if s.connect_native {
+        json!({ "Native": true })
+    } else {
+        json!({})
+    }
 }
 
 /// `/v1/agent/self` for a single dev server agent.

@@ -1,0 +1,243 @@
+//! Prepared queries (`/v1/query`): parsing, stored JSON shape and execution.
+//!
+//! Supported: `Name`, `Session` (not checked), `Token` (echoed), `Service.{Service,
+//! OnlyPassing, IgnoreCheckIDs, Tags, NodeMeta, ServiceMeta, Connect}`, `DNS.TTL`.
+//! `Service.Failover` and `Service.Near` are stored and echoed but not acted on (no
+//! failover, no RTT sort); templates are refused.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::register::Obj;
+use super::state::{Catalog, Versioned};
+use super::views::Select;
+use super::EmulatorError;
+use crate::config::parse_go_duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct QuerySpec {
+    /// Lower-case UUID (set by the catalog).
+    pub id: String,
+    pub name: String,
+    pub session: String,
+    pub token: String,
+    pub service: String,
+    pub only_passing: bool,
+    pub ignore_check_ids: Vec<String>,
+    /// `None` when absent (echoed as `null`, like a nil Go slice).
+    pub tags: Option<Vec<String>>,
+    pub node_meta: Option<BTreeMap<String, String>>,
+    pub service_meta: Option<BTreeMap<String, String>>,
+    pub connect: bool,
+    pub near: String,
+    pub failover_nearest_n: i64,
+    pub failover_datacenters: Option<Vec<String>>,
+    pub dns_ttl: String,
+}
+
+/// Consul's `PreparedQuery.Apply` checks for create and update (`parseQuery`).
+pub(super) fn parse_query(body: &Value) -> Result<QuerySpec, EmulatorError> {
+    let o = Obj::root(body)?;
+    let svc = o.object("Service")?;
+    let string = |key: &str| -> Result<String, EmulatorError> {
+        svc.as_ref().map_or(Ok(String::new()), |s| s.string(key))
+    };
+    let present = |key: &str| svc.as_ref().is_some_and(|s| s.get(key).is_some());
+    let (nearest_n, datacenters) = match svc.as_ref().map(|s| s.object("Failover")).transpose()? {
+        Some(Some(f)) => (
+            f.int("NearestN")?.unwrap_or(0),
+            f.get("Datacenters")
+                .is_some()
+                .then(|| f.strings("Datacenters"))
+                .transpose()?,
+        ),
+        _ => (0, None),
+    };
+    let (ttl, template_type) = (
+        o.object("DNS")?
+            .map(|d| d.string("TTL"))
+            .transpose()?
+            .unwrap_or_default(),
+        o.object("Template")?
+            .map(|t| t.string("Type"))
+            .transpose()?
+            .unwrap_or_default(),
+    );
+    let spec = QuerySpec {
+        id: o.string("ID")?,
+        name: o.string("Name")?,
+        session: o.string("Session")?,
+        token: o.string("Token")?,
+        service: string("Service")?,
+        only_passing: svc
+            .as_ref()
+            .map_or(Ok(false), |s| s.boolean("OnlyPassing"))?,
+        ignore_check_ids: svc
+            .as_ref()
+            .map_or(Ok(Vec::new()), |s| s.strings("IgnoreCheckIDs"))?,
+        tags: present("Tags")
+            .then(|| svc.as_ref().map(|s| s.strings("Tags")))
+            .flatten()
+            .transpose()?,
+        node_meta: present("NodeMeta")
+            .then(|| svc.as_ref().map(|s| s.string_map("NodeMeta")))
+            .flatten()
+            .transpose()?,
+        service_meta: present("ServiceMeta")
+            .then(|| svc.as_ref().map(|s| s.string_map("ServiceMeta")))
+            .flatten()
+            .transpose()?,
+        connect: svc.as_ref().map_or(Ok(false), |s| s.boolean("Connect"))?,
+        near: string("Near")?,
+        failover_nearest_n: nearest_n,
+        failover_datacenters: datacenters,
+        dns_ttl: ttl,
+    };
+    if !template_type.is_empty() {
+        return Err(invalid(
+            "emulator: prepared query templates are not supported",
+        ));
+    }
+    if spec.name.is_empty() && spec.session.is_empty() {
+        return Err(invalid("Must be bound to a session"));
+    }
+    if spec.service.is_empty() {
+        return Err(invalid("Must provide a Service name to query"));
+    }
+    if spec.failover_nearest_n < 0 {
+        return Err(invalid(&format!(
+            "Bad NearestN '{}', must be >= 0",
+            spec.failover_nearest_n
+        )));
+    }
+    if !spec.dns_ttl.is_empty() && parse_go_duration(&spec.dns_ttl).is_err() {
+        let ttl = &spec.dns_ttl;
+        return Err(invalid(&format!(
+            "Bad DNS TTL '{ttl}': time: invalid duration \"{ttl}\""
+        )));
+    }
+    Ok(spec)
+}
+
+fn invalid(msg: &str) -> EmulatorError {
+    EmulatorError::Invalid(format!("Invalid prepared query: {msg}"))
+}
+
+/// A random (version 4) UUID, lower case.
+pub(super) fn new_uuid() -> String {
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// A stored query as `GET /v1/query` lists it (Consul's `PreparedQuery`).
+pub(super) fn query_json(q: &Versioned<QuerySpec>) -> Value {
+    let s = &q.spec;
+    json!({
+        "ID": s.id,
+        "Name": s.name,
+        "Session": s.session,
+        "Token": s.token,
+        "Service": {
+            "Service": s.service,
+            "Failover": {
+                "NearestN": s.failover_nearest_n,
+                "Datacenters": s.failover_datacenters,
+            },
+            "OnlyPassing": s.only_passing,
+            "IgnoreCheckIDs": if s.ignore_check_ids.is_empty() {
+                Value::Null
+            } else {
+                json!(s.ignore_check_ids)
+            },
+            "Near": s.near,
+            "Tags": s.tags,
+            "NodeMeta": s.node_meta,
+            "ServiceMeta": s.service_meta,
+            "Connect": s.connect,
+        },
+        "DNS": { "TTL": s.dns_ttl },
+        "Template": { "Type": "", "Regexp": "", "RemoveEmptyTags": false },
+        "CreateIndex": q.create_index,
+        "ModifyIndex": q.modify_index,
+    })
+}
+
+impl Catalog {
+    /// `GET /v1/query/<id-or-name>/execute` body, `None` for an unknown query.
+    /// Node order is deterministic (by node, then service ID): Consul shuffles.
+    pub fn execute_query_json(&self, id_or_name: &str, limit: usize) -> Option<Value> {
+        let q = &self.resolve_query(id_or_name)?.spec;
+        let select = if q.connect {
+            Select::Connect(&q.service)
+        } else {
+            Select::Service(&q.service)
+        };
+        let mut nodes: Vec<Value> = self
+            .select(&select, &[])
+            .into_iter()
+            .filter(|(node, svc)| {
+                // Consul's CheckServiceNodes.FilterIgnore.
+                self.instance_checks(node, svc).iter().all(|c| {
+                    q.ignore_check_ids.contains(&c.spec.check_id)
+                        || match c.spec.status.as_str() {
+                            "critical" => false,
+                            "passing" => true,
+                            _ => !q.only_passing,
+                        }
+                })
+            })
+            .filter(|(node, _)| meta_matches(q.node_meta.as_ref(), &node.node.spec.meta))
+            .filter(|(_, svc)| meta_matches(q.service_meta.as_ref(), &svc.spec.meta))
+            .filter(|(_, svc)| tags_match(q.tags.as_deref().unwrap_or_default(), &svc.spec.tags))
+            .map(|(node, svc)| self.health_entry_json(node, svc))
+            .collect();
+        if limit > 0 {
+            nodes.truncate(limit);
+        }
+        Some(json!({
+            "Service": q.service,
+            "Nodes": nodes,
+            "DNS": { "TTL": q.dns_ttl },
+            "Datacenter": self.datacenter,
+            "PeerName": "",
+            "Failovers": 0,
+            // Consul embeds QueryMeta in the response struct, so it is marshalled too.
+            "Index": 0,
+            "LastContact": 0,
+            "KnownLeader": true,
+            "ConsistencyLevel": "",
+            "NotModified": false,
+            "Backend": 0,
+            "ResultsFilteredByACLs": false,
+        }))
+    }
+}
+
+fn meta_matches(
+    filter: Option<&BTreeMap<String, String>>,
+    meta: &BTreeMap<String, String>,
+) -> bool {
+    filter.is_none_or(|f| f.iter().all(|(k, v)| meta.get(k) == Some(v)))
+}
+
+/// Consul's prepared-query `tagFilter`: every tag required (case-insensitive), none of the
+/// `!`-prefixed ones present.
+fn tags_match(filter: &[String], tags: &[String]) -> bool {
+    let has = |want: &str| tags.iter().any(|t| t.eq_ignore_ascii_case(want));
+    filter.iter().all(|f| match f.strip_prefix('!') {
+        Some(not) => !has(not),
+        None => has(f),
+    })
+}

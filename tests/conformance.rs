@@ -202,6 +202,14 @@ async fn catalog(consul: &Emulator) {
                "Service": {"ID": "web1-sidecar", "Service": "web-sidecar-proxy", "Kind": "connect-proxy",
                            "Address": "10.2.1.1", "Port": 21000,
                            "Proxy": {"DestinationServiceName": "web", "DestinationServiceID": "web1"}}}),
+        // A service whose virtual IP is only on its sidecar proxy.
+        json!({"Node": "node2", "Address": "192.168.56.12", "SkipNodeUpdate": true,
+               "Service": {"ID": "mesh1", "Service": "mesh", "Address": "10.2.7.1", "Port": 80}}),
+        json!({"Node": "node2", "Address": "192.168.56.12", "SkipNodeUpdate": true,
+               "Service": {"ID": "mesh1-sidecar", "Service": "mesh-sidecar-proxy", "Kind": "connect-proxy",
+                           "Address": "10.2.7.1", "Port": 21000,
+                           "TaggedAddresses": {"consul-virtual": {"Address": "240.0.0.2", "Port": 80}},
+                           "Proxy": {"DestinationServiceName": "mesh", "DestinationServiceID": "mesh1"}}}),
         // An ingress gateway in front of api.
         json!({"Node": "gw1", "Address": "192.168.56.20",
                "Service": {"ID": "ingress1", "Service": "ingress-gw", "Kind": "ingress-gateway",
@@ -346,6 +354,7 @@ fn cases() -> Vec<Case> {
         ok("§6.4 ingress: the gateways in front of it (TS IngressServiceLookup)", "api.ingress.consul.", A, &["api.ingress.consul. 0 IN A 10.2.9.9"]),
         nxdomain("§6.4 ingress with no gateway", "web.ingress.consul.", A),
         ok("§3.4 virtual IP", "vip.virtual.consul.", A, &["vip.virtual.consul. 0 IN A 240.0.0.1"]),
+        ok("§3.4 virtual IP carried by the sidecar proxy", "mesh.virtual.consul.", A, &["mesh.virtual.consul. 0 IN A 240.0.0.2"]),
         nodata("§3.4 service without a virtual IP (V1a: NOERROR)", "web.virtual.consul.", A),
         nxdomain("§3.4 virtual of an unknown service", "nosuch.virtual.consul.", A),
         // §6.5 prepared queries.

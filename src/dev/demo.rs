@@ -24,6 +24,11 @@
 //! | db      | db-2      | node3        | 10.2.3.2  | 5432 | secondary     | passing  |
 //! | redis   | redis-1   | node2        | – (node)  | 6379 | –             | passing  |
 //!
+//! Also: `web-sidecar-proxy` (Connect proxy of `web`, 10.2.1.1:21000, carrying the virtual
+//! IP 240.0.0.1 as its `consul-virtual` tagged address), an ingress gateway `ingress`
+//! (10.2.9.1:8443) in front of `api`, and the prepared query `primary-db` (service `db`, tag
+//! `primary`, TTL 10s).
+//!
 //! So DNS sees three healthy `web` instances (web-4 is critical), both `api` instances
 //! (warning is not critical) unless only-passing is on, and `redis` at the node address
 //! 192.168.56.12. Nodes carry `lan`/`lan_ipv4`/`wan`/`wan_ipv4` tagged addresses and
@@ -138,5 +143,39 @@ pub(super) fn seed(emu: &Emulator) {
                 },
             }),
         );
+    }
+    seed_mesh(emu);
+}
+
+/// Something to try for every kind of name: a sidecar proxy and a virtual IP for `web`, an
+/// ingress gateway in front of `api`, a prepared query for the primary database.
+fn seed_mesh(emu: &Emulator) {
+    register(
+        emu,
+        json!({
+            "Node": "node1", "SkipNodeUpdate": true,
+            "Service": { "ID": "web-1-sidecar-proxy", "Service": "web-sidecar-proxy",
+                         "Kind": "connect-proxy", "Address": "10.2.1.1", "Port": 21000,
+                         "TaggedAddresses": { "consul-virtual": { "Address": "240.0.0.1", "Port": 80 } },
+                         "Proxy": { "DestinationServiceName": "web", "DestinationServiceID": "web-1" } },
+        }),
+    );
+    register(
+        emu,
+        json!({
+            "Node": "node3", "SkipNodeUpdate": true,
+            "Service": { "ID": "ingress-1", "Service": "ingress", "Kind": "ingress-gateway",
+                         "Address": "10.2.9.1", "Port": 8443 },
+        }),
+    );
+    let entry = json!({ "Kind": "ingress-gateway", "Name": "ingress",
+                        "Listeners": [{ "Port": 8443, "Protocol": "tcp", "Services": [{ "Name": "api" }] }] });
+    if let Err(e) = emu.put_config_entry(entry) {
+        tracing::error!("demo ingress configuration failed: {e}");
+    }
+    let query = json!({ "Name": "primary-db", "Service": { "Service": "db", "Tags": ["primary"] },
+                        "DNS": { "TTL": "10s" } });
+    if let Err(e) = emu.create_query(query) {
+        tracing::error!("demo prepared query failed: {e}");
     }
 }

@@ -494,7 +494,7 @@ impl ConsulZone {
     }
 
     /// `<service>.virtual.<domain>`: the service's virtual IP (Consul's transparent-proxy
-    /// VIP, the `consul-virtual` tagged address).
+    /// VIP, the `consul-virtual` tagged address of its instances or of its sidecar proxies).
     async fn virtual_ip(&self, qname: &Name, qtype: RecordType, service: &str) -> Answer {
         let directory_stale = self.syncer.directory_health().stale_for();
         let Some(known) = self
@@ -508,6 +508,21 @@ impl ConsulZone {
         let data = match self.syncer.service(service, &known.name).await {
             Ok(data) => data,
             Err(_) => return Answer::code(ResponseCode::ServFail),
+        };
+        // Consul records the VIP on the service's sidecar proxies when not on the service.
+        let data = if data.prepared.virtual_ip.is_some() {
+            data
+        } else {
+            let proxies = Subject {
+                endpoint: Endpoint::Connect,
+                datacenter: None,
+                key: service,
+                name: &known.name,
+            };
+            match self.syncer.instances(proxies).await {
+                Ok(proxies) if proxies.prepared.virtual_ip.is_some() => proxies,
+                _ => data,
+            }
         };
         let stale = directory_stale.max(data.health.stale_for());
         let fits = |ip: &IpAddr| match qtype {

@@ -596,3 +596,81 @@ async fn service_ttl_and_soa_settings() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn alt_domain_is_served_identically() {
+    let consul = two_datacenters(false).await;
+    catalog(&consul).await;
+    let running = server_with(&consul.url(), |c| {
+        c.alt_domain = Some("consul.example.com.".into())
+    })
+    .await;
+    let dns = running.dns_addrs[0];
+    // §3.1: answers and generated names use the domain the question used.
+    let m = query(dns, "web.service.consul.example.com.", RecordType::SRV).await;
+    assert_records(
+        "alt SRV",
+        &m.answers,
+        &[
+            "web.service.consul.example.com. 0 IN SRV 1 1 80 0a020101.addr.dc1.consul.example.com.",
+            "web.service.consul.example.com. 0 IN SRV 1 1 80 0a020102.addr.dc1.consul.example.com.",
+        ],
+    );
+    let m = query(dns, "0a020101.addr.dc1.consul.example.com.", RecordType::A).await;
+    assert_records(
+        "alt addr",
+        &m.answers,
+        &["0a020101.addr.dc1.consul.example.com. 0 IN A 10.2.1.1"],
+    );
+    let m = query(dns, "nosuch.service.consul.example.com.", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    assert_records(
+        "alt SOA",
+        &m.authorities,
+        &["consul.example.com. 0 IN SOA ns.consul.example.com. hostmaster.consul.example.com. * 3600 600 86400 0"],
+    );
+    // The primary domain still answers.
+    assert_eq!(
+        query(dns, "web.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len(),
+        2
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn soa_serial_moves_with_the_data() {
+    let consul = two_datacenters(false).await;
+    catalog(&consul).await;
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    let serial = || async {
+        let m = query(dns, "consul.", RecordType::SOA).await;
+        match &m.answers[0].data {
+            hickory_proto::rr::RData::SOA(soa) => soa.serial,
+            other => panic!("not a SOA: {other:?}"),
+        }
+    };
+    let before = serial().await;
+    http_register(
+        &consul.url(),
+        &instance(
+            "node9",
+            "192.168.56.19",
+            "fresh",
+            "fresh1",
+            "10.2.9.19",
+            80,
+            &[],
+            "passing",
+        ),
+    )
+    .await;
+    eventually(std::time::Duration::from_secs(5), || async {
+        serial().await != before
+    })
+    .await;
+    running.shutdown().await;
+}

@@ -27,7 +27,8 @@ use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuil
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
-use super::zone::{Answer, ConsulZone};
+use super::answer::Answer;
+use super::zone::ConsulZone;
 use crate::metrics::Metrics;
 
 /// Limits applied when a response is written.

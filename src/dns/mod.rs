@@ -1,6 +1,7 @@
 //! The DNS side: qname parsing, prepared records, answers for the Consul zone, the request
 //! handler and the sockets.
 
+pub mod answer;
 pub mod forward;
 pub mod handler;
 pub mod name;

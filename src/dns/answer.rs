@@ -1,0 +1,232 @@
+//! The outcome of a query (`Answer`) and the records assembled for it from a service's
+//! prepared instances: which instances a name means (tags, hierarchical names), their
+//! order (shuffled, by weight), and the A/AAAA/CNAME or SRV records with their Additional
+//! section.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::SRV;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::prepared::{ip_rdata, target_record, PreparedService, Target};
+use crate::view::Directory;
+
+/// The outcome of a query, before limits and encoding.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    pub additionals: Vec<Record>,
+    /// Add the SOA to Authority (negative answers).
+    pub with_soa: bool,
+    /// Records for Authority besides the SOA.
+    pub authority: Vec<Record>,
+    /// The data behind this answer comes from a watch that is failing, since this long
+    /// (served within `max_stale`, marked with an Extended DNS Error "Stale Answer").
+    pub stale: Option<Duration>,
+}
+
+impl Answer {
+    pub(super) fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Self {
+        if answers.is_empty() {
+            return Answer::nodata();
+        }
+        Answer {
+            answers,
+            additionals,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn nodata() -> Self {
+        Answer {
+            with_soa: true,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn nxdomain() -> Self {
+        Answer {
+            rcode: ResponseCode::NXDomain,
+            with_soa: true,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn code(rcode: ResponseCode) -> Self {
+        Answer {
+            rcode,
+            ..Default::default()
+        }
+    }
+
+    /// Notes that this answer rests on data `stale` old (None: fresh).
+    pub(super) fn resting_on(mut self, stale: Option<Duration>) -> Self {
+        self.stale = self.stale.max(stale);
+        self
+    }
+}
+
+/// Finds the service a name means, and the tag filter left: the service named with its
+/// tag as Consul reads it; else a hierarchical name (`site1.customer1.web` for
+/// `/web/customer1/site1`), possibly with tags before it; else the service as named (its
+/// tag then decides NXDOMAIN).
+pub(super) fn find_service<'a>(
+    dir: &Directory,
+    service: &'a str,
+    tag: Option<&'a str>,
+) -> Option<(String, Option<Cow<'a, str>>)> {
+    let direct = dir.services.get(service);
+    if let (Some(known), Some(tag)) = (direct, tag) {
+        let parts_known = tag.split('.').all(|t| known.tags.contains(t));
+        if known.tags.contains(tag) || parts_known {
+            return Some((service.to_owned(), Some(Cow::Borrowed(tag))));
+        }
+    }
+    if direct.is_some() && tag.is_none() {
+        return Some((service.to_owned(), None));
+    }
+    if let Some(tag) = tag {
+        let parts: Vec<&str> = tag.split('.').chain(std::iter::once(service)).collect();
+        for k in 0..parts.len() - 1 {
+            if let Some(key) = dir.aliases.get(&parts[k..].join(".")) {
+                let rest = (k > 0).then(|| Cow::Owned(parts[..k].join(".")));
+                return Some((key.clone(), rest));
+            }
+        }
+    }
+    direct.map(|_| (service.to_owned(), tag.map(Cow::Borrowed)))
+}
+
+/// The healthy instances carrying `tag`: Consul's meaning first (one tag, dots included);
+/// when no instance has such a tag, `a.b` means every one of the tags `a` and `b`. None
+/// when the tag is unknown to the service (NXDOMAIN); an empty list when it is known but no
+/// healthy instance carries it (NODATA).
+pub(super) fn tagged(
+    p: &PreparedService,
+    known_tags: &HashSet<String>,
+    tag: &str,
+) -> Option<Vec<usize>> {
+    let known = |t: &str| known_tags.contains(t) || p.all_tags.contains(t);
+    if let Some(list) = p.by_tag.get(tag) {
+        return Some(list.clone());
+    }
+    if known(tag) {
+        return Some(Vec::new());
+    }
+    let parts: Vec<&str> = tag.split('.').collect();
+    if parts.len() < 2 || !parts.iter().all(|t| known(t)) {
+        return None;
+    }
+    let mut lists = parts
+        .iter()
+        .map(|t| p.by_tag.get(*t).map_or(&[][..], Vec::as_slice));
+    let first = lists.next().unwrap_or(&[]);
+    let rest: Vec<&[usize]> = lists.collect();
+    Some(
+        first
+            .iter()
+            .copied()
+            .filter(|i| rest.iter().all(|l| l.contains(i)))
+            .collect(),
+    )
+}
+
+/// Random order, drawn by weight when the instances' weights differ (Efraimidis-Spirakis),
+/// so that when a limit cuts the answer the instances kept follow their Consul `Weights`.
+pub(super) fn shuffle(order: &mut [usize], p: &PreparedService) {
+    let mut rng = rand::rng();
+    if p.uniform_weights {
+        order.shuffle(&mut rng);
+        return;
+    }
+    let mut keyed: Vec<(f64, usize)> = order
+        .iter()
+        .map(|&i| {
+            let w = f64::from(p.instances[i].weight);
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            (if w > 0.0 { -u.ln() / w } else { f64::INFINITY }, i)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (slot, (_, i)) in order.iter_mut().zip(keyed) {
+        *slot = i;
+    }
+}
+
+/// A/AAAA/ANY for the instances in `order` (already shuffled): one record per distinct
+/// address; a hostname address becomes a CNAME, used only when no instance has an IP
+/// (Consul answers a single CNAME chain).
+pub(super) fn address_records(
+    qname: &Name,
+    qtype: RecordType,
+    p: &PreparedService,
+    order: &[usize],
+    limit: usize,
+) -> Answer {
+    let mut answers: Vec<Record> = Vec::new();
+    let mut cname: Option<&Target> = None;
+    let mut seen: Vec<IpAddr> = Vec::new();
+    for &i in order {
+        let inst = &p.instances[i];
+        let target = match qtype {
+            RecordType::A => inst.a.as_ref(),
+            RecordType::AAAA => inst.aaaa.as_ref(),
+            _ => inst.any.as_ref(),
+        };
+        match target {
+            Some(Target::Ip { ip, .. }) => {
+                if seen.contains(ip) {
+                    continue;
+                }
+                seen.push(*ip);
+                answers.push(Record::from_rdata(qname.clone(), p.ttl, ip_rdata(*ip)));
+                if limit > 0 && answers.len() >= limit {
+                    break;
+                }
+            }
+            Some(t @ Target::Fqdn(_)) => {
+                cname.get_or_insert(t);
+            }
+            None => {}
+        }
+    }
+    if answers.is_empty() {
+        if let Some(t) = cname {
+            answers.push(target_record(qname, p.ttl, t));
+        }
+    }
+    Answer::records(answers, Vec::new())
+}
+
+/// SRV for the instances in `order`, deduplicated as Consul does (node, address, port), with
+/// each target's address (and node meta TXT) in Additional.
+pub(super) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d: usize) -> Answer {
+    let mut answers = Vec::with_capacity(order.len());
+    let mut additionals: Vec<Record> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for &i in order {
+        let inst = &p.instances[i];
+        let Some(target) = inst.srv.get(d) else {
+            continue;
+        };
+        if seen.contains(&inst.srv_key.as_str()) {
+            continue;
+        }
+        seen.push(&inst.srv_key);
+        let srv = SRV::new(1, inst.weight, inst.port, target.name.clone());
+        answers.push(Record::from_rdata(qname.clone(), p.ttl, RData::SRV(srv)));
+        for r in &target.additionals {
+            if !additionals.contains(r) {
+                additionals.push(r.clone());
+            }
+        }
+    }
+    Answer::records(answers, additionals)
+}

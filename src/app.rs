@@ -169,6 +169,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         ClientOptions {
             stale: dns.allow_stale,
             wait: config.blocking_wait,
+            max_response_bytes: crate::consul::client::MAX_RESPONSE_BYTES,
         },
         Arc::clone(&metrics),
     )?;

@@ -44,6 +44,7 @@ macro_rules! raw_structs {
         struct RawFile {
             consul_addr: Raw,
             token: Raw,
+            token_file: Raw,
             listen: Raw,
             domain: Raw,
             alt_domain: Raw,
@@ -115,6 +116,7 @@ const SOA_KEYS: [&str; 4] = ["refresh", "retry", "expire", "min_ttl"];
 pub(super) struct FileConfig {
     pub consul_addr: Option<String>,
     pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
     pub listen: Option<Vec<SocketAddr>>,
     pub domain: Option<String>,
     pub alt_domain: Option<String>,
@@ -200,6 +202,9 @@ impl FileConfig {
                 .transpose()
         };
 
+        let token_file = f("token_file", raw.token_file)
+            .map(|field| ctx.string(&field).map(PathBuf::from))
+            .transpose()?;
         let token = f("token", raw.token)
             .map(|field| ctx.secret(&field))
             .transpose()?
@@ -250,6 +255,7 @@ impl FileConfig {
         Ok(FileConfig {
             consul_addr: map_string("consul_addr", raw.consul_addr, normalize_consul_addr)?,
             token,
+            token_file,
             listen,
             domain: map_string("domain", raw.domain, normalize_domain)?,
             alt_domain: map_string("alt_domain", raw.alt_domain, normalize_domain)?,

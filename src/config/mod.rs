@@ -109,6 +109,16 @@ pub struct Cli {
     )]
     pub token: Option<Secret>,
 
+    /// File holding the ACL token.
+    #[arg(
+        long,
+        env = "CONSUL_HTTP_TOKEN_FILE",
+        value_name = "FILE",
+        help = "File holding the ACL token (its first line); --token wins over it \
+                [default: none]"
+    )]
+    pub token_file: Option<PathBuf>,
+
     /// DNS listen addresses.
     #[arg(
         long,
@@ -567,7 +577,19 @@ impl Config {
             Some(v) => flag("--consul-addr", v, normalize_consul_addr(v))?,
             None => file.consul_addr.unwrap_or(defaults.consul_addr),
         };
-        let token = cli.token.filter(|t| !t.expose().is_empty()).or(file.token);
+        // --token, then --token-file, then the file's token, then its token_file.
+        let token = match (
+            cli.token.filter(|t| !t.expose().is_empty()),
+            &cli.token_file,
+        ) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => read_token_file("--token-file", path)?,
+            (None, None) => match (file.token, &file.token_file) {
+                (Some(t), _) => Some(t),
+                (None, Some(path)) => read_token_file("token_file", path)?,
+                (None, None) => None,
+            },
+        };
         let listen = if cli.listen.is_empty() {
             file.listen.unwrap_or(defaults.listen)
         } else {
@@ -776,6 +798,18 @@ pub enum ConfigError {
         /// Why it is invalid.
         reason: String,
     },
+}
+
+/// The token in `path`: its first line, trimmed; an empty file means no token.
+fn read_token_file(key: &str, path: &std::path::Path) -> Result<Option<Secret>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key: key.to_string(),
+        value: Some(format!("{:?}", path.display().to_string())),
+        file: None,
+        reason: format!("cannot read the token file: {e}"),
+    })?;
+    let token = text.lines().next().unwrap_or("").trim();
+    Ok((!token.is_empty()).then(|| Secret::new(token)))
 }
 
 fn at_line(path: &std::path::Path, line: &Option<usize>) -> FileLocation {

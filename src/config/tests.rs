@@ -790,3 +790,27 @@ fn bad_recursion_flags_are_rejected() {
     let argv = ["consul-dns", "--recursor", "dns.google"];
     assert!(Cli::try_parse_from(argv).is_err());
 }
+
+#[test]
+fn token_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("consul-dns-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(&path, "  file-token  \nignored second line\n").unwrap();
+    let p = path.to_str().unwrap();
+    let c = load_ok(&["--token-file", p], "");
+    assert_eq!(c.token.as_ref().map(Secret::expose), Some("file-token"));
+    let text = format!("token_file = {p:?}\n");
+    assert_eq!(
+        load_ok(&[], &text).token.as_ref().map(Secret::expose),
+        Some("file-token")
+    );
+    // --token wins over the file.
+    let c = load_ok(&["--token", "flag-token", "--token-file", p], "");
+    assert_eq!(c.token.as_ref().map(Secret::expose), Some("flag-token"));
+    // A missing file is an error naming the flag, never showing a token.
+    let (e, line) = load_err(&["--token-file", "/nonexistent/token"], "");
+    assert_eq!(invalid_key(&e), "--token-file");
+    assert!(line.contains("cannot read the token file"), "{line}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -18,6 +18,9 @@ const BLOCKING_SLACK: Duration = Duration::from_secs(10);
 const PLAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest error body kept for a log line.
 const MAX_ERROR_BODY: usize = 200;
+/// The largest response body read from Consul: a hostile or broken agent cannot make us
+/// buffer more. A health list of 100,000 instances is about 100 MB.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Metadata Consul returns with every read (`X-Consul-*` headers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub struct ClientOptions {
     pub stale: bool,
     /// The `wait` of blocking queries.
     pub wait: Duration,
+    /// The largest response body accepted.
+    pub max_response_bytes: usize,
 }
 
 /// A Consul HTTP API client. Cheap to clone.
@@ -159,6 +164,7 @@ impl ConsulClient {
             Err(ConsulError::Status { status, .. }) => status.to_string(),
             Err(ConsulError::Timeout { .. }) => "timeout".to_string(),
             Err(ConsulError::Decode { .. }) => "invalid".to_string(),
+            Err(ConsulError::TooLarge { .. }) => "too_large".to_string(),
             Err(_) => "error".to_string(),
         };
         self.metrics.consul_request(&endpoint, &status);
@@ -197,16 +203,40 @@ impl ConsulClient {
                 body,
             });
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ConsulError::from_transport(path, e))?;
+        let bytes = read_capped(response, path, self.options.max_response_bytes).await?;
         let body = serde_json::from_slice(&bytes).map_err(|e| ConsulError::Decode {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
         Ok((body, meta))
     }
+}
+
+/// The body, refused as soon as it would exceed `limit` bytes (declared or received).
+async fn read_capped(
+    mut response: reqwest::Response,
+    path: &str,
+    limit: usize,
+) -> Result<Vec<u8>, ConsulError> {
+    let too_large = || ConsulError::TooLarge {
+        path: path.to_owned(),
+        limit,
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ConsulError::from_transport(path, e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn read_meta(headers: &HeaderMap) -> QueryMeta {

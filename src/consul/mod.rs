@@ -27,6 +27,8 @@ pub enum ConsulError {
     },
     #[error("GET /{path}: unreadable response: {reason}")]
     Decode { path: String, reason: String },
+    #[error("GET /{path}: response larger than {limit} bytes, refused")]
+    TooLarge { path: String, limit: usize },
 }
 
 impl ConsulError {

@@ -71,6 +71,9 @@ pub enum Fault {
     Status(u16, String),
     /// Read the request and never answer (until [`Emulator::stop`]).
     Hang,
+    /// Answer 200 `application/json` with this body, whatever was asked (broken or hostile
+    /// agent: invalid JSON, wrong types, huge bodies).
+    Body(String),
 }
 
 #[derive(Debug, Clone)]

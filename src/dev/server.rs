@@ -138,6 +138,16 @@ async fn handle(
             return text(status, &body);
         }
         Fault::Hang => std::future::pending::<()>().await,
+        Fault::Body(body) => {
+            return Response::builder()
+                .header("content-type", "application/json")
+                .header(
+                    "x-consul-index",
+                    inner.dcs().primary().raft_index().to_string(),
+                )
+                .body(Body::from(body))
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "fault"));
+        }
     }
     let required = lock(&inner.required_token).clone();
     if required.is_some() && token != required {

@@ -1,0 +1,161 @@
+//! A broken or hostile Consul: invalid JSON, wrong types, bodies over the size limit. Each
+//! is an error with a metric and a log line, known data stays, answers for known names are
+//! not slowed.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use consul_dns::consul::model::ServiceEntry;
+use consul_dns::consul::{ClientOptions, ConsulClient, ConsulError};
+use consul_dns::dev::Fault;
+use consul_dns::metrics::Metrics;
+use hickory_proto::rr::RecordType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A one-shot HTTP server on loopback answering every request with `response` (raw bytes).
+async fn raw_http(response: Vec<u8>) -> String {
+    let listener = TcpListener::bind(LOCAL).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(&response).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn client(url: &str, limit: usize) -> ConsulClient {
+    let options = ClientOptions {
+        stale: true,
+        wait: Duration::from_secs(1),
+        max_response_bytes: limit,
+    };
+    ConsulClient::new(url, None, options, Arc::new(Metrics::new())).unwrap()
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    // Declared too large.
+    let declared =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+            .to_vec();
+    let url = raw_http(declared).await;
+    let err = client(&url, 1000)
+        .get::<Vec<ServiceEntry>>(&["v1", "health", "service", "web"], 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConsulError::TooLarge { limit: 1000, .. }),
+        "{err}"
+    );
+    // Not declared (read until close): refused once it passes the limit.
+    let mut streamed =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[".to_vec();
+    streamed.extend(std::iter::repeat_n(b' ', 5000));
+    let url = raw_http(streamed).await;
+    let err = client(&url, 1000)
+        .get::<Vec<ServiceEntry>>(&["v1", "health", "service", "web"], 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConsulError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("larger than 1000 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn invalid_json_and_wrong_types_are_errors() {
+    for body in [
+        "not json",
+        r#"{"Node": 1}"#,
+        r#"[{"Service": {"Port": "eighty"}}]"#,
+    ] {
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let url = raw_http(response.into_bytes()).await;
+        let err = client(&url, 1 << 20)
+            .get::<Vec<ServiceEntry>>(&["v1", "health", "service", "web"], 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConsulError::Decode { .. }), "{body}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn garbage_from_consul_keeps_known_data() {
+    let consul = emulator().await;
+    let url = consul.url();
+    http_register(
+        &url,
+        &instance(
+            "node1",
+            "192.168.56.1",
+            "web",
+            "web1",
+            "10.2.1.1",
+            80,
+            &[],
+            "passing",
+        ),
+    )
+    .await;
+    let running = server(&url).await;
+    let dns = running.dns_addrs[0];
+    eventually(Duration::from_secs(5), || async {
+        query(dns, "web.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 1
+    })
+    .await;
+    // Every read from now on gets an unreadable body; a change wakes the long polls.
+    consul.set_fault(Fault::Body("{\"truncated\": [".into()));
+    consul
+        .register(instance(
+            "node2",
+            "192.168.56.2",
+            "web",
+            "web2",
+            "10.2.1.2",
+            80,
+            &[],
+            "passing",
+        ))
+        .unwrap();
+    let metrics = Arc::clone(running.syncer().metrics());
+    eventually(Duration::from_secs(5), || {
+        let metrics = Arc::clone(&metrics);
+        async move { metrics.render().contains(r#"status="invalid""#) }
+    })
+    .await;
+    let start = std::time::Instant::now();
+    for _ in 0..20 {
+        let m = query(dns, "web.service.consul.", RecordType::A).await;
+        assert!(!m.answers.is_empty(), "known data kept");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "known names answered without delay"
+    );
+    consul.set_fault(Fault::None);
+    eventually(Duration::from_secs(5), || async {
+        query(dns, "web.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 2
+    })
+    .await;
+    running.shutdown().await;
+}

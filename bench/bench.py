@@ -995,7 +995,7 @@ def report(b, started, argv, elapsed):
     w("<details><summary>Every run (JSON)</summary>")
     w("")
     w("```json")
-    w(json.dumps(strip_lists(r), indent=1, default=str)[:200_000])
+    w(json.dumps(strip_lists(r), separators=(",", ":"), default=str))
     w("```")
     w("</details>")
     return "\n".join(out) + "\n"

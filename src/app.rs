@@ -21,9 +21,10 @@ use crate::config::Config;
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
 use crate::dns::forward::{ForwardError, Forwarder};
-use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
+use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits, SharedHandler};
 use crate::dns::prepared::Settings;
 use crate::dns::server::{self, BindError};
+use crate::dns::udp;
 use crate::dns::zone::{ConsulZone, SoaTimers, ZoneOptions};
 use crate::dns::zones::{ZoneError, ZoneSet};
 use crate::metrics::Metrics;
@@ -56,7 +57,9 @@ pub struct Running {
     pub dns_addrs: Vec<SocketAddr>,
     /// The bound metrics and health endpoint, when configured.
     pub http_addr: Option<SocketAddr>,
-    server: Server<DnsHandler>,
+    /// TCP (hickory's server); UDP is served by our own loop (`dns::udp`).
+    server: Server<SharedHandler>,
+    stop_udp: CancellationToken,
     syncer: Arc<Syncer>,
     stop_http: CancellationToken,
     zones: Arc<StaticZones>,
@@ -145,6 +148,7 @@ impl Running {
 
     /// Stops listening, lets in-flight queries finish, ends the Consul watches.
     pub async fn shutdown(mut self) {
+        self.stop_udp.cancel();
         if let Err(e) = self.server.shutdown_gracefully().await {
             tracing::warn!(error = %e, "DNS server stopped with an error");
         }
@@ -281,6 +285,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         ResponseLimits {
             udp_answer_limit: dns.udp_answer_limit as usize,
             max_udp_payload: MAX_UDP_PAYLOAD,
+            allow_any: config.allow_any,
         },
         RecursionPolicy {
             forwarding: static_zones.forwarder.is_some(),
@@ -288,10 +293,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         },
         Arc::clone(&metrics),
     );
-    let mut server = Server::new(handler);
+    let handler = Arc::new(handler);
+    let stop_udp = CancellationToken::new();
     for udp in sockets.udp {
-        server.register_socket(udp);
+        tokio::spawn(udp::serve(udp, Arc::clone(&handler), stop_udp.clone()));
     }
+    let mut server = Server::new(SharedHandler(handler));
     for tcp in sockets.tcp {
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
     }
@@ -308,6 +315,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         dns_addrs: sockets.addrs,
         http_addr,
         server,
+        stop_udp,
         syncer,
         zones: static_zones,
         stop_http,

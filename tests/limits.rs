@@ -142,3 +142,48 @@ async fn a_record_limit_caps_address_answers() {
     assert_eq!(m.answers.len(), 6, "a_record_limit does not apply to SRV");
     running.shutdown().await;
 }
+
+/// A server with the shipped example zone (cluster.internal.) and `allow_any` as given.
+async fn with_example_zone(
+    allow_any: bool,
+) -> (consul_dns::dev::Emulator, consul_dns::app::Running) {
+    let consul = emulator().await;
+    let zones = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
+    let running = server_with(&consul.url(), move |c| {
+        c.zones = Some(zones);
+        c.allow_any = allow_any;
+    })
+    .await;
+    (consul, running)
+}
+
+#[tokio::test]
+async fn any_for_static_zones_is_minimal_unless_allowed() {
+    let (_consul, running) = with_example_zone(false).await;
+    let m = query(
+        running.dns_addrs[0],
+        "node3.cluster.internal.",
+        RecordType::ANY,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_records(
+        "RFC 8482",
+        &m.answers,
+        &["node3.cluster.internal. 3789 IN HINFO RFC8482"],
+    );
+    running.shutdown().await;
+
+    let (_consul, running) = with_example_zone(true).await;
+    let m = query(
+        running.dns_addrs[0],
+        "node3.cluster.internal.",
+        RecordType::ANY,
+    )
+    .await;
+    // The zone's own records, as hickory's zone handler answers ANY.
+    let got = lines(&m.answers);
+    assert!(got.contains(&"node3.cluster.internal. 300 IN A 192.168.56.13".to_string()), "{got:?}");
+    assert!(got.iter().all(|l| !l.contains("HINFO")), "{got:?}");
+    running.shutdown().await;
+}

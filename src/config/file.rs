@@ -61,6 +61,7 @@ macro_rules! raw_structs {
             http_addr: Raw,
             internal_cidrs: Raw,
             translate_wan_addrs: Raw,
+            allow_any: Raw,
             dns_config: Option<RawDns>,
             $($dns: Raw,)*
         }
@@ -133,6 +134,7 @@ pub(super) struct FileConfig {
     pub http_addr: Option<SocketAddr>,
     pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub translate_wan_addrs: Option<bool>,
+    pub allow_any: Option<bool>,
     pub dns: DnsFile,
 }
 
@@ -239,6 +241,9 @@ impl FileConfig {
         let watch_poll_interval = f("watch_poll_interval", raw.watch_poll_interval)
             .map(|field| ctx.positive_duration(&field))
             .transpose()?;
+        let allow_any = f("allow_any", raw.allow_any)
+            .map(|field| ctx.bool(&field))
+            .transpose()?;
         let translate_wan_addrs = f("translate_wan_addrs", raw.translate_wan_addrs)
             .map(|field| ctx.bool(&field))
             .transpose()?;
@@ -272,6 +277,7 @@ impl FileConfig {
             http_addr,
             internal_cidrs,
             translate_wan_addrs,
+            allow_any,
             dns: ctx.dns(dns)?,
         })
     }

@@ -501,6 +501,8 @@ pub struct Config {
     pub internal_cidrs: Vec<ipnet::IpNet>,
     /// Consul's `translate_wan_addrs`: answers for other datacenters use WAN addresses.
     pub translate_wan_addrs: bool,
+    /// Answer ANY in full for static zones and forwarded names (else RFC 8482).
+    pub allow_any: bool,
     /// Run the embedded Consul API emulator.
     pub dev: bool,
     /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
@@ -533,6 +535,7 @@ impl Default for Config {
             http_addr: None,
             internal_cidrs: Vec::new(),
             translate_wan_addrs: false,
+            allow_any: false,
             dev: false,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
@@ -678,6 +681,7 @@ impl Config {
             translate_wan_addrs: file
                 .translate_wan_addrs
                 .unwrap_or(defaults.translate_wan_addrs),
+            allow_any: file.allow_any.unwrap_or(defaults.allow_any),
             internal_cidrs: if cli.internal_cidrs.is_empty() {
                 file.internal_cidrs.unwrap_or_default()
             } else {

@@ -21,6 +21,7 @@ use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::rdata::opt::EdnsOption;
+use hickory_server::proto::rr::rdata::HINFO;
 use hickory_server::proto::rr::{RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, ZoneType};
@@ -38,7 +39,13 @@ pub struct ResponseLimits {
     pub udp_answer_limit: usize,
     /// The largest UDP payload we send, whatever the client advertises.
     pub max_udp_payload: u16,
+    /// `allow_any`: answer ANY for static zones and forwarded names in full; otherwise
+    /// RFC 8482's minimal answer (the Consul domain keeps Consul's meaning of ANY).
+    pub allow_any: bool,
 }
+
+/// TTL of the RFC 8482 synthesized HINFO (the RFC suggests 8482-ish; any sane value).
+const RFC8482_TTL: u32 = 3789;
 
 /// Who may have names forwarded to the recursors.
 #[derive(Debug, Clone, Default)]
@@ -109,6 +116,10 @@ impl DnsHandler {
         let catalog = self.catalog.load_full();
         let is_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query;
+        let qtype = request.queries.queries().first().map(|q| q.query_type());
+        if is_query && qtype == Some(RecordType::ANY) && !self.limits.allow_any {
+            return self.minimal_any(request, response_handle).await;
+        }
         if is_query && !recursion {
             let forwarded = request.queries.queries().first().is_some_and(|q| {
                 catalog
@@ -130,6 +141,37 @@ impl DnsHandler {
                 },
             )
             .await
+    }
+
+    /// RFC 8482: ANY gets one synthesized `HINFO "RFC8482" ""`, so it cannot be used to
+    /// draw large answers (amplification) out of static zones or the recursors.
+    async fn minimal_any<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let Some(query) = request.queries.queries().first() else {
+            return self.refuse(request, response_handle).await;
+        };
+        let hinfo = Record::from_rdata(
+            query.original().name().clone(),
+            RFC8482_TTL,
+            RData::HINFO(HINFO::new("RFC8482".to_string(), String::new())),
+        );
+        let edns = self.response_edns(request);
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = ResponseCode::NoError;
+        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+            metadata,
+            std::iter::once(&hinfo),
+            std::iter::empty(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => send_failed(request, &error),
+        }
     }
 
     async fn refuse<R: ResponseHandler>(
@@ -169,6 +211,22 @@ impl DnsHandler {
             e.set_version(0);
             e
         })
+    }
+}
+
+/// The handler shared between our UDP loop and hickory's TCP server.
+pub struct SharedHandler(pub Arc<DnsHandler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
     }
 }
 

@@ -7,5 +7,6 @@ pub mod handler;
 pub mod name;
 pub mod prepared;
 pub mod server;
+pub mod udp;
 pub mod zone;
 pub mod zones;

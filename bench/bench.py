@@ -556,7 +556,10 @@ class Bench:
         # The longest blocking wait (10 min): the watches' blocking queries then do not
         # expire and get renewed during the measured window, so every request the emulator
         # sees there was caused by a DNS query.
-        cd = Server("consul-dns", self.procs, zone, emulator=emu, blocking_wait="10m")
+        # Every service asked for holds a watch, as with an agent whose
+        # limits.http_max_conns_per_client was raised to match (the default max_watches is 150).
+        cd = Server("consul-dns", self.procs, zone, emulator=emu, blocking_wait="10m",
+                    max_watches=services + 1000)
         nsd = Server("NSD", self.procs, zone)
         knot = Server("Knot", self.procs, zone)
         servers = [cd, nsd, knot]
@@ -646,7 +649,8 @@ class Bench:
         # §3 on a fresh pair: only the changed services are watched.
         log("freshness on a fresh emulator and consul-dns")
         emu = Emulator(self.procs, shape)
-        cd = Server("consul-dns", self.procs, zone, emulator=emu, tag="-fresh")
+        cd = Server("consul-dns", self.procs, zone, emulator=emu, tag="-fresh",
+                    max_watches=services + 1000)
         cd.wait_ready()
         self.r["freshness"] = benchtool(
             ["freshness", "--consul", emu.url, "--dns", cd.addr, "--changes", str(self.a.changes)],

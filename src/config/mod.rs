@@ -41,7 +41,12 @@ pub const DEFAULT_DEV_HTTP: SocketAddr =
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default cap on live per-service watches.
-pub const DEFAULT_MAX_WATCHES: usize = 10_000;
+///
+/// Each blocking query holds an HTTP/1.1 connection to the agent, and a Consul agent
+/// accepts at most `limits.http_max_conns_per_client` (200 by default) connections from
+/// one client address: 150 leaves room for the list watches, other datacenters and other
+/// clients on the same host. Raise both together.
+pub const DEFAULT_MAX_WATCHES: usize = 150;
 /// Default time after which an unqueried service stops being watched.
 pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default time a query waits for the first catalog sync before SERVFAIL.

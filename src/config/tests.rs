@@ -79,7 +79,7 @@ fn defaults() {
     assert_eq!(c.alt_domain, None);
     assert_eq!(c.datacenter, None);
     assert!(c.recursors.is_empty());
-    assert_eq!(c.max_watches, 10_000);
+    assert_eq!(c.max_watches, 150);
     assert_eq!(c.watch_idle_timeout, Duration::from_secs(3600));
     assert_eq!(c.startup_wait, Duration::from_secs(2));
     assert_eq!(c.blocking_wait, Duration::from_secs(300));

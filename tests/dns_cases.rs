@@ -7,139 +7,22 @@ mod common;
 use common::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use serde_json::json;
 
+/// Two healthy instances of `web`.
 async fn catalog(consul: &str) {
-    let regs = [
-        instance(
-            "node1",
-            "192.168.56.11",
+    for i in 1..=2u8 {
+        let body = instance(
+            &format!("node{i}"),
+            &format!("192.168.56.{i}"),
             "web",
-            "web1",
-            "10.2.1.1",
+            &format!("web{i}"),
+            &format!("10.2.1.{i}"),
             80,
-            &["v1", "http"],
-            "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "web",
-            "web2",
-            "10.2.1.2",
-            80,
-            &["v1"],
-            "passing",
-        ),
-        instance(
-            "node3",
-            "192.168.56.13",
-            "web",
-            "web3",
-            "10.2.1.3",
-            80,
-            &["v2"],
-            "critical",
-        ),
-        instance(
-            "node3",
-            "192.168.56.13",
-            "api",
-            "api1",
-            "10.2.2.1",
-            8080,
-            &[],
-            "warning",
-        ),
-        instance(
-            "node1",
-            "192.168.56.11",
-            "db",
-            "db1",
-            "10.2.3.1",
-            5432,
-            &["primary"],
-            "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "redis",
-            "redis1",
-            "",
-            6379,
             &[],
             "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "multi",
-            "multi1",
-            "",
-            8001,
-            &[],
-            "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "multi",
-            "multi2",
-            "",
-            8002,
-            &[],
-            "passing",
-        ),
-        instance(
-            "node1",
-            "192.168.56.11",
-            "v6svc",
-            "v6svc1",
-            "2001:db8::5",
-            9000,
-            &[],
-            "passing",
-        ),
-        instance(
-            "node3",
-            "192.168.56.13",
-            "dead",
-            "dead1",
-            "10.2.9.1",
-            1,
-            &[],
-            "critical",
-        ),
-        instance(
-            "server1",
-            "127.0.0.2",
-            "consul",
-            "consul",
-            "",
-            8300,
-            &[],
-            "passing",
-        ),
-    ];
-    for r in &regs {
-        http_register(consul, r).await;
+        );
+        http_register(consul, &body).await;
     }
-    // A service with a virtual IP (transparent proxy).
-    http_register(
-        consul,
-        &json!({"Node": "node1", "Address": "192.168.56.11", "SkipNodeUpdate": true,
-                "Service": {"ID": "vip1", "Service": "vip", "Address": "10.2.8.1", "Port": 80,
-                            "TaggedAddresses": {"consul-virtual": {"Address": "240.0.0.1", "Port": 20000}}}}),
-    )
-    .await;
-    // A service registered with the whole web cluster as a hostname.
-    http_register(
-        consul,
-        &json!({"Node": "ext", "Address": "ext.example.com",
-                "Service": {"ID": "search", "Service": "search", "Address": "search.example.com", "Port": 443}}),
-    )
-    .await;
 }
 
 #[tokio::test]

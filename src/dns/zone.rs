@@ -87,15 +87,40 @@ impl<'a> Ask<'a> {
 pub struct ConsulZone {
     options: ZoneOptions,
     lower_domains: Vec<LowerName>,
+    /// Per domain, the SOA with serial 0 (set per answer: it follows the catalog).
+    soas: Vec<Record>,
     syncer: Arc<Syncer>,
 }
 
 impl ConsulZone {
     pub fn new(options: ZoneOptions, syncer: Arc<Syncer>) -> Self {
         let lower_domains = options.domains.iter().map(LowerName::new).collect();
+        let t = options.soa;
+        let soas = options
+            .domains
+            .iter()
+            .map(|domain| {
+                let label = |l: &str| {
+                    Name::from_ascii(l)
+                        .and_then(|n| n.append_domain(domain))
+                        .unwrap_or_else(|_| domain.clone())
+                };
+                let soa = SOA::new(
+                    label("ns"),
+                    label("hostmaster"),
+                    0,
+                    t.refresh as i32,
+                    t.retry as i32,
+                    t.expire as i32,
+                    t.min_ttl,
+                );
+                Record::from_rdata(domain.clone(), t.min_ttl, RData::SOA(soa))
+            })
+            .collect();
         ConsulZone {
             options,
             lower_domains,
+            soas,
             syncer,
         }
     }
@@ -113,23 +138,11 @@ impl ConsulZone {
 
     /// The SOA of domain `d`.
     pub fn soa(&self, d: usize) -> Record {
-        let domain = &self.options.domains[d];
-        let t = self.options.soa;
-        let label = |l: &str| {
-            Name::from_ascii(l)
-                .and_then(|n| n.append_domain(domain))
-                .unwrap_or_else(|_| domain.clone())
-        };
-        let soa = SOA::new(
-            label("ns"),
-            label("hostmaster"),
-            self.syncer.view().serial(),
-            t.refresh as i32,
-            t.retry as i32,
-            t.expire as i32,
-            t.min_ttl,
-        );
-        Record::from_rdata(domain.clone(), t.min_ttl, RData::SOA(soa))
+        let mut record = self.soas[d].clone();
+        if let RData::SOA(soa) = &mut record.data {
+            soa.serial = self.syncer.view().serial();
+        }
+        record
     }
 
     /// Answers `qname`/`qtype`; `qname` is the question as sent (its spelling is kept in

@@ -189,6 +189,10 @@ async fn catalog(consul: &Emulator) {
     for r in &regs {
         http_register(&url, r).await;
     }
+    for (id, ip) in [("pair1", "10.2.6.1"), ("pair2", "10.2.6.2")] {
+        let body = instance("node1", "192.168.56.11", "pair", id, ip, 80, &[], "passing");
+        http_register(&url, &body).await;
+    }
     let extra = [
         // A service with a virtual IP (transparent proxy).
         json!({"Node": "node1", "Address": "192.168.56.11", "SkipNodeUpdate": true,
@@ -294,6 +298,13 @@ fn cases() -> Vec<Case> {
                 "multi.service.consul. 0 IN SRV 1 1 8002 node2.node.dc1.consul.",
             ]),
             &["node2.node.dc1.consul. 0 IN A 192.168.56.12", "node2.node.dc1.consul. 0 IN TXT rack=r1"],
+        ),
+        with_extra(
+            ok("§6.3 two addresses on one node: its meta TXT once (syncExtra dedupe)", "pair.service.consul.", SRV, &[
+                "pair.service.consul. 0 IN SRV 1 1 80 0a020601.addr.dc1.consul.",
+                "pair.service.consul. 0 IN SRV 1 1 80 0a020602.addr.dc1.consul.",
+            ]),
+            &["0a020601.addr.dc1.consul. 0 IN A 10.2.6.1", "0a020602.addr.dc1.consul. 0 IN A 10.2.6.2", "node1.node.dc1.consul. 0 IN TXT rack=r1"],
         ),
         ok("§8 IPv6 service address for AAAA", "v6svc.service.consul.", AAAA, &["v6svc.service.consul. 0 IN AAAA 2001:db8::5"]),
         ok("§8 IPv6 service on an IPv4 node: A falls back to the node", "v6svc.service.consul.", A, &["v6svc.service.consul. 0 IN A 192.168.56.11"]),

@@ -210,22 +210,27 @@ pub(super) fn address_records(
 pub(super) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d: usize) -> Answer {
     let mut answers = Vec::with_capacity(order.len());
     let mut additionals: Vec<Record> = Vec::new();
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen_keys: Vec<usize> = Vec::with_capacity(order.len());
+    let mut seen_targets: Vec<usize> = Vec::with_capacity(order.len());
+    let mut seen_nodes: Vec<usize> = Vec::with_capacity(order.len());
     for &i in order {
         let inst = &p.instances[i];
         let Some(target) = inst.srv.get(d) else {
             continue;
         };
-        if seen.contains(&inst.srv_key.as_str()) {
+        if seen_keys.contains(&inst.srv_key_id) {
             continue;
         }
-        seen.push(&inst.srv_key);
+        seen_keys.push(inst.srv_key_id);
         let srv = SRV::new(1, inst.weight, inst.port, target.name.clone());
         answers.push(Record::from_rdata(qname.clone(), p.ttl, RData::SRV(srv)));
-        for r in &target.additionals {
-            if !additionals.contains(r) {
-                additionals.push(r.clone());
-            }
+        if !seen_targets.contains(&inst.target_id) {
+            seen_targets.push(inst.target_id);
+            additionals.extend(target.additionals.iter().cloned());
+        }
+        if !seen_nodes.contains(&inst.node_id) {
+            seen_nodes.push(inst.node_id);
+            additionals.extend(target.node_meta.iter().cloned());
         }
     }
     Answer::records(answers, additionals)

@@ -237,7 +237,10 @@ fn rfc1464_key(key: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct SrvTarget {
     pub name: Name,
+    /// The target's address record(s).
     pub additionals: Vec<Record>,
+    /// The node's meta as TXT records (`enable_additional_node_meta_txt`).
+    pub node_meta: Vec<Record>,
 }
 
 /// One healthy instance, ready to answer.
@@ -255,6 +258,36 @@ pub struct PreparedInstance {
     pub srv: Vec<SrvTarget>,
     /// Consul's SRV dedupe key: node, address and port.
     pub srv_key: String,
+    /// Instances with the same `srv_key` share this number (cheap dedupe per query).
+    pub srv_key_id: usize,
+    /// Instances whose SRV target is the same name share this number: their address
+    /// records are the same and go in once.
+    pub target_id: usize,
+    /// Instances on the same node share this number: the node's meta TXT goes in once.
+    pub node_id: usize,
+    /// The node's name, lower-case.
+    pub node: String,
+}
+
+/// Numbers equal SRV dedupe keys and equal SRV targets, so that answering compares
+/// integers, not strings and records.
+fn number_duplicates(instances: &mut [PreparedInstance]) {
+    let mut keys: HashMap<String, usize> = HashMap::new();
+    let mut targets: HashMap<String, usize> = HashMap::new();
+    let mut nodes: HashMap<String, usize> = HashMap::new();
+    for inst in instances.iter_mut() {
+        let n = nodes.len();
+        inst.node_id = *nodes.entry(inst.node.clone()).or_insert(n);
+        let n = keys.len();
+        inst.srv_key_id = *keys.entry(inst.srv_key.clone()).or_insert(n);
+        let target = inst
+            .srv
+            .first()
+            .map(|t| t.name.to_ascii().to_ascii_lowercase())
+            .unwrap_or_default();
+        let n = targets.len();
+        inst.target_id = *targets.entry(target).or_insert(n);
+    }
 }
 
 /// The healthy instances of one service and its tag index, rebuilt on every change.
@@ -359,6 +392,7 @@ impl PreparedService {
             }
             out.instances.push(instance);
         }
+        number_duplicates(&mut out.instances);
         out.uniform_weights = out.instances.windows(2).all(|w| w[0].weight == w[1].weight);
         out
     }
@@ -410,6 +444,10 @@ fn prepare_instance(
         weight: weight(entry),
         tags: tags.to_vec(),
         srv_key,
+        srv_key_id: 0,
+        target_id: 0,
+        node_id: 0,
+        node: entry.node.node.to_ascii_lowercase(),
     })
 }
 
@@ -474,23 +512,29 @@ fn srv_target(
                 Some(n) => n,
                 None => generated_name(&hex_ip(*ip), "addr", dc, domain)?,
             };
-            let mut additionals = vec![Record::from_rdata(name.clone(), ttl, ip_rdata(*ip))];
+            let additionals = vec![Record::from_rdata(name.clone(), ttl, ip_rdata(*ip))];
+            let mut node_meta = Vec::new();
             if settings.node_meta_txt {
                 let node_name =
                     generated_name(&entry.node.node.to_ascii_lowercase(), "node", dc, domain);
                 if let Some(node_name) = node_name {
-                    additionals.extend(
+                    node_meta.extend(
                         meta_txt(&entry.node.meta)
                             .into_iter()
                             .map(|t| Record::from_rdata(node_name.clone(), ttl, RData::TXT(t))),
                     );
                 }
             }
-            Some(SrvTarget { name, additionals })
+            Some(SrvTarget {
+                name,
+                additionals,
+                node_meta,
+            })
         }
         Target::Fqdn(host) => Some(SrvTarget {
             name: host.clone(),
             additionals: Vec::new(),
+            node_meta: Vec::new(),
         }),
     }
 }

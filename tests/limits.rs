@@ -183,7 +183,10 @@ async fn any_for_static_zones_is_minimal_unless_allowed() {
     .await;
     // The zone's own records, as hickory's zone handler answers ANY.
     let got = lines(&m.answers);
-    assert!(got.contains(&"node3.cluster.internal. 300 IN A 192.168.56.13".to_string()), "{got:?}");
+    assert!(
+        got.contains(&"node3.cluster.internal. 300 IN A 192.168.56.13".to_string()),
+        "{got:?}"
+    );
     assert!(got.iter().all(|l| !l.contains("HINFO")), "{got:?}");
     running.shutdown().await;
 }

@@ -44,8 +44,12 @@ fn init_tracing(level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("{level},hickory_server=warn,hickory_proto=warn")))
         .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
+    use std::io::IsTerminal;
+    // Colours only on a terminal: journald, files and pipes get plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }

@@ -296,7 +296,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let handler = Arc::new(handler);
     let stop_udp = CancellationToken::new();
     for udp in sockets.udp {
-        tokio::spawn(udp::serve(udp, Arc::clone(&handler), stop_udp.clone()));
+        tokio::spawn(udp::serve(
+            udp,
+            Arc::clone(&handler),
+            Arc::clone(&metrics),
+            stop_udp.clone(),
+        ));
     }
     let mut server = Server::new(SharedHandler(handler));
     for tcp in sockets.tcp {

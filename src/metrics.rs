@@ -72,6 +72,8 @@ pub struct Metrics {
     pub consul_known_leader: Gauge,
     /// Watches reset because Consul's index went backwards.
     pub index_resets: Counter,
+    /// UDP queries dropped because too many were already waiting.
+    pub udp_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,6 +130,7 @@ impl Metrics {
             acl_filtered_ignored: Counter::default(),
             consul_known_leader: Gauge::default(),
             index_resets: Counter::default(),
+            udp_dropped: Counter::default(),
             registry: Registry::default(),
         };
         m.consul_known_leader.set(1);
@@ -211,6 +214,11 @@ impl Metrics {
             "index_resets",
             "Watches reset because Consul's index went backwards",
             m.index_resets.clone(),
+        );
+        r.register(
+            "udp_dropped",
+            "UDP queries dropped because too many were already waiting",
+            m.udp_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

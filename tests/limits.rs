@@ -190,3 +190,62 @@ async fn any_for_static_zones_is_minimal_unless_allowed() {
     assert!(got.iter().all(|l| !l.contains("HINFO")), "{got:?}");
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn queries_waiting_on_consul_are_capped() {
+    // Consul hangs: every query for a cold service waits for its load. Past the cap, new
+    // ones are dropped and counted instead of piling up.
+    let consul = emulator().await;
+    http_register(
+        &consul.url(),
+        &instance(
+            "n1",
+            "192.168.0.1",
+            "cold",
+            "cold1",
+            "10.2.0.1",
+            80,
+            &[],
+            "passing",
+        ),
+    )
+    .await;
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    eventually(std::time::Duration::from_secs(5), || async {
+        rcode(&query(dns, "nosuch.service.consul.", RecordType::A).await) == ResponseCode::NXDomain
+    })
+    .await;
+    consul.set_fault(consul_dns::dev::Fault::Hang);
+    let sock = tokio::net::UdpSocket::bind(LOCAL).await.unwrap();
+    let mut msg = hickory_proto::op::Message::new(
+        1,
+        hickory_proto::op::MessageType::Query,
+        hickory_proto::op::OpCode::Query,
+    );
+    msg.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii("cold.service.consul.").unwrap(),
+        RecordType::A,
+    ));
+    let bytes = msg.to_vec().unwrap();
+    let cap = consul_dns::dns::udp::MAX_WAITING;
+    for i in 0..cap + 3000 {
+        sock.send_to(&bytes, dns).await.unwrap();
+        // Paced, so the kernel's receive buffer does not drop them before the server.
+        if i % 100 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    let metrics = std::sync::Arc::clone(running.syncer().metrics());
+    eventually(std::time::Duration::from_secs(5), || {
+        let metrics = std::sync::Arc::clone(&metrics);
+        async move {
+            metrics
+                .render()
+                .lines()
+                .any(|l| l.starts_with("consul_dns_udp_dropped_total ") && !l.ends_with(" 0"))
+        }
+    })
+    .await;
+    running.shutdown().await;
+}

@@ -25,19 +25,28 @@ use hickory_server::proto::serialize::binary::{
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::metrics::Metrics;
+
 /// The largest datagram read (the DNS maximum over UDP).
 const MAX_DATAGRAM: usize = 65_535;
+/// Queries waiting at once (for a cold service, the first sync, a recursor) per socket;
+/// beyond, new ones that would wait are dropped and counted, so a flood of them cannot
+/// grow memory without bound. Queries answered from memory are never waiting.
+pub const MAX_WAITING: usize = 10_000;
 
 /// Serves `socket` with `handler` until `cancel` fires.
 pub async fn serve<H: RequestHandler>(
     socket: UdpSocket,
     handler: Arc<H>,
+    metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
     let socket = Arc::new(socket);
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (len, src) = tokio::select! {
@@ -68,7 +77,17 @@ pub async fn serve<H: RequestHandler>(
                 .await;
         });
         if (&mut answer).now_or_never().is_none() {
-            tokio::spawn(answer);
+            match Arc::clone(&waiting).try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        answer.await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    metrics.udp_dropped.inc();
+                }
+            }
         }
     }
 }

@@ -78,30 +78,30 @@ impl Answer {
 /// `/web/customer1/site1`), possibly with tags before it; else the service as named (its
 /// tag then decides NXDOMAIN).
 pub(super) fn find_service<'a>(
-    dir: &Directory,
+    dir: &'a Directory,
     service: &'a str,
     tag: Option<&'a str>,
-) -> Option<(String, Option<Cow<'a, str>>)> {
+) -> Option<(&'a str, Option<Cow<'a, str>>)> {
     let direct = dir.services.get(service);
     if let (Some(known), Some(tag)) = (direct, tag) {
         let parts_known = tag.split('.').all(|t| known.tags.contains(t));
         if known.tags.contains(tag) || parts_known {
-            return Some((service.to_owned(), Some(Cow::Borrowed(tag))));
+            return Some((service, Some(Cow::Borrowed(tag))));
         }
     }
     if direct.is_some() && tag.is_none() {
-        return Some((service.to_owned(), None));
+        return Some((service, None));
     }
     if let Some(tag) = tag {
         let parts: Vec<&str> = tag.split('.').chain(std::iter::once(service)).collect();
         for k in 0..parts.len() - 1 {
             if let Some(key) = dir.aliases.get(&parts[k..].join(".")) {
                 let rest = (k > 0).then(|| Cow::Owned(parts[..k].join(".")));
-                return Some((key.clone(), rest));
+                return Some((key.as_str(), rest));
             }
         }
     }
-    direct.map(|_| (service.to_owned(), tag.map(Cow::Borrowed)))
+    direct.map(|_| (service, tag.map(Cow::Borrowed)))
 }
 
 /// The healthy instances carrying `tag`: Consul's meaning first (one tag, dots included);

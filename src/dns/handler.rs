@@ -334,18 +334,10 @@ impl DnsHandler {
             self.metrics.stale_answers.inc();
         }
         let soa = domain.filter(|_| answer.with_soa).map(|d| self.zone.soa(d));
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(
-                req.max_payload()
-                    .clamp(512, self.limits.max_udp_payload.max(512)),
-            );
-            e.set_version(0);
-            if let Some(age) = answer.stale {
-                e.options_mut().insert(stale_answer_option(age));
-            }
-            e
-        });
+        let mut edns = self.response_edns(request);
+        if let (Some(e), Some(age)) = (edns.as_mut(), answer.stale) {
+            e.options_mut().insert(stale_answer_option(age));
+        }
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let response = builder.build(
             metadata,
@@ -363,12 +355,18 @@ impl DnsHandler {
 
 fn send_failed(request: &Request, error: &NetError) -> ResponseInfo {
     warn!(%error, "failed to send a response");
-    let mut metadata = Metadata::response_from_request(&request.metadata);
+    ResponseInfo::from(servfail_header(Metadata::response_from_request(
+        &request.metadata,
+    )))
+}
+
+/// A bare SERVFAIL header answering `metadata`'s message.
+pub(super) fn servfail_header(mut metadata: Metadata) -> Header {
     metadata.response_code = ResponseCode::ServFail;
-    ResponseInfo::from(Header {
+    Header {
         metadata,
         counts: HeaderCounts::default(),
-    })
+    }
 }
 
 /// RFC 8914 Extended DNS Error 3 "Stale Answer", with the age in its text.

@@ -15,9 +15,7 @@ use futures_util::FutureExt;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
-use hickory_server::proto::op::{
-    Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
-};
+use hickory_server::proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder,
@@ -29,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::handler::servfail_header;
 use crate::metrics::Metrics;
 
 /// The largest datagram read (the DNS maximum over UDP).
@@ -149,12 +148,7 @@ fn encode<'a>(
         Ok(info) => Ok((info, bytes)),
         Err(e) => {
             warn!(error = %e, "cannot encode a response: SERVFAIL");
-            let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
-            metadata.response_code = ResponseCode::ServFail;
-            let header = Header {
-                metadata,
-                counts: HeaderCounts::default(),
-            };
+            let header = servfail_header(Metadata::new(id, MessageType::Response, OpCode::Query));
             let mut bytes = Vec::with_capacity(12);
             let mut encoder = BinEncoder::new(&mut bytes);
             header

@@ -362,13 +362,13 @@ impl ConsulZone {
         let Some((key, tag)) = find_service(&lists.directory, ask.service, ask.tag) else {
             return Answer::nxdomain().resting_on(lists.directory_stale);
         };
-        let Some(known) = lists.directory.services.get(&key) else {
+        let Some(known) = lists.directory.services.get(key) else {
             return Answer::nxdomain().resting_on(lists.directory_stale);
         };
         let subject = Subject {
             endpoint: ask.endpoint,
             datacenter: ask.datacenter,
-            key: &key,
+            key,
             name: &known.name,
         };
         let data = match self.syncer.instances(subject).await {
@@ -452,13 +452,12 @@ impl ConsulZone {
     /// `<service>.virtual.<domain>`: the service's virtual IP (Consul's transparent-proxy
     /// VIP, the `consul-virtual` tagged address of its instances or of its sidecar proxies).
     async fn virtual_ip(&self, qname: &Name, qtype: RecordType, service: &str) -> Answer {
-        let directory_stale = self.syncer.directory_health().stale_for();
-        let Some(known) = self
-            .syncer
-            .view()
-            .directory()
-            .and_then(|dir| dir.services.get(service).cloned())
-        else {
+        let lists = match self.lists(None).await {
+            Ok(l) => l,
+            Err(answer) => return answer,
+        };
+        let directory_stale = lists.directory_stale;
+        let Some(known) = lists.directory.services.get(service) else {
             return Answer::nxdomain().resting_on(directory_stale);
         };
         let data = match self.syncer.service(service, &known.name).await {

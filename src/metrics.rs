@@ -74,6 +74,8 @@ pub struct Metrics {
     pub index_resets: Counter,
     /// UDP queries dropped because too many were already waiting.
     pub udp_dropped: Counter,
+    /// UDP answers sent from the response cache, without building them.
+    pub response_cache_hits: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
             consul_known_leader: Gauge::default(),
             index_resets: Counter::default(),
             udp_dropped: Counter::default(),
+            response_cache_hits: Counter::default(),
             registry: Registry::default(),
         };
         m.consul_known_leader.set(1);
@@ -216,6 +219,11 @@ impl Metrics {
             m.index_resets.clone(),
         );
         r.register(
+            "response_cache_hits",
+            "UDP answers sent again from the response cache (also counted in dns_queries)",
+            m.response_cache_hits.clone(),
+        );
+        r.register(
             "udp_dropped",
             "UDP queries dropped because too many were already waiting",
             m.udp_dropped.clone(),
@@ -225,6 +233,13 @@ impl Metrics {
 
     /// Counts one answered query.
     pub fn count_query(&self, qtype: RecordType, rcode: ResponseCode) {
+        if let Some(c) = self.query_counter(qtype, rcode) {
+            c.inc();
+        }
+    }
+
+    /// The `dns_queries` counter of a qtype and rcode.
+    pub fn query_counter(&self, qtype: RecordType, rcode: ResponseCode) -> Option<&Counter> {
         let t = QTYPES
             .iter()
             .position(|q| *q == qtype)
@@ -233,9 +248,7 @@ impl Metrics {
             .iter()
             .position(|(c, _)| *c == rcode)
             .unwrap_or(RCODES.len());
-        if let Some(c) = self.queries.get(t * (RCODES.len() + 1) + r) {
-            c.inc();
-        }
+        self.queries.get(t * (RCODES.len() + 1) + r)
     }
 
     /// Counts one request to Consul; `status` is the HTTP status or `timeout`/`error`.

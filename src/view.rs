@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
@@ -114,6 +115,7 @@ impl ReverseIndex {
 #[derive(Debug)]
 pub struct View {
     directory: ArcSwapOption<Directory>,
+    directory_version: AtomicU64,
     nodes: ArcSwapOption<NodeTable>,
     datacenter: OnceLock<String>,
     ready: watch::Sender<bool>,
@@ -123,6 +125,7 @@ impl Default for View {
     fn default() -> Self {
         View {
             directory: ArcSwapOption::empty(),
+            directory_version: AtomicU64::new(0),
             nodes: ArcSwapOption::empty(),
             datacenter: OnceLock::new(),
             ready: watch::channel(false).0,
@@ -150,8 +153,20 @@ impl View {
         self.directory.load_full()
     }
 
+    /// The service list and its version (the number of times it was replaced), read in
+    /// that order so the version is never newer than the list.
+    pub fn directory_versioned(&self) -> (u64, Option<Arc<Directory>>) {
+        let version = self.directory_version.load(Ordering::Acquire);
+        (version, self.directory.load_full())
+    }
+
+    pub fn directory_version(&self) -> u64 {
+        self.directory_version.load(Ordering::Acquire)
+    }
+
     pub fn set_directory(&self, d: Directory) {
         self.directory.store(Some(Arc::new(d)));
+        self.directory_version.fetch_add(1, Ordering::Release);
         self.update_ready();
     }
 

@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -122,14 +122,77 @@ impl Subject<'_> {
 pub struct ServiceData {
     pub prepared: Arc<PreparedService>,
     pub health: Arc<WatchHealth>,
+    stamp: Arc<WatchStamp>,
+    /// `stamp`'s version when `prepared` was read (never newer than it).
+    version: u64,
+}
+
+/// What a watch shares with the answers built from it, apart from the data: counted
+/// changes, whether it is still running, and when a query last used it.
+#[derive(Debug, Default)]
+struct WatchStamp {
+    version: AtomicU64,
+    ended: AtomicBool,
+    /// The janitor tick in which a query last used the watch.
+    last_used: AtomicU64,
+}
+
+/// What an answer about a local service was built from: a version of the service list
+/// and a version of the service's data. A response encoded from that answer may be sent
+/// again, without building it, while [`ServiceBasis::holds`]: neither has changed since
+/// and neither watch is failing (a failing watch's answers carry a "stale" marker that
+/// changes with time). It keeps neither the watch nor its data alive.
+pub struct ServiceBasis {
+    /// The instances' order may be drawn uniformly (their weights are all the same).
+    pub uniform_order: bool,
+    view: Arc<View>,
+    directory_version: u64,
+    directory_health: Arc<WatchHealth>,
+    stamp: Arc<WatchStamp>,
+    version: u64,
+    health: Arc<WatchHealth>,
+    epoch: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for ServiceBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBasis")
+            .field("directory_version", &self.directory_version)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceBasis {
+    /// Whether the data is unchanged and healthy; if so the use is noted, as a query
+    /// answered through [`Syncer::instances`] would (it keeps the watch from going idle).
+    pub fn holds(&self) -> bool {
+        let s = &self.stamp;
+        let holds = s.version.load(Ordering::Acquire) == self.version
+            && !s.ended.load(Ordering::Relaxed)
+            && !self.health.is_failing()
+            && !self.directory_health.is_failing()
+            && self.view.directory_version() == self.directory_version;
+        if holds {
+            s.last_used
+                .store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        holds
+    }
+
+    /// Whether both rest on the same versions of the same data.
+    pub fn same_data(&self, other: &ServiceBasis) -> bool {
+        Arc::ptr_eq(&self.stamp, &other.stamp)
+            && self.version == other.version
+            && self.directory_version == other.directory_version
+    }
 }
 
 /// A live watch of one service: the latest prepared data, its health, and the guard that
 /// ends the watch task when the cache drops this entry.
 struct ServiceWatch {
     name: String,
-    /// The janitor tick in which a query last used this watch through `hot`.
-    last_used: AtomicU64,
+    stamp: Arc<WatchStamp>,
     current: Arc<ArcSwap<PreparedService>>,
     health: Arc<WatchHealth>,
     /// Set for local services, whose addresses answer reverse lookups.
@@ -139,6 +202,7 @@ struct ServiceWatch {
 
 impl Drop for ServiceWatch {
     fn drop(&mut self) {
+        self.stamp.ended.store(true, Ordering::Relaxed);
         if let Some(reverse) = &self.reverse {
             reverse.replace(&self.name, &self.current.load().addresses, &[]);
         }
@@ -147,9 +211,12 @@ impl Drop for ServiceWatch {
 
 impl ServiceWatch {
     fn data(&self) -> ServiceData {
+        let version = self.stamp.version.load(Ordering::Acquire);
         ServiceData {
             prepared: self.current.load_full(),
             health: Arc::clone(&self.health),
+            stamp: Arc::clone(&self.stamp),
+            version,
         }
     }
 }
@@ -182,7 +249,7 @@ impl HotWatches {
     fn used_since(&self, tick: u64) -> Vec<String> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         map.iter()
-            .filter(|(_, w)| w.last_used.load(Ordering::Relaxed) >= tick)
+            .filter(|(_, w)| w.stamp.last_used.load(Ordering::Relaxed) >= tick)
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -200,7 +267,7 @@ pub struct Syncer {
     /// benchmark). The janitor tells moka which watches were used.
     hot: Arc<HotWatches>,
     /// Janitor ticks; a watch notes the tick it was last used in.
-    epoch: AtomicU64,
+    epoch: Arc<AtomicU64>,
     slots: Arc<WatchSlots>,
     directory_health: Arc<WatchHealth>,
     nodes_health: Arc<WatchHealth>,
@@ -238,7 +305,7 @@ impl Syncer {
             settings: OnceLock::new(),
             services: builder.build(),
             hot,
-            epoch: AtomicU64::new(0),
+            epoch: Arc::default(),
             slots,
             directory_health: Arc::default(),
             nodes_health: Arc::default(),
@@ -340,12 +407,28 @@ impl Syncer {
         .await
     }
 
+    /// The basis of an answer built from the local service list at `directory_version`
+    /// and `data`.
+    pub fn basis(&self, directory_version: u64, data: &ServiceData) -> ServiceBasis {
+        ServiceBasis {
+            uniform_order: data.prepared.uniform_weights,
+            view: Arc::clone(&self.view),
+            directory_version,
+            directory_health: Arc::clone(&self.directory_health),
+            stamp: Arc::clone(&data.stamp),
+            version: data.version,
+            health: Arc::clone(&data.health),
+            epoch: Arc::clone(&self.epoch),
+        }
+    }
+
     /// The prepared data of a service, from memory when it is watched; otherwise loaded once
     /// (concurrent callers share the load) and watched from then on.
     pub async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, Arc<ConsulError>> {
         let key = subject.cache_key();
         if let Some(w) = self.hot.get(key.as_ref()) {
-            w.last_used
+            w.stamp
+                .last_used
                 .store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
             self.metrics().view_hits.inc();
             return Ok(w.data());
@@ -448,6 +531,11 @@ impl Syncer {
         let health = Arc::clone(&ctx.health);
         let stop = ctx.cancel.clone();
         let target = Arc::clone(&current);
+        let stamp = Arc::new(WatchStamp {
+            last_used: AtomicU64::new(self.epoch.load(Ordering::Relaxed)),
+            ..WatchStamp::default()
+        });
+        let changed = Arc::clone(&stamp);
         let metrics = Arc::clone(self.metrics());
         let name = subject.name.to_owned();
         let reverse = subject
@@ -478,10 +566,11 @@ impl Syncer {
                     reverse.replace(&name, &old.addresses, &new.addresses);
                 }
                 target.store(Arc::new(new));
+                changed.version.fetch_add(1, Ordering::Release);
             },
         ));
         Ok(Arc::new(ServiceWatch {
-            last_used: AtomicU64::new(self.epoch.load(Ordering::Relaxed)),
+            stamp,
             name: subject.name.to_owned(),
             current,
             health,

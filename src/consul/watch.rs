@@ -155,6 +155,10 @@ impl WatchHealth {
         );
     }
 
+    pub fn is_failing(&self) -> bool {
+        self.failing_since_ms.load(Ordering::Relaxed) != 0
+    }
+
     /// While the watch is failing: for how long. `None` while it is healthy.
     pub fn stale_for(&self) -> Option<Duration> {
         match self.failing_since_ms.load(Ordering::Relaxed) {

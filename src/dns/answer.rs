@@ -15,6 +15,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::prepared::{ip_rdata, target_record, PreparedService, Target};
+use crate::consul::sync::ServiceBasis;
 use crate::view::Directory;
 
 /// The outcome of a query, before limits and encoding.
@@ -30,6 +31,8 @@ pub struct Answer {
     /// The data behind this answer comes from a watch that is failing, since this long
     /// (served within `max_stale`, marked with an Extended DNS Error "Stale Answer").
     pub stale: Option<Duration>,
+    /// Set when the answer rests only on a local service's data (see `ServiceBasis`).
+    pub basis: Option<ServiceBasis>,
 }
 
 impl Answer {

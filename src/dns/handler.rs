@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 
 use super::answer::Answer;
 use super::zone::ConsulZone;
+use crate::consul::sync::ServiceBasis;
 use crate::metrics::Metrics;
 
 /// Limits applied when a response is written.
@@ -263,8 +264,20 @@ impl RequestHandler for DnsHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        self.handle::<R, T>(request, response_handle).await.0
+    }
+}
+
+impl DnsHandler {
+    /// Answers `request`; also returns, for an answer that may be sent again unchanged
+    /// while its data is (a positive answer about a local service), what it rests on.
+    pub async fn handle<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> (ResponseInfo, Option<ServiceBasis>) {
         let start = Instant::now();
-        let info = self.respond::<R, T>(request, response_handle).await;
+        let (info, basis) = self.respond::<R, T>(request, response_handle).await;
         let qtype = request
             .queries
             .queries()
@@ -274,16 +287,24 @@ impl RequestHandler for DnsHandler {
         self.metrics
             .answer_seconds
             .observe(start.elapsed().as_secs_f64());
-        info
+        (info, basis)
     }
-}
 
-impl DnsHandler {
+    /// The largest UDP response sent.
+    pub fn max_udp_payload(&self) -> u16 {
+        self.limits.max_udp_payload
+    }
+
+    /// Whether a client at `ip` may recurse (RA is set in its answers).
+    pub fn recursion_available_to(&self, ip: IpAddr) -> bool {
+        self.recursion.available_to(ip)
+    }
+
     async fn respond<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         mut response_handle: R,
-    ) -> ResponseInfo {
+    ) -> (ResponseInfo, Option<ServiceBasis>) {
         let plain_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query
             && request.queries.len() == 1
@@ -291,9 +312,10 @@ impl DnsHandler {
         let recursion = self.recursion.available_to(request.src().ip());
         let query = request.queries.queries().first().filter(|_| plain_query);
         let Some(query) = query else {
-            return self
+            let info = self
                 .other::<R, T>(request, response_handle, recursion)
                 .await;
+            return (info, None);
         };
         // The Consul domain, else a reverse lookup of an address in the view, else the rest.
         let (mut answer, domain) = if let Some(d) = self.zone.domain_of(query.name()) {
@@ -310,9 +332,10 @@ impl DnsHandler {
         {
             (answer, None)
         } else {
-            return self
+            let info = self
                 .other::<R, T>(request, response_handle, recursion)
                 .await;
+            return (info, None);
         };
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -333,6 +356,12 @@ impl DnsHandler {
         if answer.stale.is_some() {
             self.metrics.stale_answers.inc();
         }
+        let reusable = answer.rcode == ResponseCode::NoError
+            && !answer.answers.is_empty()
+            && answer.authority.is_empty()
+            && !answer.with_soa
+            && answer.stale.is_none();
+        let basis = answer.basis.take().filter(|_| reusable);
         let soa = domain.filter(|_| answer.with_soa).map(|d| self.zone.soa(d));
         let mut edns = self.response_edns(request);
         if let (Some(e), Some(age)) = (edns.as_mut(), answer.stale) {
@@ -347,8 +376,8 @@ impl DnsHandler {
             answer.additionals.iter(),
         );
         match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => send_failed(request, &error),
+            Ok(info) => (info, basis),
+            Err(error) => (send_failed(request, &error), None),
         }
     }
 }

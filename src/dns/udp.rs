@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use hickory_server::net::runtime::TokioTime;
@@ -20,38 +20,43 @@ use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder,
 };
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::handler::servfail_header;
+use super::handler::{servfail_header, DnsHandler};
+use super::response_cache::{Question, ResponseCache};
+use super::udp_batch::BatchReceiver;
 use crate::metrics::Metrics;
 
-/// The largest datagram read (the DNS maximum over UDP).
-const MAX_DATAGRAM: usize = 65_535;
 /// Queries waiting at once (for a cold service, the first sync, a recursor) per socket;
 /// beyond, new ones that would wait are dropped and counted, so a flood of them cannot
 /// grow memory without bound. Queries answered from memory are never waiting.
 pub const MAX_WAITING: usize = 10_000;
 
 /// Serves `socket` with `handler` until `cancel` fires.
-pub async fn serve<H: RequestHandler>(
+pub async fn serve(
     socket: UdpSocket,
-    handler: Arc<H>,
+    handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let socket = Arc::new(socket);
-    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut server = UdpServer {
+        socket: Arc::new(socket),
+        handler,
+        metrics,
+        waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+        cache: ResponseCache::default(),
+    };
+    let mut rx = BatchReceiver::default();
     loop {
-        let (len, src) = tokio::select! {
+        let n = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
+            r = rx.recv(&server.socket) => match r {
+                Ok(n) => n,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here; nothing to do with them.
                     debug!(error = %e, "UDP receive error");
@@ -59,24 +64,62 @@ pub async fn serve<H: RequestHandler>(
                 }
             },
         };
-        if !answerable(src) {
-            continue;
+        for i in 0..n {
+            if let (datagram, Some(src)) = rx.datagram(i) {
+                if !datagram.is_empty() && answerable(src) {
+                    server.answer(datagram, src).await;
+                }
+            }
         }
-        let Some(request) = parse(&buf[..len], src, &socket).await else {
-            continue;
-        };
-        let responder = UdpResponder {
-            socket: Arc::clone(&socket),
-            dst: src,
-        };
-        let handler = Arc::clone(&handler);
-        let mut answer = Box::pin(async move {
-            handler
-                .handle_request::<_, TokioTime>(&request, responder)
-                .await;
+    }
+}
+
+/// What the loop of one socket owns.
+struct UdpServer {
+    socket: Arc<UdpSocket>,
+    handler: Arc<DnsHandler>,
+    metrics: Arc<Metrics>,
+    waiting: Arc<Semaphore>,
+    cache: ResponseCache,
+}
+
+impl UdpServer {
+    async fn answer(&mut self, datagram: &[u8], src: SocketAddr) {
+        let handler = &self.handler;
+        let question = Question::read(datagram, handler.max_udp_payload(), || {
+            handler.recursion_available_to(src.ip())
         });
-        if (&mut answer).now_or_never().is_none() {
-            match Arc::clone(&waiting).try_acquire_owned() {
+        if let Some(response) = question
+            .as_ref()
+            .and_then(|q| self.cache.answer(q, datagram))
+        {
+            self.metrics.response_cache_hits.inc();
+            send(&self.socket, response, src).await;
+            return;
+        }
+        let Some(request) = parse(datagram, src, &self.socket).await else {
+            return;
+        };
+        let kept = question.as_ref().map(|_| Kept::default());
+        let responder = UdpResponder {
+            socket: Arc::clone(&self.socket),
+            dst: src,
+            keep: kept.clone(),
+        };
+        let handler = Arc::clone(handler);
+        let mut answer =
+            Box::pin(async move { handler.handle::<_, TokioTime>(&request, responder).await.1 });
+        match (&mut answer).now_or_never() {
+            Some(basis) => {
+                let (Some(q), Some(basis), Some(kept)) = (question, basis, kept) else {
+                    return;
+                };
+                let counter = self.metrics.query_counter(q.qtype(), ResponseCode::NoError);
+                if let (Some(bytes), Some(counter)) = (kept.take(), counter) {
+                    self.cache.store(q, bytes, basis, counter.clone());
+                }
+            }
+            None => match Arc::clone(&self.waiting).try_acquire_owned() {
                 Ok(permit) => {
                     tokio::spawn(async move {
                         answer.await;
@@ -84,10 +127,35 @@ pub async fn serve<H: RequestHandler>(
                     });
                 }
                 Err(_) => {
-                    metrics.udp_dropped.inc();
+                    self.metrics.udp_dropped.inc();
                 }
-            }
+            },
         }
+    }
+}
+
+/// Sends `bytes` to `dst`, waiting for the socket only when its buffer is full.
+async fn send(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {
+    let sent = match socket.try_send_to(bytes, dst) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(bytes, dst).await,
+        r => r,
+    };
+    if let Err(e) = sent {
+        debug!(%dst, error = %e, "UDP send error");
+    }
+}
+
+/// A copy of the response the handler sent, for the response cache.
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl Kept {
+    fn put(&self, bytes: &[u8]) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes.to_vec());
+    }
+
+    fn take(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -159,11 +227,13 @@ fn encode<'a>(
     }
 }
 
-/// Sends the answer straight back on the socket it came in on.
+/// Sends the answer straight back on the socket it came in on; keeps a copy of a NOERROR
+/// response when asked to.
 #[derive(Clone)]
 struct UdpResponder {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
+    keep: Option<Kept>,
 }
 
 #[async_trait::async_trait]
@@ -181,6 +251,11 @@ impl ResponseHandler for UdpResponder {
     ) -> Result<ResponseInfo, NetError> {
         let max = response.edns().map_or(512, |e| e.max_payload().max(512));
         let (info, bytes) = encode(response, max)?;
+        if let Some(keep) = &self.keep {
+            if info.response_code == ResponseCode::NoError {
+                keep.put(&bytes);
+            }
+        }
         match self.socket.try_send_to(&bytes, self.dst) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

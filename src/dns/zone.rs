@@ -53,6 +53,8 @@ pub struct ZoneOptions {
 /// The service and node lists of one datacenter.
 struct Lists {
     directory: Arc<Directory>,
+    /// The local service list's version (0 for another datacenter's).
+    directory_version: u64,
     directory_stale: Option<Duration>,
     nodes: Arc<NodeTable>,
     nodes_stale: Option<Duration>,
@@ -272,9 +274,11 @@ impl ConsulZone {
     async fn lists(&self, dc: Option<&str>) -> Result<Lists, Answer> {
         let Some(dc) = dc else {
             let view = self.syncer.view();
-            return match (view.directory(), view.nodes()) {
+            let (directory_version, directory) = view.directory_versioned();
+            return match (directory, view.nodes()) {
                 (Some(directory), Some(nodes)) => Ok(Lists {
                     directory,
+                    directory_version,
                     directory_stale: self.syncer.directory_health().stale_for(),
                     nodes,
                     nodes_stale: self.syncer.nodes_health().stale_for(),
@@ -285,6 +289,7 @@ impl ConsulZone {
         match self.syncer.remote(dc).await {
             Ok(r) => Ok(Lists {
                 directory: r.directory.load_full(),
+                directory_version: 0,
                 directory_stale: r.directory_health.stale_for(),
                 nodes: r.nodes.load_full(),
                 nodes_stale: r.nodes_health.stale_for(),
@@ -382,8 +387,13 @@ impl ConsulZone {
             // No proxy or gateway for it: the name does not exist (as Consul answers).
             return Answer::nxdomain().resting_on(lists.directory_stale);
         }
-        self.service_records(qname, qtype, d, &data.prepared, &known.tags, tag.as_deref())
-            .resting_on(lists.directory_stale.max(data.health.stale_for()))
+        let mut answer = self
+            .service_records(qname, qtype, d, &data.prepared, &known.tags, tag.as_deref())
+            .resting_on(lists.directory_stale.max(data.health.stale_for()));
+        if ask.datacenter.is_none() && answer.stale.is_none() {
+            answer.basis = Some(self.syncer.basis(lists.directory_version, &data));
+        }
+        answer
     }
 
     /// `<name>.query[.<dc>].<domain>`: the prepared query's instances, in Consul's order.

@@ -1,0 +1,326 @@
+//! Responses sent again without being built: the encoded UDP responses of positive answers
+//! about local services, kept per socket while the data they came from is current.
+//!
+//! A service's data changes when the catalog does, not per query, so building the same
+//! records and encoding them for every query is wasted work (most of a query's cost in the
+//! benchmark). A response is stored as hickory encoded it, with what it rests on (a
+//! [`ServiceBasis`]); a later query with the same question and the same request shape (the
+//! header flags, the EDNS payload, whether the client may recurse) gets a copy with the
+//! query's ID and the query's spelling of the name (RFC 4343; resolvers that randomise the
+//! case, "0x20") written over the stored one wherever it occurs: in the question (the first
+//! name of the message, at offset 12, uncompressed) and in the owner names of the records
+//! (found once, with hickory's decoder, when the response is stored). Nothing else in a
+//! response depends on the query.
+//!
+//! Consul shuffles the instances per query. An answer of A or AAAA records of instances
+//! with equal weights is shuffled on every hit: the records differ only in their address
+//! (same owner, type, TTL and length), so drawing a permutation of the address fields is
+//! drawing a permutation of the records. Beyond that, each entry keeps several responses
+//! built with their own shuffles (SRV answers, weighted instances, and which instances a
+//! cut answer keeps), sends one at random, and has one in [`REFRESH`] hits rebuilt.
+//!
+//! Only queries that the handler would answer from a local service's data are stored
+//! (never unknown names, negative or stale answers, other datacenters, prepared queries,
+//! static zones or forwarded names), and the table is bounded.
+
+use hickory_server::proto::op::{Edns, Header, MessageType, OpCode, Query};
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
+use prometheus_client::metrics::counter::Counter;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
+
+use crate::consul::sync::ServiceBasis;
+
+/// Responses kept per question, each with its own shuffle.
+pub const VARIANTS: usize = 8;
+/// One hit in this many rebuilds one of the responses (a new shuffle).
+pub const REFRESH: u32 = 64;
+/// Bounds of the table; past either it is emptied (it refills from the next queries).
+const MAX_ENTRIES: usize = 20_000;
+const MAX_BYTES: usize = 32 << 20;
+
+/// Offset of the question's name: right after the 12-byte header.
+const QNAME_AT: usize = 12;
+
+/// What a response depends on besides the data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Compared and hashed case-insensitively (hickory's `Name`).
+    name: Name,
+    qtype: RecordType,
+    /// The request's header flags word, echoed in part (RD, CD) in the response.
+    flags: u16,
+    /// The payload size the response advertises and fits in; 0 without EDNS.
+    payload: u16,
+    recursion_available: bool,
+}
+
+/// A cacheable question read from a datagram.
+#[derive(Debug, Clone)]
+pub struct Question {
+    key: Key,
+    /// Length of the question's name on the wire.
+    name_len: usize,
+}
+
+impl Question {
+    /// The question of `bytes` if it is a plain query that a stored response could
+    /// answer: one IN question with an uncompressed name, nothing else but an EDNS(0) OPT.
+    /// Read with hickory's decoders, as the request parser reads it; anything unusual is
+    /// left to the full path. `max_payload` is the largest UDP response we send.
+    pub fn read(
+        bytes: &[u8],
+        max_payload: u16,
+        recursion_available: impl FnOnce() -> bool,
+    ) -> Option<Question> {
+        let mut decoder = BinDecoder::new(bytes);
+        let header = Header::read(&mut decoder).ok()?;
+        let (m, c) = (&header.metadata, &header.counts);
+        if m.message_type != MessageType::Query
+            || m.op_code != OpCode::Query
+            || c.queries != 1
+            || c.answers != 0
+            || c.authorities != 0
+            || c.additionals > 1
+        {
+            return None;
+        }
+        let query = Query::read(&mut decoder).ok()?;
+        let name_len = decoder.index().checked_sub(QNAME_AT + 4)?;
+        if query.query_class() != DNSClass::IN || name_len != wire_len(query.name()) {
+            return None;
+        }
+        let payload = if c.additionals == 1 {
+            // The only additional record must be an EDNS(0) OPT (the request parser's rule).
+            let opt = Record::read(&mut decoder).ok()?;
+            if !matches!(opt.data, RData::OPT(_) | RData::Update0(RecordType::OPT)) {
+                return None;
+            }
+            let edns = Edns::from(&opt);
+            if edns.version() != 0 {
+                return None;
+            }
+            edns.max_payload().clamp(512, max_payload.max(512))
+        } else {
+            0
+        };
+        let flags = u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]);
+        let qtype = query.query_type();
+        Some(Question {
+            key: Key {
+                name: query.name,
+                qtype,
+                flags,
+                payload,
+                recursion_available: recursion_available(),
+            },
+            name_len,
+        })
+    }
+
+    pub fn qtype(&self) -> RecordType {
+        self.key.qtype
+    }
+}
+
+/// The uncompressed wire length of `name`: each label with its length byte, and the root.
+fn wire_len(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
+}
+
+/// An encoded response, where the question's name is written in it, and where the
+/// addresses of its answer records are when they may be reordered.
+struct Stored {
+    bytes: Box<[u8]>,
+    /// Offsets of the records' owner names that are the question's name written out.
+    owners: Box<[u16]>,
+    addresses: Option<Addresses>,
+}
+
+/// The address fields of an answer made only of A, or only of AAAA, records.
+struct Addresses {
+    at: Box<[u16]>,
+    len: usize,
+}
+
+impl Stored {
+    /// Reads `bytes` with hickory's decoder; None if it does not decode.
+    fn new(bytes: Vec<u8>, name_len: usize, reorder: bool) -> Option<Stored> {
+        let qname = bytes.get(QNAME_AT..QNAME_AT + name_len)?;
+        let mut decoder = BinDecoder::new(&bytes);
+        let header = Header::read(&mut decoder).ok()?;
+        let c = header.counts;
+        if c.queries != 1 {
+            return None;
+        }
+        let question = Query::read(&mut decoder).ok()?;
+        let total =
+            usize::from(c.answers) + usize::from(c.authorities) + usize::from(c.additionals);
+        let mut owners = Vec::new();
+        let mut addresses: Vec<u16> = Vec::new();
+        let mut address_len = None;
+        let mut reorder = reorder && c.answers > 1;
+        for i in 0..total {
+            let at = decoder.index();
+            let record = Record::read(&mut decoder).ok()?;
+            let end = decoder.index();
+            let owner = bytes.get(at..at + name_len);
+            let is_qname = owner.is_some_and(|o| o.eq_ignore_ascii_case(qname));
+            if is_qname {
+                owners.push(u16::try_from(at).ok()?);
+            }
+            if i >= usize::from(c.answers) || !reorder {
+                continue;
+            }
+            let octets: Vec<u8> = match &record.data {
+                RData::A(a) => a.0.octets().to_vec(),
+                RData::AAAA(a) => a.0.octets().to_vec(),
+                _ => Vec::new(),
+            };
+            let field = end
+                .checked_sub(octets.len())
+                .and_then(|s| bytes.get(s..end));
+            let same_len = *address_len.get_or_insert(octets.len()) == octets.len();
+            let owned = record.name == question.name;
+            if octets.is_empty() || !owned || !same_len || field != Some(&octets[..]) {
+                reorder = false;
+                continue;
+            }
+            addresses.push(u16::try_from(end - octets.len()).ok()?);
+        }
+        let addresses = reorder.then(|| Addresses {
+            at: addresses.into_boxed_slice(),
+            len: address_len.unwrap_or(0),
+        });
+        Some(Stored {
+            bytes: bytes.into_boxed_slice(),
+            owners: owners.into_boxed_slice(),
+            addresses,
+        })
+    }
+}
+
+/// Shuffles the address fields of `response` in place (Fisher-Yates).
+fn shuffle_addresses(response: &mut [u8], a: &Addresses, rng: &mut SmallRng) -> Option<()> {
+    let mut tmp = [0u8; 16];
+    let tmp = tmp.get_mut(..a.len)?;
+    for i in (1..a.at.len()).rev() {
+        let j = rng.random_range(..=i);
+        if i == j {
+            continue;
+        }
+        let (x, y) = (usize::from(a.at[i]), usize::from(a.at[j]));
+        tmp.copy_from_slice(response.get(x..x + a.len)?);
+        response.copy_within(y..y + a.len, x);
+        response.get_mut(y..y + a.len)?.copy_from_slice(tmp);
+    }
+    Some(())
+}
+
+struct Entry {
+    responses: Vec<Stored>,
+    basis: ServiceBasis,
+    /// The `dns_queries` counter a hit counts in.
+    counter: Counter,
+}
+
+/// The stored responses of one UDP socket (its own: no locking).
+pub struct ResponseCache {
+    entries: FxHashMap<Key, Entry>,
+    bytes: usize,
+    rng: SmallRng,
+    out: Vec<u8>,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        ResponseCache {
+            entries: FxHashMap::default(),
+            bytes: 0,
+            rng: SmallRng::from_os_rng(),
+            out: Vec::with_capacity(1232),
+        }
+    }
+}
+
+impl ResponseCache {
+    /// The response to the query in `request` (whose question is `q`), if one is stored,
+    /// still current, and not due to be rebuilt.
+    pub fn answer(&mut self, q: &Question, request: &[u8]) -> Option<&[u8]> {
+        let entry = self.entries.get(&q.key)?;
+        let n = entry.responses.len();
+        if n < VARIANTS || self.rng.random_ratio(1, REFRESH) {
+            return None;
+        }
+        if !entry.basis.holds() {
+            self.remove(&q.key);
+            return None;
+        }
+        let stored = &entry.responses[self.rng.random_range(..n)];
+        let id = request.get(..2)?;
+        let name = request.get(QNAME_AT..QNAME_AT + q.name_len)?;
+        self.out.clear();
+        self.out.extend_from_slice(&stored.bytes);
+        self.out.get_mut(..2)?.copy_from_slice(id);
+        for at in std::iter::once(QNAME_AT).chain(stored.owners.iter().map(|&o| usize::from(o))) {
+            self.out.get_mut(at..at + q.name_len)?.copy_from_slice(name);
+        }
+        if let Some(addresses) = &stored.addresses {
+            shuffle_addresses(&mut self.out, addresses, &mut self.rng)?;
+        }
+        entry.counter.inc();
+        Some(&self.out)
+    }
+
+    /// Keeps `response`, the full path's answer to `q`, built from `basis`.
+    pub fn store(&mut self, q: Question, response: Vec<u8>, basis: ServiceBasis, counter: Counter) {
+        let size = response.len();
+        let Some(response) = Stored::new(response, q.name_len, basis.uniform_order) else {
+            return;
+        };
+        if self.entries.len() >= MAX_ENTRIES || self.bytes + size > MAX_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        match self.entries.get_mut(&q.key) {
+            Some(entry) if entry.basis.same_data(&basis) => {
+                if entry.responses.len() < VARIANTS {
+                    entry.responses.push(response);
+                    self.bytes += size;
+                } else {
+                    let i = self.rng.random_range(..entry.responses.len());
+                    let old = std::mem::replace(&mut entry.responses[i], response);
+                    self.bytes = (self.bytes + size).saturating_sub(old.bytes.len());
+                }
+            }
+            _ => {
+                self.remove(&q.key);
+                self.bytes += size;
+                let entry = Entry {
+                    responses: vec![response],
+                    basis,
+                    counter,
+                };
+                self.entries.insert(q.key, entry);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(old) = self.entries.remove(key) {
+            let size: usize = old.responses.iter().map(|r| r.bytes.len()).sum();
+            self.bytes = self.bytes.saturating_sub(size);
+        }
+    }
+
+    /// Number of questions stored.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

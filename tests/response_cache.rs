@@ -1,0 +1,250 @@
+//! UDP answers sent again from the response cache (src/dns/response_cache.rs), seen from a
+//! client: each name is asked well past the point where its responses are stored, then the
+//! catalog or Consul changes and the answers must follow at once, keep the question's
+//! spelling and ID, keep shuffling, and keep the service watched.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use consul_dns::dev::Fault;
+use hickory_proto::op::Message;
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::RecordType;
+
+const WAIT: Duration = Duration::from_secs(5);
+/// More queries than the cache keeps responses per name (8), so later ones are hits.
+const FILL: usize = 40;
+
+fn web(i: u8, status: &str) -> serde_json::Value {
+    instance(
+        &format!("node{i}"),
+        &format!("192.168.56.{i}"),
+        "web",
+        &format!("web{i}"),
+        &format!("10.2.1.{i}"),
+        80,
+        &[],
+        status,
+    )
+}
+
+fn addresses(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    v.sort();
+    v
+}
+
+async fn udp_a(dns: SocketAddr, name: &str) -> Message {
+    query(dns, name, RecordType::A).await
+}
+
+fn cache_hits(running: &consul_dns::app::Running) -> u64 {
+    metric(running, "consul_dns_response_cache_hits_total")
+}
+
+fn metric(running: &consul_dns::app::Running, series: &str) -> u64 {
+    let text = running.syncer().metrics().render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+async fn setup(instances: u8) -> (consul_dns::dev::Emulator, consul_dns::app::Running) {
+    let consul = emulator().await;
+    for i in 1..=instances {
+        http_register(&consul.url(), &web(i, "passing")).await;
+    }
+    let running = server(&consul.url()).await;
+    (consul, running)
+}
+
+#[tokio::test]
+async fn a_change_replaces_every_cached_answer_at_once() {
+    let (consul, running) = setup(3).await;
+    let dns = running.dns_addrs[0];
+    for _ in 0..FILL {
+        let m = udp_a(dns, "web.service.consul.").await;
+        assert_eq!(addresses(&m), ["10.2.1.1", "10.2.1.2", "10.2.1.3"]);
+    }
+    assert!(
+        cache_hits(&running) > 0,
+        "the later queries were cache hits"
+    );
+
+    http_register(&consul.url(), &web(2, "critical")).await;
+    eventually(WAIT, || async {
+        addresses(&udp_a(dns, "web.service.consul.").await) == ["10.2.1.1", "10.2.1.3"]
+    })
+    .await;
+    // Once the change shows, no stored response from before it is ever sent again.
+    for _ in 0..FILL {
+        let m = udp_a(dns, "web.service.consul.").await;
+        assert_eq!(addresses(&m), ["10.2.1.1", "10.2.1.3"]);
+    }
+
+    consul
+        .deregister(serde_json::json!({"Node": "node1", "ServiceID": "web1"}))
+        .expect("deregisters");
+    eventually(WAIT, || async {
+        addresses(&udp_a(dns, "web.service.consul.").await) == ["10.2.1.3"]
+    })
+    .await;
+    for _ in 0..FILL {
+        assert_eq!(
+            addresses(&udp_a(dns, "web.service.consul.").await),
+            ["10.2.1.3"]
+        );
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn cached_answers_keep_the_question_spelling_and_id() {
+    let (_consul, running) = setup(3).await;
+    let dns = running.dns_addrs[0];
+    let srv = query(dns, "_web._tcp.service.consul.", RecordType::SRV).await;
+    let mut extra = lines(&srv.additionals);
+    extra.sort();
+    for _ in 0..FILL {
+        udp_a(dns, "web.service.consul.").await;
+        query(dns, "_web._tcp.service.consul.", RecordType::SRV).await;
+    }
+    let hits = cache_hits(&running);
+    // `query` checks that each answer carries its query's ID.
+    for name in [
+        "WeB.Service.CONSUL.",
+        "web.SERVICE.consul.",
+        "web.service.consul.",
+    ] {
+        let m = udp_a(dns, name).await;
+        assert_eq!(m.queries[0].name().to_ascii(), name, "question as asked");
+        assert_eq!(m.answers.len(), 3);
+        for r in &m.answers {
+            assert_eq!(r.name.to_ascii(), name, "owner names as asked");
+        }
+    }
+    let m = query(dns, "_WEB._Tcp.service.Consul.", RecordType::SRV).await;
+    assert_eq!(m.queries[0].name().to_ascii(), "_WEB._Tcp.service.Consul.");
+    assert_eq!(m.answers.len(), 3);
+    assert!(m
+        .answers
+        .iter()
+        .all(|r| r.name.to_ascii() == "_WEB._Tcp.service.Consul."));
+    let mut got = lines(&m.additionals);
+    got.sort();
+    assert_eq!(
+        got, extra,
+        "the same Additional section as built for the first query"
+    );
+    assert!(
+        cache_hits(&running) > hits,
+        "those were served from the cache"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn cached_answers_still_shuffle() {
+    let (_consul, running) = setup(3).await;
+    let dns = running.dns_addrs[0];
+    let mut first: HashMap<String, usize> = HashMap::new();
+    let rounds = 600;
+    for _ in 0..rounds {
+        let m = udp_a(dns, "web.service.consul.").await;
+        *first.entry(m.answers[0].data.to_string()).or_default() += 1;
+    }
+    assert!(cache_hits(&running) > rounds as u64 / 2);
+    for ip in ["10.2.1.1", "10.2.1.2", "10.2.1.3"] {
+        let n = first.get(ip).copied().unwrap_or(0);
+        // Uniform is 200 each; a fixed order would give 600 and 0.
+        assert!(n > 100, "{ip} first in {n} of {rounds} answers: {first:?}");
+    }
+    running.shutdown().await;
+}
+
+fn ede(m: &Message) -> Option<u16> {
+    match m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))? {
+        EdnsOption::Unknown(_, data) if data.len() >= 2 => {
+            Some(u16::from_be_bytes([data[0], data[1]]))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn an_outage_marks_cached_names_stale() {
+    let (consul, running) = setup(2).await;
+    let dns = running.dns_addrs[0];
+    let edns = Ask {
+        edns: Some(1232),
+        ..Ask::default()
+    };
+    let ask = || query_with(dns, "web.service.consul.", RecordType::A, edns);
+    for _ in 0..FILL {
+        assert_eq!(ede(&ask().await), None);
+    }
+    consul.set_fault(Fault::Status(500, "rpc error: No cluster leader".into()));
+    // Consul notices at its next request: the watches' long polls end after `blocking_wait`
+    // in the test config; stop the emulator to cut them now.
+    consul.stop().await;
+    eventually(WAIT, || async { ede(&ask().await) == Some(3) }).await;
+    for _ in 0..FILL {
+        let m = ask().await;
+        assert_eq!(
+            ede(&m),
+            Some(3),
+            "never an unmarked answer during the outage"
+        );
+        assert_eq!(addresses(&m), ["10.2.1.1", "10.2.1.2"], "last known data");
+    }
+    consul.set_fault(Fault::None);
+    consul.restart().await.expect("emulator restarts");
+    eventually(Duration::from_secs(10), || async {
+        ede(&ask().await).is_none()
+    })
+    .await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn cache_hits_keep_the_service_watched() {
+    let consul = emulator().await;
+    http_register(&consul.url(), &web(1, "passing")).await;
+    let running = server_with(&consul.url(), |c| {
+        c.watch_idle_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let dns = running.dns_addrs[0];
+    let start = std::time::Instant::now();
+    let mut asked = 0u64;
+    while start.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            addresses(&udp_a(dns, "web.service.consul.").await),
+            ["10.2.1.1"]
+        );
+        asked += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(cache_hits(&running) > asked / 2, "most were cache hits");
+    assert_eq!(
+        metric(&running, "consul_dns_service_loads_total"),
+        1,
+        "asked throughout: loaded once, never idled out and reloaded"
+    );
+    assert_eq!(running.syncer().live_watches(), 1);
+    assert_eq!(
+        metric(
+            &running,
+            r#"consul_dns_dns_queries_total{qtype="A",rcode="NOERROR"}"#
+        ),
+        asked,
+        "every answer counted, cached or not"
+    );
+    // Not asked any more: it goes idle as before.
+    eventually(WAIT, || async { running.syncer().live_watches() == 0 }).await;
+    running.shutdown().await;
+}

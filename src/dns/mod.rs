@@ -6,6 +6,7 @@ pub mod forward;
 pub mod handler;
 pub mod name;
 pub mod prepared;
+pub mod rrl;
 pub mod server;
 pub mod udp;
 pub mod zone;

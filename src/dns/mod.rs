@@ -8,6 +8,8 @@ pub mod name;
 pub mod prepared;
 pub mod rrl;
 pub mod server;
+pub mod tcp;
 pub mod udp;
+pub mod wire;
 pub mod zone;
 pub mod zones;

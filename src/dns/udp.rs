@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::handler::servfail_header;
+use super::rrl::{Rrl, Verdict};
+use super::wire;
 use crate::metrics::Metrics;
 
 /// The largest datagram read (the DNS maximum over UDP).
@@ -37,11 +39,12 @@ const MAX_DATAGRAM: usize = 65_535;
 /// grow memory without bound. Queries answered from memory are never waiting.
 pub const MAX_WAITING: usize = 10_000;
 
-/// Serves `socket` with `handler` until `cancel` fires.
+/// Serves `socket` with `handler` until `cancel` fires; `rrl` limits the answers.
 pub async fn serve<H: RequestHandler>(
     socket: UdpSocket,
     handler: Arc<H>,
     metrics: Arc<Metrics>,
+    rrl: Option<Arc<Rrl>>,
     cancel: CancellationToken,
 ) {
     let socket = Arc::new(socket);
@@ -65,6 +68,12 @@ pub async fn serve<H: RequestHandler>(
         let Some(request) = parse(&buf[..len], src, &socket).await else {
             continue;
         };
+        if rrl
+            .as_deref()
+            .is_some_and(|rrl| rate_limited(rrl, &request, &socket, &metrics))
+        {
+            continue;
+        }
         let responder = UdpResponder {
             socket: Arc::clone(&socket),
             dst: src,
@@ -87,6 +96,25 @@ pub async fn serve<H: RequestHandler>(
                     metrics.udp_dropped.inc();
                 }
             }
+        }
+    }
+}
+
+/// Response-rate limiting, before the handler runs: true when the answer to `request` is
+/// dropped, or slipped (an empty truncated response sent instead), and counted.
+fn rate_limited(rrl: &Rrl, request: &Request, socket: &UdpSocket, metrics: &Metrics) -> bool {
+    match rrl.check(request.src().ip()) {
+        Verdict::Answer => false,
+        Verdict::Drop => {
+            metrics.rrl_dropped.inc();
+            true
+        }
+        Verdict::Slip => {
+            metrics.rrl_slipped.inc();
+            if let Some(bytes) = wire::truncated(request) {
+                let _ = socket.try_send_to(&bytes, request.src());
+            }
+            true
         }
     }
 }

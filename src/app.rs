@@ -5,14 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::zone_handler::{Catalog, ZoneHandler};
-use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -21,17 +20,17 @@ use crate::config::Config;
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
 use crate::dns::forward::{ForwardError, Forwarder};
-use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits, SharedHandler};
+use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
 use crate::dns::prepared::Settings;
+use crate::dns::rrl::{Rrl, RrlSettings};
 use crate::dns::server::{self, BindError};
+use crate::dns::tcp::{self, TcpLimits};
 use crate::dns::udp;
 use crate::dns::zone::{ConsulZone, SoaTimers, ZoneOptions};
 use crate::dns::zones::{ZoneError, ZoneSet};
 use crate::metrics::Metrics;
 use crate::view::View;
 
-/// How long an idle TCP connection is kept.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest UDP response (DNS Flag Day 2020: no IP fragmentation).
 const MAX_UDP_PAYLOAD: u16 = 1232;
 
@@ -57,9 +56,10 @@ pub struct Running {
     pub dns_addrs: Vec<SocketAddr>,
     /// The bound metrics and health endpoint, when configured.
     pub http_addr: Option<SocketAddr>,
-    /// TCP (hickory's server); UDP is served by our own loop (`dns::udp`).
-    server: Server<SharedHandler>,
-    stop_udp: CancellationToken,
+    /// Stops the UDP loops (`dns::udp`) and the TCP listeners (`dns::tcp`).
+    stop_dns: CancellationToken,
+    /// The TCP listeners; each ends once its connections have finished.
+    tcp: Vec<JoinHandle<()>>,
     syncer: Arc<Syncer>,
     stop_http: CancellationToken,
     zones: Arc<StaticZones>,
@@ -147,10 +147,12 @@ impl Running {
     }
 
     /// Stops listening, lets in-flight queries finish, ends the Consul watches.
-    pub async fn shutdown(mut self) {
-        self.stop_udp.cancel();
-        if let Err(e) = self.server.shutdown_gracefully().await {
-            tracing::warn!(error = %e, "DNS server stopped with an error");
+    pub async fn shutdown(self) {
+        self.stop_dns.cancel();
+        for listener in self.tcp {
+            if let Err(e) = listener.await {
+                warn!(error = %e, "TCP listener stopped with an error");
+            }
         }
         self.syncer.shutdown();
         self.stop_http.cancel();
@@ -294,19 +296,46 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Arc::clone(&metrics),
     );
     let handler = Arc::new(handler);
-    let stop_udp = CancellationToken::new();
+    let stop_dns = CancellationToken::new();
+    let rrl = Rrl::new(RrlSettings {
+        responses_per_second: config.rrl.responses_per_second,
+        window: config.rrl.window,
+        slip: config.rrl.slip,
+        ipv4_prefix_length: config.rrl.ipv4_prefix_length,
+        ipv6_prefix_length: config.rrl.ipv6_prefix_length,
+    })
+    .map(Arc::new);
+    if let Some(rrl) = &rrl {
+        info!(?rrl, "response-rate limiting of UDP answers is on");
+    }
     for udp in sockets.udp {
         tokio::spawn(udp::serve(
             udp,
             Arc::clone(&handler),
             Arc::clone(&metrics),
-            stop_udp.clone(),
+            rrl.clone(),
+            stop_dns.clone(),
         ));
     }
-    let mut server = Server::new(SharedHandler(handler));
-    for tcp in sockets.tcp {
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
-    }
+    let limits = TcpLimits {
+        max_connections: config.tcp.max_connections,
+        idle_timeout: config.tcp.idle_timeout,
+        total_timeout: config.tcp.total_timeout,
+        write_timeout: config.tcp.write_timeout,
+    };
+    let tcp = sockets
+        .tcp
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(tcp::serve(
+                listener,
+                Arc::clone(&handler),
+                Arc::clone(&metrics),
+                limits,
+                stop_dns.clone(),
+            ))
+        })
+        .collect();
     for addr in &sockets.addrs {
         info!(%addr, "listening on {addr} (udp, tcp)");
     }
@@ -319,8 +348,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     Ok(Running {
         dns_addrs: sockets.addrs,
         http_addr,
-        server,
-        stop_udp,
+        stop_dns,
+        tcp,
         syncer,
         zones: static_zones,
         stop_http,

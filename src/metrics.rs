@@ -76,6 +76,20 @@ pub struct Metrics {
     pub udp_dropped: Counter,
     /// UDP answers sent from the response cache, without building them.
     pub response_cache_hits: Counter,
+    /// TCP connections open.
+    pub tcp_connections: Gauge,
+    /// TCP connections closed at once because `tcp_max_connections` were open.
+    pub tcp_refused: Counter,
+    /// TCP connections closed by `tcp_idle_timeout`.
+    pub tcp_idle_timeouts: Counter,
+    /// TCP connections closed by `tcp_total_timeout`.
+    pub tcp_total_timeouts: Counter,
+    /// TCP connections closed because an answer could not be written in time.
+    pub tcp_write_timeouts: Counter,
+    /// UDP responses not sent because of response-rate limiting.
+    pub rrl_dropped: Counter,
+    /// UDP responses replaced by an empty truncated one because of response-rate limiting.
+    pub rrl_slipped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,6 +128,22 @@ impl Metrics {
             "DNS queries answered, by qtype and rcode",
             query_family,
         );
+        let tcp_timeouts = Family::<Labels, Counter>::default();
+        let tcp_timeout = |kind: &str| {
+            tcp_timeouts
+                .get_or_create(&vec![("timeout", kind.to_string())])
+                .clone()
+        };
+        let (tcp_idle_timeouts, tcp_total_timeouts, tcp_write_timeouts) = (
+            tcp_timeout("idle"),
+            tcp_timeout("total"),
+            tcp_timeout("write"),
+        );
+        registry.register(
+            "tcp_timeouts",
+            "TCP connections closed by a timeout: idle, total (lifetime) or write",
+            tcp_timeouts,
+        );
         let m = Metrics {
             queries,
             answer_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
@@ -134,6 +164,13 @@ impl Metrics {
             index_resets: Counter::default(),
             udp_dropped: Counter::default(),
             response_cache_hits: Counter::default(),
+            tcp_connections: Gauge::default(),
+            tcp_refused: Counter::default(),
+            tcp_idle_timeouts,
+            tcp_total_timeouts,
+            tcp_write_timeouts,
+            rrl_dropped: Counter::default(),
+            rrl_slipped: Counter::default(),
             registry: Registry::default(),
         };
         m.consul_known_leader.set(1);
@@ -227,6 +264,26 @@ impl Metrics {
             "udp_dropped",
             "UDP queries dropped because too many were already waiting",
             m.udp_dropped.clone(),
+        );
+        r.register(
+            "tcp_connections",
+            "TCP connections open",
+            m.tcp_connections.clone(),
+        );
+        r.register(
+            "tcp_refused",
+            "TCP connections closed at once because tcp_max_connections were open",
+            m.tcp_refused.clone(),
+        );
+        r.register(
+            "rrl_dropped",
+            "UDP responses dropped by response-rate limiting",
+            m.rrl_dropped.clone(),
+        );
+        r.register(
+            "rrl_slipped",
+            "UDP responses sent as an empty truncated answer by response-rate limiting",
+            m.rrl_slipped.clone(),
         );
         Metrics { registry, ..m }
     }

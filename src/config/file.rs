@@ -22,7 +22,7 @@ use super::values::{
 };
 use super::{
     check_listen_list, ConfigError, FileLocation, RecursorStrategy, Secret, MAX_BLOCKING_WAIT,
-    MIN_BLOCKING_WAIT,
+    MAX_RRL_SLIP, MAX_RRL_WINDOW, MIN_BLOCKING_WAIT,
 };
 
 type Raw = Option<Spanned<Value>>;
@@ -62,6 +62,15 @@ macro_rules! raw_structs {
             internal_cidrs: Raw,
             translate_wan_addrs: Raw,
             allow_any: Raw,
+            tcp_max_connections: Raw,
+            tcp_idle_timeout: Raw,
+            tcp_total_timeout: Raw,
+            tcp_write_timeout: Raw,
+            rrl_responses_per_second: Raw,
+            rrl_window: Raw,
+            rrl_slip: Raw,
+            rrl_ipv4_prefix_length: Raw,
+            rrl_ipv6_prefix_length: Raw,
             dns_config: Option<RawDns>,
             $($dns: Raw,)*
         }
@@ -135,6 +144,15 @@ pub(super) struct FileConfig {
     pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub translate_wan_addrs: Option<bool>,
     pub allow_any: Option<bool>,
+    pub tcp_max_connections: Option<usize>,
+    pub tcp_idle_timeout: Option<Duration>,
+    pub tcp_total_timeout: Option<Duration>,
+    pub tcp_write_timeout: Option<Duration>,
+    pub rrl_responses_per_second: Option<u32>,
+    pub rrl_window: Option<Duration>,
+    pub rrl_slip: Option<u32>,
+    pub rrl_ipv4_prefix_length: Option<u8>,
+    pub rrl_ipv6_prefix_length: Option<u8>,
     pub dns: DnsFile,
 }
 
@@ -224,7 +242,40 @@ impl FileConfig {
             .map(|field| ctx.string(&field).map(PathBuf::from))
             .transpose()?;
         let max_watches = f("max_watches", raw.max_watches)
-            .map(|field| ctx.max_watches(&field))
+            .map(|field| ctx.count(&field))
+            .transpose()?;
+        let tcp_max_connections = f("tcp_max_connections", raw.tcp_max_connections)
+            .map(|field| ctx.count(&field))
+            .transpose()?;
+        let tcp_idle_timeout = f("tcp_idle_timeout", raw.tcp_idle_timeout)
+            .map(|field| ctx.positive_duration(&field))
+            .transpose()?;
+        let tcp_total_timeout = f("tcp_total_timeout", raw.tcp_total_timeout)
+            .map(|field| ctx.positive_duration(&field))
+            .transpose()?;
+        let tcp_write_timeout = f("tcp_write_timeout", raw.tcp_write_timeout)
+            .map(|field| ctx.positive_duration(&field))
+            .transpose()?;
+        let rrl_responses_per_second = f("rrl_responses_per_second", raw.rrl_responses_per_second)
+            .map(|field| ctx.u32(&field))
+            .transpose()?;
+        let rrl_window = f("rrl_window", raw.rrl_window)
+            .map(|field| {
+                let d = ctx.duration(&field)?;
+                if !(Duration::from_secs(1)..=MAX_RRL_WINDOW).contains(&d) {
+                    return Err(ctx.invalid(&field, "must be between 1s and 1h"));
+                }
+                Ok(d)
+            })
+            .transpose()?;
+        let rrl_slip = f("rrl_slip", raw.rrl_slip)
+            .map(|field| ctx.u32_at_most(&field, MAX_RRL_SLIP))
+            .transpose()?;
+        let rrl_ipv4_prefix_length = f("rrl_ipv4_prefix_length", raw.rrl_ipv4_prefix_length)
+            .map(|field| ctx.prefix_length(&field, 32))
+            .transpose()?;
+        let rrl_ipv6_prefix_length = f("rrl_ipv6_prefix_length", raw.rrl_ipv6_prefix_length)
+            .map(|field| ctx.prefix_length(&field, 128))
             .transpose()?;
         let watch_idle_timeout = f("watch_idle_timeout", raw.watch_idle_timeout)
             .map(|field| ctx.positive_duration(&field))
@@ -278,6 +329,15 @@ impl FileConfig {
             internal_cidrs,
             translate_wan_addrs,
             allow_any,
+            tcp_max_connections,
+            tcp_idle_timeout,
+            tcp_total_timeout,
+            tcp_write_timeout,
+            rrl_responses_per_second,
+            rrl_window,
+            rrl_slip,
+            rrl_ipv4_prefix_length,
+            rrl_ipv6_prefix_length,
             dns: ctx.dns(dns)?,
         })
     }
@@ -433,7 +493,20 @@ impl Ctx<'_> {
         ttl_seconds(d).map_err(|reason| self.invalid(field, reason))
     }
 
-    fn max_watches(&self, field: &Field) -> Result<usize, ConfigError> {
+    fn u32_at_most(&self, field: &Field, max: u32) -> Result<u32, ConfigError> {
+        match self.u32(field)? {
+            n if n <= max => Ok(n),
+            _ => Err(self.invalid(field, format!("must be between 0 and {max}"))),
+        }
+    }
+
+    fn prefix_length(&self, field: &Field, max: u8) -> Result<u8, ConfigError> {
+        let n = self.u32_at_most(field, u32::from(max))?;
+        u8::try_from(n).map_err(|_| self.invalid(field, format!("must be between 0 and {max}")))
+    }
+
+    /// An integer ≥ 1.
+    fn count(&self, field: &Field) -> Result<usize, ConfigError> {
         match field.value {
             Value::Integer(i) if i >= 1 => {
                 usize::try_from(i).map_err(|_| self.invalid(field, "too large for this platform"))

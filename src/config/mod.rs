@@ -69,6 +69,28 @@ pub fn default_allow_recursion() -> Vec<IpNet> {
         IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
     ]
 }
+/// Default cap on open TCP connections. Each is a file descriptor: 500 leaves room for the
+/// Consul connections (`max_watches`) within the common soft limit of 1024 descriptors.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 500;
+/// Default time a TCP connection may go without a complete query (hickory's was 10 s).
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default lifetime of a TCP connection, however busy: a client sending slowly but
+/// steadily cannot hold a slot longer.
+pub const DEFAULT_TCP_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time an answer may take to be written (a client that does not read).
+pub const DEFAULT_TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default seconds of burst credit of response-rate limiting.
+pub const DEFAULT_RRL_WINDOW: Duration = Duration::from_secs(5);
+/// Largest accepted `rrl_window` (BIND's `window` range is 1..3600 s).
+pub const MAX_RRL_WINDOW: Duration = Duration::from_secs(3600);
+/// Default `rrl_slip` (BIND's): every second limited response is sent truncated.
+pub const DEFAULT_RRL_SLIP: u32 = 2;
+/// Largest accepted `rrl_slip` (BIND's range).
+pub const MAX_RRL_SLIP: u32 = 10;
+/// Default IPv4 client prefix length of response-rate limiting (BIND's).
+pub const DEFAULT_RRL_IPV4_PREFIX_LENGTH: u8 = 24;
+/// Default IPv6 client prefix length of response-rate limiting (BIND's).
+pub const DEFAULT_RRL_IPV6_PREFIX_LENGTH: u8 = 56;
 /// Consul's hard cap on `udp_answer_limit` (`maxUDPAnswerLimit` in `agent/dns.go`).
 pub const MAX_UDP_ANSWER_LIMIT: u32 = 8;
 
@@ -464,6 +486,59 @@ impl Default for DnsConfig {
     }
 }
 
+/// Limits of DNS over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Most connections open at once (≥ 1); past it new ones are closed at once.
+    pub max_connections: usize,
+    /// A connection without a complete query for this long is closed (> 0).
+    pub idle_timeout: Duration,
+    /// A connection is closed this long after it was accepted, however busy (> 0).
+    pub total_timeout: Duration,
+    /// A connection whose answer cannot be written within this is closed (> 0).
+    pub write_timeout: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
+            total_timeout: DEFAULT_TCP_TOTAL_TIMEOUT,
+            write_timeout: DEFAULT_TCP_WRITE_TIMEOUT,
+        }
+    }
+}
+
+/// Response-rate limiting of UDP answers, per client prefix (BIND's `rate-limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RrlConfig {
+    /// Answers per second to one client prefix; 0 = off (the default).
+    pub responses_per_second: u32,
+    /// Burst credit: a prefix that was quiet may get this many seconds' worth of answers
+    /// at once (1s..=1h).
+    pub window: Duration,
+    /// Every `slip`-th limited answer is sent as an empty truncated one (the client
+    /// retries over TCP); 0 = never, 1 = always (0..=10).
+    pub slip: u32,
+    /// IPv4 clients are grouped by this prefix length (0..=32).
+    pub ipv4_prefix_length: u8,
+    /// IPv6 clients are grouped by this prefix length (0..=128).
+    pub ipv6_prefix_length: u8,
+}
+
+impl Default for RrlConfig {
+    fn default() -> Self {
+        RrlConfig {
+            responses_per_second: 0,
+            window: DEFAULT_RRL_WINDOW,
+            slip: DEFAULT_RRL_SLIP,
+            ipv4_prefix_length: DEFAULT_RRL_IPV4_PREFIX_LENGTH,
+            ipv6_prefix_length: DEFAULT_RRL_IPV6_PREFIX_LENGTH,
+        }
+    }
+}
+
 /// The effective, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -508,6 +583,10 @@ pub struct Config {
     pub translate_wan_addrs: bool,
     /// Answer ANY in full for static zones and forwarded names (else RFC 8482).
     pub allow_any: bool,
+    /// Limits of DNS over TCP.
+    pub tcp: TcpConfig,
+    /// Response-rate limiting of UDP answers.
+    pub rrl: RrlConfig,
     /// Run the embedded Consul API emulator.
     pub dev: bool,
     /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
@@ -541,6 +620,8 @@ impl Default for Config {
             internal_cidrs: Vec::new(),
             translate_wan_addrs: false,
             allow_any: false,
+            tcp: TcpConfig::default(),
+            rrl: RrlConfig::default(),
             dev: false,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
@@ -687,6 +768,27 @@ impl Config {
                 .translate_wan_addrs
                 .unwrap_or(defaults.translate_wan_addrs),
             allow_any: file.allow_any.unwrap_or(defaults.allow_any),
+            tcp: TcpConfig {
+                max_connections: file
+                    .tcp_max_connections
+                    .unwrap_or(defaults.tcp.max_connections),
+                idle_timeout: file.tcp_idle_timeout.unwrap_or(defaults.tcp.idle_timeout),
+                total_timeout: file.tcp_total_timeout.unwrap_or(defaults.tcp.total_timeout),
+                write_timeout: file.tcp_write_timeout.unwrap_or(defaults.tcp.write_timeout),
+            },
+            rrl: RrlConfig {
+                responses_per_second: file
+                    .rrl_responses_per_second
+                    .unwrap_or(defaults.rrl.responses_per_second),
+                window: file.rrl_window.unwrap_or(defaults.rrl.window),
+                slip: file.rrl_slip.unwrap_or(defaults.rrl.slip),
+                ipv4_prefix_length: file
+                    .rrl_ipv4_prefix_length
+                    .unwrap_or(defaults.rrl.ipv4_prefix_length),
+                ipv6_prefix_length: file
+                    .rrl_ipv6_prefix_length
+                    .unwrap_or(defaults.rrl.ipv6_prefix_length),
+            },
             internal_cidrs: if cli.internal_cidrs.is_empty() {
                 file.internal_cidrs.unwrap_or_default()
             } else {

@@ -87,6 +87,15 @@ fn defaults() {
     assert_eq!(c.dev_http, addr("127.0.0.1:8500"));
     assert_eq!(c.log_level, "info");
     assert_eq!(c.dns, DnsConfig::default());
+    assert_eq!(c.tcp.max_connections, 500);
+    assert_eq!(c.tcp.idle_timeout, Duration::from_secs(10));
+    assert_eq!(c.tcp.total_timeout, Duration::from_secs(60));
+    assert_eq!(c.tcp.write_timeout, Duration::from_secs(5));
+    assert_eq!(c.rrl.responses_per_second, 0, "RRL is off by default");
+    assert_eq!(c.rrl.window, Duration::from_secs(5));
+    assert_eq!(c.rrl.slip, 2);
+    assert_eq!(c.rrl.ipv4_prefix_length, 24);
+    assert_eq!(c.rrl.ipv6_prefix_length, 56);
 }
 
 #[test]
@@ -179,6 +188,15 @@ max_watches = 50
 watch_idle_timeout = "30m"
 startup_wait = 0
 blocking_wait = "1m30s"
+tcp_max_connections = 7
+tcp_idle_timeout = "2s"
+tcp_total_timeout = "1m"
+tcp_write_timeout = 3
+rrl_responses_per_second = 20
+rrl_window = "15s"
+rrl_slip = 0
+rrl_ipv4_prefix_length = 32
+rrl_ipv6_prefix_length = 64
 
 allow_stale = false
 max_stale = "10s"
@@ -237,6 +255,25 @@ fn every_key_from_file() {
     assert_eq!(c.watch_idle_timeout, Duration::from_secs(1800));
     assert_eq!(c.startup_wait, Duration::ZERO);
     assert_eq!(c.blocking_wait, Duration::from_secs(90));
+    assert_eq!(
+        c.tcp,
+        TcpConfig {
+            max_connections: 7,
+            idle_timeout: Duration::from_secs(2),
+            total_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(3),
+        }
+    );
+    assert_eq!(
+        c.rrl,
+        RrlConfig {
+            responses_per_second: 20,
+            window: Duration::from_secs(15),
+            slip: 0,
+            ipv4_prefix_length: 32,
+            ipv6_prefix_length: 64,
+        }
+    );
 
     let d = &c.dns;
     assert!(!d.allow_stale);
@@ -457,6 +494,34 @@ fn bad_duration_is_rejected() {
     assert_eq!(invalid_key(&e), "blocking_wait");
     let (e, _) = load_err(&[], "blocking_wait = \"500ms\"\n");
     assert_eq!(invalid_key(&e), "blocking_wait");
+}
+
+#[test]
+fn bad_tcp_and_rrl_values_are_rejected() {
+    for (text, key) in [
+        ("tcp_max_connections = 0", "tcp_max_connections"),
+        ("tcp_max_connections = \"10\"", "tcp_max_connections"),
+        ("tcp_idle_timeout = \"0s\"", "tcp_idle_timeout"),
+        ("tcp_total_timeout = 0", "tcp_total_timeout"),
+        ("tcp_write_timeout = \"-1s\"", "tcp_write_timeout"),
+        ("rrl_responses_per_second = -1", "rrl_responses_per_second"),
+        ("rrl_window = \"500ms\"", "rrl_window"),
+        ("rrl_window = \"2h\"", "rrl_window"),
+        ("rrl_slip = 11", "rrl_slip"),
+        ("rrl_ipv4_prefix_length = 33", "rrl_ipv4_prefix_length"),
+        ("rrl_ipv6_prefix_length = 129", "rrl_ipv6_prefix_length"),
+    ] {
+        let (e, s) = load_err(&[], text);
+        assert_eq!(invalid_key(&e), key, "{text}: {s}");
+    }
+    let c = load_ok(
+        &[],
+        "rrl_slip = 10\nrrl_ipv4_prefix_length = 0\nrrl_ipv6_prefix_length = 128\nrrl_window = 3600\n",
+    );
+    assert_eq!(c.rrl.slip, 10);
+    assert_eq!(c.rrl.ipv4_prefix_length, 0);
+    assert_eq!(c.rrl.ipv6_prefix_length, 128);
+    assert_eq!(c.rrl.window, Duration::from_secs(3600));
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Our own UDP loop: receive, answer, send, on the socket's task. hickory's UDP server
 //! spawns a task per packet and hands every answer through a channel to a sender task; the
 //! two thread wake-ups per query cost more than answering from memory (see
-//! bench/RESULTS.md). Here a query whose answer is ready (every name of the view) is
-//! answered inline; one that must wait (the first load of a service, the first sync,
-//! forwarding) continues on a task of its own, so it never holds up the others.
-//! hickory stays the protocol layer: its parser, its `Request`, its response builder and
-//! encoder, and the same `RequestHandler` as TCP.
+//! bench/RESULTS.md). Per datagram, in order: response-rate limiting (`rrl`), the response
+//! cache (`response_cache`: a positive answer about a local service sent again without
+//! being built), then the handler. A query whose answer is ready (every name of the view)
+//! is answered inline; one that must wait (the first load of a service, the first sync,
+//! forwarding) continues on a task of its own, so it never holds up the others. Datagrams
+//! are received in batches (`udp_batch`). hickory stays the protocol layer: its parser, its
+//! `Request`, its response builder and encoder, and the same handler as TCP.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -15,21 +17,21 @@ use futures_util::FutureExt;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
-use hickory_server::proto::op::{Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::op::{Header, MessageType, ResponseCode};
 use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::{
-    BinDecodable, BinDecoder, BinEncodable, BinEncoder,
-};
+use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::handler::{servfail_header, DnsHandler};
+use super::handler::DnsHandler;
 use super::response_cache::{Question, ResponseCache};
+use super::rrl::{Rrl, Verdict};
 use super::udp_batch::BatchReceiver;
+use super::wire;
 use crate::metrics::Metrics;
 
 /// Queries waiting at once (for a cold service, the first sync, a recursor) per socket;
@@ -37,17 +39,19 @@ use crate::metrics::Metrics;
 /// grow memory without bound. Queries answered from memory are never waiting.
 pub const MAX_WAITING: usize = 10_000;
 
-/// Serves `socket` with `handler` until `cancel` fires.
+/// Serves `socket` with `handler` until `cancel` fires; `rrl` limits the answers.
 pub async fn serve(
     socket: UdpSocket,
     handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
+    rrl: Option<Arc<Rrl>>,
     cancel: CancellationToken,
 ) {
     let mut server = UdpServer {
         socket: Arc::new(socket),
         handler,
         metrics,
+        rrl,
         waiting: Arc::new(Semaphore::new(MAX_WAITING)),
         cache: ResponseCache::default(),
     };
@@ -79,12 +83,16 @@ struct UdpServer {
     socket: Arc<UdpSocket>,
     handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
+    rrl: Option<Arc<Rrl>>,
     waiting: Arc<Semaphore>,
     cache: ResponseCache,
 }
 
 impl UdpServer {
     async fn answer(&mut self, datagram: &[u8], src: SocketAddr) {
+        if self.rate_limited(datagram, src).await {
+            return;
+        }
         let handler = &self.handler;
         let question = Question::read(datagram, handler.max_udp_payload(), || {
             handler.recursion_available_to(src.ip())
@@ -130,6 +138,31 @@ impl UdpServer {
                     self.metrics.udp_dropped.inc();
                 }
             },
+        }
+    }
+}
+
+impl UdpServer {
+    /// Response-rate limiting, before anything else is done for the query: true when its
+    /// answer is dropped, or slipped (an empty truncated response sent instead), and counted.
+    async fn rate_limited(&self, datagram: &[u8], src: SocketAddr) -> bool {
+        let Some(rrl) = &self.rrl else {
+            return false;
+        };
+        match rrl.check(src.ip()) {
+            Verdict::Answer => false,
+            Verdict::Drop => {
+                self.metrics.rrl_dropped.inc();
+                true
+            }
+            Verdict::Slip => {
+                self.metrics.rrl_slipped.inc();
+                let request = parse(datagram, src, &self.socket).await;
+                if let Some(bytes) = request.as_ref().and_then(wire::truncated) {
+                    send(&self.socket, &bytes, src).await;
+                }
+                true
+            }
         }
     }
 }
@@ -182,47 +215,10 @@ async fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Requ
         Ok(request) => Some(request),
         Err(e) => {
             debug!(%src, error = %e, "malformed request: FORMERR");
-            let mut metadata = Metadata::response_from_request(&header.metadata);
-            metadata.response_code = ResponseCode::FormErr;
-            let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-                return None;
-            };
-            let response = MessageResponseBuilder::new(&queries, None).build_no_records(metadata);
-            if let Ok((_, bytes)) = encode(response, 512) {
-                let _ = socket.send_to(&bytes, src).await;
+            if let Some(bytes) = wire::formerr(&header, 512) {
+                send(socket, &bytes, src).await;
             }
             None
-        }
-    }
-}
-
-/// Encodes within `max` bytes; what does not fit is cut and TC set (hickory's encoder).
-fn encode<'a>(
-    response: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-    max: u16,
-) -> Result<(ResponseInfo, Vec<u8>), NetError> {
-    let id = response.metadata().id;
-    let mut bytes = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max);
-    match response.destructive_emit(&mut encoder) {
-        Ok(info) => Ok((info, bytes)),
-        Err(e) => {
-            warn!(error = %e, "cannot encode a response: SERVFAIL");
-            let header = servfail_header(Metadata::new(id, MessageType::Response, OpCode::Query));
-            let mut bytes = Vec::with_capacity(12);
-            let mut encoder = BinEncoder::new(&mut bytes);
-            header
-                .emit(&mut encoder)
-                .map_err(|e| NetError::from(e.to_string()))?;
-            Ok((ResponseInfo::from(header), bytes))
         }
     }
 }
@@ -250,7 +246,7 @@ impl ResponseHandler for UdpResponder {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let max = response.edns().map_or(512, |e| e.max_payload().max(512));
-        let (info, bytes) = encode(response, max)?;
+        let (info, bytes) = wire::encode(response, max)?;
         if let Some(keep) = &self.keep {
             if info.response_code == ResponseCode::NoError {
                 keep.put(&bytes);

@@ -379,7 +379,10 @@ fn bad_tls_files_exit_2_naming_the_file() {
         ),
         (
             &["--client-cert", cert, "--client-key", other_key],
-            format!("client certificate {cert} with key {other_key}: "),
+            format!(
+                "client certificate {cert} with key {other_key}: the key does not belong to the \
+                 certificate"
+            ),
         ),
         (
             &["--config", cert_only],

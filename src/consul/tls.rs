@@ -105,7 +105,12 @@ pub fn client_config(tls: &ConsulTls) -> Result<ClientConfig, TlsError> {
                 .map_err(|e| TlsError::ClientAuth {
                     cert: cert.clone(),
                     key: key.clone(),
-                    reason: e.to_string(),
+                    reason: match e {
+                        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                            "the key does not belong to the certificate".to_string()
+                        }
+                        other => other.to_string(),
+                    },
                 })
         }
         // The config layer rejects one without the other.

@@ -176,6 +176,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             stale: dns.allow_stale,
             wait: config.blocking_wait,
             max_response_bytes: crate::consul::client::MAX_RESPONSE_BYTES,
+            tls: config.tls.clone(),
         },
         Arc::clone(&metrics),
     )?;

@@ -39,6 +39,7 @@ fn client(url: &str, limit: usize) -> ConsulClient {
         stale: true,
         wait: Duration::from_secs(1),
         max_response_bytes: limit,
+        tls: Default::default(),
     };
     ConsulClient::new(url, None, options, Arc::new(Metrics::new())).unwrap()
 }

@@ -248,3 +248,27 @@ async fn cache_hits_keep_the_service_watched() {
     eventually(WAIT, || async { running.syncer().live_watches() == 0 }).await;
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn cut_answers_are_drawn_for_every_query() {
+    let consul = emulator().await;
+    for i in 1..=3 {
+        http_register(&consul.url(), &web(i, "passing")).await;
+    }
+    let running = server_with(&consul.url(), |c| c.dns.udp_answer_limit = 1).await;
+    let dns = running.dns_addrs[0];
+    let mut kept: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        // No EDNS: one record of three, TC set.
+        let m = udp_a(dns, "web.service.consul.").await;
+        assert_eq!(m.answers.len(), 1);
+        assert!(m.metadata.truncation);
+        *kept.entry(m.answers[0].data.to_string()).or_default() += 1;
+    }
+    for ip in ["10.2.1.1", "10.2.1.2", "10.2.1.3"] {
+        let n = kept.get(ip).copied().unwrap_or(0);
+        assert!(n > 50, "{ip} kept in {n} of 300 cut answers: {kept:?}");
+    }
+    assert_eq!(cache_hits(&running), 0, "a cut answer is never stored");
+    running.shutdown().await;
+}

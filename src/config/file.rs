@@ -17,8 +17,8 @@ use toml::{Spanned, Value};
 
 use super::duration::parse_go_duration;
 use super::values::{
-    normalize_consul_addr, normalize_datacenter, normalize_domain, parse_listen_addr,
-    parse_network, parse_recursor, ttl_seconds,
+    normalize_consul_addr, normalize_datacenter, normalize_domain, normalize_tls_server_name,
+    parse_listen_addr, parse_network, parse_recursor, ttl_seconds,
 };
 use super::{
     check_listen_list, ConfigError, FileLocation, RecursorStrategy, Secret, MAX_BLOCKING_WAIT,
@@ -45,6 +45,12 @@ macro_rules! raw_structs {
             consul_addr: Raw,
             token: Raw,
             token_file: Raw,
+            ca_file: Raw,
+            ca_path: Raw,
+            cert_file: Raw,
+            key_file: Raw,
+            tls_server_name: Raw,
+            ssl_verify: Raw,
             listen: Raw,
             domain: Raw,
             alt_domain: Raw,
@@ -127,6 +133,7 @@ pub(super) struct FileConfig {
     pub consul_addr: Option<String>,
     pub token: Option<Secret>,
     pub token_file: Option<PathBuf>,
+    pub tls: TlsFile,
     pub listen: Option<Vec<SocketAddr>>,
     pub domain: Option<String>,
     pub alt_domain: Option<String>,
@@ -154,6 +161,18 @@ pub(super) struct FileConfig {
     pub rrl_ipv4_prefix_length: Option<u8>,
     pub rrl_ipv6_prefix_length: Option<u8>,
     pub dns: DnsFile,
+}
+
+/// TLS values read from a config file; `None` = not set (an empty string is not set).
+/// The client certificate and key keep where they were set, to name them when only one is.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct TlsFile {
+    pub ca_file: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    pub cert_file: Option<(PathBuf, FileLocation)>,
+    pub key_file: Option<(PathBuf, FileLocation)>,
+    pub server_name: Option<String>,
+    pub ssl_verify: Option<bool>,
 }
 
 /// `dns_config` values read from a config file; `None` = not set.
@@ -229,6 +248,34 @@ impl FileConfig {
             .map(|field| ctx.secret(&field))
             .transpose()?
             .flatten();
+        let path = |key: &'static str, raw: Raw| -> Result<Option<Field>, ConfigError> {
+            match f(key, raw) {
+                Some(field) => Ok((!ctx.string(&field)?.is_empty()).then_some(field)),
+                None => Ok(None),
+            }
+        };
+        let located = |field: Field| -> Result<(PathBuf, FileLocation), ConfigError> {
+            Ok((PathBuf::from(ctx.string(&field)?), ctx.location(field.line)))
+        };
+        let tls = TlsFile {
+            ca_file: path("ca_file", raw.ca_file)?
+                .map(|field| ctx.string(&field).map(PathBuf::from))
+                .transpose()?,
+            ca_path: path("ca_path", raw.ca_path)?
+                .map(|field| ctx.string(&field).map(PathBuf::from))
+                .transpose()?,
+            cert_file: path("cert_file", raw.cert_file)?.map(located).transpose()?,
+            key_file: path("key_file", raw.key_file)?.map(located).transpose()?,
+            server_name: path("tls_server_name", raw.tls_server_name)?
+                .map(|field| {
+                    let s = ctx.string(&field)?;
+                    normalize_tls_server_name(&s).map_err(|reason| ctx.invalid(&field, reason))
+                })
+                .transpose()?,
+            ssl_verify: f("ssl_verify", raw.ssl_verify)
+                .map(|field| ctx.bool(&field))
+                .transpose()?,
+        };
         let listen = f("listen", raw.listen)
             .map(|field| ctx.listen(&field))
             .transpose()?;
@@ -312,6 +359,7 @@ impl FileConfig {
             consul_addr: map_string("consul_addr", raw.consul_addr, normalize_consul_addr)?,
             token,
             token_file,
+            tls,
             listen,
             domain: map_string("domain", raw.domain, normalize_domain)?,
             alt_domain: map_string("alt_domain", raw.alt_domain, normalize_domain)?,

@@ -25,8 +25,8 @@ use file::FileConfig;
 
 pub use duration::parse_go_duration;
 pub use values::{
-    normalize_consul_addr, normalize_datacenter, normalize_domain, parse_listen_addr,
-    parse_network, parse_recursor,
+    normalize_consul_addr, normalize_datacenter, normalize_domain, normalize_tls_server_name,
+    parse_bool, parse_listen_addr, parse_network, parse_recursor,
 };
 
 /// Default Consul HTTP API address (as Consul's CLI).
@@ -106,7 +106,7 @@ other names to upstream resolvers (--recursor) for clients in --allow-recursion 
 networks; other names are refused. SIGHUP reloads the zone files.
 
 Settings come from command-line flags, environment variables (CONSUL_HTTP_ADDR, \
-CONSUL_HTTP_TOKEN), a TOML config file (--config) whose keys are Consul's dns_config \
+CONSUL_HTTP_TOKEN, CONSUL_CACERT and Consul's other TLS variables), a TOML config file (--config) whose keys are Consul's dns_config \
 option names, and built-in defaults equal to Consul's. A flag (or its environment \
 variable) overrides the config file, which overrides the default.";
 
@@ -263,6 +263,72 @@ pub struct Cli {
                 address [default: off]"
     )]
     pub http_addr: Option<SocketAddr>,
+
+    /// CA certificate file for TLS to Consul.
+    #[arg(
+        long,
+        env = "CONSUL_CACERT",
+        value_parser = values::parse_path_arg,
+        value_name = "FILE",
+        help = "PEM file of the CA certificate(s) that sign the Consul server's certificate \
+                (with an https:// address); only these CAs (and --ca-path's) are then trusted, \
+                not the built-in roots [default: the built-in web roots]"
+    )]
+    pub ca_file: Option<PathBuf>,
+
+    /// Directory of CA certificates for TLS to Consul.
+    #[arg(
+        long,
+        env = "CONSUL_CAPATH",
+        value_parser = values::parse_path_arg,
+        value_name = "DIR",
+        help = "Directory of PEM files of CA certificates, each file holding at least one; \
+                trusted like --ca-file [default: none]"
+    )]
+    pub ca_path: Option<PathBuf>,
+
+    /// Client certificate for TLS to Consul.
+    #[arg(
+        long,
+        env = "CONSUL_CLIENT_CERT",
+        value_parser = values::parse_path_arg,
+        value_name = "FILE",
+        help = "PEM file of the client certificate (and its chain) presented to Consul \
+                (verify_incoming); needs --client-key [default: none]"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// Client key for TLS to Consul.
+    #[arg(
+        long,
+        env = "CONSUL_CLIENT_KEY",
+        value_parser = values::parse_path_arg,
+        value_name = "FILE",
+        help = "PEM file of the client certificate's private key; needs --client-cert \
+                [default: none]"
+    )]
+    pub client_key: Option<PathBuf>,
+
+    /// Server name the Consul certificate is verified against.
+    #[arg(
+        long,
+        env = "CONSUL_TLS_SERVER_NAME",
+        value_name = "NAME",
+        help = "Name the Consul server's certificate is verified against, and sent as SNI, \
+                instead of the address's host (e.g. server.dc1.consul) [default: the host]"
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// Verify the Consul server's certificate.
+    #[arg(
+        long,
+        env = "CONSUL_HTTP_SSL_VERIFY",
+        value_name = "BOOL",
+        value_parser = values::parse_bool_arg,
+        help = "Verify the Consul server's certificate (true/false, 1/0); false accepts any \
+                certificate and logs a warning [default: true]"
+    )]
+    pub ssl_verify: Option<bool>,
 
     /// Log level.
     #[arg(
@@ -422,6 +488,58 @@ impl ServiceTtl {
     }
 }
 
+/// TLS to Consul (used with an `https://` address), as Consul's Go client reads it
+/// (`api.TLSConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulTls {
+    /// PEM file of trusted CA certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Directory of PEM files of trusted CA certificates.
+    pub ca_path: Option<PathBuf>,
+    /// PEM client certificate (chain); set together with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Name to verify the server certificate against (and send as SNI), lower-cased,
+    /// without a trailing dot.
+    pub server_name: Option<String>,
+    /// Verify the server certificate (default true).
+    pub verify: bool,
+}
+
+impl Default for ConsulTls {
+    fn default() -> Self {
+        ConsulTls {
+            ca_file: None,
+            ca_path: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+            verify: true,
+        }
+    }
+}
+
+impl ConsulTls {
+    /// The config-file names of the options set away from their defaults.
+    pub fn keys_set(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        for (key, set) in [
+            ("ca_file", self.ca_file.is_some()),
+            ("ca_path", self.ca_path.is_some()),
+            ("cert_file", self.cert_file.is_some()),
+            ("key_file", self.key_file.is_some()),
+            ("tls_server_name", self.server_name.is_some()),
+            ("ssl_verify", !self.verify),
+        ] {
+            if set {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+}
+
 /// Consul's `dns_config` options, typed. [`Default`] gives Consul's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -547,6 +665,8 @@ pub struct Config {
     pub consul_addr: String,
     /// ACL token for Consul API requests.
     pub token: Option<Secret>,
+    /// TLS to Consul.
+    pub tls: ConsulTls,
     /// DNS listen addresses; UDP and TCP are served on each (never empty).
     pub listen: Vec<SocketAddr>,
     /// Primary domain, lower-cased, with trailing dot (`consul.`).
@@ -602,6 +722,7 @@ impl Default for Config {
         Config {
             consul_addr: DEFAULT_CONSUL_ADDR.to_string(),
             token: None,
+            tls: ConsulTls::default(),
             listen: vec![DEFAULT_LISTEN],
             domain: DEFAULT_DOMAIN.to_string(),
             alt_domain: None,
@@ -666,6 +787,7 @@ impl Config {
             Some(v) => flag("--consul-addr", v, normalize_consul_addr(v))?,
             None => file.consul_addr.unwrap_or(defaults.consul_addr),
         };
+        let tls = merge_tls(&cli, file.tls)?;
         // --token, then --token-file, then the file's token, then its token_file.
         let token = match (
             cli.token.filter(|t| !t.expose().is_empty()),
@@ -725,6 +847,7 @@ impl Config {
         Ok(Config {
             consul_addr,
             token,
+            tls,
             listen,
             domain,
             alt_domain,
@@ -799,6 +922,58 @@ impl Config {
             log_level: cli.log_level.unwrap_or(defaults.log_level),
         })
     }
+}
+
+/// The TLS options: each flag (or its environment variable) over the file's key. An empty
+/// value means unset, as in Consul's client.
+fn merge_tls(cli: &Cli, file: file::TlsFile) -> Result<ConsulTls, ConfigError> {
+    let path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let server_name = match cli.tls_server_name.as_deref().filter(|s| !s.is_empty()) {
+        Some(v) => Some(flag(
+            "--tls-server-name",
+            v,
+            values::normalize_tls_server_name(v),
+        )?),
+        None => file.server_name,
+    };
+    // Where the certificate and the key came from, to name them if only one is set.
+    let cert = match path(&cli.client_cert) {
+        Some(p) => Some((p, "--client-cert".to_string(), None)),
+        None => file
+            .cert_file
+            .map(|(p, at)| (p, "cert_file".to_string(), Some(at))),
+    };
+    let key = match path(&cli.client_key) {
+        Some(p) => Some((p, "--client-key".to_string(), None)),
+        None => file
+            .key_file
+            .map(|(p, at)| (p, "key_file".to_string(), Some(at))),
+    };
+    let (cert_file, key_file) = match (cert, key) {
+        (Some((cert, ..)), Some((key, ..))) => (Some(cert), Some(key)),
+        (None, None) => (None, None),
+        (Some((p, key, at)), None) | (None, Some((p, key, at))) => {
+            let missing = if key.contains("cert") {
+                "the client key (--client-key, CONSUL_CLIENT_KEY or key_file)"
+            } else {
+                "the client certificate (--client-cert, CONSUL_CLIENT_CERT or cert_file)"
+            };
+            return Err(ConfigError::Invalid {
+                key,
+                value: Some(format!("{:?}", p.display().to_string())),
+                file: at,
+                reason: format!("is set without {missing}: give both or neither"),
+            });
+        }
+    };
+    Ok(ConsulTls {
+        ca_file: path(&cli.ca_file).or(file.ca_file),
+        ca_path: path(&cli.ca_path).or(file.ca_path),
+        cert_file,
+        key_file,
+        server_name,
+        verify: cli.ssl_verify.or(file.ssl_verify).unwrap_or(true),
+    })
 }
 
 /// Applies the file's `dns_config` values over `base`.

@@ -26,6 +26,25 @@ fn cli(args: &[&str]) -> Cli {
     if !args.iter().any(|a| a.starts_with("--token")) {
         cli.token = None;
     }
+    let given = |flag: &str| args.iter().any(|a| a.starts_with(flag));
+    if !given("--ca-file") {
+        cli.ca_file = None;
+    }
+    if !given("--ca-path") {
+        cli.ca_path = None;
+    }
+    if !given("--client-cert") {
+        cli.client_cert = None;
+    }
+    if !given("--client-key") {
+        cli.client_key = None;
+    }
+    if !given("--tls-server-name") {
+        cli.tls_server_name = None;
+    }
+    if !given("--ssl-verify") {
+        cli.ssl_verify = None;
+    }
     cli
 }
 
@@ -96,6 +115,9 @@ fn defaults() {
     assert_eq!(c.rrl.slip, 2);
     assert_eq!(c.rrl.ipv4_prefix_length, 24);
     assert_eq!(c.rrl.ipv6_prefix_length, 56);
+    assert_eq!(c.tls, ConsulTls::default());
+    assert!(c.tls.verify);
+    assert!(c.tls.keys_set().is_empty());
 }
 
 #[test]
@@ -165,6 +187,16 @@ fn example_file_commented_keys_parse_too() {
         .join("\n");
     let c = load_ok(&[], &uncommented);
     assert!(c.token.is_some());
+    assert_eq!(
+        c.tls.keys_set(),
+        [
+            "ca_file",
+            "ca_path",
+            "cert_file",
+            "key_file",
+            "tls_server_name"
+        ]
+    );
     assert_eq!(c.alt_domain.as_deref(), Some("consul.example.com."));
     assert_eq!(c.datacenter.as_deref(), Some("dc1"));
     assert_eq!(c.recursors.len(), 2);
@@ -179,6 +211,12 @@ fn example_file_commented_keys_parse_too() {
 const FULL: &str = r#"
 consul_addr = "consul.internal:8501"
 token = "s3cr3t-token"
+ca_file = "/etc/consul/ca.pem"
+ca_path = "/etc/consul/cas"
+cert_file = "/etc/consul/client.pem"
+key_file = "/etc/consul/client-key.pem"
+tls_server_name = "Server.DC1.Consul."
+ssl_verify = false
 listen = ["127.0.0.1:5353", "[::1]:5353", "0.0.0.0:0"]
 domain = "Example.Consul"
 alt_domain = "alt.example."
@@ -230,6 +268,17 @@ fn every_key_from_file() {
     let c = load_ok(&[], FULL);
     assert_eq!(c.consul_addr, "http://consul.internal:8501");
     assert_eq!(c.token.as_ref().map(Secret::expose), Some("s3cr3t-token"));
+    assert_eq!(
+        c.tls,
+        ConsulTls {
+            ca_file: Some(PathBuf::from("/etc/consul/ca.pem")),
+            ca_path: Some(PathBuf::from("/etc/consul/cas")),
+            cert_file: Some(PathBuf::from("/etc/consul/client.pem")),
+            key_file: Some(PathBuf::from("/etc/consul/client-key.pem")),
+            server_name: Some("server.dc1.consul".to_string()),
+            verify: false,
+        }
+    );
     assert_eq!(
         c.listen,
         vec![
@@ -878,4 +927,128 @@ fn token_from_a_file() {
     assert_eq!(invalid_key(&e), "--token-file");
     assert!(line.contains("cannot read the token file"), "{line}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---- TLS to Consul ----
+
+#[test]
+fn tls_flags_override_file() {
+    let file = r#"
+ca_file = "/file/ca.pem"
+ca_path = "/file/cas"
+cert_file = "/file/cert.pem"
+key_file = "/file/key.pem"
+tls_server_name = "file.consul"
+ssl_verify = true
+"#;
+    let c = load_ok(
+        &[
+            "--ca-file",
+            "/flag/ca.pem",
+            "--ca-path",
+            "/flag/cas",
+            "--client-cert",
+            "/flag/cert.pem",
+            "--client-key",
+            "/flag/key.pem",
+            "--tls-server-name",
+            "flag.consul",
+            "--ssl-verify",
+            "false",
+        ],
+        file,
+    );
+    assert_eq!(
+        c.tls,
+        ConsulTls {
+            ca_file: Some(PathBuf::from("/flag/ca.pem")),
+            ca_path: Some(PathBuf::from("/flag/cas")),
+            cert_file: Some(PathBuf::from("/flag/cert.pem")),
+            key_file: Some(PathBuf::from("/flag/key.pem")),
+            server_name: Some("flag.consul".to_string()),
+            verify: false,
+        }
+    );
+    assert_eq!(
+        c.tls.keys_set(),
+        [
+            "ca_file",
+            "ca_path",
+            "cert_file",
+            "key_file",
+            "tls_server_name",
+            "ssl_verify"
+        ]
+    );
+    // The certificate from a flag and the key from the file make a pair.
+    let c = load_ok(&["--client-cert", "/flag/cert.pem"], file);
+    assert_eq!(c.tls.cert_file, Some(PathBuf::from("/flag/cert.pem")));
+    assert_eq!(c.tls.key_file, Some(PathBuf::from("/file/key.pem")));
+}
+
+#[test]
+fn ssl_verify_takes_consuls_spellings() {
+    for (value, want) in [
+        ("true", true),
+        ("false", false),
+        ("1", true),
+        ("0", false),
+        ("FALSE", false),
+        ("t", true),
+    ] {
+        let c = load_ok(&["--ssl-verify", value], "");
+        assert_eq!(c.tls.verify, want, "{value}");
+    }
+    match Cli::try_parse_from(["consul-dns", "--ssl-verify", "maybe"]) {
+        Ok(c) => panic!("should fail, got {c:?}"),
+        Err(e) => assert!(e.to_string().contains("--ssl-verify"), "{e}"),
+    }
+    let (e, s) = load_err(&[], "ssl_verify = \"false\"\n");
+    assert_eq!(invalid_key(&e), "ssl_verify");
+    assert!(
+        s.starts_with(
+            "config /etc/consul-dns.toml:1: ssl_verify \"false\": expected true or false"
+        ),
+        "{s}"
+    );
+}
+
+#[test]
+fn client_cert_and_key_come_together() {
+    let (e, s) = load_err(&["--client-cert", "/c.pem"], "");
+    assert_eq!(invalid_key(&e), "--client-cert");
+    assert_eq!(
+        s,
+        "--client-cert \"/c.pem\": is set without the client key (--client-key, \
+         CONSUL_CLIENT_KEY or key_file): give both or neither"
+    );
+    let (e, s) = load_err(&[], "\nkey_file = \"/k.pem\"\n");
+    assert_eq!(invalid_key(&e), "key_file");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:2: key_file \"/k.pem\": is set without the client certificate"),
+        "{s}"
+    );
+}
+
+#[test]
+fn tls_values_are_checked() {
+    let (e, s) = load_err(&[], "tls_server_name = \"a b\"\n");
+    assert_eq!(invalid_key(&e), "tls_server_name");
+    assert!(s.contains("not a valid DNS name or IP address"), "{s}");
+    let (e, s) = load_err(&["--tls-server-name=-x..y"], "");
+    assert_eq!(invalid_key(&e), "--tls-server-name");
+    assert!(s.starts_with("--tls-server-name \"-x..y\": "), "{s}");
+    let (e, _) = load_err(&[], "ca_file = 3\n");
+    assert_eq!(invalid_key(&e), "ca_file");
+    let (e, _) = load_err(&[], "ca_path = [\"/a\"]\n");
+    assert_eq!(invalid_key(&e), "ca_path");
+}
+
+#[test]
+fn empty_tls_values_mean_unset() {
+    let c = load_ok(
+        &["--ca-file", "", "--tls-server-name", ""],
+        "ca_path = \"\"\ncert_file = \"\"\ntls_server_name = \"\"\n",
+    );
+    assert_eq!(c.tls, ConsulTls::default());
 }

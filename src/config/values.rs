@@ -201,9 +201,42 @@ pub(crate) fn parse_zones_arg(input: &str) -> Result<std::path::PathBuf, String>
     Ok(std::path::PathBuf::from(input))
 }
 
+/// clap value parser for the TLS file flags: an empty value (as an empty environment
+/// variable gives) is accepted and means unset, as in Consul's client.
+pub(crate) fn parse_path_arg(input: &str) -> Result<std::path::PathBuf, String> {
+    Ok(std::path::PathBuf::from(input))
+}
+
 /// clap value parser for `--allow-recursion`.
 pub(crate) fn parse_network_arg(input: &str) -> Result<IpNet, String> {
     parse_network(input)
+}
+
+/// Parses a boolean as Go's `strconv.ParseBool`, which Consul uses for
+/// `CONSUL_HTTP_SSL_VERIFY`: `1`, `t`, `true` (any case) and `0`, `f`, `false`.
+pub fn parse_bool(input: &str) -> Result<bool, String> {
+    match input.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" => Ok(true),
+        "0" | "f" | "false" => Ok(false),
+        _ => Err("expected true or false (or 1 or 0)".to_string()),
+    }
+}
+
+/// clap value parser for `--ssl-verify`.
+pub(crate) fn parse_bool_arg(input: &str) -> Result<bool, String> {
+    parse_bool(input)
+}
+
+/// Normalises the TLS server name: a DNS name (lower-cased, without a trailing dot) or an
+/// IP address, as a certificate's subject alternative names hold them.
+pub fn normalize_tls_server_name(input: &str) -> Result<String, String> {
+    let s = input.trim().trim_end_matches('.').to_ascii_lowercase();
+    if s.is_empty() {
+        return Err("must be a DNS name or an IP address".to_string());
+    }
+    rustls::pki_types::ServerName::try_from(s.as_str())
+        .map_err(|_| "not a valid DNS name or IP address".to_string())?;
+    Ok(s)
 }
 
 /// Converts a TTL duration to whole seconds (fractions truncated, as Consul does).
@@ -369,6 +402,37 @@ mod tests {
         }
         for bad in ["", "10.0.0.0/33", "localhost", "10.0.0.0/", "::1/129"] {
             assert!(parse_network(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn booleans_as_go_parses_them() {
+        for t in ["1", "t", "T", "true", "TRUE", "True", " true "] {
+            assert_eq!(parse_bool(t), Ok(true), "{t:?}");
+        }
+        for f in ["0", "f", "F", "false", "FALSE", "False"] {
+            assert_eq!(parse_bool(f), Ok(false), "{f:?}");
+        }
+        for bad in ["", "yes", "no", "2", "on"] {
+            assert!(parse_bool(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn tls_server_names() {
+        assert_eq!(
+            normalize_tls_server_name("Server.DC1.Consul.").as_deref(),
+            Ok("server.dc1.consul")
+        );
+        assert_eq!(
+            normalize_tls_server_name("10.0.0.1").as_deref(),
+            Ok("10.0.0.1")
+        );
+        for bad in ["", ".", "a b", "host:8501", "-bad..name"] {
+            assert!(
+                normalize_tls_server_name(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 

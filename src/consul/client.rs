@@ -1,6 +1,7 @@
 //! The HTTP client for Consul: one reqwest client, the ACL token as a sensitive header,
 //! `?stale`, blocking parameters and the response metadata headers.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,8 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
-use super::ConsulError;
+use super::{tls, ConsulError};
+use crate::config::ConsulTls;
 use crate::metrics::Metrics;
 
 /// Extra time allowed past `wait + wait/16` for a blocking query: a Consul server may hold a
@@ -48,6 +50,8 @@ pub struct ClientOptions {
     pub wait: Duration,
     /// The largest response body accepted.
     pub max_response_bytes: usize,
+    /// TLS, for an `https://` address.
+    pub tls: ConsulTls,
 }
 
 /// A Consul HTTP API client. Cheap to clone.
@@ -77,11 +81,33 @@ impl ConsulClient {
         options: ClientOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConsulError> {
-        let base = Url::parse(addr).map_err(|e| ConsulError::Config(format!("{addr:?}: {e}")))?;
+        let mut base =
+            Url::parse(addr).map_err(|e| ConsulError::Config(format!("{addr:?}: {e}")))?;
         if base.cannot_be_a_base() {
             return Err(ConsulError::Config(format!("{addr:?}: not an http(s) URL")));
         }
         let mut headers = HeaderMap::new();
+        let mut builder = reqwest::Client::builder();
+        if base.scheme() == "https" {
+            builder = builder.use_preconfigured_tls(tls::client_config(&options.tls)?);
+            if !options.tls.verify {
+                tracing::warn!(
+                    "ssl_verify is false: the Consul server's certificate is NOT verified; \
+                     anyone on the path can read the token and forge answers"
+                );
+            }
+            if let Some(name) = &options.tls.server_name {
+                builder = send_server_name(builder, &mut base, &mut headers, name)?;
+            }
+        } else {
+            let keys = options.tls.keys_set();
+            if !keys.is_empty() {
+                tracing::warn!(
+                    "TLS options ({}) are ignored: the Consul address {addr} is not https://",
+                    keys.join(", ")
+                );
+            }
+        }
         if let Some(token) = token.filter(|t| !t.is_empty()) {
             let mut value = HeaderValue::from_str(token).map_err(|_| {
                 ConsulError::Config(
@@ -91,7 +117,7 @@ impl ConsulClient {
             value.set_sensitive(true);
             headers.insert("X-Consul-Token", value);
         }
-        let http = reqwest::Client::builder()
+        let http = builder
             .default_headers(headers)
             .user_agent(concat!("consul-dns/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
@@ -209,6 +235,72 @@ impl ConsulClient {
             reason: e.to_string(),
         })?;
         Ok((body, meta))
+    }
+}
+
+/// Makes the connection name `server_name`, so that rustls sends it as SNI (and verifies
+/// the certificate against it), while still connecting to the configured host: the URL's
+/// host becomes `server_name`, a resolver maps that name to the configured host's
+/// addresses, and the `Host` header keeps the configured host. An IP address is never sent
+/// as SNI, so for one the verifier alone uses the name.
+fn send_server_name(
+    builder: reqwest::ClientBuilder,
+    base: &mut Url,
+    headers: &mut HeaderMap,
+    server_name: &str,
+) -> Result<reqwest::ClientBuilder, ConsulError> {
+    let host = base.host_str().unwrap_or_default().to_string();
+    if server_name.parse::<IpAddr>().is_ok() || host.eq_ignore_ascii_case(server_name) {
+        return Ok(builder);
+    }
+    let authority = match base.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    let host_header = HeaderValue::from_str(&authority)
+        .map_err(|e| ConsulError::Config(format!("Host header {authority:?}: {e}")))?;
+    base.set_host(Some(server_name))
+        .map_err(|e| ConsulError::Config(format!("tls_server_name {server_name:?}: {e}")))?;
+    headers.insert(reqwest::header::HOST, host_header);
+    let target = match host.trim_start_matches('[').trim_end_matches(']').parse() {
+        Ok(ip) => Target::Ip(ip),
+        Err(_) => Target::Domain(host),
+    };
+    Ok(builder.dns_resolver(Arc::new(ServerNameResolver {
+        name: server_name.to_string(),
+        target,
+    })))
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Ip(IpAddr),
+    Domain(String),
+}
+
+/// Resolves the TLS server name to the configured host; any other name as usual.
+struct ServerNameResolver {
+    name: String,
+    target: Target,
+}
+
+impl reqwest::dns::Resolve for ServerNameResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let target = if name.as_str().eq_ignore_ascii_case(&self.name) {
+            self.target.clone()
+        } else {
+            Target::Domain(name.as_str().to_string())
+        };
+        Box::pin(async move {
+            // Port 0: the connector puts the URL's port in.
+            let addrs: Vec<SocketAddr> = match target {
+                Target::Ip(ip) => vec![SocketAddr::new(ip, 0)],
+                Target::Domain(host) => {
+                    tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+                }
+            };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 

@@ -6,6 +6,7 @@ pub mod model;
 pub mod queries;
 pub mod remote;
 pub mod sync;
+pub mod tls;
 pub mod watch;
 
 pub use client::{ClientOptions, ConsulClient, QueryMeta};
@@ -15,6 +16,8 @@ pub use client::{ClientOptions, ConsulClient, QueryMeta};
 pub enum ConsulError {
     #[error("invalid Consul client configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("GET /{path}: timed out")]
     Timeout { path: String },
     #[error("GET /{path}: {reason}")]
@@ -36,13 +39,24 @@ impl ConsulError {
         if e.is_timeout() {
             return ConsulError::Timeout { path: path.into() };
         }
-        // Walk to the root cause (e.g. "Connection refused") without the URL.
+        // The whole chain without the URL, e.g. "error sending request: client error
+        // (Connect): invalid peer certificate: UnknownIssuer"; a cause whose text its
+        // parent already shows is skipped.
         let e = e.without_url();
         let mut reason = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
-            reason = s.to_string();
+            let text = s.to_string();
+            if !reason.ends_with(&text) {
+                reason.push_str(": ");
+                reason.push_str(&text);
+            }
             source = s.source();
+        }
+        if let Some(hint) = tls::failure_hint(&e) {
+            reason.push_str(" (");
+            reason.push_str(hint);
+            reason.push(')');
         }
         ConsulError::Transport {
             path: path.into(),

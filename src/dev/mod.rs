@@ -18,6 +18,7 @@ mod query;
 mod register;
 mod server;
 mod state;
+pub mod tls;
 mod translate;
 mod views;
 
@@ -48,6 +49,9 @@ pub struct EmulatorConfig {
     pub node_name: String,
     pub max_query_time: Duration,
     pub default_query_time: Duration,
+    /// Serve HTTPS with this configuration (see [`tls::server_config`]); `None`: plain
+    /// HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for EmulatorConfig {
@@ -59,6 +63,7 @@ impl Default for EmulatorConfig {
             node_name: "consul-dev".to_string(),
             max_query_time: Duration::from_secs(600),
             default_query_time: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -296,13 +301,19 @@ impl Emulator {
         self.inner.addr
     }
 
-    /// `http://127.0.0.1:PORT` (loopback substituted for an unspecified bind address).
+    /// `http://127.0.0.1:PORT`, `https://` when serving TLS (loopback substituted for an
+    /// unspecified bind address).
     pub fn url(&self) -> String {
         let mut addr = self.inner.addr;
         if addr.ip().is_unspecified() {
             addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
-        format!("http://{addr}")
+        let scheme = if self.inner.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
     }
 
     /// Same semantics as `PUT /v1/catalog/register` (the body's `Datacenter` picks the

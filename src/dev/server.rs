@@ -14,8 +14,10 @@ use hyper::server::conn::http1;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{parse_query, router, text};
@@ -57,6 +59,7 @@ pub(super) fn spawn(listener: TcpListener, inner: Arc<Inner>) -> Server {
 
 async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, cancel: CancellationToken) {
     let app = TowerToHyperService::new(router(inner.clone()));
+    let tls = inner.cfg.tls.clone().map(TlsAcceptor::from);
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -64,9 +67,15 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, cancel: Cancellat
             _ = cancel.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    conns.spawn(serve_connection(stream, inner.clone(), app.clone()));
-                }
+                Ok((stream, _)) => match &tls {
+                    // The handshake runs on the connection's task, not the accept loop's.
+                    Some(tls) => {
+                        conns.spawn(serve_tls(tls.clone(), stream, inner.clone(), app.clone()));
+                    }
+                    None => {
+                        conns.spawn(serve_connection(stream, inner.clone(), app.clone()));
+                    }
+                },
                 Err(e) => {
                     // E.g. EMFILE: back off instead of spinning.
                     tracing::warn!("emulator accept failed: {e}");
@@ -80,11 +89,22 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, cancel: Cancellat
     conns.shutdown().await;
 }
 
-async fn serve_connection(
+async fn serve_tls(
+    tls: TlsAcceptor,
     stream: TcpStream,
     inner: Arc<Inner>,
     app: TowerToHyperService<axum::Router>,
 ) {
+    match tls.accept(stream).await {
+        Ok(stream) => serve_connection(stream, inner, app).await,
+        Err(e) => tracing::info!("emulator TLS handshake failed: {e}"),
+    }
+}
+
+async fn serve_connection<S>(stream: S, inner: Arc<Inner>, app: TowerToHyperService<axum::Router>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let inner = inner.clone();
         let app = app.clone();

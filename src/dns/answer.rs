@@ -33,6 +33,9 @@ pub struct Answer {
     pub stale: Option<Duration>,
     /// Set when the answer rests only on a local service's data (see `ServiceBasis`).
     pub basis: Option<ServiceBasis>,
+    /// Some of the instances asked for were left out by a random draw (`a_record_limit`,
+    /// or one hostname among several): another query may get other instances.
+    pub cut: bool,
 }
 
 impl Answer {
@@ -176,7 +179,8 @@ pub(super) fn address_records(
     let mut answers: Vec<Record> = Vec::new();
     let mut cname: Option<&Target> = None;
     let mut seen: Vec<IpAddr> = Vec::new();
-    for &i in order {
+    let mut cut = false;
+    for (n, &i) in order.iter().enumerate() {
         let inst = &p.instances[i];
         let target = match qtype {
             RecordType::A => inst.a.as_ref(),
@@ -191,6 +195,7 @@ pub(super) fn address_records(
                 seen.push(*ip);
                 answers.push(Record::from_rdata(qname.clone(), p.ttl, ip_rdata(*ip)));
                 if limit > 0 && answers.len() >= limit {
+                    cut = n + 1 < order.len();
                     break;
                 }
             }
@@ -203,9 +208,13 @@ pub(super) fn address_records(
     if answers.is_empty() {
         if let Some(t) = cname {
             answers.push(target_record(qname, p.ttl, t));
+            cut = order.len() > 1;
         }
     }
-    Answer::records(answers, Vec::new())
+    Answer {
+        cut,
+        ..Answer::records(answers, Vec::new())
+    }
 }
 
 /// SRV for the instances in `order`, deduplicated as Consul does (node, address, port), with

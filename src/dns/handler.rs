@@ -356,11 +356,16 @@ impl DnsHandler {
         if answer.stale.is_some() {
             self.metrics.stale_answers.inc();
         }
+        // Sent again from the response cache only if every later answer could be this one
+        // in another order: not when instances were drawn (a cut, weights).
         let reusable = answer.rcode == ResponseCode::NoError
             && !answer.answers.is_empty()
             && answer.authority.is_empty()
             && !answer.with_soa
-            && answer.stale.is_none();
+            && answer.stale.is_none()
+            && !answer.cut
+            && !metadata.truncation
+            && answer.basis.as_ref().is_some_and(|b| b.uniform_order);
         let basis = answer.basis.take().filter(|_| reusable);
         let soa = domain.filter(|_| answer.with_soa).map(|d| self.zone.soa(d));
         let mut edns = self.response_edns(request);

@@ -12,12 +12,15 @@
 //! (found once, with hickory's decoder, when the response is stored). Nothing else in a
 //! response depends on the query.
 //!
-//! Consul shuffles the instances per query. An answer of A or AAAA records of instances
-//! with equal weights is shuffled on every hit: the records differ only in their address
-//! (same owner, type, TTL and length), so drawing a permutation of the address fields is
-//! drawing a permutation of the records. Beyond that, each entry keeps several responses
-//! built with their own shuffles (SRV answers, weighted instances, and which instances a
-//! cut answer keeps), sends one at random, and has one in [`REFRESH`] hits rebuilt.
+//! Consul shuffles the instances per query. Only answers that hold every instance asked
+//! for, with equal weights, are stored (the handler decides: a cut answer, or weighted
+//! instances, are a random draw that a stored response would freeze). An A or AAAA answer
+//! is shuffled on every hit: its records differ only in their address (same owner, type,
+//! TTL and length), so drawing a permutation of the address fields is drawing a
+//! permutation of the records. SRV records differ in length; each entry keeps several
+//! responses built with their own shuffles, sends one at random, and has one in
+//! [`REFRESH`] hits rebuilt (RFC 2782 clients choose among SRV records by priority and
+//! weight, not by their order).
 //!
 //! Only queries that the handler would answer from a local service's data are stored
 //! (never unknown names, negative or stale answers, other datacenters, prepared queries,
@@ -152,7 +155,8 @@ impl Stored {
         let mut decoder = BinDecoder::new(&bytes);
         let header = Header::read(&mut decoder).ok()?;
         let c = header.counts;
-        if c.queries != 1 {
+        // A response the encoder cut to fit is a draw of the instances too.
+        if c.queries != 1 || header.metadata.truncation {
             return None;
         }
         let question = Query::read(&mut decoder).ok()?;

@@ -37,6 +37,19 @@ macro_rules! skip {
     }};
 }
 
+/// The environment variables consul-dns reads, as Consul's client does.
+pub const CONSUL_ENV: [&str; 9] = [
+    "CONSUL_HTTP_ADDR",
+    "CONSUL_HTTP_TOKEN",
+    "CONSUL_HTTP_TOKEN_FILE",
+    "CONSUL_CACERT",
+    "CONSUL_CAPATH",
+    "CONSUL_CLIENT_CERT",
+    "CONSUL_CLIENT_KEY",
+    "CONSUL_TLS_SERVER_NAME",
+    "CONSUL_HTTP_SSL_VERIFY",
+];
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique short name for this process: `<prefix><pid>x<n>`.
@@ -115,9 +128,14 @@ impl Program {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("NO_COLOR", "1")
-            .env_remove("CONSUL_HTTP_ADDR")
-            .env_remove("CONSUL_HTTP_TOKEN");
+            .env("NO_COLOR", "1");
+        // The Consul client's variables of the environment running the tests are dropped;
+        // those the test sets itself are kept.
+        for var in CONSUL_ENV {
+            if !cmd.get_envs().any(|(k, _)| k == var) {
+                cmd.env_remove(var);
+            }
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => panic!("{name}: cannot start {cmd:?}: {e}"),

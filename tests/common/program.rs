@@ -209,6 +209,11 @@ impl Program {
         }
     }
 
+    /// Its exit status if it has exited, without waiting.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Waits for it to exit; returns the exit code and its output.
     pub fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, String) {
         let start = Instant::now();

@@ -15,9 +15,9 @@
 //! Consul shuffles the instances per query. Only answers that hold every instance asked
 //! for, with equal weights, are stored (the handler decides: a cut answer, or weighted
 //! instances, are a random draw that a stored response would freeze). An A or AAAA answer
-//! is shuffled on every hit: its records differ only in their address (same owner, type,
-//! TTL and length), so drawing a permutation of the address fields is drawing a
-//! permutation of the records. SRV records differ in length; each entry keeps several
+//! is stored once and shuffled on every hit: its records differ only in their address
+//! (same owner, type, TTL and length), so drawing a permutation of the address fields is
+//! drawing a permutation of the records. SRV records differ in length; each entry keeps several
 //! responses built with their own shuffles, sends one at random, and has one in
 //! [`REFRESH`] hits rebuilt (RFC 2782 clients choose among SRV records by priority and
 //! weight, not by their order).
@@ -224,7 +224,9 @@ fn shuffle_addresses(response: &mut [u8], a: &Addresses, rng: &mut SmallRng) -> 
 }
 
 struct Entry {
+    /// One response when it is reshuffled on every hit, else up to [`VARIANTS`].
     responses: Vec<Stored>,
+    reshuffled: bool,
     basis: ServiceBasis,
     /// The `dns_queries` counter a hit counts in.
     counter: Counter,
@@ -255,7 +257,7 @@ impl ResponseCache {
     pub fn answer(&mut self, q: &Question, request: &[u8]) -> Option<&[u8]> {
         let entry = self.entries.get(&q.key)?;
         let n = entry.responses.len();
-        if n < VARIANTS || self.rng.random_ratio(1, REFRESH) {
+        if !entry.reshuffled && (n < VARIANTS || self.rng.random_ratio(1, REFRESH)) {
             return None;
         }
         if !entry.basis.holds() {
@@ -289,7 +291,7 @@ impl ResponseCache {
             self.bytes = 0;
         }
         match self.entries.get_mut(&q.key) {
-            Some(entry) if entry.basis.same_data(&basis) => {
+            Some(entry) if entry.basis.same_data(&basis) && !entry.reshuffled => {
                 if entry.responses.len() < VARIANTS {
                     entry.responses.push(response);
                     self.bytes += size;
@@ -303,6 +305,7 @@ impl ResponseCache {
                 self.remove(&q.key);
                 self.bytes += size;
                 let entry = Entry {
+                    reshuffled: response.addresses.is_some(),
                     responses: vec![response],
                     basis,
                     counter,

@@ -105,7 +105,7 @@ fn answerable(src: SocketAddr) -> bool {
 
 /// The request in `bytes`; None when there is nothing to answer: shorter than a header, a
 /// response (answering those makes reflection loops), or malformed (then FORMERR is sent).
-async fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Request> {
+pub(crate) async fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Request> {
     let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
     if header.metadata.message_type == MessageType::Response {
         return None;
@@ -161,9 +161,9 @@ fn encode<'a>(
 
 /// Sends the answer straight back on the socket it came in on.
 #[derive(Clone)]
-struct UdpResponder {
-    socket: Arc<UdpSocket>,
-    dst: SocketAddr,
+pub(crate) struct UdpResponder {
+    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) dst: SocketAddr,
 }
 
 #[async_trait::async_trait]

@@ -3,9 +3,9 @@
 
 mod common;
 
-use consul_dns::fuzzing::{consul_body, Body};
 use consul_dns::dns::answer::Answer;
-use hickory_proto::op::ResponseCode;
+use consul_dns::fuzzing::{consul_body, Body};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
 use serde_json::json;
@@ -80,4 +80,19 @@ async fn long_node_meta_is_answered_end_to_end() {
         );
     }
     server.shutdown().await;
+}
+
+/// Finding 2 (request): a question name compressed with a pointer into the header (here
+/// to offset 2). hickory echoes the question section byte for byte, so the pointer landed
+/// on the response's own flags: a response that does not parse. Now FORMERR without the
+/// question.
+#[test]
+fn question_pointing_into_the_header_is_formerr() {
+    let query = include_bytes!("fuzz_regressions/request-question-pointer-into-header.bin");
+    let response = consul_dns::fuzzing::request(query).expect("answered");
+    let m = Message::from_vec(&response).expect("the response parses");
+    assert_eq!(m.metadata.id, u16::from_be_bytes([query[0], query[1]]));
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    assert!(m.queries.is_empty());
 }

@@ -63,6 +63,7 @@ pub struct Running {
     syncer: Arc<Syncer>,
     stop_http: CancellationToken,
     zones: Arc<StaticZones>,
+    handler: Arc<DnsHandler>,
 }
 
 /// What reloading the zones needs: the directory, the zones served now, the Catalog the
@@ -101,6 +102,12 @@ pub struct ReloadSummary {
 impl Running {
     pub fn syncer(&self) -> &Arc<Syncer> {
         &self.syncer
+    }
+
+    /// The request handler the sockets use (for the fuzz harness, `crate::fuzzing`).
+    #[doc(hidden)]
+    pub fn handler(&self) -> &Arc<DnsHandler> {
+        &self.handler
     }
 
     /// Reloads the static zones (SIGHUP): a zone that fails to load keeps its previous
@@ -354,5 +361,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         syncer,
         zones: static_zones,
         stop_http,
+        handler,
     })
 }

@@ -7,5 +7,7 @@ pub mod config;
 pub mod consul;
 pub mod dev;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod view;

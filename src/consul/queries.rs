@@ -41,11 +41,7 @@ impl Syncer {
         };
         let service = result.service.to_ascii_lowercase();
         // The query's own TTL, else the service's (dns-spec.md §6.5).
-        let ttl = parse_go_duration(&result.dns.ttl)
-            .ok()
-            .filter(|_| !result.dns.ttl.is_empty())
-            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-            .unwrap_or_else(|| self.service_ttl(&service));
+        let ttl = query_ttl(&result.dns.ttl).unwrap_or_else(|| self.service_ttl(&service));
         let local = self.settings_for(None, false)?;
         let answered_in = result.datacenter.to_ascii_lowercase();
         let remote = (!answered_in.is_empty() && answered_in != local.datacenter)
@@ -63,4 +59,13 @@ impl Syncer {
             &settings,
         ))))
     }
+}
+
+/// A prepared query's `DNS.TTL` (a Go duration) in seconds; None when unset or unreadable.
+pub(crate) fn query_ttl(ttl: &str) -> Option<u32> {
+    if ttl.is_empty() {
+        return None;
+    }
+    let d = parse_go_duration(ttl).ok()?;
+    Some(u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }

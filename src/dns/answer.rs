@@ -14,7 +14,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::prepared::{ip_rdata, target_record, PreparedService, Target};
+use super::prepared::{ip_rdata, target_record, PreparedNode, PreparedService, Target};
 use crate::consul::sync::ServiceBasis;
 use crate::view::Directory;
 
@@ -83,7 +83,7 @@ impl Answer {
 /// tag as Consul reads it; else a hierarchical name (`site1.customer1.web` for
 /// `/web/customer1/site1`), possibly with tags before it; else the service as named (its
 /// tag then decides NXDOMAIN).
-pub(super) fn find_service<'a>(
+pub(crate) fn find_service<'a>(
     dir: &'a Directory,
     service: &'a str,
     tag: Option<&'a str>,
@@ -114,7 +114,7 @@ pub(super) fn find_service<'a>(
 /// when no instance has such a tag, `a.b` means every one of the tags `a` and `b`. None
 /// when the tag is unknown to the service (NXDOMAIN); an empty list when it is known but no
 /// healthy instance carries it (NODATA).
-pub(super) fn tagged(
+pub(crate) fn tagged(
     p: &PreparedService,
     known_tags: &HashSet<String>,
     tag: &str,
@@ -146,7 +146,7 @@ pub(super) fn tagged(
 
 /// Random order, drawn by weight when the instances' weights differ (Efraimidis-Spirakis),
 /// so that when a limit cuts the answer the instances kept follow their Consul `Weights`.
-pub(super) fn shuffle(order: &mut [usize], p: &PreparedService) {
+pub(crate) fn shuffle(order: &mut [usize], p: &PreparedService) {
     let mut rng = rand::rng();
     if p.uniform_weights {
         order.shuffle(&mut rng);
@@ -169,7 +169,7 @@ pub(super) fn shuffle(order: &mut [usize], p: &PreparedService) {
 /// A/AAAA/ANY for the instances in `order` (already shuffled): one record per distinct
 /// address; a hostname address becomes a CNAME, used only when no instance has an IP
 /// (Consul answers a single CNAME chain).
-pub(super) fn address_records(
+pub(crate) fn address_records(
     qname: &Name,
     qtype: RecordType,
     p: &PreparedService,
@@ -219,7 +219,7 @@ pub(super) fn address_records(
 
 /// SRV for the instances in `order`, deduplicated as Consul does (node, address, port), with
 /// each target's address (and node meta TXT) in Additional.
-pub(super) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d: usize) -> Answer {
+pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d: usize) -> Answer {
     let mut answers = Vec::with_capacity(order.len());
     let mut additionals: Vec<Record> = Vec::new();
     let mut seen_keys: Vec<usize> = Vec::with_capacity(order.len());
@@ -246,4 +246,79 @@ pub(super) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
         }
     }
     Answer::records(answers, additionals)
+}
+
+/// The answer for a service name: the instances carrying `tag` (all without one), in
+/// random order, as records for `qtype`. `limit`: `a_record_limit`.
+pub(crate) fn service_records(
+    qname: &Name,
+    qtype: RecordType,
+    d: usize,
+    prepared: &PreparedService,
+    known_tags: &HashSet<String>,
+    tag: Option<&str>,
+    limit: usize,
+) -> Answer {
+    let mut order: Vec<usize> = match tag {
+        None => (0..prepared.instances.len()).collect(),
+        Some(tag) => match tagged(prepared, known_tags, tag) {
+            Some(list) => list,
+            None => return Answer::nxdomain(),
+        },
+    };
+    if order.is_empty() {
+        return Answer::nodata();
+    }
+    shuffle(&mut order, prepared);
+    instance_records(qname, qtype, d, prepared, &order, limit)
+}
+
+/// The records of the instances in `order` for `qtype`, in served domain `d`.
+pub(crate) fn instance_records(
+    qname: &Name,
+    qtype: RecordType,
+    d: usize,
+    p: &PreparedService,
+    order: &[usize],
+    limit: usize,
+) -> Answer {
+    match qtype {
+        RecordType::SRV => srv_records(qname, p, order, d),
+        RecordType::A | RecordType::AAAA | RecordType::ANY => {
+            address_records(qname, qtype, p, order, limit)
+        }
+        _ => Answer::nodata(),
+    }
+}
+
+/// `<node>.node…`: its address for A/AAAA/ANY (ANY adds its meta TXT), its meta for TXT;
+/// with `node_meta_txt` the meta goes in Additional.
+pub(crate) fn node_records(
+    qname: &Name,
+    qtype: RecordType,
+    n: &PreparedNode,
+    ttl: u32,
+    node_meta_txt: bool,
+) -> Answer {
+    let txt = || {
+        n.txt
+            .iter()
+            .map(|t| Record::from_rdata(qname.clone(), ttl, RData::TXT(t.clone())))
+    };
+    let target = match qtype {
+        RecordType::A => n.a.as_ref(),
+        RecordType::AAAA => n.aaaa.as_ref(),
+        RecordType::ANY => n.any.as_ref(),
+        RecordType::TXT => return Answer::records(txt().collect(), Vec::new()),
+        _ => return Answer::nodata(),
+    };
+    let Some(target) = target else {
+        return Answer::nodata();
+    };
+    let answers = vec![target_record(qname, ttl, target)];
+    match qtype {
+        RecordType::ANY => Answer::records(answers.into_iter().chain(txt()).collect(), Vec::new()),
+        _ if node_meta_txt => Answer::records(answers, txt().collect()),
+        _ => Answer::records(answers, Vec::new()),
+    }
 }

@@ -23,8 +23,11 @@ use hickory_server::proto::op::{
 use hickory_server::proto::rr::rdata::opt::EdnsOption;
 use hickory_server::proto::rr::rdata::HINFO;
 use hickory_server::proto::rr::{RData, Record, RecordType};
+use hickory_server::proto::serialize::binary::BinDecoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, ZoneType};
+use hickory_server::zone_handler::{
+    Catalog, MessageResponse, MessageResponseBuilder, Queries, ZoneType,
+};
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
@@ -215,22 +218,6 @@ impl DnsHandler {
     }
 }
 
-/// The handler shared between our UDP loop and hickory's TCP server.
-pub struct SharedHandler(pub Arc<DnsHandler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for SharedHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        self.0
-            .handle_request::<R, T>(request, response_handle)
-            .await
-    }
-}
-
 /// Sets RA on the Catalog's responses: only for clients that may recurse (the Catalog sets
 /// it on forwarded answers, never on its authoritative ones).
 #[derive(Clone)]
@@ -305,6 +292,9 @@ impl DnsHandler {
         request: &Request,
         mut response_handle: R,
     ) -> (ResponseInfo, Option<ServiceBasis>) {
+        if question_points_into_header(request.queries.as_bytes(), request.queries.len()) {
+            return (self.format_error(request, response_handle).await, None);
+        }
         let plain_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query
             && request.queries.len() == 1
@@ -385,6 +375,71 @@ impl DnsHandler {
             Err(error) => (send_failed(request, &error), None),
         }
     }
+}
+
+impl DnsHandler {
+    /// FORMERR without the question section.
+    async fn format_error<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        debug!(client = %request.src(), "question compressed into the header: FORMERR");
+        let Ok(no_queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+            return send_failed(request, &NetError::from("no empty question section"));
+        };
+        let edns = self.response_edns(request);
+        let response = MessageResponseBuilder::new(&no_queries, edns.as_ref())
+            .error_msg(&request.metadata, ResponseCode::FormErr);
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => send_failed(request, &error),
+        }
+    }
+}
+
+/// Length of the DNS header; the question section starts right after it.
+const HEADER_LEN: usize = 12;
+
+/// Whether a question name of `questions` (the question section as received, `count`
+/// questions) is compressed with a pointer into the header, or the first one with any
+/// pointer (nothing before it is a name). hickory echoes the question section byte for
+/// byte, so such a pointer would point at the response's own header: a response no client
+/// can parse. No real client writes one.
+fn question_points_into_header(questions: &[u8], count: usize) -> bool {
+    let mut rest = questions;
+    for i in 0..count {
+        loop {
+            let Some((&len, after)) = rest.split_first() else {
+                return false;
+            };
+            if len == 0 {
+                rest = after;
+                break;
+            }
+            if len & 0xC0 == 0xC0 {
+                let Some((&low, after)) = after.split_first() else {
+                    return false;
+                };
+                let target = (usize::from(len & 0x3F) << 8) | usize::from(low);
+                if i == 0 || target < HEADER_LEN {
+                    return true;
+                }
+                rest = after;
+                break;
+            }
+            let Some(after) = after.get(usize::from(len)..) else {
+                return false;
+            };
+            rest = after;
+        }
+        // QTYPE and QCLASS.
+        let Some(after) = rest.get(4..) else {
+            return false;
+        };
+        rest = after;
+    }
+    false
 }
 
 fn send_failed(request: &Request, error: &NetError) -> ResponseInfo {

@@ -75,6 +75,8 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use hickory_proto::rr::LowerName;
+
 /// A parsed query name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsulName<'a> {
@@ -163,6 +165,17 @@ enum Reading<'a> {
     /// An ancestor of a lookup; the datacenter it depends on.
     Ent(Option<&'a str>),
     Invalid,
+}
+
+/// The labels of `lower` left of its last `domain_labels` labels (the served domain), as
+/// [`parse`] takes them; None when one is not UTF-8 (no such name can exist).
+pub fn relative_labels(lower: &LowerName, domain_labels: u8) -> Option<Vec<&str>> {
+    let keep = usize::from(lower.num_labels().saturating_sub(domain_labels));
+    let mut labels = Vec::with_capacity(keep);
+    for label in lower.iter().take(keep) {
+        labels.push(std::str::from_utf8(label).ok()?);
+    }
+    Some(labels)
 }
 
 /// Parse the labels (lower-cased, left to right, without the domain) of a query name.

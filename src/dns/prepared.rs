@@ -219,9 +219,22 @@ pub fn meta_txt(meta: &std::collections::BTreeMap<String, String>) -> Vec<TXT> {
             } else {
                 format!("{}={}", rfc1464_key(k), v.replace('`', "``"))
             };
-            TXT::new(vec![s])
+            long_txt(&s)
         })
         .collect()
+}
+
+/// The most a TXT character-string holds.
+const TXT_STRING_MAX: usize = 255;
+
+/// A TXT of one text of any length: cut into character-strings of at most 255 bytes, which
+/// clients join (as for long SPF or DKIM records). One longer string cannot be encoded,
+/// and would make every response carrying it fail (meta values may be 512 bytes).
+fn long_txt(s: &str) -> TXT {
+    if s.is_empty() {
+        return TXT::from_bytes(vec![&[]]);
+    }
+    TXT::from_bytes(s.as_bytes().chunks(TXT_STRING_MAX).collect())
 }
 
 fn rfc1464_key(key: &str) -> String {
@@ -745,6 +758,21 @@ mod tests {
         }
         assert_eq!(ip_from_hex("zz000000"), None);
         assert_eq!(ip_from_hex("0a0200"), None);
+    }
+
+    #[test]
+    fn long_meta_is_cut_into_strings() {
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("k".to_string(), "v".repeat(600));
+        meta.insert("rfc1035-e".to_string(), String::new());
+        let txt = meta_txt(&meta);
+        let lens: Vec<usize> = txt[0].txt_data.iter().map(|s| s.len()).collect();
+        assert_eq!(lens, vec![255, 255, 92]);
+        assert_eq!(
+            txt[0].txt_data.concat(),
+            format!("k={}", "v".repeat(600)).into_bytes()
+        );
+        assert_eq!(txt[1].txt_data.len(), 1);
     }
 
     #[test]

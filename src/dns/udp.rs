@@ -24,6 +24,7 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -88,10 +89,34 @@ struct UdpServer {
     cache: ResponseCache,
 }
 
+/// The per-datagram path of the socket loop, on its own: for the fuzz harness
+/// (`crate::fuzzing`), which feeds it datagrams directly.
+#[doc(hidden)]
+pub struct DatagramPath(UdpServer);
+
+impl DatagramPath {
+    pub fn new(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>, metrics: Arc<Metrics>) -> Self {
+        DatagramPath(UdpServer {
+            socket,
+            handler,
+            metrics,
+            rrl: None,
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            cache: ResponseCache::default(),
+        })
+    }
+
+    /// Answers `datagram` from `src` as the loop does; the task answering it when the
+    /// answer must wait.
+    pub async fn answer(&mut self, datagram: &[u8], src: SocketAddr) -> Option<JoinHandle<()>> {
+        self.0.answer(datagram, src).await
+    }
+}
+
 impl UdpServer {
-    async fn answer(&mut self, datagram: &[u8], src: SocketAddr) {
+    async fn answer(&mut self, datagram: &[u8], src: SocketAddr) -> Option<JoinHandle<()>> {
         if self.rate_limited(datagram, src).await {
-            return;
+            return None;
         }
         let handler = &self.handler;
         let question = Question::read(datagram, handler.max_udp_payload(), || {
@@ -103,11 +128,9 @@ impl UdpServer {
         {
             self.metrics.response_cache_hits.inc();
             send(&self.socket, response, src).await;
-            return;
+            return None;
         }
-        let Some(request) = parse(datagram, src, &self.socket).await else {
-            return;
-        };
+        let request = parse(datagram, src, &self.socket).await?;
         let kept = question.as_ref().map(|_| Kept::default());
         let responder = UdpResponder {
             socket: Arc::clone(&self.socket),
@@ -120,22 +143,22 @@ impl UdpServer {
         match (&mut answer).now_or_never() {
             Some(basis) => {
                 let (Some(q), Some(basis), Some(kept)) = (question, basis, kept) else {
-                    return;
+                    return None;
                 };
                 let counter = self.metrics.query_counter(q.qtype(), ResponseCode::NoError);
                 if let (Some(bytes), Some(counter)) = (kept.take(), counter) {
                     self.cache.store(q, bytes, basis, counter.clone());
                 }
+                None
             }
             None => match Arc::clone(&self.waiting).try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(async move {
-                        answer.await;
-                        drop(permit);
-                    });
-                }
+                Ok(permit) => Some(tokio::spawn(async move {
+                    answer.await;
+                    drop(permit);
+                })),
                 Err(_) => {
                     self.metrics.udp_dropped.inc();
+                    None
                 }
             },
         }
@@ -206,7 +229,7 @@ fn answerable(src: SocketAddr) -> bool {
 
 /// The request in `bytes`; None when there is nothing to answer: shorter than a header, a
 /// response (answering those makes reflection loops), or malformed (then FORMERR is sent).
-async fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Request> {
+pub(crate) async fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Request> {
     let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
     if header.metadata.message_type == MessageType::Response {
         return None;

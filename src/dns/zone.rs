@@ -13,11 +13,9 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use tracing::debug;
 
-use super::answer::{address_records, find_service, shuffle, srv_records, tagged, Answer};
+use super::answer::{find_service, instance_records, node_records, service_records, Answer};
 use super::name::{self, ConsulName, Locality};
-use super::prepared::{
-    generated_name, ip_rdata, target_record, NodeTable, PreparedNode, PreparedService,
-};
+use super::prepared::{generated_name, ip_rdata, NodeTable, PreparedNode, PreparedService};
 use crate::config::ServiceTtl;
 use crate::consul::sync::{Endpoint, Subject, Syncer};
 use crate::view::Directory;
@@ -182,14 +180,9 @@ impl ConsulZone {
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             return Answer::code(ResponseCode::NotImp);
         }
-        let keep = usize::from(lower.num_labels() - self.lower_domains[d].num_labels());
-        let mut labels: Vec<&str> = Vec::with_capacity(keep);
-        for label in lower.iter().take(keep) {
-            match std::str::from_utf8(label) {
-                Ok(l) => labels.push(l),
-                Err(_) => return Answer::nxdomain(),
-            }
-        }
+        let Some(labels) = name::relative_labels(lower, self.lower_domains[d].num_labels()) else {
+            return Answer::nxdomain();
+        };
         if labels.is_empty() {
             return self.apex(qtype, d).await;
         }
@@ -427,18 +420,8 @@ impl ConsulZone {
         known_tags: &HashSet<String>,
         tag: Option<&str>,
     ) -> Answer {
-        let mut order: Vec<usize> = match tag {
-            None => (0..prepared.instances.len()).collect(),
-            Some(tag) => match tagged(prepared, known_tags, tag) {
-                Some(list) => list,
-                None => return Answer::nxdomain(),
-            },
-        };
-        if order.is_empty() {
-            return Answer::nodata();
-        }
-        shuffle(&mut order, prepared);
-        self.records(qname, qtype, d, prepared, &order)
+        let limit = self.options.a_record_limit;
+        service_records(qname, qtype, d, prepared, known_tags, tag, limit)
     }
 
     /// The records of the instances in `order`, for the question's type.
@@ -450,13 +433,7 @@ impl ConsulZone {
         p: &PreparedService,
         order: &[usize],
     ) -> Answer {
-        match qtype {
-            RecordType::SRV => srv_records(qname, p, order, d),
-            RecordType::A | RecordType::AAAA | RecordType::ANY => {
-                address_records(qname, qtype, p, order, self.options.a_record_limit)
-            }
-            _ => Answer::nodata(),
-        }
+        instance_records(qname, qtype, d, p, order, self.options.a_record_limit)
     }
 
     /// `<service>.virtual.<domain>`: the service's virtual IP (Consul's transparent-proxy
@@ -557,30 +534,13 @@ impl ConsulZone {
     }
 
     fn node_records(&self, qname: &Name, qtype: RecordType, n: &PreparedNode) -> Answer {
-        let ttl = self.options.node_ttl;
-        let txt = || {
-            n.txt
-                .iter()
-                .map(|t| Record::from_rdata(qname.clone(), ttl, RData::TXT(t.clone())))
-        };
-        let target = match qtype {
-            RecordType::A => n.a.as_ref(),
-            RecordType::AAAA => n.aaaa.as_ref(),
-            RecordType::ANY => n.any.as_ref(),
-            RecordType::TXT => return Answer::records(txt().collect(), Vec::new()),
-            _ => return Answer::nodata(),
-        };
-        let Some(target) = target else {
-            return Answer::nodata();
-        };
-        let answers = vec![target_record(qname, ttl, target)];
-        match qtype {
-            RecordType::ANY => {
-                Answer::records(answers.into_iter().chain(txt()).collect(), Vec::new())
-            }
-            _ if self.options.node_meta_txt => Answer::records(answers, txt().collect()),
-            _ => Answer::records(answers, Vec::new()),
-        }
+        node_records(
+            qname,
+            qtype,
+            n,
+            self.options.node_ttl,
+            self.options.node_meta_txt,
+        )
     }
 
     fn addr(&self, qname: &Name, qtype: RecordType, ip: IpAddr) -> Answer {

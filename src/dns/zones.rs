@@ -217,7 +217,7 @@ fn zone_files(dir: &Path) -> Result<Vec<(Name, PathBuf)>, ZoneError> {
 }
 
 /// `cluster.internal` → `cluster.internal.`.
-fn origin_from_file_name(stem: &str) -> Result<Name, String> {
+pub fn origin_from_file_name(stem: &str) -> Result<Name, String> {
     let bad = |why: &str| {
         format!(
             "the file name must be <origin>{ZONE_SUFFIX}, e.g. cluster.internal{ZONE_SUFFIX}; \
@@ -234,31 +234,28 @@ fn origin_from_file_name(stem: &str) -> Result<Name, String> {
 }
 
 async fn load_zone(path: &Path, origin: Name, reserved: &[Name]) -> Result<StaticZone, ZoneError> {
-    if let Some(domain) = reserved.iter().find(|d| d.zone_of(&origin)) {
-        return Err(ZoneError::Invalid {
-            path: path.to_path_buf(),
-            reason: format!(
-                "the zone {origin} is inside the Consul domain {domain}, which consul-dns \
-                 answers itself"
-            ),
-        });
-    }
     let text = std::fs::read_to_string(path).map_err(|source| ZoneError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let records = match Parser::new(
-        text.as_str(),
-        Some(path.to_path_buf()),
-        Some(origin.clone()),
-    )
-    .parse()
-    {
+    zone_from_text(path, origin, &text, reserved).await
+}
+
+/// The zone `origin` from `text`, the contents of its file `path` (named in errors, and
+/// the directory relative `$INCLUDE`s are read from).
+pub async fn zone_from_text(
+    path: &Path,
+    origin: Name,
+    text: &str,
+    reserved: &[Name],
+) -> Result<StaticZone, ZoneError> {
+    reserved_check(path, &origin, reserved)?;
+    let records = match Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse() {
         Ok((_, records)) => records,
         Err(e) => {
             return Err(ZoneError::Parse {
                 path: path.to_path_buf(),
-                line: error_line(&text, path, &origin, &e),
+                line: error_line(text, path, &origin, &e),
                 reason: e.to_string(),
             })
         }
@@ -295,6 +292,20 @@ async fn load_zone(path: &Path, origin: Name, reserved: &[Name]) -> Result<Stati
         records: count,
         handler,
     })
+}
+
+/// A zone at or below a Consul domain is refused.
+fn reserved_check(path: &Path, origin: &Name, reserved: &[Name]) -> Result<(), ZoneError> {
+    match reserved.iter().find(|d| d.zone_of(origin)) {
+        Some(domain) => Err(ZoneError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the zone {origin} is inside the Consul domain {domain}, which consul-dns \
+                 answers itself"
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// hickory's parser does not say where an error is. An unclosed `(` or `"` is reported at

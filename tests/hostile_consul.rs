@@ -1,6 +1,6 @@
-//! A broken or hostile Consul: invalid JSON, wrong types, bodies over the size limit. Each
-//! is an error with a metric and a log line, known data stays, answers for known names are
-//! not slowed.
+//! A broken or hostile Consul: invalid JSON, wrong types, bodies over the size limit, a
+//! body sent a byte at a time. Each is an error with a metric and a log line, known data
+//! stays, answers for known names are not slowed.
 
 mod common;
 
@@ -158,5 +158,84 @@ async fn garbage_from_consul_keeps_known_data() {
             == 2
     })
     .await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_consul_trickling_its_answers_does_not_slow_known_names() {
+    let consul = emulator().await;
+    let url = consul.url();
+    let web = |i: u8| {
+        instance(
+            &format!("node{i}"),
+            &format!("192.168.56.{i}"),
+            "web",
+            &format!("web{i}"),
+            &format!("10.2.1.{i}"),
+            80,
+            &[],
+            "passing",
+        )
+    };
+    http_register(&url, &web(1)).await;
+    // The HTTP timeout of a blocking query is blocking_wait + blocking_wait/16 + 10 s.
+    let running = server_with(&url, |c| c.blocking_wait = Duration::from_secs(1)).await;
+    let dns = running.dns_addrs[0];
+    eventually(Duration::from_secs(5), || async {
+        query(dns, "web.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 1
+    })
+    .await;
+    // From now on every response is sent one byte every 200 ms; a change ends the long
+    // polls, so every watch is soon reading a trickle.
+    consul.set_fault(Fault::Trickle {
+        body: "[]".repeat(1000),
+        every: Duration::from_millis(200),
+    });
+    consul.register(web(2)).unwrap();
+    eventually(Duration::from_secs(5), || async {
+        consul
+            .request_log()
+            .iter()
+            .filter(|r| r.path == "/v1/health/service/web")
+            .count()
+            >= 2
+    })
+    .await;
+    for _ in 0..50 {
+        let start = std::time::Instant::now();
+        let m = query(dns, "web.service.consul.", RecordType::A).await;
+        assert!(
+            !m.answers.is_empty(),
+            "the known data, while Consul trickles"
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(200),
+            "answered in {:?}",
+            start.elapsed()
+        );
+        let m = query(dns, "nosuch.service.consul.", RecordType::A).await;
+        assert_eq!(rcode(&m), hickory_proto::op::ResponseCode::NXDomain);
+    }
+    // The trickle is cut at the HTTP timeout (about 11 s here), counted, and the watch
+    // reads again.
+    consul.set_fault(Fault::None);
+    consul.register(web(3)).unwrap();
+    eventually(Duration::from_secs(30), || async {
+        query(dns, "web.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 3
+    })
+    .await;
+    let metrics = running.syncer().metrics().render();
+    assert!(
+        metrics.contains(r#"endpoint="v1/health/service",status="timeout""#),
+        "the cut trickle is counted: {metrics}"
+    );
     running.shutdown().await;
 }

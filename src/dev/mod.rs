@@ -79,6 +79,12 @@ pub enum Fault {
     /// Answer 200 `application/json` with this body, whatever was asked (broken or hostile
     /// agent: invalid JSON, wrong types, huge bodies).
     Body(String),
+    /// Answer 200 at once, then send this body one byte per `every` (a slow or hostile
+    /// agent holding the connection).
+    Trickle {
+        body: String,
+        every: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -168,6 +168,28 @@ async fn handle(
                 .body(Body::from(body))
                 .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "fault"));
         }
+        Fault::Trickle { body, every } => {
+            let bytes = body.into_bytes();
+            let stream = futures_util::stream::unfold(0usize, move |i| {
+                let byte = bytes.get(i).copied();
+                async move {
+                    let byte = byte?;
+                    tokio::time::sleep(every).await;
+                    Some((
+                        Ok::<_, Infallible>(axum::body::Bytes::from(vec![byte])),
+                        i + 1,
+                    ))
+                }
+            });
+            return Response::builder()
+                .header("content-type", "application/json")
+                .header(
+                    "x-consul-index",
+                    inner.dcs().primary().raft_index().to_string(),
+                )
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "fault"));
+        }
     }
     let required = lock(&inner.required_token).clone();
     if required.is_some() && token != required {

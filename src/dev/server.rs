@@ -158,16 +158,7 @@ async fn handle(
             return text(status, &body);
         }
         Fault::Hang => std::future::pending::<()>().await,
-        Fault::Body(body) => {
-            return Response::builder()
-                .header("content-type", "application/json")
-                .header(
-                    "x-consul-index",
-                    inner.dcs().primary().raft_index().to_string(),
-                )
-                .body(Body::from(body))
-                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "fault"));
-        }
+        Fault::Body(body) => return fault_body(inner, Body::from(body)),
         Fault::Trickle { body, every } => {
             let bytes = body.into_bytes();
             let stream = futures_util::stream::unfold(0usize, move |i| {
@@ -181,14 +172,7 @@ async fn handle(
                     ))
                 }
             });
-            return Response::builder()
-                .header("content-type", "application/json")
-                .header(
-                    "x-consul-index",
-                    inner.dcs().primary().raft_index().to_string(),
-                )
-                .body(Body::from_stream(stream))
-                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "fault"));
+            return fault_body(inner, Body::from_stream(stream));
         }
     }
     let required = lock(&inner.required_token).clone();
@@ -203,6 +187,18 @@ async fn handle(
     };
     translate_header(inner, &mut resp);
     resp
+}
+
+/// A 200 JSON response with `body`, whatever was asked (the `Body` and `Trickle` faults).
+fn fault_body(inner: &Inner, body: Body) -> Response<Body> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .header(
+            "x-consul-index",
+            inner.dcs().primary().raft_index().to_string(),
+        )
+        .body(body)
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "fault"))
 }
 
 /// Consul sets `X-Consul-Translate-Addresses: true` on every response of an agent with

@@ -321,13 +321,4 @@ impl ResponseCache {
             self.bytes = self.bytes.saturating_sub(size);
         }
     }
-
-    /// Number of questions stored.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }

@@ -48,14 +48,7 @@ pub async fn serve(
     rrl: Option<Arc<Rrl>>,
     cancel: CancellationToken,
 ) {
-    let mut server = UdpServer {
-        socket: Arc::new(socket),
-        handler,
-        metrics,
-        rrl,
-        waiting: Arc::new(Semaphore::new(MAX_WAITING)),
-        cache: ResponseCache::default(),
-    };
+    let mut server = UdpServer::new(Arc::new(socket), handler, metrics, rrl);
     let mut rx = BatchReceiver::default();
     loop {
         let n = tokio::select! {
@@ -96,14 +89,7 @@ pub struct DatagramPath(UdpServer);
 
 impl DatagramPath {
     pub fn new(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>, metrics: Arc<Metrics>) -> Self {
-        DatagramPath(UdpServer {
-            socket,
-            handler,
-            metrics,
-            rrl: None,
-            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
-            cache: ResponseCache::default(),
-        })
+        DatagramPath(UdpServer::new(socket, handler, metrics, None))
     }
 
     /// Answers `datagram` from `src` as the loop does; the task answering it when the
@@ -114,6 +100,22 @@ impl DatagramPath {
 }
 
 impl UdpServer {
+    fn new(
+        socket: Arc<UdpSocket>,
+        handler: Arc<DnsHandler>,
+        metrics: Arc<Metrics>,
+        rrl: Option<Arc<Rrl>>,
+    ) -> Self {
+        UdpServer {
+            socket,
+            handler,
+            metrics,
+            rrl,
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            cache: ResponseCache::default(),
+        }
+    }
+
     async fn answer(&mut self, datagram: &[u8], src: SocketAddr) -> Option<JoinHandle<()>> {
         if self.rate_limited(datagram, src).await {
             return None;
@@ -163,9 +165,7 @@ impl UdpServer {
             },
         }
     }
-}
 
-impl UdpServer {
     /// Response-rate limiting, before anything else is done for the query: true when its
     /// answer is dropped, or slipped (an empty truncated response sent instead), and counted.
     async fn rate_limited(&self, datagram: &[u8], src: SocketAddr) -> bool {

@@ -1,5 +1,5 @@
-//! Responses that are built outside the request handler, encoded with hickory: the
-//! answers written by the TCP server, its FORMERR, and the empty truncated answer that
+//! Encoding with hickory, shared by the UDP and TCP servers: the handler's answers, the
+//! FORMERR of a message whose header is all that reads, and the empty truncated answer that
 //! response-rate limiting "slips" to a UDP client.
 
 use hickory_server::net::NetError;

@@ -2,7 +2,6 @@
 //! except the first load of a service nobody asked for before (coalesced, see
 //! `consul::sync`) and, before the first sync, a short bounded wait for it.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -380,8 +379,9 @@ impl ConsulZone {
             // No proxy or gateway for it: the name does not exist (as Consul answers).
             return Answer::nxdomain().resting_on(lists.directory_stale);
         }
-        let mut answer = self
-            .service_records(qname, qtype, d, &data.prepared, &known.tags, tag.as_deref())
+        let limit = self.options.a_record_limit;
+        let tag = tag.as_deref();
+        let mut answer = service_records(qname, qtype, d, &data.prepared, &known.tags, tag, limit)
             .resting_on(lists.directory_stale.max(data.health.stale_for()));
         if ask.datacenter.is_none() && answer.stale.is_none() {
             answer.basis = Some(self.syncer.basis(lists.directory_version, &data));
@@ -409,19 +409,6 @@ impl ConsulZone {
                 Answer::code(ResponseCode::ServFail)
             }
         }
-    }
-
-    fn service_records(
-        &self,
-        qname: &Name,
-        qtype: RecordType,
-        d: usize,
-        prepared: &PreparedService,
-        known_tags: &HashSet<String>,
-        tag: Option<&str>,
-    ) -> Answer {
-        let limit = self.options.a_record_limit;
-        service_records(qname, qtype, d, prepared, known_tags, tag, limit)
     }
 
     /// The records of the instances in `order`, for the question's type.

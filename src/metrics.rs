@@ -76,6 +76,8 @@ pub struct Metrics {
     pub udp_dropped: Counter,
     /// UDP answers sent from the response cache, without building them.
     pub response_cache_hits: Counter,
+    /// Negative answers written from a stored response of their shape, without building them.
+    pub negative_cache_hits: Counter,
     /// TCP connections open.
     pub tcp_connections: Gauge,
     /// TCP connections closed at once because `tcp_max_connections` were open.
@@ -164,6 +166,7 @@ impl Metrics {
             index_resets: Counter::default(),
             udp_dropped: Counter::default(),
             response_cache_hits: Counter::default(),
+            negative_cache_hits: Counter::default(),
             tcp_connections: Gauge::default(),
             tcp_refused: Counter::default(),
             tcp_idle_timeouts,
@@ -259,6 +262,12 @@ impl Metrics {
             "response_cache_hits",
             "UDP answers sent again from the response cache (also counted in dns_queries)",
             m.response_cache_hits.clone(),
+        );
+        r.register(
+            "negative_cache_hits",
+            "NXDOMAIN and NODATA answers written from a stored response of their shape (also \
+             counted in dns_queries)",
+            m.negative_cache_hits.clone(),
         );
         r.register(
             "udp_dropped",

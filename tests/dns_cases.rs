@@ -11,16 +11,7 @@ use hickory_proto::rr::RecordType;
 /// Two healthy instances of `web`.
 async fn catalog(consul: &str) {
     for i in 1..=2u8 {
-        let body = instance(
-            &format!("node{i}"),
-            &format!("192.168.56.{i}"),
-            "web",
-            &format!("web{i}"),
-            &format!("10.2.1.{i}"),
-            80,
-            &[],
-            "passing",
-        );
+        let body = web_instance(i, "passing");
         http_register(consul, &body).await;
     }
 }

@@ -165,19 +165,7 @@ async fn garbage_from_consul_keeps_known_data() {
 async fn a_consul_trickling_its_answers_does_not_slow_known_names() {
     let consul = emulator().await;
     let url = consul.url();
-    let web = |i: u8| {
-        instance(
-            &format!("node{i}"),
-            &format!("192.168.56.{i}"),
-            "web",
-            &format!("web{i}"),
-            &format!("10.2.1.{i}"),
-            80,
-            &[],
-            "passing",
-        )
-    };
-    http_register(&url, &web(1)).await;
+    http_register(&url, &web_instance(1, "passing")).await;
     // The HTTP timeout of a blocking query is blocking_wait + blocking_wait/16 + 10 s.
     let running = server_with(&url, |c| c.blocking_wait = Duration::from_secs(1)).await;
     let dns = running.dns_addrs[0];
@@ -195,7 +183,7 @@ async fn a_consul_trickling_its_answers_does_not_slow_known_names() {
         body: "[]".repeat(1000),
         every: Duration::from_millis(200),
     });
-    consul.register(web(2)).unwrap();
+    consul.register(web_instance(2, "passing")).unwrap();
     eventually(Duration::from_secs(5), || async {
         consul
             .request_log()
@@ -223,7 +211,7 @@ async fn a_consul_trickling_its_answers_does_not_slow_known_names() {
     // The trickle is cut at the HTTP timeout (about 11 s here), counted, and the watch
     // reads again.
     consul.set_fault(Fault::None);
-    consul.register(web(3)).unwrap();
+    consul.register(web_instance(3, "passing")).unwrap();
     eventually(Duration::from_secs(30), || async {
         query(dns, "web.service.consul.", RecordType::A)
             .await

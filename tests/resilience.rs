@@ -21,19 +21,6 @@ const EDNS: Ask = Ask {
     rd: true,
 };
 
-fn web(i: u8) -> serde_json::Value {
-    instance(
-        &format!("node{i}"),
-        &format!("192.168.56.{i}"),
-        "web",
-        &format!("web{i}"),
-        &format!("10.2.1.{i}"),
-        80,
-        &[],
-        "passing",
-    )
-}
-
 /// The RFC 8914 INFO-CODE of the answer's Extended DNS Error, if any.
 fn ede(m: &Message) -> Option<u16> {
     match m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))? {
@@ -75,7 +62,7 @@ async fn setup(
     tweak: impl FnOnce(&mut consul_dns::config::Config),
 ) -> (Emulator, consul_dns::app::Running, SocketAddr, SocketAddr) {
     let consul = emulator().await;
-    http_register(&consul.url(), &web(1)).await;
+    http_register(&consul.url(), &web_instance(1, "passing")).await;
     let running = server_with(&consul.url(), |c| {
         c.http_addr = Some("127.0.0.1:0".parse().unwrap());
         tweak(c);
@@ -124,7 +111,7 @@ async fn outage_is_answered_stale_with_ede_then_fresh() {
             > 0.0
     );
 
-    consul.register(web(2)).unwrap();
+    consul.register(web_instance(2, "passing")).unwrap();
     consul.restart().await.unwrap();
     eventually(WAIT, || async {
         let m = ask_web(dns).await;
@@ -164,7 +151,7 @@ async fn beyond_max_stale_is_servfail() {
 async fn forbidden_keeps_data() {
     let (consul, running, dns, http) = setup(|_| {}).await;
     consul.set_fault(Fault::Status(403, "ACL not found".into()));
-    consul.register(web(2)).unwrap(); // wakes the long polls; the next reads get 403
+    consul.register(web_instance(2, "passing")).unwrap(); // wakes the long polls; the next reads get 403
     eventually(WAIT, || async {
         metric(
             http,
@@ -190,7 +177,7 @@ async fn forbidden_keeps_data() {
 async fn acl_filtered_empty_result_keeps_data() {
     let (consul, running, dns, http) = setup(|_| {}).await;
     consul.set_acl_filter_all(true);
-    consul.register(web(2)).unwrap(); // wakes the long polls with empty, ACL-filtered answers
+    consul.register(web_instance(2, "passing")).unwrap(); // wakes the long polls with empty, ACL-filtered answers
     eventually(WAIT, || async {
         metric(http, "consul_dns_acl_filtered_ignored_total").await >= 1.0
     })
@@ -204,7 +191,7 @@ async fn acl_filtered_empty_result_keeps_data() {
         ResponseCode::NoError
     );
     consul.set_acl_filter_all(false);
-    consul.register(web(3)).unwrap();
+    consul.register(web_instance(3, "passing")).unwrap();
     eventually(WAIT, || async { ask_web(dns).await.answers.len() == 3 }).await;
     running.shutdown().await;
 }
@@ -214,13 +201,13 @@ async fn leader_loss_is_measured() {
     let (consul, running, _dns, http) = setup(|_| {}).await;
     assert_eq!(metric(http, "consul_dns_consul_known_leader").await, 1.0);
     consul.set_known_leader(false);
-    consul.register(web(2)).unwrap();
+    consul.register(web_instance(2, "passing")).unwrap();
     eventually(WAIT, || async {
         metric(http, "consul_dns_consul_known_leader").await == 0.0
     })
     .await;
     consul.set_known_leader(true);
-    consul.register(web(3)).unwrap();
+    consul.register(web_instance(3, "passing")).unwrap();
     eventually(WAIT, || async {
         metric(http, "consul_dns_consul_known_leader").await == 1.0
     })
@@ -287,7 +274,7 @@ async fn beyond_max_watches_services_are_polled() {
 #[tokio::test]
 async fn watch_all_services_has_no_cold_misses() {
     let consul = emulator().await;
-    http_register(&consul.url(), &web(1)).await;
+    http_register(&consul.url(), &web_instance(1, "passing")).await;
     let running = server_with(&consul.url(), |c| c.watch_all_services = true).await;
     eventually(WAIT, || async {
         consul.requests_to("/v1/health/service/web") > 0
@@ -313,7 +300,7 @@ async fn watch_all_services_has_no_cold_misses() {
 #[tokio::test]
 async fn health_endpoints_follow_the_first_sync() {
     let consul = emulator().await;
-    http_register(&consul.url(), &web(1)).await;
+    http_register(&consul.url(), &web_instance(1, "passing")).await;
     consul.stop().await;
     let running = server_with(&consul.url(), |c| {
         c.http_addr = Some("127.0.0.1:0".parse().unwrap());

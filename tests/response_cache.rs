@@ -19,19 +19,6 @@ const WAIT: Duration = Duration::from_secs(5);
 /// More queries than the cache keeps responses per name (8), so later ones are hits.
 const FILL: usize = 40;
 
-fn web(i: u8, status: &str) -> serde_json::Value {
-    instance(
-        &format!("node{i}"),
-        &format!("192.168.56.{i}"),
-        "web",
-        &format!("web{i}"),
-        &format!("10.2.1.{i}"),
-        80,
-        &[],
-        status,
-    )
-}
-
 fn addresses(m: &Message) -> Vec<String> {
     let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
     v.sort();
@@ -46,17 +33,10 @@ fn cache_hits(running: &consul_dns::app::Running) -> u64 {
     metric(running, "consul_dns_response_cache_hits_total")
 }
 
-fn metric(running: &consul_dns::app::Running, series: &str) -> u64 {
-    let text = running.syncer().metrics().render();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 async fn setup(instances: u8) -> (consul_dns::dev::Emulator, consul_dns::app::Running) {
     let consul = emulator().await;
     for i in 1..=instances {
-        http_register(&consul.url(), &web(i, "passing")).await;
+        http_register(&consul.url(), &web_instance(i, "passing")).await;
     }
     let running = server(&consul.url()).await;
     (consul, running)
@@ -75,7 +55,7 @@ async fn a_change_replaces_every_cached_answer_at_once() {
         "the later queries were cache hits"
     );
 
-    http_register(&consul.url(), &web(2, "critical")).await;
+    http_register(&consul.url(), &web_instance(2, "critical")).await;
     eventually(WAIT, || async {
         addresses(&udp_a(dns, "web.service.consul.").await) == ["10.2.1.1", "10.2.1.3"]
     })
@@ -213,7 +193,7 @@ async fn an_outage_marks_cached_names_stale() {
 #[tokio::test]
 async fn cache_hits_keep_the_service_watched() {
     let consul = emulator().await;
-    http_register(&consul.url(), &web(1, "passing")).await;
+    http_register(&consul.url(), &web_instance(1, "passing")).await;
     let running = server_with(&consul.url(), |c| {
         c.watch_idle_timeout = Duration::from_millis(300)
     })
@@ -253,7 +233,7 @@ async fn cache_hits_keep_the_service_watched() {
 async fn cut_answers_are_drawn_for_every_query() {
     let consul = emulator().await;
     for i in 1..=3 {
-        http_register(&consul.url(), &web(i, "passing")).await;
+        http_register(&consul.url(), &web_instance(i, "passing")).await;
     }
     let running = server_with(&consul.url(), |c| c.dns.udp_answer_limit = 1).await;
     let dns = running.dns_addrs[0];
@@ -270,5 +250,76 @@ async fn cut_answers_are_drawn_for_every_query() {
         assert!(n > 50, "{ip} kept in {n} of 300 cut answers: {kept:?}");
     }
     assert_eq!(cache_hits(&running), 0, "a cut answer is never stored");
+    running.shutdown().await;
+}
+
+/// Queries sent back to back, faster than they are answered, are received and answered in
+/// batches (`recvmmsg`, `sendmmsg`): each gets exactly one answer, its own.
+#[tokio::test]
+async fn a_burst_of_queries_gets_one_answer_each() {
+    let (_consul, running) = setup(3).await;
+    let dns = running.dns_addrs[0];
+    // Stored first, so that most of the burst is answered from the caches.
+    for _ in 0..FILL {
+        udp_a(dns, "web.service.consul.").await;
+        udp_a(dns, "nothere.service.consul.").await;
+    }
+    // Waves of 100: more would overflow a default-sized receive buffer (the server's on
+    // a machine whose `rmem_max` is the default, or this client's).
+    const WAVE: u16 = 100;
+    let sock = tokio::net::UdpSocket::bind(LOCAL).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    for wave in 0..10u16 {
+        let mut names = HashMap::new();
+        for id in wave * WAVE..(wave + 1) * WAVE {
+            let name = match id % 3 {
+                0 => "web.service.consul.".to_string(),
+                1 => format!("gone{id:04}.service.consul."),
+                _ => "WEB.service.consul.".to_string(),
+            };
+            let mut msg = Message::new(
+                id,
+                hickory_proto::op::MessageType::Query,
+                hickory_proto::op::OpCode::Query,
+            );
+            msg.add_query(hickory_proto::op::Query::query(
+                hickory_proto::rr::Name::from_ascii(&name).unwrap(),
+                RecordType::A,
+            ));
+            sock.send_to(&msg.to_vec().unwrap(), dns).await.unwrap();
+            names.insert(id, name);
+        }
+        let mut answered = HashMap::new();
+        while answered.len() < usize::from(WAVE) {
+            let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("wave {wave}: {} of {WAVE} answered", answered.len()))
+                .unwrap();
+            let m = Message::from_vec(&buf[..n]).expect("decodes");
+            let id = m.metadata.id;
+            let name = names.get(&id).expect("an ID of this wave");
+            assert_eq!(&m.queries[0].name().to_ascii(), name, "its own question");
+            if name.starts_with("gone") {
+                assert_eq!(
+                    rcode(&m),
+                    hickory_proto::op::ResponseCode::NXDomain,
+                    "{name}"
+                );
+            } else {
+                assert_eq!(
+                    addresses(&m),
+                    ["10.2.1.1", "10.2.1.2", "10.2.1.3"],
+                    "{name}"
+                );
+            }
+            assert!(answered.insert(id, ()).is_none(), "one answer for {id}");
+        }
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "no answer beyond one per query"
+    );
     running.shutdown().await;
 }

@@ -35,34 +35,21 @@ async fn answers_are(dns: std::net::SocketAddr, name: &str, want: &[&str]) -> Du
     .await
 }
 
-fn web(i: u8, status: &str) -> serde_json::Value {
-    instance(
-        &format!("node{i}"),
-        &format!("192.168.56.{i}"),
-        "web",
-        &format!("web{i}"),
-        &format!("10.2.1.{i}"),
-        80,
-        &[],
-        status,
-    )
-}
-
 #[tokio::test]
 async fn catalog_changes_show_without_restart() {
     let consul = emulator().await;
     let url = consul.url();
-    http_register(&url, &web(1, "passing")).await;
+    http_register(&url, &web_instance(1, "passing")).await;
     let running = server(&url).await;
     let dns = running.dns_addrs[0];
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
 
-    http_register(&url, &web(2, "passing")).await;
+    http_register(&url, &web_instance(2, "passing")).await;
     let took = answers_are(dns, "web.service.consul.", &["10.2.1.1", "10.2.1.2"]).await;
     println!("registration visible after {took:?}");
 
     // A check going critical removes the instance.
-    http_register(&url, &web(2, "critical")).await;
+    http_register(&url, &web_instance(2, "critical")).await;
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
 
     // Deregistering the last instance: the service is gone from the catalog.
@@ -99,7 +86,7 @@ async fn catalog_changes_show_without_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_service_stampede_costs_one_request() {
     let consul = emulator().await;
-    http_register(&consul.url(), &web(1, "passing")).await;
+    http_register(&consul.url(), &web_instance(1, "passing")).await;
     let running = server(&consul.url()).await;
     let dns = running.dns_addrs[0];
     // Wait for the first sync through another name, so the stampede is the service's first query.
@@ -143,7 +130,7 @@ async fn cold_service_stampede_costs_one_request() {
 #[tokio::test]
 async fn unknown_names_cost_consul_nothing() {
     let consul = emulator().await;
-    http_register(&consul.url(), &web(1, "passing")).await;
+    http_register(&consul.url(), &web_instance(1, "passing")).await;
     let running = server(&consul.url()).await;
     let dns = running.dns_addrs[0];
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
@@ -194,7 +181,7 @@ async fn index_going_backwards_resets_the_watch() {
         )
         .await;
     }
-    http_register(&url, &web(1, "passing")).await;
+    http_register(&url, &web_instance(1, "passing")).await;
     let running = server(&url).await;
     let dns = running.dns_addrs[0];
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
@@ -210,7 +197,7 @@ async fn index_going_backwards_resets_the_watch() {
     // A snapshot restore: the index drops far below what the watch holds. Without the reset
     // rule the watch would block until the index passed its old value and miss this change.
     consul.restore_snapshot(2);
-    http_register(&url, &web(2, "passing")).await;
+    http_register(&url, &web_instance(2, "passing")).await;
     answers_are(dns, "web.service.consul.", &["10.2.1.1", "10.2.1.2"]).await;
     running.shutdown().await;
 }
@@ -219,21 +206,21 @@ async fn index_going_backwards_resets_the_watch() {
 async fn errors_keep_the_last_good_data_and_recover() {
     let consul = emulator().await;
     let url = consul.url();
-    http_register(&url, &web(1, "passing")).await;
+    http_register(&url, &web_instance(1, "passing")).await;
     let running = server(&url).await;
     let dns = running.dns_addrs[0];
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
 
     // Consul answers 500: the change wakes the long polls, the next reads fail.
     consul.set_fault(Fault::Status(500, "rpc error: No cluster leader".into()));
-    consul.register(web(2, "passing")).unwrap();
+    consul.register(web_instance(2, "passing")).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = a_records(dns, "web.service.consul.").await;
     assert!(!during.is_empty(), "a 500 must not empty the answer");
     assert!(a_records(dns, "node1.node.consul.").await == vec!["192.168.56.1".to_string()]);
 
     consul.set_fault(Fault::None);
-    consul.register(web(3, "passing")).unwrap();
+    consul.register(web_instance(3, "passing")).unwrap();
     answers_are(
         dns,
         "web.service.consul.",
@@ -249,7 +236,7 @@ async fn errors_keep_the_last_good_data_and_recover() {
         3,
         "answers from memory while Consul is down"
     );
-    consul.register(web(4, "passing")).unwrap();
+    consul.register(web_instance(4, "passing")).unwrap();
     consul.restart().await.unwrap();
     let took = answers_are(
         dns,
@@ -265,12 +252,12 @@ async fn errors_keep_the_last_good_data_and_recover() {
 async fn a_hanging_consul_does_not_slow_known_names() {
     let consul = emulator().await;
     let url = consul.url();
-    http_register(&url, &web(1, "passing")).await;
+    http_register(&url, &web_instance(1, "passing")).await;
     let running = server(&url).await;
     let dns = running.dns_addrs[0];
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
     consul.set_fault(Fault::Hang);
-    consul.register(web(2, "passing")).unwrap();
+    consul.register(web_instance(2, "passing")).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let start = std::time::Instant::now();
     for _ in 0..50 {
@@ -288,7 +275,7 @@ async fn a_hanging_consul_does_not_slow_known_names() {
 async fn servfail_until_first_sync_never_nxdomain() {
     let consul = emulator().await;
     let url = consul.url();
-    http_register(&url, &web(1, "passing")).await;
+    http_register(&url, &web_instance(1, "passing")).await;
     consul.stop().await;
     let running = server_with(&url, |c| c.startup_wait = Duration::from_millis(200)).await;
     let dns = running.dns_addrs[0];
@@ -317,7 +304,7 @@ async fn servfail_until_first_sync_never_nxdomain() {
 async fn token_is_sent_to_consul() {
     let consul = emulator().await;
     let url = consul.url();
-    http_register(&url, &web(1, "passing")).await;
+    http_register(&url, &web_instance(1, "passing")).await;
     consul.set_required_token(Some("s3cret-token".into()));
     let running = server_with(&url, |c| c.token = Some("s3cret-token".to_string().into())).await;
     answers_are(running.dns_addrs[0], "web.service.consul.", &["10.2.1.1"]).await;
@@ -336,7 +323,7 @@ async fn token_is_sent_to_consul() {
 #[tokio::test]
 async fn idle_service_watches_end() {
     let consul = emulator().await;
-    http_register(&consul.url(), &web(1, "passing")).await;
+    http_register(&consul.url(), &web_instance(1, "passing")).await;
     let running = server_with(&consul.url(), |c| {
         c.watch_idle_timeout = Duration::from_millis(300)
     })

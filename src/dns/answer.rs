@@ -72,6 +72,17 @@ impl Answer {
         }
     }
 
+    /// NXDOMAIN or NODATA from fresh data: no records but the zone's SOA, nothing else.
+    /// Its response depends on the question only through the question itself.
+    pub fn is_plain_negative(&self) -> bool {
+        matches!(self.rcode, ResponseCode::NXDomain | ResponseCode::NoError)
+            && self.with_soa
+            && self.answers.is_empty()
+            && self.authority.is_empty()
+            && self.additionals.is_empty()
+            && self.stale.is_none()
+    }
+
     /// Notes that this answer rests on data `stale` old (None: fresh).
     pub(super) fn resting_on(mut self, stale: Option<Duration>) -> Self {
         self.stale = self.stale.max(stale);

@@ -22,7 +22,7 @@ use hickory_server::proto::op::{
 };
 use hickory_server::proto::rr::rdata::opt::EdnsOption;
 use hickory_server::proto::rr::rdata::HINFO;
-use hickory_server::proto::rr::{RData, Record, RecordType};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinDecoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{
@@ -251,20 +251,61 @@ impl RequestHandler for DnsHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        self.handle::<R, T>(request, response_handle).await.0
+        self.handle::<R, T>(request, response_handle, None).await.0
+    }
+}
+
+/// The answer to a question under the Consul domain, worked out before the request was
+/// parsed (see `fast_path`).
+#[derive(Debug)]
+pub struct Answered {
+    /// The served domain the name is under (an index into the zone's domains).
+    pub domain: usize,
+    pub answer: Answer,
+}
+
+impl DnsHandler {
+    /// The answer to a plain IN query for `name`/`qtype` when the name is under the Consul
+    /// domain (None otherwise), as [`DnsHandler::handle`] would work it out. `name` as sent.
+    pub fn answer_ahead(
+        self: &Arc<Self>,
+        name: &Name,
+        qtype: RecordType,
+    ) -> Option<impl std::future::Future<Output = Answered> + Send + 'static> {
+        let lower = LowerName::new(name);
+        let domain = self.zone.domain_of(&lower)?;
+        let (handler, name) = (Arc::clone(self), name.clone());
+        Some(async move {
+            let answer = handler.zone.answer(&name, &lower, qtype, domain).await;
+            Answered { domain, answer }
+        })
+    }
+
+    /// Length on the wire of served domain `domain`.
+    pub fn domain_len(&self, domain: usize) -> usize {
+        self.zone.domain_len(domain)
+    }
+
+    /// The SOA serial of the Consul domain now.
+    pub fn soa_serial(&self) -> u32 {
+        self.zone.serial()
     }
 }
 
 impl DnsHandler {
     /// Answers `request`; also returns, for an answer that may be sent again unchanged
     /// while its data is (a positive answer about a local service), what it rests on.
+    /// `answered`: the answer to its question, already worked out by the caller.
     pub async fn handle<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         response_handle: R,
+        answered: Option<Answered>,
     ) -> (ResponseInfo, Option<ServiceBasis>) {
         let start = Instant::now();
-        let (info, basis) = self.respond::<R, T>(request, response_handle).await;
+        let (info, basis) = self
+            .respond::<R, T>(request, response_handle, answered)
+            .await;
         let qtype = request
             .queries
             .queries()
@@ -291,6 +332,7 @@ impl DnsHandler {
         &self,
         request: &Request,
         mut response_handle: R,
+        answered: Option<Answered>,
     ) -> (ResponseInfo, Option<ServiceBasis>) {
         if question_points_into_header(request.queries.as_bytes(), request.queries.len()) {
             return (self.format_error(request, response_handle).await, None);
@@ -309,11 +351,14 @@ impl DnsHandler {
         };
         // The Consul domain, else a reverse lookup of an address in the view, else the rest.
         let (mut answer, domain) = if let Some(d) = self.zone.domain_of(query.name()) {
-            let name = query.original().name();
-            let answer = self
-                .zone
-                .answer(name, query.name(), query.query_type(), d)
-                .await;
+            let answer = match answered.filter(|a| a.domain == d) {
+                Some(a) => a.answer,
+                None => {
+                    let name = query.original().name();
+                    let qtype = query.query_type();
+                    self.zone.answer(name, query.name(), qtype, d).await
+                }
+            };
             (answer, Some(d))
         } else if let Some(answer) = self
             .zone

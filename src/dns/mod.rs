@@ -2,9 +2,11 @@
 //! handler and the sockets.
 
 pub mod answer;
+pub mod fast_path;
 pub mod forward;
 pub mod handler;
 pub mod name;
+pub mod negative_cache;
 pub mod prepared;
 pub mod response_cache;
 pub mod rrl;

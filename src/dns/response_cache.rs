@@ -45,19 +45,25 @@ const MAX_ENTRIES: usize = 20_000;
 const MAX_BYTES: usize = 32 << 20;
 
 /// Offset of the question's name: right after the 12-byte header.
-const QNAME_AT: usize = 12;
+pub const QNAME_AT: usize = 12;
 
 /// What a response depends on besides the data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     /// Compared and hashed case-insensitively (hickory's `Name`).
     name: Name,
-    qtype: RecordType,
+    shape: Shape,
+}
+
+/// What a response depends on besides the data and the question's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub qtype: RecordType,
     /// The request's header flags word, echoed in part (RD, CD) in the response.
-    flags: u16,
+    pub flags: u16,
     /// The payload size the response advertises and fits in; 0 without EDNS.
-    payload: u16,
-    recursion_available: bool,
+    pub payload: u16,
+    pub recursion_available: bool,
 }
 
 /// A cacheable question read from a datagram.
@@ -114,22 +120,38 @@ impl Question {
         Some(Question {
             key: Key {
                 name: query.name,
-                qtype,
-                flags,
-                payload,
-                recursion_available: recursion_available(),
+                shape: Shape {
+                    qtype,
+                    flags,
+                    payload,
+                    recursion_available: recursion_available(),
+                },
             },
             name_len,
         })
     }
 
     pub fn qtype(&self) -> RecordType {
-        self.key.qtype
+        self.key.shape.qtype
+    }
+
+    /// The name as sent.
+    pub fn name(&self) -> &Name {
+        &self.key.name
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.key.shape
+    }
+
+    /// Length of the question's name on the wire (uncompressed).
+    pub fn name_len(&self) -> usize {
+        self.name_len
     }
 }
 
 /// The uncompressed wire length of `name`: each label with its length byte, and the root.
-fn wire_len(name: &Name) -> usize {
+pub fn wire_len(name: &Name) -> usize {
     name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
 }
 
@@ -206,6 +228,27 @@ impl Stored {
     }
 }
 
+/// Writes into `out` the stored response `bytes` made the answer to `request`: its ID,
+/// and its spelling of the question's name (`name_len` long) in the question and at
+/// `owners`.
+pub fn write_for(
+    out: &mut Vec<u8>,
+    bytes: &[u8],
+    request: &[u8],
+    name_len: usize,
+    owners: impl Iterator<Item = usize>,
+) -> Option<()> {
+    let id = request.get(..2)?;
+    let name = request.get(QNAME_AT..QNAME_AT + name_len)?;
+    out.clear();
+    out.extend_from_slice(bytes);
+    out.get_mut(..2)?.copy_from_slice(id);
+    for at in std::iter::once(QNAME_AT).chain(owners) {
+        out.get_mut(at..at + name_len)?.copy_from_slice(name);
+    }
+    Some(())
+}
+
 /// Shuffles the address fields of `response` in place (Fisher-Yates).
 fn shuffle_addresses(response: &mut [u8], a: &Addresses, rng: &mut SmallRng) -> Option<()> {
     let mut tmp = [0u8; 16];
@@ -237,7 +280,6 @@ pub struct ResponseCache {
     entries: FxHashMap<Key, Entry>,
     bytes: usize,
     rng: SmallRng,
-    out: Vec<u8>,
 }
 
 impl Default for ResponseCache {
@@ -246,15 +288,18 @@ impl Default for ResponseCache {
             entries: FxHashMap::default(),
             bytes: 0,
             rng: SmallRng::from_os_rng(),
-            out: Vec::with_capacity(1232),
         }
     }
 }
 
 impl ResponseCache {
-    /// The response to the query in `request` (whose question is `q`), if one is stored,
-    /// still current, and not due to be rebuilt.
-    pub fn answer(&mut self, q: &Question, request: &[u8]) -> Option<&[u8]> {
+    /// Writes into `out` the response to the query in `request` (whose question is `q`),
+    /// if one is stored, still current, and not due to be rebuilt; false otherwise.
+    pub fn answer(&mut self, q: &Question, request: &[u8], out: &mut Vec<u8>) -> bool {
+        self.write(q, request, out).is_some()
+    }
+
+    fn write(&mut self, q: &Question, request: &[u8], out: &mut Vec<u8>) -> Option<()> {
         let entry = self.entries.get(&q.key)?;
         let n = entry.responses.len();
         if !entry.reshuffled && (n < VARIANTS || self.rng.random_ratio(1, REFRESH)) {
@@ -265,19 +310,13 @@ impl ResponseCache {
             return None;
         }
         let stored = &entry.responses[self.rng.random_range(..n)];
-        let id = request.get(..2)?;
-        let name = request.get(QNAME_AT..QNAME_AT + q.name_len)?;
-        self.out.clear();
-        self.out.extend_from_slice(&stored.bytes);
-        self.out.get_mut(..2)?.copy_from_slice(id);
-        for at in std::iter::once(QNAME_AT).chain(stored.owners.iter().map(|&o| usize::from(o))) {
-            self.out.get_mut(at..at + q.name_len)?.copy_from_slice(name);
-        }
+        let owners = stored.owners.iter().map(|&o| usize::from(o));
+        write_for(out, &stored.bytes, request, q.name_len, owners)?;
         if let Some(addresses) = &stored.addresses {
-            shuffle_addresses(&mut self.out, addresses, &mut self.rng)?;
+            shuffle_addresses(out, addresses, &mut self.rng)?;
         }
         entry.counter.inc();
-        Some(&self.out)
+        Some(())
     }
 
     /// Keeps `response`, the full path's answer to `q`, built from `basis`.

@@ -22,6 +22,21 @@ pub struct BindError {
     pub source: io::Error,
 }
 
+/// The UDP receive buffer asked for. The default (208 KiB on Linux) holds a few hundred
+/// queries: a burst beyond is dropped by the kernel (`UdpRcvbufErrors`) before we see it.
+/// The kernel caps it at `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+fn grow_receive_buffer(udp: &UdpSocket) {
+    let socket = socket2::SockRef::from(udp);
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::debug!(error = %e, "cannot grow the UDP receive buffer");
+    }
+    if let Ok(size) = socket.recv_buffer_size() {
+        tracing::debug!(size, "UDP receive buffer");
+    }
+}
+
 /// Binds UDP and TCP on every address. With port 0 the system picks a port free for UDP,
 /// and TCP takes the same one (retried a few times if TCP already has it).
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Sockets, BindError> {
@@ -45,6 +60,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Sockets, BindError> {
                 Err(e) => return Err(err(e)),
             }
         };
+        grow_receive_buffer(&udp);
         out.addrs.push(udp.local_addr().map_err(err)?);
         out.udp.push(udp);
         out.tcp.push(tcp);

@@ -9,15 +9,17 @@
 //! are received in batches (`udp_batch`). hickory stays the protocol layer: its parser, its
 //! `Request`, its response builder and encoder, and the same handler as TCP.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
-use hickory_server::proto::op::{Header, MessageType, ResponseCode};
+use hickory_server::proto::op::{Header, MessageType};
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
@@ -28,10 +30,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::fast_path::{FastPath, Ready, Step};
 use super::handler::DnsHandler;
-use super::response_cache::{Question, ResponseCache};
+use super::response_cache::Question;
 use super::rrl::{Rrl, Verdict};
-use super::udp_batch::BatchReceiver;
+use super::udp_batch::{BatchReceiver, SendBatch};
 use super::wire;
 use crate::metrics::Metrics;
 
@@ -50,6 +53,7 @@ pub async fn serve(
 ) {
     let mut server = UdpServer::new(Arc::new(socket), handler, metrics, rrl);
     let mut rx = BatchReceiver::default();
+    let mut tx = SendBatch::default();
     loop {
         let n = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -65,10 +69,11 @@ pub async fn serve(
         for i in 0..n {
             if let (datagram, Some(src)) = rx.datagram(i) {
                 if !datagram.is_empty() && answerable(src) {
-                    server.answer(datagram, src).await;
+                    server.answer(datagram, src, &mut tx).await;
                 }
             }
         }
+        tx.send(&server.socket).await;
     }
 }
 
@@ -79,7 +84,7 @@ struct UdpServer {
     metrics: Arc<Metrics>,
     rrl: Option<Arc<Rrl>>,
     waiting: Arc<Semaphore>,
-    cache: ResponseCache,
+    fast: FastPath,
 }
 
 /// The per-datagram path of the socket loop, on its own: for the fuzz harness
@@ -95,7 +100,10 @@ impl DatagramPath {
     /// Answers `datagram` from `src` as the loop does; the task answering it when the
     /// answer must wait.
     pub async fn answer(&mut self, datagram: &[u8], src: SocketAddr) -> Option<JoinHandle<()>> {
-        self.0.answer(datagram, src).await
+        let mut tx = SendBatch::default();
+        let waiting = self.0.answer(datagram, src, &mut tx).await;
+        tx.send(&self.0.socket).await;
+        waiting
     }
 }
 
@@ -112,11 +120,18 @@ impl UdpServer {
             metrics,
             rrl,
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
-            cache: ResponseCache::default(),
+            fast: FastPath::default(),
         }
     }
 
-    async fn answer(&mut self, datagram: &[u8], src: SocketAddr) -> Option<JoinHandle<()>> {
+    /// Answers `datagram` from `src`: a stored response is queued in `tx`, others are
+    /// sent as they are built.
+    async fn answer(
+        &mut self,
+        datagram: &[u8],
+        src: SocketAddr,
+        tx: &mut SendBatch,
+    ) -> Option<JoinHandle<()>> {
         if self.rate_limited(datagram, src).await {
             return None;
         }
@@ -124,13 +139,19 @@ impl UdpServer {
         let question = Question::read(datagram, handler.max_udp_payload(), || {
             handler.recursion_available_to(src.ip())
         });
-        if let Some(response) = question
-            .as_ref()
-            .and_then(|q| self.cache.answer(q, datagram))
-        {
-            self.metrics.response_cache_hits.inc();
-            send(&self.socket, response, src).await;
-            return None;
+        let mut step = Step::Full(None);
+        if let Some(q) = &question {
+            if tx.is_full() {
+                tx.send(&self.socket).await;
+            }
+            let (fast, metrics) = (&mut self.fast, &self.metrics);
+            let written = tx.queue(src, |out| {
+                step = fast.answer(handler, metrics, q, datagram, out);
+                matches!(step, Step::Written)
+            });
+            if written {
+                return None;
+            }
         }
         let request = parse(datagram, src, &self.socket).await?;
         let kept = question.as_ref().map(|_| Kept::default());
@@ -140,16 +161,30 @@ impl UdpServer {
             keep: kept.clone(),
         };
         let handler = Arc::clone(handler);
-        let mut answer =
-            Box::pin(async move { handler.handle::<_, TokioTime>(&request, responder).await.1 });
+        let negative = step.negative();
+        let mut answer: Pin<Box<dyn Future<Output = _> + Send>> = match step {
+            Step::Wait(pending) => Box::pin(async move {
+                let answered = pending.await;
+                handler
+                    .handle::<_, TokioTime>(&request, responder, Some(answered))
+                    .await
+                    .1
+            }),
+            Step::Full(ready) => Box::pin(async move {
+                let answered = ready.map(Ready::into_answered);
+                handler
+                    .handle::<_, TokioTime>(&request, responder, answered)
+                    .await
+                    .1
+            }),
+            Step::Written => return None,
+        };
         match (&mut answer).now_or_never() {
             Some(basis) => {
-                let (Some(q), Some(basis), Some(kept)) = (question, basis, kept) else {
-                    return None;
-                };
-                let counter = self.metrics.query_counter(q.qtype(), ResponseCode::NoError);
-                if let (Some(bytes), Some(counter)) = (kept.take(), counter) {
-                    self.cache.store(q, bytes, basis, counter.clone());
+                if let (Some(q), Some(bytes)) = (question, kept.and_then(|k| k.take())) {
+                    let handler = &self.handler;
+                    self.fast
+                        .keep(handler, &self.metrics, q, negative, bytes, basis);
                 }
                 None
             }
@@ -246,7 +281,7 @@ pub(crate) async fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> 
     }
 }
 
-/// Sends the answer straight back on the socket it came in on; keeps a copy of a NOERROR
+/// Sends the answer straight back on the socket it came in on; keeps a copy of the
 /// response when asked to.
 #[derive(Clone)]
 struct UdpResponder {
@@ -271,9 +306,7 @@ impl ResponseHandler for UdpResponder {
         let max = response.edns().map_or(512, |e| e.max_payload().max(512));
         let (info, bytes) = wire::encode(response, max)?;
         if let Some(keep) = &self.keep {
-            if info.response_code == ResponseCode::NoError {
-                keep.put(&bytes);
-            }
+            keep.put(&bytes);
         }
         match self.socket.try_send_to(&bytes, self.dst) {
             Ok(_) => {}

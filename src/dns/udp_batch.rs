@@ -114,3 +114,120 @@ impl BatchReceiver {
         Ok(1)
     }
 }
+
+/// Responses of a batch, sent together: on Linux one `sendmmsg` call for the batch, where
+/// `send_to` makes one system call per response.
+pub struct SendBatch {
+    bufs: Vec<Vec<u8>>,
+    dsts: Vec<SocketAddr>,
+    len: usize,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch {
+            bufs: (0..BATCH).map(|_| Vec::with_capacity(1232)).collect(),
+            dsts: Vec::with_capacity(BATCH),
+            len: 0,
+        }
+    }
+}
+
+impl SendBatch {
+    /// Whether no more responses can be queued before the batch is sent.
+    pub fn is_full(&self) -> bool {
+        self.len >= self.bufs.len()
+    }
+
+    /// Queues the response to `dst` that `write` writes into an empty buffer, if it
+    /// returns true; nothing is queued when it returns false or the batch is full.
+    pub fn queue(&mut self, dst: SocketAddr, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let Some(buf) = self.bufs.get_mut(self.len) else {
+            return false;
+        };
+        buf.clear();
+        if !write(buf) || buf.is_empty() {
+            return false;
+        }
+        self.dsts.truncate(self.len);
+        self.dsts.push(dst);
+        self.len += 1;
+        true
+    }
+
+    /// Sends what is queued, waiting for the socket only when its buffer is full; a
+    /// response that cannot be sent is logged and dropped, as a single send's would be.
+    pub async fn send(&mut self, socket: &UdpSocket) {
+        let mut from = 0;
+        while from < self.len {
+            let sent = socket.try_io(Interest::WRITABLE, || self.send_now(socket, from));
+            match sent {
+                Ok(n) => from += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // The first unsent response is the one that failed; the rest may go.
+                    tracing::debug!(dst = %self.dsts[from], error = %e, "UDP send error");
+                    from += 1;
+                }
+            }
+        }
+        self.len = 0;
+        self.dsts.clear();
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_now(&self, socket: &UdpSocket, from: usize) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+
+        let addrs: Vec<socket2::SockAddr> = self.dsts[from..self.len]
+            .iter()
+            .map(|&a| socket2::SockAddr::from(a))
+            .collect();
+        let mut iovs: Vec<libc::iovec> = self.bufs[from..self.len]
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr().cast_mut().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut headers: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .zip(&addrs)
+            .map(|(iov, addr)| {
+                // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = addr.as_ptr().cast_mut().cast();
+                h.msg_hdr.msg_namelen = addr.len();
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let count = u32::try_from(headers.len()).unwrap_or(u32::MAX);
+        // SAFETY: `headers` holds `count` initialised mmsghdr whose pointers (the
+        // addresses, the iovecs, the buffers the iovecs point at) all outlive the call;
+        // the kernel only reads them and writes the headers' msg_len fields.
+        let sent = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                count,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(sent).unwrap_or(0))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_now(&self, socket: &UdpSocket, from: usize) -> io::Result<usize> {
+        socket.try_send_to(&self.bufs[from], self.dsts[from])?;
+        Ok(1)
+    }
+}

@@ -135,6 +135,19 @@ impl ConsulZone {
             .map(|(i, _)| i)
     }
 
+    /// Length on the wire of domain `d` (its labels and the root).
+    pub fn domain_len(&self, d: usize) -> usize {
+        self.options
+            .domains
+            .get(d)
+            .map_or(0, super::response_cache::wire_len)
+    }
+
+    /// The SOA serial: it follows the catalog.
+    pub fn serial(&self) -> u32 {
+        self.syncer.view().serial()
+    }
+
     /// The SOA of domain `d`.
     pub fn soa(&self, d: usize) -> Record {
         let mut record = self.soas[d].clone();

@@ -241,3 +241,25 @@ async fn http_put(consul: &str, path: &str, body: &Value) {
         .expect("emulator reachable");
     assert!(resp.status().is_success(), "{path}: {}", resp.status());
 }
+
+/// Instance `web<i>` of service `web` on node `node<i>`, at 10.2.1.<i>:80.
+pub fn web_instance(i: u8, status: &str) -> Value {
+    instance(
+        &format!("node{i}"),
+        &format!("192.168.56.{i}"),
+        "web",
+        &format!("web{i}"),
+        &format!("10.2.1.{i}"),
+        80,
+        &[],
+        status,
+    )
+}
+
+/// The value of one series of the server's metrics (0 when absent).
+pub fn metric(running: &Running, series: &str) -> u64 {
+    let text = running.syncer().metrics().render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

@@ -74,7 +74,7 @@ pub struct Metrics {
     pub index_resets: Counter,
     /// UDP queries dropped because too many were already waiting.
     pub udp_dropped: Counter,
-    /// UDP answers sent from the response cache, without building them.
+    /// Answers sent from the response cache, without building them.
     pub response_cache_hits: Counter,
     /// Negative answers written from a stored response of their shape, without building them.
     pub negative_cache_hits: Counter,
@@ -260,7 +260,7 @@ impl Metrics {
         );
         r.register(
             "response_cache_hits",
-            "UDP answers sent again from the response cache (also counted in dns_queries)",
+            "Answers sent again from the response cache (also counted in dns_queries)",
             m.response_cache_hits.clone(),
         );
         r.register(

@@ -167,6 +167,7 @@ impl View {
     pub fn set_directory(&self, d: Directory) {
         self.directory.store(Some(Arc::new(d)));
         self.directory_version.fetch_add(1, Ordering::Release);
+        crate::consul::changes::note();
         self.update_ready();
     }
 

@@ -323,3 +323,56 @@ async fn a_burst_of_queries_gets_one_answer_each() {
     );
     running.shutdown().await;
 }
+
+/// TCP answers go through stored responses too (TCP's own, never cut to fit a datagram):
+/// a service too large for UDP is answered whole, a change shows at once, and unknown
+/// names keep their own question.
+#[tokio::test]
+async fn tcp_answers_are_stored_whole_and_follow_changes() {
+    let consul = emulator().await;
+    for i in 1..=60 {
+        http_register(&consul.url(), &web_instance(i, "passing")).await;
+    }
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    let tcp = Ask {
+        transport: Transport::Tcp,
+        ..Ask::default()
+    };
+    let all: Vec<String> = {
+        let mut v: Vec<String> = (1..=60).map(|i| format!("10.2.1.{i}")).collect();
+        v.sort();
+        v
+    };
+    for _ in 0..FILL {
+        let m = query_with(dns, "web.service.consul.", RecordType::A, tcp).await;
+        assert!(!m.metadata.truncation);
+        assert_eq!(addresses(&m), all, "every instance over TCP");
+    }
+    assert!(cache_hits(&running) > 0, "TCP answers sent again");
+    // UDP without EDNS still gets its own, cut, answer.
+    let m = udp_a(dns, "web.service.consul.").await;
+    assert!(m.metadata.truncation, "UDP: cut with TC");
+    assert!(m.answers.len() < 60);
+
+    http_register(&consul.url(), &web_instance(7, "critical")).await;
+    eventually(WAIT, || async {
+        let m = query_with(dns, "web.service.consul.", RecordType::A, tcp).await;
+        m.answers.len() == 59
+    })
+    .await;
+    for _ in 0..FILL {
+        let m = query_with(dns, "web.service.consul.", RecordType::A, tcp).await;
+        assert_eq!(m.answers.len(), 59, "no answer from before the change");
+        assert!(!addresses(&m).contains(&"10.2.1.7".to_string()));
+    }
+    let negative = metric(&running, "consul_dns_negative_cache_hits_total");
+    for i in 0..FILL {
+        let name = format!("nope{i:03}.service.consul.");
+        let m = query_with(dns, &name, RecordType::A, tcp).await;
+        assert_eq!(rcode(&m), hickory_proto::op::ResponseCode::NXDomain);
+        assert_eq!(m.queries[0].name().to_ascii(), name);
+    }
+    assert!(metric(&running, "consul_dns_negative_cache_hits_total") > negative);
+    running.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! Everything that talks to Consul: the HTTP client, the response models, the blocking-query
 //! watch loop and the sync of the in-memory view.
 
+pub mod changes;
 pub mod client;
 pub mod model;
 pub mod queries;

@@ -29,6 +29,7 @@ use moka::future::Cache;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, error, info, warn};
 
+use super::changes;
 use super::model::{AgentSelf, Node, ServiceDirectory, ServiceEntry};
 use super::remote::RemoteDc;
 use super::watch::{self, Backoff, Pace, WatchContext, WatchHealth, WatchSlots};
@@ -152,6 +153,10 @@ pub struct ServiceBasis {
     version: u64,
     health: Arc<WatchHealth>,
     epoch: Arc<AtomicU64>,
+    /// `changes::count()` when it was last checked in full and held (`u64::MAX`: never).
+    checked_at: u64,
+    /// The janitor tick in which its use was last written.
+    used_in: u64,
 }
 
 impl std::fmt::Debug for ServiceBasis {
@@ -166,18 +171,28 @@ impl std::fmt::Debug for ServiceBasis {
 impl ServiceBasis {
     /// Whether the data is unchanged and healthy; if so the use is noted, as a query
     /// answered through [`Syncer::instances`] would (it keeps the watch from going idle).
-    pub fn holds(&self) -> bool {
-        let s = &self.stamp;
-        let holds = s.version.load(Ordering::Acquire) == self.version
-            && !s.ended.load(Ordering::Relaxed)
-            && !self.health.is_failing()
-            && !self.directory_health.is_failing()
-            && self.view.directory_version() == self.directory_version;
-        if holds {
-            s.last_used
-                .store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+    /// Checked in full only when a change was noted since the last check (`changes`), and
+    /// the use written once per janitor tick: a hit mostly reads shared, hot words.
+    pub fn holds(&mut self) -> bool {
+        let changes = changes::count();
+        if changes != self.checked_at {
+            let s = &self.stamp;
+            let holds = s.version.load(Ordering::Acquire) == self.version
+                && !s.ended.load(Ordering::Relaxed)
+                && !self.health.is_failing()
+                && !self.directory_health.is_failing()
+                && self.view.directory_version() == self.directory_version;
+            if !holds {
+                return false;
+            }
+            self.checked_at = changes;
         }
-        holds
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if epoch != self.used_in {
+            self.stamp.last_used.store(epoch, Ordering::Relaxed);
+            self.used_in = epoch;
+        }
+        true
     }
 
     /// Whether both rest on the same versions of the same data.
@@ -203,6 +218,7 @@ struct ServiceWatch {
 impl Drop for ServiceWatch {
     fn drop(&mut self) {
         self.stamp.ended.store(true, Ordering::Relaxed);
+        changes::note();
         if let Some(reverse) = &self.reverse {
             reverse.replace(&self.name, &self.current.load().addresses, &[]);
         }
@@ -419,6 +435,8 @@ impl Syncer {
             version: data.version,
             health: Arc::clone(&data.health),
             epoch: Arc::clone(&self.epoch),
+            checked_at: u64::MAX,
+            used_in: u64::MAX,
         }
     }
 
@@ -567,6 +585,7 @@ impl Syncer {
                 }
                 target.store(Arc::new(new));
                 changed.version.fetch_add(1, Ordering::Release);
+                changes::note();
             },
         ));
         Ok(Arc::new(ServiceWatch {

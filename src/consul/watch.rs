@@ -143,16 +143,19 @@ fn now_ms() -> u64 {
 
 impl WatchHealth {
     pub fn succeeded(&self) {
-        self.failing_since_ms.store(0, Ordering::Relaxed);
+        if self.failing_since_ms.swap(0, Ordering::Relaxed) != 0 {
+            super::changes::note();
+        }
     }
 
     pub fn failed(&self) {
-        let _ = self.failing_since_ms.compare_exchange(
-            0,
-            now_ms(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let started = self
+            .failing_since_ms
+            .compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if started {
+            super::changes::note();
+        }
     }
 
     pub fn is_failing(&self) -> bool {

@@ -1,5 +1,6 @@
-//! Responses sent again without being built: the encoded UDP responses of positive answers
-//! about local services, kept per socket while the data they came from is current.
+//! Responses sent again without being built: the encoded responses of positive answers
+//! about local services, kept per UDP socket (and for TCP per thread) while the data they
+//! came from is current.
 //!
 //! A service's data changes when the catalog does, not per query, so building the same
 //! records and encoding them for every query is wasted work (most of a query's cost in the
@@ -26,6 +27,8 @@
 //! (never unknown names, negative or stale answers, other datacenters, prepared queries,
 //! static zones or forwarded names), and the table is bounded.
 
+use std::hash::Hasher;
+
 use hickory_server::proto::op::{Edns, Header, MessageType, OpCode, Query};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -47,11 +50,12 @@ const MAX_BYTES: usize = 32 << 20;
 /// Offset of the question's name: right after the 12-byte header.
 pub const QNAME_AT: usize = 12;
 
-/// What a response depends on besides the data.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
-    /// Compared and hashed case-insensitively (hickory's `Name`).
-    name: Name,
+/// What a response depends on besides the data. The name is in it as a hash of its
+/// lower-cased wire form (a small key keeps the table compact: a hit touches little
+/// memory); a hit compares the name itself with the stored response's question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    name_hash: u64,
     shape: Shape,
 }
 
@@ -70,6 +74,7 @@ pub struct Shape {
 #[derive(Debug, Clone)]
 pub struct Question {
     key: Key,
+    name: Name,
     /// Length of the question's name on the wire.
     name_len: usize,
 }
@@ -117,9 +122,11 @@ impl Question {
         };
         let flags = u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]);
         let qtype = query.query_type();
+        let name_hash = hash_lowercase(bytes.get(QNAME_AT..QNAME_AT + name_len)?);
         Some(Question {
+            name: query.name,
             key: Key {
-                name: query.name,
+                name_hash,
                 shape: Shape {
                     qtype,
                     flags,
@@ -137,7 +144,7 @@ impl Question {
 
     /// The name as sent.
     pub fn name(&self) -> &Name {
-        &self.key.name
+        &self.name
     }
 
     pub fn shape(&self) -> Shape {
@@ -150,6 +157,20 @@ impl Question {
     }
 }
 
+/// A hash of a name's wire form, lower-cased (label lengths are below `A`, unchanged).
+fn hash_lowercase(wire: &[u8]) -> u64 {
+    let mut lower = [0u8; 255];
+    let Some(lower) = lower.get_mut(..wire.len()) else {
+        return 0;
+    };
+    for (l, b) in lower.iter_mut().zip(wire) {
+        *l = b.to_ascii_lowercase();
+    }
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(lower);
+    hasher.finish()
+}
+
 /// The uncompressed wire length of `name`: each label with its length byte, and the root.
 pub fn wire_len(name: &Name) -> usize {
     name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
@@ -159,15 +180,12 @@ pub fn wire_len(name: &Name) -> usize {
 /// addresses of its answer records are when they may be reordered.
 struct Stored {
     bytes: Box<[u8]>,
-    /// Offsets of the records' owner names that are the question's name written out.
-    owners: Box<[u16]>,
-    addresses: Option<Addresses>,
-}
-
-/// The address fields of an answer made only of A, or only of AAAA, records.
-struct Addresses {
-    at: Box<[u16]>,
-    len: usize,
+    /// Offsets of the records' owner names that are the question's name written out
+    /// (the first `owners`), then of the address fields when they may be reordered.
+    offsets: Box<[u16]>,
+    owners: usize,
+    /// Length of each address field (4 or 16); 0 when they are not reordered.
+    address_len: usize,
 }
 
 impl Stored {
@@ -216,14 +234,18 @@ impl Stored {
             }
             addresses.push(u16::try_from(end - octets.len()).ok()?);
         }
-        let addresses = reorder.then(|| Addresses {
-            at: addresses.into_boxed_slice(),
-            len: address_len.unwrap_or(0),
-        });
+        let n_owners = owners.len();
+        let address_len = if reorder {
+            owners.extend_from_slice(&addresses);
+            address_len.unwrap_or(0)
+        } else {
+            0
+        };
         Some(Stored {
             bytes: bytes.into_boxed_slice(),
-            owners: owners.into_boxed_slice(),
-            addresses,
+            offsets: owners.into_boxed_slice(),
+            owners: n_owners,
+            address_len,
         })
     }
 }
@@ -249,19 +271,24 @@ pub fn write_for(
     Some(())
 }
 
-/// Shuffles the address fields of `response` in place (Fisher-Yates).
-fn shuffle_addresses(response: &mut [u8], a: &Addresses, rng: &mut SmallRng) -> Option<()> {
+/// Shuffles the `len`-byte fields at offsets `at` of `response` in place (Fisher-Yates).
+fn shuffle_addresses(
+    response: &mut [u8],
+    at: &[u16],
+    len: usize,
+    rng: &mut SmallRng,
+) -> Option<()> {
     let mut tmp = [0u8; 16];
-    let tmp = tmp.get_mut(..a.len)?;
-    for i in (1..a.at.len()).rev() {
+    let tmp = tmp.get_mut(..len)?;
+    for i in (1..at.len()).rev() {
         let j = rng.random_range(..=i);
         if i == j {
             continue;
         }
-        let (x, y) = (usize::from(a.at[i]), usize::from(a.at[j]));
-        tmp.copy_from_slice(response.get(x..x + a.len)?);
-        response.copy_within(y..y + a.len, x);
-        response.get_mut(y..y + a.len)?.copy_from_slice(tmp);
+        let (x, y) = (usize::from(at[i]), usize::from(at[j]));
+        tmp.copy_from_slice(response.get(x..x + len)?);
+        response.copy_within(y..y + len, x);
+        response.get_mut(y..y + len)?.copy_from_slice(tmp);
     }
     Some(())
 }
@@ -275,7 +302,7 @@ struct Entry {
     counter: Counter,
 }
 
-/// The stored responses of one UDP socket (its own: no locking).
+/// The stored responses of one UDP socket, or of TCP on one thread (no locking).
 pub struct ResponseCache {
     entries: FxHashMap<Key, Entry>,
     bytes: usize,
@@ -300,7 +327,7 @@ impl ResponseCache {
     }
 
     fn write(&mut self, q: &Question, request: &[u8], out: &mut Vec<u8>) -> Option<()> {
-        let entry = self.entries.get(&q.key)?;
+        let entry = self.entries.get_mut(&q.key)?;
         let n = entry.responses.len();
         if !entry.reshuffled && (n < VARIANTS || self.rng.random_ratio(1, REFRESH)) {
             return None;
@@ -310,10 +337,20 @@ impl ResponseCache {
             return None;
         }
         let stored = &entry.responses[self.rng.random_range(..n)];
-        let owners = stored.owners.iter().map(|&o| usize::from(o));
+        // The key holds a hash of the name: the name itself must match too.
+        let name = QNAME_AT..QNAME_AT + q.name_len;
+        if !stored
+            .bytes
+            .get(name.clone())?
+            .eq_ignore_ascii_case(request.get(name)?)
+        {
+            return None;
+        }
+        let (owners, addresses) = stored.offsets.split_at(stored.owners);
+        let owners = owners.iter().map(|&o| usize::from(o));
         write_for(out, &stored.bytes, request, q.name_len, owners)?;
-        if let Some(addresses) = &stored.addresses {
-            shuffle_addresses(out, addresses, &mut self.rng)?;
+        if stored.address_len > 0 {
+            shuffle_addresses(out, addresses, stored.address_len, &mut self.rng)?;
         }
         entry.counter.inc();
         Some(())
@@ -329,8 +366,18 @@ impl ResponseCache {
             self.entries.clear();
             self.bytes = 0;
         }
+        let name = QNAME_AT..QNAME_AT + q.name_len;
+        let same_name = |e: &Entry| {
+            let theirs = e.responses.first().and_then(|r| r.bytes.get(name.clone()));
+            let ours = response.bytes.get(name.clone());
+            theirs
+                .zip(ours)
+                .is_some_and(|(t, o)| t.eq_ignore_ascii_case(o))
+        };
         match self.entries.get_mut(&q.key) {
-            Some(entry) if entry.basis.same_data(&basis) && !entry.reshuffled => {
+            Some(entry)
+                if entry.basis.same_data(&basis) && !entry.reshuffled && same_name(entry) =>
+            {
                 if entry.responses.len() < VARIANTS {
                     entry.responses.push(response);
                     self.bytes += size;
@@ -344,7 +391,7 @@ impl ResponseCache {
                 self.remove(&q.key);
                 self.bytes += size;
                 let entry = Entry {
-                    reshuffled: response.addresses.is_some(),
+                    reshuffled: response.address_len > 0,
                     responses: vec![response],
                     basis,
                     counter,

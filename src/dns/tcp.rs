@@ -9,9 +9,11 @@
 //! accept loop or other connections. Pipelined queries on one connection are answered
 //! concurrently (up to [`MAX_IN_FLIGHT`]) and each answer is written as soon as it is
 //! ready, so out of order (RFC 7766 §6.2.1.1); clients match answers by id.
-//! hickory stays the protocol layer: its parser, `Request`, response builder and encoder,
-//! and the same `RequestHandler` as UDP.
+//! Queries go through the same fast path as UDP's (`fast_path`: stored responses, with
+//! TCP's own, per thread), then hickory's parser, `Request`, response builder and encoder,
+//! and the same handler as UDP.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,7 +27,7 @@ use hickory_server::net::NetError;
 use hickory_server::proto::op::{Header, MessageType};
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +37,9 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::fast_path::{FastPath, Ready, Step};
+use super::handler::DnsHandler;
+use super::response_cache::Question;
 use super::wire;
 use crate::metrics::Metrics;
 
@@ -62,9 +67,9 @@ pub struct TcpLimits {
 /// Serves `listener` with `handler` until `cancel` fires; then stops accepting and returns
 /// once every connection has written the answers to the queries it had read (each for at
 /// most [`SHUTDOWN_DRAIN`]).
-pub async fn serve<H: RequestHandler>(
+pub async fn serve(
     listener: TcpListener,
-    handler: Arc<H>,
+    handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
     limits: TcpLimits,
     cancel: CancellationToken,
@@ -135,8 +140,8 @@ impl Drop for OpenConnection {
 /// The answer frames (length-prefixed) of one query.
 type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 
-struct Connection<H> {
-    handler: Arc<H>,
+struct Connection {
+    handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
     limits: TcpLimits,
     src: SocketAddr,
@@ -153,7 +158,7 @@ enum Frame {
     Invalid,
 }
 
-impl<H: RequestHandler> Connection<H> {
+impl Connection {
     async fn run(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
@@ -246,24 +251,59 @@ impl<H: RequestHandler> Connection<H> {
         if header.metadata.message_type == MessageType::Response {
             return None;
         }
-        match Request::from_bytes(message, self.src, Protocol::Tcp) {
-            Ok(request) => {
-                let handler = Arc::clone(&self.handler);
-                Some(Box::pin(async move {
-                    let responder = TcpResponder::default();
-                    handler
-                        .handle_request::<_, TokioTime>(&request, responder.clone())
-                        .await;
-                    responder.take()
-                }))
+        let handler = &self.handler;
+        let question = Question::read(&message, handler.max_udp_payload(), || {
+            handler.recursion_available_to(self.src.ip())
+        });
+        let mut step = Step::Full(None);
+        if let Some(q) = &question {
+            let mut out = Vec::new();
+            step = FAST_PATH
+                .with_borrow_mut(|fast| fast.answer(handler, &self.metrics, q, &message, &mut out));
+            if let Step::Written = step {
+                return Some(Box::pin(std::future::ready(frame(out))));
             }
+        }
+        let request = match Request::from_bytes(message, self.src, Protocol::Tcp) {
+            Ok(request) => request,
             Err(e) => {
                 debug!(src = %self.src, error = %e, "malformed request: FORMERR");
                 let frame = wire::formerr(&header, u16::MAX).map(frame)?;
-                Some(Box::pin(std::future::ready(frame)))
+                return Some(Box::pin(std::future::ready(frame)));
             }
-        }
+        };
+        let handler = Arc::clone(handler);
+        let metrics = Arc::clone(&self.metrics);
+        Some(Box::pin(async move {
+            let negative = step.negative();
+            let answered = match step {
+                Step::Wait(pending) => Some(pending.await),
+                Step::Full(ready) => ready.map(Ready::into_answered),
+                Step::Written => None,
+            };
+            let responder = TcpResponder::default();
+            let (_, basis) = handler
+                .handle::<_, TokioTime>(&request, responder.clone(), answered)
+                .await;
+            let frames = responder.take();
+            // One message (a handler may write several for one request, as for a transfer).
+            let one = frames
+                .get(..2)
+                .is_some_and(|l| usize::from(u16::from_be_bytes([l[0], l[1]])) + 2 == frames.len());
+            if let (Some(q), Some(response), true) = (question, frames.get(2..), one) {
+                FAST_PATH.with_borrow_mut(|fast| {
+                    fast.keep(&handler, &metrics, q, negative, response.to_vec(), basis);
+                });
+            }
+            frames
+        }))
     }
+}
+
+thread_local! {
+    /// The stored TCP responses of this thread (each runtime worker has its own, as each
+    /// UDP socket does: no locking). Apart from UDP's: TCP answers are never cut to fit.
+    static FAST_PATH: RefCell<FastPath> = RefCell::new(FastPath::default());
 }
 
 /// Takes the next whole message out of `buf`.

@@ -356,3 +356,47 @@ async fn idle_service_watches_end() {
     answers_are(dns, "web.service.consul.", &["10.2.1.1"]).await;
     running.shutdown().await;
 }
+
+/// The janitor goes through the watches in chunks (yielding to queries between them):
+/// with several chunks of watches, every one still asked for stays watched (loaded once),
+/// and all end once nobody asks. (The idle timeout leaves room for this test's own
+/// pauses: the emulator shares its thread.)
+#[tokio::test]
+async fn many_watches_asked_for_stay_and_idle_ones_end() {
+    const SERVICES: u8 = 200;
+    let consul = emulator().await;
+    for i in 0..SERVICES {
+        let body = instance(
+            &format!("node{i}"),
+            &format!("192.168.57.{i}"),
+            &format!("s{i}"),
+            &format!("s{i}-1"),
+            &format!("10.2.3.{i}"),
+            80,
+            &[],
+            "passing",
+        );
+        http_register(&consul.url(), &body).await;
+    }
+    let running = server_with(&consul.url(), |c| {
+        c.watch_idle_timeout = Duration::from_secs(1);
+        // Every service gets a blocking watch (beyond, they would be re-read on a timer).
+        c.max_watches = 500;
+    })
+    .await;
+    let dns = running.dns_addrs[0];
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        for i in 0..SERVICES {
+            let name = format!("s{i}.service.consul.");
+            assert_eq!(a_records(dns, &name).await, [format!("10.2.3.{i}")]);
+        }
+    }
+    assert_eq!(
+        metric(&running, "consul_dns_service_loads_total"),
+        u64::from(SERVICES),
+        "each loaded once: none idled out while asked for"
+    );
+    eventually(WAIT, || async { running.syncer().live_watches() == 0 }).await;
+    running.shutdown().await;
+}

@@ -112,14 +112,7 @@ async fn garbage_from_consul_keeps_known_data() {
     .await;
     let running = server(&url).await;
     let dns = running.dns_addrs[0];
-    eventually(Duration::from_secs(5), || async {
-        query(dns, "web.service.consul.", RecordType::A)
-            .await
-            .answers
-            .len()
-            == 1
-    })
-    .await;
+    web_answered(dns).await;
     // Every read from now on gets an unreadable body; a change wakes the long polls.
     consul.set_fault(Fault::Body("{\"truncated\": [".into()));
     consul
@@ -169,14 +162,7 @@ async fn a_consul_trickling_its_answers_does_not_slow_known_names() {
     // The HTTP timeout of a blocking query is blocking_wait + blocking_wait/16 + 10 s.
     let running = server_with(&url, |c| c.blocking_wait = Duration::from_secs(1)).await;
     let dns = running.dns_addrs[0];
-    eventually(Duration::from_secs(5), || async {
-        query(dns, "web.service.consul.", RecordType::A)
-            .await
-            .answers
-            .len()
-            == 1
-    })
-    .await;
+    web_answered(dns).await;
     // From now on every response is sent one byte every 200 ms; a change ends the long
     // polls, so every watch is soon reading a trickle.
     consul.set_fault(Fault::Trickle {
@@ -226,4 +212,16 @@ async fn a_consul_trickling_its_answers_does_not_slow_known_names() {
         "the cut trickle is counted: {metrics}"
     );
     running.shutdown().await;
+}
+
+/// Waits until `web.service.consul.` is answered with its one instance.
+async fn web_answered(dns: std::net::SocketAddr) {
+    eventually(Duration::from_secs(5), || async {
+        query(dns, "web.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 1
+    })
+    .await;
 }

@@ -30,22 +30,29 @@ pub enum Step {
     /// The response is written.
     Written,
     /// Take the full path, with the answer if the question is under the Consul domain.
-    Full(Option<Ready>),
+    Full(Option<Answered>),
     /// Take the full path once the answer is worked out; it must not be dropped before
     /// (it may be the load of a service that other queries share).
     Wait(Pending),
 }
 
-/// An answer worked out ahead of the full path.
-pub struct Ready {
-    answered: Answered,
-    /// Its response may be stored as the negative response of its shape.
-    negative: bool,
-}
+impl Step {
+    /// The domain and rcode of a negative answer about to take the full path, whose
+    /// response can then be kept as the negative response of its shape.
+    pub fn negative(&self) -> Option<(usize, ResponseCode)> {
+        match self {
+            Step::Full(Some(a)) if a.answer.is_plain_negative() => Some((a.domain, a.answer.rcode)),
+            _ => None,
+        }
+    }
 
-impl Ready {
-    pub fn into_answered(self) -> Answered {
-        self.answered
+    /// The answer worked out for the full path, once it is.
+    pub async fn answered(self) -> Option<Answered> {
+        match self {
+            Step::Written => None,
+            Step::Full(answered) => answered,
+            Step::Wait(pending) => Some(pending.await),
+        }
     }
 }
 
@@ -77,8 +84,7 @@ impl FastPath {
         let Some(answered) = (&mut ahead).now_or_never() else {
             return Step::Wait(ahead);
         };
-        let negative = answered.answer.is_plain_negative();
-        if negative {
+        if answered.answer.is_plain_negative() {
             let rcode = answered.answer.rcode;
             let serial = handler.soa_serial();
             let domain = answered.domain;
@@ -93,7 +99,7 @@ impl FastPath {
                 return Step::Written;
             }
         }
-        Step::Full(Some(Ready { answered, negative }))
+        Step::Full(Some(answered))
     }
 
     /// Keeps `response`, the full path's response to `q`: as the response to `q` while
@@ -115,17 +121,6 @@ impl FastPath {
             let domain_len = handler.domain_len(domain);
             self.negatives
                 .store(&q, domain, domain_len, rcode, response);
-        }
-    }
-}
-
-impl Step {
-    /// The domain and rcode of a negative answer about to take the full path, whose
-    /// response can then be kept as the negative response of its shape.
-    pub fn negative(&self) -> Option<(usize, ResponseCode)> {
-        match self {
-            Step::Full(Some(r)) if r.negative => Some((r.answered.domain, r.answered.answer.rcode)),
-            _ => None,
         }
     }
 }

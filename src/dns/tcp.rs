@@ -37,7 +37,7 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::fast_path::{FastPath, Ready, Step};
+use super::fast_path::{FastPath, Step};
 use super::handler::DnsHandler;
 use super::response_cache::Question;
 use super::wire;
@@ -276,11 +276,7 @@ impl Connection {
         let metrics = Arc::clone(&self.metrics);
         Some(Box::pin(async move {
             let negative = step.negative();
-            let answered = match step {
-                Step::Wait(pending) => Some(pending.await),
-                Step::Full(ready) => ready.map(Ready::into_answered),
-                Step::Written => None,
-            };
+            let answered = step.answered().await;
             let responder = TcpResponder::default();
             let (_, basis) = handler
                 .handle::<_, TokioTime>(&request, responder.clone(), answered)

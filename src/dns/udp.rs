@@ -9,10 +9,8 @@
 //! are received in batches (`udp_batch`). hickory stays the protocol layer: its parser, its
 //! `Request`, its response builder and encoder, and the same handler as TCP.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
@@ -30,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::fast_path::{FastPath, Ready, Step};
+use super::fast_path::{FastPath, Step};
 use super::handler::DnsHandler;
 use super::response_cache::Question;
 use super::rrl::{Rrl, Verdict};
@@ -162,23 +160,13 @@ impl UdpServer {
         };
         let handler = Arc::clone(handler);
         let negative = step.negative();
-        let mut answer: Pin<Box<dyn Future<Output = _> + Send>> = match step {
-            Step::Wait(pending) => Box::pin(async move {
-                let answered = pending.await;
-                handler
-                    .handle::<_, TokioTime>(&request, responder, Some(answered))
-                    .await
-                    .1
-            }),
-            Step::Full(ready) => Box::pin(async move {
-                let answered = ready.map(Ready::into_answered);
-                handler
-                    .handle::<_, TokioTime>(&request, responder, answered)
-                    .await
-                    .1
-            }),
-            Step::Written => return None,
-        };
+        let mut answer = Box::pin(async move {
+            let answered = step.answered().await;
+            handler
+                .handle::<_, TokioTime>(&request, responder, answered)
+                .await
+                .1
+        });
         match (&mut answer).now_or_never() {
             Some(basis) => {
                 if let (Some(q), Some(bytes)) = (question, kept.and_then(|k| k.take())) {

@@ -149,7 +149,6 @@ impl SendBatch {
         if !write(buf) || buf.is_empty() {
             return false;
         }
-        self.dsts.truncate(self.len);
         self.dsts.push(dst);
         self.len += 1;
         true

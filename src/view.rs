@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
+use rustc_hash::FxHashMap;
 use tokio::sync::watch;
 
 use crate::consul::model::ServiceDirectory;
@@ -27,10 +28,10 @@ pub struct KnownService {
 /// Every service of the local datacenter, by lower-case name (`/v1/catalog/services`).
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    pub services: HashMap<String, KnownService>,
+    pub services: FxHashMap<String, KnownService>,
     /// Hierarchical names: a service called `/web/customer1/site1` (Marathon's style) is
     /// also `site1.customer1.web`; alias -> lower-case service name.
-    pub aliases: HashMap<String, String>,
+    pub aliases: FxHashMap<String, String>,
     pub index: u64,
 }
 
@@ -58,7 +59,7 @@ impl Directory {
                     },
                 )
             })
-            .collect::<HashMap<String, KnownService>>();
+            .collect::<FxHashMap<String, KnownService>>();
         let aliases = services
             .iter()
             .filter_map(|(key, s)| Some((hierarchical_alias(&s.name)?, key.clone())))
@@ -117,8 +118,15 @@ pub struct View {
     directory: ArcSwapOption<Directory>,
     directory_version: AtomicU64,
     nodes: ArcSwapOption<NodeTable>,
+    /// The SOA serial, worked out when a list changes (read by every negative answer).
+    serial: AtomicU32,
+    /// Held while a list is replaced and the serial worked out again, so that the last
+    /// serial stored is the one of the last lists stored.
+    replacing: Mutex<()>,
     datacenter: OnceLock<String>,
     ready: watch::Sender<bool>,
+    /// `ready`'s value, read by every answer without the channel's lock.
+    is_ready: AtomicBool,
 }
 
 impl Default for View {
@@ -127,8 +135,11 @@ impl Default for View {
             directory: ArcSwapOption::empty(),
             directory_version: AtomicU64::new(0),
             nodes: ArcSwapOption::empty(),
+            serial: AtomicU32::new(0),
+            replacing: Mutex::new(()),
             datacenter: OnceLock::new(),
             ready: watch::channel(false).0,
+            is_ready: AtomicBool::new(false),
         }
     }
 }
@@ -165,7 +176,12 @@ impl View {
     }
 
     pub fn set_directory(&self, d: Directory) {
-        self.directory.store(Some(Arc::new(d)));
+        let d = Arc::new(d);
+        {
+            let _replacing = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
+            self.directory.store(Some(d));
+            self.update_serial();
+        }
         self.directory_version.fetch_add(1, Ordering::Release);
         crate::consul::changes::note();
         self.update_ready();
@@ -176,13 +192,18 @@ impl View {
     }
 
     pub fn set_nodes(&self, n: NodeTable) {
-        self.nodes.store(Some(Arc::new(n)));
+        let n = Arc::new(n);
+        {
+            let _replacing = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
+            self.nodes.store(Some(n));
+            self.update_serial();
+        }
         self.update_ready();
     }
 
     /// Ready once the datacenter, the service list and the node list are all known.
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        self.is_ready.load(Ordering::Acquire)
     }
 
     /// Waits until ready or until `timeout`; returns whether ready.
@@ -195,11 +216,16 @@ impl View {
 
     /// The SOA serial: moves whenever the service list or the node list moves.
     pub fn serial(&self) -> u32 {
+        self.serial.load(Ordering::Acquire)
+    }
+
+    fn update_serial(&self) {
         let d = self.directory.load().as_ref().map_or(0, |d| d.index);
         let n = self.nodes.load().as_ref().map_or(0, |n| n.index);
         // Consul indexes are u64; the serial is the low 32 bits of their sum, which is
         // monotonic in practice and wraps per RFC 1982 otherwise.
-        (d.wrapping_add(n) & u64::from(u32::MAX)) as u32
+        let serial = (d.wrapping_add(n) & u64::from(u32::MAX)) as u32;
+        self.serial.store(serial, Ordering::Release);
     }
 
     fn update_ready(&self) {
@@ -207,6 +233,7 @@ impl View {
             && self.directory.load().is_some()
             && self.nodes.load().is_some();
         if ready && !*self.ready.borrow() {
+            self.is_ready.store(true, Ordering::Release);
             self.ready.send_replace(true);
         }
     }

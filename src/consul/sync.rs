@@ -99,7 +99,17 @@ pub struct Subject<'a> {
     pub name: &'a str,
 }
 
-impl Subject<'_> {
+impl<'a> Subject<'a> {
+    /// A service of the local datacenter: `key` lower-case, `name` as registered.
+    pub fn local_service(key: &'a str, name: &'a str) -> Self {
+        Subject {
+            endpoint: Endpoint::Service,
+            datacenter: None,
+            key,
+            name,
+        }
+    }
+
     /// The cache key; the common case (a local service) is the name itself.
     fn cache_key(&self) -> Cow<'_, str> {
         match (self.endpoint, self.datacenter) {
@@ -419,21 +429,6 @@ impl Syncer {
             .set(i64::try_from(excluded).unwrap_or(i64::MAX));
     }
 
-    /// The prepared data of a local service (see [`Syncer::instances`]).
-    pub async fn service(
-        &self,
-        key: &str,
-        consul_name: &str,
-    ) -> Result<ServiceData, Arc<ConsulError>> {
-        self.instances(Subject {
-            endpoint: Endpoint::Service,
-            datacenter: None,
-            key,
-            name: consul_name,
-        })
-        .await
-    }
-
     /// The basis of an answer built from the local service list at `directory_version`
     /// and `data`.
     pub fn basis(&self, directory_version: u64, data: &ServiceData) -> ServiceBasis {
@@ -454,15 +449,33 @@ impl Syncer {
     /// The prepared data of a service, from memory when it is watched; otherwise loaded once
     /// (concurrent callers share the load) and watched from then on.
     pub async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, Arc<ConsulError>> {
-        let key = subject.cache_key();
-        if let Some(w) = self.hot.get(key.as_ref()) {
-            w.stamp
-                .last_used
-                .store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.metrics().view_hits.inc();
-            return Ok(w.data());
+        if let Some(data) = self.instances_in_memory(subject) {
+            return Ok(data);
         }
-        let w = match self.services.get(key.as_ref()).await {
+        let key = subject.cache_key();
+        // Boxed: moka's futures are kilobytes, and every answer's future would carry them.
+        Box::pin(self.instances_cold(subject, key.as_ref())).await
+    }
+
+    /// The prepared data of a service whose watch was asked for lately (no waiting, no
+    /// lock): None when it must go through [`Syncer::instances`].
+    pub fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData> {
+        let w = self.hot.get(subject.cache_key().as_ref())?;
+        w.stamp
+            .last_used
+            .store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.metrics().view_hits.inc();
+        Some(w.data())
+    }
+
+    /// [`Syncer::instances`] for a service not in the hot map: through moka, which starts
+    /// the watch (and its first load) if there is none.
+    async fn instances_cold(
+        &self,
+        subject: Subject<'_>,
+        key: &str,
+    ) -> Result<ServiceData, Arc<ConsulError>> {
+        let w = match self.services.get(key).await {
             Some(w) => {
                 self.metrics().view_hits.inc();
                 w
@@ -470,11 +483,11 @@ impl Syncer {
             None => {
                 self.metrics().view_misses.inc();
                 self.services
-                    .try_get_with_by_ref(key.as_ref(), self.start_service_watch(subject))
+                    .try_get_with_by_ref(key, self.start_service_watch(subject))
                     .await?
             }
         };
-        self.hot.insert(key.as_ref(), &w);
+        self.hot.insert(key, &w);
         Ok(w.data())
     }
 
@@ -691,7 +704,7 @@ impl Syncer {
                 let me = Arc::clone(&self);
                 async move {
                     if !me.services.contains_key(key.as_str()) {
-                        if let Err(e) = me.service(key, &known.name).await {
+                        if let Err(e) = me.instances(Subject::local_service(key, &known.name)).await {
                             debug!(service = %known.name, error = %e, "eager load failed; retried on the next change");
                         }
                     }

@@ -32,7 +32,7 @@ pub struct Answer {
     /// (served within `max_stale`, marked with an Extended DNS Error "Stale Answer").
     pub stale: Option<Duration>,
     /// Set when the answer rests only on a local service's data (see `ServiceBasis`).
-    pub basis: Option<ServiceBasis>,
+    pub basis: Option<Box<ServiceBasis>>,
     /// Some of the instances asked for were left out by a random draw (`a_record_limit`,
     /// or one hostname among several): another query may get other instances.
     pub cut: bool,

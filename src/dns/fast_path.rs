@@ -13,10 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use hickory_server::proto::op::ResponseCode;
 
-use super::handler::{Answered, DnsHandler};
+use super::handler::{Ahead, Answered, DnsHandler};
 use super::negative_cache::NegativeCache;
 use super::response_cache::{Question, ResponseCache};
 use crate::consul::sync::ServiceBasis;
@@ -77,12 +76,10 @@ impl FastPath {
             metrics.response_cache_hits.inc();
             return Step::Written;
         }
-        let Some(ahead) = handler.answer_ahead(q.name(), q.qtype()) else {
-            return Step::Full(None);
-        };
-        let mut ahead = Box::pin(ahead);
-        let Some(answered) = (&mut ahead).now_or_never() else {
-            return Step::Wait(ahead);
+        let answered = match handler.answer_ahead(q.name(), q.qtype()) {
+            None => return Step::Full(None),
+            Some(Ahead::Pending(pending)) => return Step::Wait(pending),
+            Some(Ahead::Ready(answered)) => answered,
         };
         if answered.answer.is_plain_negative() {
             let rcode = answered.answer.rcode;

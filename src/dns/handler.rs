@@ -22,7 +22,7 @@ use hickory_server::proto::op::{
 };
 use hickory_server::proto::rr::rdata::opt::EdnsOption;
 use hickory_server::proto::rr::rdata::HINFO;
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinDecoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{
@@ -32,6 +32,7 @@ use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use super::answer::Answer;
+use super::fast_path::Pending;
 use super::zone::ConsulZone;
 use crate::consul::sync::ServiceBasis;
 use crate::metrics::Metrics;
@@ -264,21 +265,28 @@ pub struct Answered {
     pub answer: Answer,
 }
 
+/// An answer worked out ahead of the request's parsing.
+pub enum Ahead {
+    /// From memory, at once (the common case: no future, no allocation).
+    Ready(Answered),
+    /// It needs Consul or the first sync; it must not be dropped before it is done (it may
+    /// be the load of a service that other queries share).
+    Pending(Pending),
+}
+
 impl DnsHandler {
     /// The answer to a plain IN query for `name`/`qtype` when the name is under the Consul
     /// domain (None otherwise), as [`DnsHandler::handle`] would work it out. `name` as sent.
-    pub fn answer_ahead(
-        self: &Arc<Self>,
-        name: &Name,
-        qtype: RecordType,
-    ) -> Option<impl std::future::Future<Output = Answered> + Send + 'static> {
-        let lower = LowerName::new(name);
-        let domain = self.zone.domain_of(&lower)?;
+    pub fn answer_ahead(self: &Arc<Self>, name: &Name, qtype: RecordType) -> Option<Ahead> {
+        let domain = self.zone.domain_of(name)?;
+        if let Some(answer) = self.zone.answer_now(name, qtype, domain) {
+            return Some(Ahead::Ready(Answered { domain, answer }));
+        }
         let (handler, name) = (Arc::clone(self), name.clone());
-        Some(async move {
-            let answer = handler.zone.answer(&name, &lower, qtype, domain).await;
+        Some(Ahead::Pending(Box::pin(async move {
+            let answer = handler.zone.answer(&name, qtype, domain).await;
             Answered { domain, answer }
-        })
+        })))
     }
 
     /// Length on the wire of served domain `domain`.
@@ -356,7 +364,7 @@ impl DnsHandler {
                 None => {
                     let name = query.original().name();
                     let qtype = query.query_type();
-                    self.zone.answer(name, query.name(), qtype, d).await
+                    self.zone.answer(name, qtype, d).await
                 }
             };
             (answer, Some(d))
@@ -401,7 +409,7 @@ impl DnsHandler {
             && !answer.cut
             && !metadata.truncation
             && answer.basis.as_ref().is_some_and(|b| b.uniform_order);
-        let basis = answer.basis.take().filter(|_| reusable);
+        let basis = answer.basis.take().filter(|_| reusable).map(|b| *b);
         let soa = domain.filter(|_| answer.with_soa).map(|d| self.zone.soa(d));
         let mut edns = self.response_edns(request);
         if let (Some(e), Some(age)) = (edns.as_mut(), answer.stale) {

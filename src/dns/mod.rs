@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod fast_path;
+pub mod fetched;
 pub mod forward;
 pub mod handler;
 pub mod name;

@@ -75,7 +75,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::LowerName;
+use hickory_proto::rr::Name;
 
 /// A parsed query name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,16 +167,38 @@ enum Reading<'a> {
     Invalid,
 }
 
-/// The labels of `lower` left of its last `domain_labels` labels (the served domain), as
-/// [`parse`] takes them; None when one is not UTF-8 (no such name can exist).
-pub fn relative_labels(lower: &LowerName, domain_labels: u8) -> Option<Vec<&str>> {
-    let keep = usize::from(lower.num_labels().saturating_sub(domain_labels));
-    let mut labels = Vec::with_capacity(keep);
-    for label in lower.iter().take(keep) {
-        labels.push(std::str::from_utf8(label).ok()?);
+/// The labels of `name` left of its last `domain_labels` labels (the served domain),
+/// lower-cased into `buf`, as [`parse`] takes them; None when one is not UTF-8 (no such
+/// name can exist).
+#[inline]
+pub fn relative_labels<'b>(
+    name: &Name,
+    domain_labels: u8,
+    buf: &'b mut [u8; 255],
+) -> Option<Labels<'b>> {
+    let keep = usize::from(name.num_labels().saturating_sub(domain_labels));
+    let mut ends = smallvec::SmallVec::<[usize; 8]>::new();
+    let mut end = 0;
+    for label in name.iter().take(keep) {
+        let to = buf.get_mut(end..end + label.len())?;
+        for (l, b) in to.iter_mut().zip(label) {
+            *l = b.to_ascii_lowercase();
+        }
+        end += label.len();
+        ends.push(end);
+    }
+    let buf: &'b [u8] = buf;
+    let mut labels = Labels::new();
+    let mut start = 0;
+    for end in ends {
+        labels.push(std::str::from_utf8(buf.get(start..end)?).ok()?);
+        start = end;
     }
     Some(labels)
 }
+
+/// The labels of a name, on the stack for the usual number of them.
+pub type Labels<'a> = smallvec::SmallVec<[&'a str; 8]>;
 
 /// Parse the labels (lower-cased, left to right, without the domain) of a query name.
 pub fn parse<'a>(labels: &[&'a str], qtype_is_srv: bool) -> ConsulName<'a> {
@@ -443,6 +465,32 @@ fn decode_ip(s: &[u8]) -> Option<IpAddr> {
 mod tests {
     use super::ConsulName::*;
     use super::*;
+
+    #[test]
+    fn relative_labels_are_lower_cased_without_the_domain() {
+        let lowered = |name: &str, domain_labels: u8| -> Option<Vec<String>> {
+            let name = Name::from_ascii(name).expect("a name");
+            let mut buf = [0; 255];
+            let got = relative_labels(&name, domain_labels, &mut buf)?;
+            Some(got.iter().map(|l| l.to_string()).collect())
+        };
+        assert_eq!(
+            lowered("Web.SERVICE.Dc1.Consul.", 1).expect("UTF-8"),
+            ["web", "service", "dc1"]
+        );
+        let long = "A.b.C.d.E.f.G.h.I.j.K.service.example.consul.";
+        let want: Vec<String> = long.split('.').take(12).map(str::to_lowercase).collect();
+        assert_eq!(
+            lowered(long, 2).expect("UTF-8"),
+            want,
+            "more labels than kept inline"
+        );
+        assert!(lowered("CONSUL.", 1).expect("UTF-8").is_empty());
+
+        let binary = Name::from_labels([&b"\xff\xfe"[..], b"service", b"consul"]).expect("raw");
+        let mut buf = [0; 255];
+        assert!(relative_labels(&binary, 1, &mut buf).is_none(), "not UTF-8");
+    }
 
     fn labels(q: &str) -> Vec<&str> {
         if q.is_empty() {

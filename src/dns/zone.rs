@@ -13,10 +13,13 @@ use rand::seq::SliceRandom;
 use tracing::debug;
 
 use super::answer::{find_service, instance_records, node_records, service_records, Answer};
+use super::fetched::{Fetched, Need};
 use super::name::{self, ConsulName, Locality};
 use super::prepared::{generated_name, ip_rdata, NodeTable, PreparedNode, PreparedService};
 use crate::config::ServiceTtl;
-use crate::consul::sync::{Endpoint, Subject, Syncer};
+use crate::consul::remote::RemoteDc;
+use crate::consul::sync::{Endpoint, ServiceData, Subject, Syncer};
+use crate::consul::ConsulError;
 use crate::view::Directory;
 
 /// SOA timers (`dns_config.soa`), in seconds.
@@ -47,14 +50,13 @@ pub struct ZoneOptions {
     pub max_stale: Duration,
 }
 
-/// The service and node lists of one datacenter.
-struct Lists {
-    directory: Arc<Directory>,
-    /// The local service list's version (0 for another datacenter's).
-    directory_version: u64,
-    directory_stale: Option<Duration>,
-    nodes: Arc<NodeTable>,
-    nodes_stale: Option<Duration>,
+/// The service list or the node list of one datacenter.
+struct Listed<T> {
+    list: Arc<T>,
+    /// The local service list's version (0 otherwise).
+    version: u64,
+    /// How long its watch has been failing.
+    stale: Option<Duration>,
 }
 
 /// A service lookup as the question asks it.
@@ -126,11 +128,11 @@ impl ConsulZone {
 
     /// The served domain containing `name` (the longest, so an alt domain below the primary
     /// one wins), as an index into `domains`.
-    pub fn domain_of(&self, name: &LowerName) -> Option<usize> {
+    pub fn domain_of(&self, name: &Name) -> Option<usize> {
         self.lower_domains
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.zone_of(name))
+            .filter(|(_, d)| Name::zone_of(d, name))
             .max_by_key(|(_, d)| d.num_labels())
             .map(|(i, _)| i)
     }
@@ -158,15 +160,36 @@ impl ConsulZone {
     }
 
     /// Answers `qname`/`qtype`; `qname` is the question as sent (its spelling is kept in
-    /// the answer), `lower` its lower-case form, `d` the served domain it is under.
-    pub async fn answer(
-        &self,
-        qname: &Name,
-        lower: &LowerName,
-        qtype: RecordType,
-        d: usize,
-    ) -> Answer {
-        let answer = self.resolve(qname, lower, qtype, d).await;
+    /// the answer), `d` the served domain it is under. What the
+    /// answer needs beyond memory (see [`Need`]) is fetched, and the answer worked out again.
+    pub async fn answer(&self, qname: &Name, qtype: RecordType, d: usize) -> Answer {
+        let mut fetched = Fetched::default();
+        loop {
+            match self.resolve(qname, qtype, d, &fetched) {
+                Ok(answer) => return self.checked(qname, answer),
+                Err(need) => {
+                    if !fetched
+                        .fetch(need, &self.syncer, self.options.startup_wait)
+                        .await
+                    {
+                        // Each need is fetched once; asked again, it is a bug: no loop.
+                        debug!(%qname, "the same data needed twice: SERVFAIL");
+                        return Answer::code(ResponseCode::ServFail);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`ConsulZone::answer`] if it can be worked out from memory alone (the view is synced
+    /// and holds what the question needs): no waiting, no future. None otherwise.
+    pub fn answer_now(&self, qname: &Name, qtype: RecordType, d: usize) -> Option<Answer> {
+        let answer = self.resolve(qname, qtype, d, &Fetched::NOTHING).ok()?;
+        Some(self.checked(qname, answer))
+    }
+
+    /// `answer`, unless its data is older than `max_stale`.
+    fn checked(&self, qname: &Name, answer: Answer) -> Answer {
         match answer.stale {
             Some(age) if age > self.options.max_stale => {
                 debug!(%qname, ?age, "data older than max_stale: SERVFAIL");
@@ -177,29 +200,33 @@ impl ConsulZone {
         }
     }
 
-    async fn resolve(
+    fn resolve(
         &self,
         qname: &Name,
-        lower: &LowerName,
         qtype: RecordType,
         d: usize,
-    ) -> Answer {
-        let view = self.syncer.view();
-        if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
+        f: &Fetched,
+    ) -> Result<Answer, Need> {
+        if !self.syncer.view().is_ready() {
+            if !f.waited_for_sync() {
+                return Err(Need::Sync);
+            }
             debug!(%qname, "not synced with Consul yet: SERVFAIL");
-            return Answer::code(ResponseCode::ServFail);
+            return Ok(Answer::code(ResponseCode::ServFail));
         }
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-            return Answer::code(ResponseCode::NotImp);
+            return Ok(Answer::code(ResponseCode::NotImp));
         }
-        let Some(labels) = name::relative_labels(lower, self.lower_domains[d].num_labels()) else {
-            return Answer::nxdomain();
+        let mut lower = [0; 255];
+        let domain_labels = self.lower_domains[d].num_labels();
+        let Some(labels) = name::relative_labels(qname, domain_labels, &mut lower) else {
+            return Ok(Answer::nxdomain());
         };
         if labels.is_empty() {
-            return self.apex(qtype, d).await;
+            return self.apex(qtype, d, f);
         }
-        match name::parse(&labels, qtype == RecordType::SRV) {
-            ConsulName::Apex => self.apex(qtype, d).await,
+        Ok(match name::parse(&labels, qtype == RecordType::SRV) {
+            ConsulName::Apex => self.apex(qtype, d, f)?,
             ConsulName::Service {
                 service,
                 tag,
@@ -208,26 +235,26 @@ impl ConsulZone {
             } => match self.locate(&locality) {
                 Some(dc) => {
                     let ask = Ask::new(Endpoint::Service, dc, service, tag.as_deref());
-                    self.service(qname, qtype, d, ask).await
+                    self.service(qname, qtype, d, ask, f)?
                 }
                 None => Answer::nxdomain(),
             },
             ConsulName::Connect { service, locality } => match self.locate(&locality) {
                 Some(dc) => {
                     let ask = Ask::new(Endpoint::Connect, dc, service, None);
-                    self.service(qname, qtype, d, ask).await
+                    self.service(qname, qtype, d, ask, f)?
                 }
                 None => Answer::nxdomain(),
             },
             ConsulName::Ingress { service, locality } => match self.locate(&locality) {
                 Some(dc) => {
                     let ask = Ask::new(Endpoint::Ingress, dc, service, None);
-                    self.service(qname, qtype, d, ask).await
+                    self.service(qname, qtype, d, ask, f)?
                 }
                 None => Answer::nxdomain(),
             },
             ConsulName::Node { node, locality } => match self.locate(&locality) {
-                Some(dc) => self.node(qname, qtype, dc, &node).await,
+                Some(dc) => self.node(qname, qtype, dc, &node, f)?,
                 None => Answer::nxdomain(),
             },
             ConsulName::Addr { ip } => self.addr(qname, qtype, ip),
@@ -243,9 +270,9 @@ impl ConsulZone {
             }
             ConsulName::Virtual { service, peer } => {
                 if peer.is_some() {
-                    return Answer::nxdomain();
+                    return Ok(Answer::nxdomain());
                 }
-                self.virtual_ip(qname, qtype, service).await
+                self.virtual_ip(qname, qtype, service, f)?
             }
             ConsulName::PreparedQuery { name, datacenter } => {
                 let locality = Locality {
@@ -253,12 +280,12 @@ impl ConsulZone {
                     peer: None,
                 };
                 match self.locate(&locality) {
-                    Some(dc) => self.prepared_query(qname, qtype, d, &name, dc).await,
+                    Some(dc) => self.prepared_query(qname, qtype, d, &name, dc, f)?,
                     None => Answer::nxdomain(),
                 }
             }
             ConsulName::Invalid => Answer::nxdomain(),
-        }
+        })
     }
 
     /// The datacenter a locality names: `Some(None)` for the local one, `Some(Some(dc))` for
@@ -275,56 +302,104 @@ impl ConsulZone {
         }
     }
 
-    /// The service and node lists of a datacenter (None: local), with how stale each is.
-    async fn lists(&self, dc: Option<&str>) -> Result<Lists, Answer> {
+    /// The service list of a datacenter (None: local); `Ok(Err(answer))` when it cannot
+    /// be had.
+    fn services_of(
+        &self,
+        dc: Option<&str>,
+        f: &Fetched,
+    ) -> Result<Result<Listed<Directory>, Answer>, Need> {
         let Some(dc) = dc else {
-            let view = self.syncer.view();
-            let (directory_version, directory) = view.directory_versioned();
-            return match (directory, view.nodes()) {
-                (Some(directory), Some(nodes)) => Ok(Lists {
-                    directory,
-                    directory_version,
-                    directory_stale: self.syncer.directory_health().stale_for(),
-                    nodes,
-                    nodes_stale: self.syncer.nodes_health().stale_for(),
-                }),
-                _ => Err(Answer::code(ResponseCode::ServFail)),
-            };
+            let (version, directory) = self.syncer.view().directory_versioned();
+            return Ok(directory
+                .map(|list| Listed {
+                    list,
+                    version,
+                    stale: self.syncer.directory_health().stale_for(),
+                })
+                .ok_or_else(|| Answer::code(ResponseCode::ServFail)));
         };
-        match self.syncer.remote(dc).await {
-            Ok(r) => Ok(Lists {
-                directory: r.directory.load_full(),
-                directory_version: 0,
-                directory_stale: r.directory_health.stale_for(),
-                nodes: r.nodes.load_full(),
-                nodes_stale: r.nodes_health.stale_for(),
-            }),
-            Err(e) => {
-                debug!(datacenter = dc, error = %e, "cannot load another datacenter: SERVFAIL");
-                Err(Answer::code(ResponseCode::ServFail))
-            }
+        Ok(self.remote(dc, f)?.map(|r| Listed {
+            list: r.directory.load_full(),
+            version: 0,
+            stale: r.directory_health.stale_for(),
+        }))
+    }
+
+    /// The node list of a datacenter (None: local); `Ok(Err(answer))` when it cannot be had.
+    fn nodes_of(
+        &self,
+        dc: Option<&str>,
+        f: &Fetched,
+    ) -> Result<Result<Listed<NodeTable>, Answer>, Need> {
+        let Some(dc) = dc else {
+            return Ok(self
+                .syncer
+                .view()
+                .nodes()
+                .map(|list| Listed {
+                    list,
+                    version: 0,
+                    stale: self.syncer.nodes_health().stale_for(),
+                })
+                .ok_or_else(|| Answer::code(ResponseCode::ServFail)));
+        };
+        Ok(self.remote(dc, f)?.map(|r| Listed {
+            list: r.nodes.load_full(),
+            version: 0,
+            stale: r.nodes_health.stale_for(),
+        }))
+    }
+
+    /// Another datacenter's lists, once fetched; `Ok(Err(answer))` when they cannot be
+    /// loaded.
+    fn remote<'f>(&self, dc: &str, f: &'f Fetched) -> Result<Result<&'f RemoteDc, Answer>, Need> {
+        Ok(
+            match f.remote(dc).ok_or_else(|| Need::Remote(dc.to_owned()))? {
+                Ok(r) => Ok(r),
+                Err(e) => {
+                    debug!(datacenter = dc, error = %e, "cannot load another datacenter: SERVFAIL");
+                    Err(Answer::code(ResponseCode::ServFail))
+                }
+            },
+        )
+    }
+
+    /// The prepared data of a service (see [`Syncer::instances`]), `Ok(Err(_))` when it
+    /// cannot be loaded.
+    fn instances(
+        &self,
+        subject: Subject<'_>,
+        f: &Fetched,
+    ) -> Result<Result<ServiceData, Arc<ConsulError>>, Need> {
+        if let Some(fetched) = f.instances(&subject) {
+            return Ok(fetched.clone());
+        }
+        match self.syncer.instances_in_memory(subject) {
+            Some(data) => Ok(Ok(data)),
+            None => Err(Need::Instances(subject.into())),
         }
     }
 
-    async fn apex(&self, qtype: RecordType, d: usize) -> Answer {
-        match qtype {
+    fn apex(&self, qtype: RecordType, d: usize, f: &Fetched) -> Result<Answer, Need> {
+        Ok(match qtype {
             RecordType::SOA => Answer::records(vec![self.soa(d)], Vec::new()),
             RecordType::NS => {
-                let (ns, glue) = self.name_servers(d).await;
+                let (ns, glue) = self.name_servers(d, f)?;
                 Answer::records(ns, glue)
             }
             RecordType::ANY => {
-                let (mut ns, glue) = self.name_servers(d).await;
+                let (mut ns, glue) = self.name_servers(d, f)?;
                 ns.insert(0, self.soa(d));
                 Answer::records(ns, glue)
             }
             _ => Answer::nodata(),
-        }
+        })
     }
 
     /// NS records for up to 3 healthy instances of service `consul` (the Consul servers),
     /// with glue, as Consul does.
-    async fn name_servers(&self, d: usize) -> (Vec<Record>, Vec<Record>) {
+    fn name_servers(&self, d: usize, f: &Fetched) -> Result<(Vec<Record>, Vec<Record>), Need> {
         let domain = &self.options.domains[d];
         let Some(consul) = self
             .syncer
@@ -332,10 +407,10 @@ impl ConsulZone {
             .directory()
             .and_then(|dir| dir.services.get("consul").map(|s| s.name.clone()))
         else {
-            return (Vec::new(), Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
-        let Ok(data) = self.syncer.service("consul", &consul).await else {
-            return (Vec::new(), Vec::new());
+        let Ok(data) = self.instances(Subject::local_service("consul", &consul), f)? else {
+            return Ok((Vec::new(), Vec::new()));
         };
         let prepared = data.prepared;
         let mut order: Vec<usize> = (0..prepared.instances.len()).collect();
@@ -361,19 +436,26 @@ impl ConsulZone {
                 glue.push(r);
             }
         }
-        (ns, glue)
+        Ok((ns, glue))
     }
 
-    async fn service(&self, qname: &Name, qtype: RecordType, d: usize, ask: Ask<'_>) -> Answer {
-        let lists = match self.lists(ask.datacenter).await {
+    fn service(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        d: usize,
+        ask: Ask<'_>,
+        f: &Fetched,
+    ) -> Result<Answer, Need> {
+        let services = match self.services_of(ask.datacenter, f)? {
             Ok(l) => l,
-            Err(answer) => return answer,
+            Err(answer) => return Ok(answer),
         };
-        let Some((key, tag)) = find_service(&lists.directory, ask.service, ask.tag) else {
-            return Answer::nxdomain().resting_on(lists.directory_stale);
+        let Some((key, tag)) = find_service(&services.list, ask.service, ask.tag) else {
+            return Ok(Answer::nxdomain().resting_on(services.stale));
         };
-        let Some(known) = lists.directory.services.get(key) else {
-            return Answer::nxdomain().resting_on(lists.directory_stale);
+        let Some(known) = services.list.services.get(key) else {
+            return Ok(Answer::nxdomain().resting_on(services.stale));
         };
         let subject = Subject {
             endpoint: ask.endpoint,
@@ -381,47 +463,51 @@ impl ConsulZone {
             key,
             name: &known.name,
         };
-        let data = match self.syncer.instances(subject).await {
+        let data = match self.instances(subject, f)? {
             Ok(data) => data,
             Err(e) => {
                 debug!(service = %known.name, error = %e, "cannot load service: SERVFAIL");
-                return Answer::code(ResponseCode::ServFail);
+                return Ok(Answer::code(ResponseCode::ServFail));
             }
         };
         if ask.endpoint != Endpoint::Service && data.prepared.total == 0 {
             // No proxy or gateway for it: the name does not exist (as Consul answers).
-            return Answer::nxdomain().resting_on(lists.directory_stale);
+            return Ok(Answer::nxdomain().resting_on(services.stale));
         }
         let limit = self.options.a_record_limit;
         let tag = tag.as_deref();
         let mut answer = service_records(qname, qtype, d, &data.prepared, &known.tags, tag, limit)
-            .resting_on(lists.directory_stale.max(data.health.stale_for()));
+            .resting_on(services.stale.max(data.health.stale_for()));
         if ask.datacenter.is_none() && answer.stale.is_none() {
-            answer.basis = Some(self.syncer.basis(lists.directory_version, &data));
+            answer.basis = Some(Box::new(self.syncer.basis(services.version, &data)));
         }
-        answer
+        Ok(answer)
     }
 
     /// `<name>.query[.<dc>].<domain>`: the prepared query's instances, in Consul's order.
-    async fn prepared_query(
+    fn prepared_query(
         &self,
         qname: &Name,
         qtype: RecordType,
         d: usize,
         name: &str,
         dc: Option<&str>,
-    ) -> Answer {
-        match self.syncer.prepared_query(name, dc).await {
+        f: &Fetched,
+    ) -> Result<Answer, Need> {
+        let query = f
+            .prepared_query(name, dc)
+            .ok_or_else(|| Need::PreparedQuery(name.to_owned(), dc.map(str::to_owned)))?;
+        Ok(match query {
             Ok(Some(p)) if !p.instances.is_empty() => {
                 let order: Vec<usize> = (0..p.instances.len()).collect();
-                self.records(qname, qtype, d, &p, &order)
+                self.records(qname, qtype, d, p, &order)
             }
             Ok(_) => Answer::nxdomain(),
             Err(e) => {
                 debug!(query = name, error = %e, "cannot execute prepared query: SERVFAIL");
                 Answer::code(ResponseCode::ServFail)
             }
-        }
+        })
     }
 
     /// The records of the instances in `order`, for the question's type.
@@ -438,18 +524,24 @@ impl ConsulZone {
 
     /// `<service>.virtual.<domain>`: the service's virtual IP (Consul's transparent-proxy
     /// VIP, the `consul-virtual` tagged address of its instances or of its sidecar proxies).
-    async fn virtual_ip(&self, qname: &Name, qtype: RecordType, service: &str) -> Answer {
-        let lists = match self.lists(None).await {
+    fn virtual_ip(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        service: &str,
+        f: &Fetched,
+    ) -> Result<Answer, Need> {
+        let services = match self.services_of(None, f)? {
             Ok(l) => l,
-            Err(answer) => return answer,
+            Err(answer) => return Ok(answer),
         };
-        let directory_stale = lists.directory_stale;
-        let Some(known) = lists.directory.services.get(service) else {
-            return Answer::nxdomain().resting_on(directory_stale);
+        let directory_stale = services.stale;
+        let Some(known) = services.list.services.get(service) else {
+            return Ok(Answer::nxdomain().resting_on(directory_stale));
         };
-        let data = match self.syncer.service(service, &known.name).await {
+        let data = match self.instances(Subject::local_service(service, &known.name), f)? {
             Ok(data) => data,
-            Err(_) => return Answer::code(ResponseCode::ServFail),
+            Err(_) => return Ok(Answer::code(ResponseCode::ServFail)),
         };
         // Consul records the VIP on the service's sidecar proxies when not on the service.
         let data = if data.prepared.virtual_ip.is_some() {
@@ -461,7 +553,7 @@ impl ConsulZone {
                 key: service,
                 name: &known.name,
             };
-            match self.syncer.instances(proxies).await {
+            match self.instances(proxies, f)? {
                 Ok(proxies) if proxies.prepared.virtual_ip.is_some() => proxies,
                 _ => data,
             }
@@ -480,7 +572,7 @@ impl ConsulZone {
             .map(|ip| Record::from_rdata(qname.clone(), self.options.node_ttl, ip_rdata(ip)))
             .into_iter()
             .collect();
-        Answer::records(answers, Vec::new()).resting_on(stale)
+        Ok(Answer::records(answers, Vec::new()).resting_on(stale))
     }
 
     /// PTR for an address of the view: a node's address (`<node>.node.<dc>.<domain>`, as
@@ -498,7 +590,7 @@ impl ConsulZone {
         let ip = net.addr();
         let view = self.syncer.view();
         // Before the first sync the address may be ours: wait as for Consul names.
-        if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
+        if !view.is_ready() && !Box::pin(view.wait_ready(self.options.startup_wait)).await {
             return Some(Answer::code(ResponseCode::ServFail));
         }
         let dc = view.datacenter()?;
@@ -521,16 +613,22 @@ impl ConsulZone {
         Some(Answer::records(vec![ptr], Vec::new()))
     }
 
-    async fn node(&self, qname: &Name, qtype: RecordType, dc: Option<&str>, node: &str) -> Answer {
-        let lists = match self.lists(dc).await {
+    fn node(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        dc: Option<&str>,
+        node: &str,
+        f: &Fetched,
+    ) -> Result<Answer, Need> {
+        let nodes = match self.nodes_of(dc, f)? {
             Ok(l) => l,
-            Err(answer) => return answer,
+            Err(answer) => return Ok(answer),
         };
-        let Some(n) = lists.nodes.by_name.get(node) else {
-            return Answer::nxdomain().resting_on(lists.nodes_stale);
+        let Some(n) = nodes.list.by_name.get(node) else {
+            return Ok(Answer::nxdomain().resting_on(nodes.stale));
         };
-        self.node_records(qname, qtype, n)
-            .resting_on(lists.nodes_stale)
+        Ok(self.node_records(qname, qtype, n).resting_on(nodes.stale))
     }
 
     fn node_records(&self, qname: &Name, qtype: RecordType, n: &PreparedNode) -> Answer {

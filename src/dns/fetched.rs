@@ -1,0 +1,153 @@
+//! What an answer of the Consul zone needs beyond memory, and what was fetched for it.
+//!
+//! The zone works an answer out synchronously, from the view (`ConsulZone::resolve`).
+//! When that needs something that is not in memory (the first sync, a service nobody
+//! asked for lately, another datacenter's lists, a prepared query) it says so with a
+//! [`Need`] instead of waiting; the caller fetches it into [`Fetched`] and works the
+//! answer out again, which then finds it there. So the common answer, all from memory,
+//! costs no future and no allocation, and only the rare one waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::consul::remote::RemoteDc;
+use crate::consul::sync::{Endpoint, ServiceData, Subject, Syncer};
+use crate::consul::ConsulError;
+
+use super::prepared::PreparedService;
+
+/// Something an answer needs that memory does not hold.
+#[derive(Debug)]
+pub enum Need {
+    /// The first sync with Consul (bounded by the startup wait).
+    Sync,
+    /// A service's instances: a load the watch's start makes (shared with other queries).
+    Instances(OwnedSubject),
+    /// Another datacenter's service and node lists.
+    Remote(String),
+    /// A prepared query's result: its name and datacenter.
+    PreparedQuery(String, Option<String>),
+}
+
+/// A [`Subject`] that owns its strings, to be fetched after the answer's borrow ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedSubject {
+    endpoint: Endpoint,
+    datacenter: Option<String>,
+    key: String,
+    name: String,
+}
+
+impl From<Subject<'_>> for OwnedSubject {
+    fn from(s: Subject<'_>) -> Self {
+        OwnedSubject {
+            endpoint: s.endpoint,
+            datacenter: s.datacenter.map(str::to_owned),
+            key: s.key.to_owned(),
+            name: s.name.to_owned(),
+        }
+    }
+}
+
+impl OwnedSubject {
+    fn is(&self, s: &Subject<'_>) -> bool {
+        self.endpoint == s.endpoint
+            && self.datacenter.as_deref() == s.datacenter
+            && self.key == s.key
+    }
+
+    fn as_subject(&self) -> Subject<'_> {
+        Subject {
+            endpoint: self.endpoint,
+            datacenter: self.datacenter.as_deref(),
+            key: &self.key,
+            name: &self.name,
+        }
+    }
+}
+
+type Loaded<T> = Result<T, Arc<ConsulError>>;
+/// A prepared query's name and datacenter.
+type QueryKey = (String, Option<String>);
+
+/// What was fetched for one answer.
+#[derive(Default)]
+pub struct Fetched {
+    waited_for_sync: bool,
+    instances: Vec<(OwnedSubject, Loaded<ServiceData>)>,
+    remotes: Vec<(String, Loaded<Arc<RemoteDc>>)>,
+    queries: Vec<(QueryKey, Loaded<Option<Arc<PreparedService>>>)>,
+}
+
+impl Fetched {
+    /// Nothing fetched: an answer from memory alone.
+    pub const NOTHING: Fetched = Fetched {
+        waited_for_sync: false,
+        instances: Vec::new(),
+        remotes: Vec::new(),
+        queries: Vec::new(),
+    };
+
+    /// Whether the first sync was waited for (whether or not it came).
+    pub fn waited_for_sync(&self) -> bool {
+        self.waited_for_sync
+    }
+
+    pub fn instances(&self, subject: &Subject<'_>) -> Option<&Loaded<ServiceData>> {
+        self.instances
+            .iter()
+            .find(|(s, _)| s.is(subject))
+            .map(|(_, r)| r)
+    }
+
+    pub fn remote(&self, dc: &str) -> Option<&Loaded<Arc<RemoteDc>>> {
+        self.remotes.iter().find(|(d, _)| d == dc).map(|(_, r)| r)
+    }
+
+    pub fn prepared_query(
+        &self,
+        name: &str,
+        dc: Option<&str>,
+    ) -> Option<&Loaded<Option<Arc<PreparedService>>>> {
+        self.queries
+            .iter()
+            .find(|((n, d), _)| n == name && d.as_deref() == dc)
+            .map(|(_, r)| r)
+    }
+
+    /// Fetches `need` (waiting at most `startup_wait` for the first sync); false when it
+    /// was fetched already, which would make the answer loop.
+    pub async fn fetch(&mut self, need: Need, syncer: &Syncer, startup_wait: Duration) -> bool {
+        match need {
+            Need::Sync => {
+                if self.waited_for_sync {
+                    return false;
+                }
+                syncer.view().wait_ready(startup_wait).await;
+                self.waited_for_sync = true;
+            }
+            Need::Instances(subject) => {
+                if self.instances(&subject.as_subject()).is_some() {
+                    return false;
+                }
+                let loaded = syncer.instances(subject.as_subject()).await;
+                self.instances.push((subject, loaded));
+            }
+            Need::Remote(dc) => {
+                if self.remote(&dc).is_some() {
+                    return false;
+                }
+                let loaded = syncer.remote(&dc).await;
+                self.remotes.push((dc, loaded));
+            }
+            Need::PreparedQuery(name, dc) => {
+                if self.prepared_query(&name, dc.as_deref()).is_some() {
+                    return false;
+                }
+                let loaded = syncer.prepared_query(&name, dc.as_deref()).await;
+                self.queries.push(((name, dc), loaded));
+            }
+        }
+        true
+    }
+}

@@ -648,6 +648,22 @@ fn blocking(emu: &Emulator, path_and_query: String) -> tokio::task::JoinHandle<(
     })
 }
 
+/// Starts a blocking query for `path_and_query`, checks that it blocks, makes `change`,
+/// and returns the query's reply with how long after the change it came.
+async fn wake_by(
+    emu: &Emulator,
+    path_and_query: String,
+    change: impl FnOnce(&Emulator),
+) -> (Reply, Duration) {
+    let pending = blocking(emu, path_and_query);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "must block while nothing changes");
+    let changed_at = Instant::now();
+    change(emu);
+    let (r, at) = pending.await.expect("join");
+    (r, at - changed_at)
+}
+
 fn web_check(status: &str) -> Value {
     json!({"Node": "node1", "SkipNodeUpdate": true,
            "Check": {"CheckID": "service:web-1", "Name": "Service 'web' check",
@@ -658,14 +674,12 @@ fn web_check(status: &str) -> Value {
 async fn blocking_query_wakes_at_once_on_change() {
     let emu = demo().await;
     let idx = get(&emu, "/v1/health/service/web").await.index();
-    let pending = blocking(&emu, format!("/v1/health/service/web?index={idx}&wait=5s"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!pending.is_finished(), "must block while nothing changes");
-
-    let changed_at = Instant::now();
-    emu.register(web_check("critical")).expect("register");
-    let (r, answered_at) = pending.await.expect("join");
-    let latency = answered_at - changed_at;
+    let (r, latency) = wake_by(
+        &emu,
+        format!("/v1/health/service/web?index={idx}&wait=5s"),
+        |e| e.register(web_check("critical")).expect("register"),
+    )
+    .await;
     println!("blocking query answered {latency:?} after the change");
     assert!(latency < Duration::from_millis(50), "{latency:?}");
     assert!(r.index() > idx);
@@ -752,6 +766,35 @@ async fn unknown_service_blocks_until_it_appears() {
     assert_eq!(r.json()[0]["Node"]["Address"], "10.9.9.9");
     let (r, _) = pending_node.await.expect("join");
     assert_eq!(r.json()["Node"]["Node"], "newnode");
+}
+
+#[tokio::test]
+async fn a_service_that_appeared_wakes_on_its_own_changes() {
+    let emu = demo().await;
+    // Asked while absent, then registered: the emulator must not keep thinking it absent
+    // (a query on it would then wait on the service list, which its checks do not move).
+    assert_eq!(get(&emu, "/v1/health/service/newsvc").await.text, "[]");
+    emu.register(json!({"Node": "newnode", "Address": "10.9.9.9",
+                        "Service": {"Service": "newsvc", "Port": 9}}))
+        .expect("register");
+    let idx = get(&emu, "/v1/health/service/newsvc").await.index();
+    let check = json!({"Node": "newnode", "SkipNodeUpdate": true,
+                       "Check": {"CheckID": "newsvc-check", "Name": "check",
+                                 "Status": "critical", "ServiceID": "newsvc"}});
+    let (r, latency) = wake_by(
+        &emu,
+        format!("/v1/health/service/newsvc?index={idx}&wait=5s"),
+        |e| e.register(check).expect("register the check"),
+    )
+    .await;
+    assert!(latency < Duration::from_millis(50), "{latency:?}");
+    assert!(r.index() > idx);
+    let checks = r.json()[0]["Checks"].clone();
+    let statuses: Vec<&str> = checks
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["Status"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(statuses.contains(&"critical"), "{checks}");
 }
 
 #[tokio::test]

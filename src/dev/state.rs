@@ -15,7 +15,8 @@
 //!
 //! Every datacenter is a separate [`Catalog`] (its own cluster, own indexes).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::OnceLock;
 
 use super::config_entry::ConfigEntry;
 use super::query::QuerySpec;
@@ -140,6 +141,10 @@ pub(super) struct Catalog {
     pub config_entries: BTreeMap<(String, String), Versioned<ConfigEntry>>,
     /// Number of snapshot restores; a change releases every blocked query.
     pub restores: u64,
+    /// Lower-case names of the services registered, worked out once per write: every
+    /// blocked query asks on each wake-up, and a scan of every instance for each of a
+    /// thousand of them made one change take milliseconds to show.
+    service_names: OnceLock<HashSet<String>>,
 }
 
 const QUERIES_TABLE: &str = "prepared-queries";
@@ -178,11 +183,13 @@ impl Catalog {
             queries: BTreeMap::new(),
             config_entries: BTreeMap::new(),
             restores: 0,
+            service_names: OnceLock::new(),
         }
     }
 
     /// Starts a write: bumps and returns the raft index.
     fn next_index(&mut self) -> u64 {
+        self.service_names = OnceLock::new();
         self.raft_index += 1;
         self.raft_index
     }
@@ -272,11 +279,15 @@ impl Catalog {
     }
 
     fn has_service(&self, name: &str) -> bool {
-        self.nodes.values().any(|n| {
-            n.services
-                .values()
-                .any(|s| s.spec.name.eq_ignore_ascii_case(name))
-        })
+        self.service_names
+            .get_or_init(|| {
+                self.nodes
+                    .values()
+                    .flat_map(|n| n.services.values())
+                    .map(|s| s.spec.name.to_ascii_lowercase())
+                    .collect()
+            })
+            .contains(&name.to_ascii_lowercase())
     }
 
     pub fn register(&mut self, req: RegisterRequest) -> Result<(), EmulatorError> {

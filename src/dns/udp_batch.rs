@@ -182,18 +182,22 @@ impl SendBatch {
     fn send_now(&self, socket: &UdpSocket, from: usize) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
 
-        let addrs: Vec<socket2::SockAddr> = self.dsts[from..self.len]
+        use smallvec::SmallVec;
+
+        // On the stack: a batch's headers are built per call (they hold raw pointers, so
+        // they cannot be kept in the task's state), and a heap allocation per batch showed.
+        let addrs: SmallVec<[socket2::SockAddr; BATCH]> = self.dsts[from..self.len]
             .iter()
             .map(|&a| socket2::SockAddr::from(a))
             .collect();
-        let mut iovs: Vec<libc::iovec> = self.bufs[from..self.len]
+        let mut iovs: SmallVec<[libc::iovec; BATCH]> = self.bufs[from..self.len]
             .iter()
             .map(|b| libc::iovec {
                 iov_base: b.as_ptr().cast_mut().cast(),
                 iov_len: b.len(),
             })
             .collect();
-        let mut headers: Vec<libc::mmsghdr> = iovs
+        let mut headers: SmallVec<[libc::mmsghdr; BATCH]> = iovs
             .iter_mut()
             .zip(&addrs)
             .map(|(iov, addr)| {

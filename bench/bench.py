@@ -909,8 +909,8 @@ def report(b, started, argv, elapsed):
               f"{kp('check_critical')} | {kp('check_passing')} | {kp('deregister')} |")
         w("")
         w("With 1,000 more services watched, each change wakes every blocked query in the "
-          "emulator, and each of them scans the whole catalog: that emulator cost is part of "
-          "the second row.")
+          "emulator (each checks its own index and, for most, blocks again): that emulator "
+          "cost is part of the second row.")
         w("")
 
     if "steady" in r:

@@ -207,12 +207,21 @@ def udp_errors():
     return row.get("RcvbufErrors", 0)
 
 
-def run(argv, timeout, cpu=None, check=True):
+def run(argv, timeout, cpu=None, check=True, stdout_path=None):
+    """Runs `argv`; with `stdout_path`, its output goes to that file (read it afterwards)
+    instead of a pipe this process would read while it runs."""
     if cpu is not None:
         argv = ["taskset", "-c", cpu] + argv
-    r = subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
+    if stdout_path:
+        with open(stdout_path, "w") as out:
+            r = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+        with open(stdout_path) as f:
+            r.stdout = f.read()
+    else:
+        r = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     if check and r.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
     return r
@@ -444,7 +453,10 @@ def dnsperf(server, qfile, seconds, tcp=False, qps=None, verbose=False, once=Fal
     if verbose:
         argv += ["-v"]
     rcv0, cpu0, core0 = udp_errors(), server.cpu(), cpu_busy_seconds(SERVER_CPU)
-    r = run(argv, timeout=seconds + 60, cpu=LOAD_CPU)
+    # With -v, dnsperf prints a line per query (~10 MB a run): to a file, so that this
+    # process does not read and decode it while the server is being measured.
+    out = os.path.join(server.procs.tmp, "dnsperf-verbose.out") if verbose else None
+    r = run(argv, timeout=seconds + 60, cpu=LOAD_CPU, stdout_path=out)
     cpu1, rcv1, core1 = server.cpu(), udp_errors(), cpu_busy_seconds(SERVER_CPU)
     res = parse_dnsperf(r.stdout)
     res["server_cpu_s"] = cpu1 - cpu0
@@ -1079,8 +1091,10 @@ def keep_previous(new_text):
         return new_text
     m = re.search(r"^- date: (.+)$", old, re.M)
     when = m.group(1).strip() if m else "an earlier run"
-    demoted = re.sub(r"^(#+) ", r"#\1 ", old, flags=re.M)
-    return new_text + f"\n---\n\n# Previous results ({when})\n\n" + demoted
+    # The last run goes one level down, under its date; older ones stay as they are.
+    last, sep, older = old.partition("\n---\n\n# Previous results")
+    demoted = re.sub(r"^(#{1,5}) ", r"#\1 ", last, flags=re.M)
+    return new_text + f"\n---\n\n# Previous results ({when})\n\n" + demoted + sep + older
 
 
 machine_info = {}

@@ -160,8 +160,8 @@ impl ConsulZone {
     }
 
     /// Answers `qname`/`qtype`; `qname` is the question as sent (its spelling is kept in
-    /// the answer), `d` the served domain it is under. What the
-    /// answer needs beyond memory (see [`Need`]) is fetched, and the answer worked out again.
+    /// the answer), `d` the served domain it is under. What the answer needs beyond memory
+    /// (see [`Need`]) is fetched, and the answer worked out again.
     pub async fn answer(&self, qname: &Name, qtype: RecordType, d: usize) -> Answer {
         let mut fetched = Fetched::default();
         loop {

@@ -112,7 +112,7 @@ async fn garbage_from_consul_keeps_known_data() {
     .await;
     let running = server(&url).await;
     let dns = running.dns_addrs[0];
-    web_answered(dns).await;
+    web_answered(dns, 1).await;
     // Every read from now on gets an unreadable body; a change wakes the long polls.
     consul.set_fault(Fault::Body("{\"truncated\": [".into()));
     consul
@@ -143,14 +143,7 @@ async fn garbage_from_consul_keeps_known_data() {
         "known names answered without delay"
     );
     consul.set_fault(Fault::None);
-    eventually(Duration::from_secs(5), || async {
-        query(dns, "web.service.consul.", RecordType::A)
-            .await
-            .answers
-            .len()
-            == 2
-    })
-    .await;
+    web_answered(dns, 2).await;
     running.shutdown().await;
 }
 
@@ -162,7 +155,7 @@ async fn a_consul_trickling_its_answers_does_not_slow_known_names() {
     // The HTTP timeout of a blocking query is blocking_wait + blocking_wait/16 + 10 s.
     let running = server_with(&url, |c| c.blocking_wait = Duration::from_secs(1)).await;
     let dns = running.dns_addrs[0];
-    web_answered(dns).await;
+    web_answered(dns, 1).await;
     // From now on every response is sent one byte every 200 ms; a change ends the long
     // polls, so every watch is soon reading a trickle.
     consul.set_fault(Fault::Trickle {
@@ -214,14 +207,14 @@ async fn a_consul_trickling_its_answers_does_not_slow_known_names() {
     running.shutdown().await;
 }
 
-/// Waits until `web.service.consul.` is answered with its one instance.
-async fn web_answered(dns: std::net::SocketAddr) {
+/// Waits until `web.service.consul.` is answered with `instances` instances.
+async fn web_answered(dns: std::net::SocketAddr, instances: usize) {
     eventually(Duration::from_secs(5), || async {
         query(dns, "web.service.consul.", RecordType::A)
             .await
             .answers
             .len()
-            == 1
+            == instances
     })
     .await;
 }

@@ -453,28 +453,7 @@ impl Syncer {
             return Ok(data);
         }
         let key = subject.cache_key();
-        // Boxed: moka's futures are kilobytes, and every answer's future would carry them.
-        Box::pin(self.instances_cold(subject, key.as_ref())).await
-    }
-
-    /// The prepared data of a service whose watch was asked for lately (no waiting, no
-    /// lock): None when it must go through [`Syncer::instances`].
-    pub fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData> {
-        let w = self.hot.get(subject.cache_key().as_ref())?;
-        w.stamp
-            .last_used
-            .store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.metrics().view_hits.inc();
-        Some(w.data())
-    }
-
-    /// [`Syncer::instances`] for a service not in the hot map: through moka, which starts
-    /// the watch (and its first load) if there is none.
-    async fn instances_cold(
-        &self,
-        subject: Subject<'_>,
-        key: &str,
-    ) -> Result<ServiceData, Arc<ConsulError>> {
+        let key = key.as_ref();
         let w = match self.services.get(key).await {
             Some(w) => {
                 self.metrics().view_hits.inc();
@@ -489,6 +468,17 @@ impl Syncer {
         };
         self.hot.insert(key, &w);
         Ok(w.data())
+    }
+
+    /// The prepared data of a service whose watch was asked for lately (no waiting, no
+    /// lock): None when it must go through [`Syncer::instances`].
+    pub fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData> {
+        let w = self.hot.get(subject.cache_key().as_ref())?;
+        w.stamp
+            .last_used
+            .store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.metrics().view_hits.inc();
+        Some(w.data())
     }
 
     /// Preparation settings for a datacenter (None: local). `translated`: the agent already

@@ -19,6 +19,7 @@ use super::prepared::{generated_name, ip_rdata, NodeTable, PreparedNode, Prepare
 use crate::config::ServiceTtl;
 use crate::consul::remote::RemoteDc;
 use crate::consul::sync::{Endpoint, ServiceData, Subject, Syncer};
+use crate::consul::watch::WatchHealth;
 use crate::consul::ConsulError;
 use crate::view::Directory;
 
@@ -57,6 +58,20 @@ struct Listed<T> {
     version: u64,
     /// How long its watch has been failing.
     stale: Option<Duration>,
+}
+
+/// `list` with how stale its watch is; SERVFAIL when there is none yet.
+fn listed<T>(
+    list: Option<Arc<T>>,
+    version: u64,
+    health: &WatchHealth,
+) -> Result<Listed<T>, Answer> {
+    let list = list.ok_or_else(|| Answer::code(ResponseCode::ServFail))?;
+    Ok(Listed {
+        list,
+        version,
+        stale: health.stale_for(),
+    })
 }
 
 /// A service lookup as the question asks it.
@@ -311,19 +326,11 @@ impl ConsulZone {
     ) -> Result<Result<Listed<Directory>, Answer>, Need> {
         let Some(dc) = dc else {
             let (version, directory) = self.syncer.view().directory_versioned();
-            return Ok(directory
-                .map(|list| Listed {
-                    list,
-                    version,
-                    stale: self.syncer.directory_health().stale_for(),
-                })
-                .ok_or_else(|| Answer::code(ResponseCode::ServFail)));
+            return Ok(listed(directory, version, self.syncer.directory_health()));
         };
-        Ok(self.remote(dc, f)?.map(|r| Listed {
-            list: r.directory.load_full(),
-            version: 0,
-            stale: r.directory_health.stale_for(),
-        }))
+        Ok(self
+            .remote(dc, f)?
+            .and_then(|r| listed(Some(r.directory.load_full()), 0, &r.directory_health)))
     }
 
     /// The node list of a datacenter (None: local); `Ok(Err(answer))` when it cannot be had.
@@ -333,22 +340,12 @@ impl ConsulZone {
         f: &Fetched,
     ) -> Result<Result<Listed<NodeTable>, Answer>, Need> {
         let Some(dc) = dc else {
-            return Ok(self
-                .syncer
-                .view()
-                .nodes()
-                .map(|list| Listed {
-                    list,
-                    version: 0,
-                    stale: self.syncer.nodes_health().stale_for(),
-                })
-                .ok_or_else(|| Answer::code(ResponseCode::ServFail)));
+            let nodes = self.syncer.view().nodes();
+            return Ok(listed(nodes, 0, self.syncer.nodes_health()));
         };
-        Ok(self.remote(dc, f)?.map(|r| Listed {
-            list: r.nodes.load_full(),
-            version: 0,
-            stale: r.nodes_health.stale_for(),
-        }))
+        Ok(self
+            .remote(dc, f)?
+            .and_then(|r| listed(Some(r.nodes.load_full()), 0, &r.nodes_health)))
     }
 
     /// Another datacenter's lists, once fetched; `Ok(Err(answer))` when they cannot be
@@ -590,7 +587,7 @@ impl ConsulZone {
         let ip = net.addr();
         let view = self.syncer.view();
         // Before the first sync the address may be ours: wait as for Consul names.
-        if !view.is_ready() && !Box::pin(view.wait_ready(self.options.startup_wait)).await {
+        if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
             return Some(Answer::code(ResponseCode::ServFail));
         }
         let dc = view.datacenter()?;

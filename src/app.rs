@@ -48,6 +48,8 @@ pub enum StartError {
     Zone(#[from] ZoneError),
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    #[error("cannot start serving UDP: {0}")]
+    Udp(#[source] std::io::Error),
 }
 
 /// A running server.
@@ -58,6 +60,9 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// Stops the UDP loops (`dns::udp`) and the TCP listeners (`dns::tcp`).
     stop_dns: CancellationToken,
+    /// The UDP loops; each ends once its thread has (at most `udp::STOP_CHECK` after
+    /// `stop_dns`).
+    udp: Vec<JoinHandle<()>>,
     /// The TCP listeners; each ends once its connections have finished.
     tcp: Vec<JoinHandle<()>>,
     syncer: Arc<Syncer>,
@@ -156,6 +161,11 @@ impl Running {
     /// Stops listening, lets in-flight queries finish, ends the Consul watches.
     pub async fn shutdown(self) {
         self.stop_dns.cancel();
+        for udp in self.udp {
+            if let Err(e) = udp.await {
+                warn!(error = %e, "UDP loop stopped with an error");
+            }
+        }
         for listener in self.tcp {
             if let Err(e) = listener.await {
                 warn!(error = %e, "TCP listener stopped with an error");
@@ -316,15 +326,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(rrl) = &rrl {
         info!(?rrl, "response-rate limiting of UDP answers is on");
     }
-    for udp in sockets.udp {
-        tokio::spawn(udp::serve(
-            udp,
-            Arc::clone(&handler),
-            Arc::clone(&metrics),
-            rrl.clone(),
-            stop_dns.clone(),
-        ));
-    }
+    let udp = sockets
+        .udp
+        .into_iter()
+        .map(|socket| {
+            udp::spawn(
+                socket,
+                Arc::clone(&handler),
+                Arc::clone(&metrics),
+                rrl.clone(),
+                &stop_dns,
+            )
+        })
+        .collect::<Result<_, _>>()
+        .map_err(StartError::Udp)?;
     let limits = TcpLimits {
         max_connections: config.tcp.max_connections,
         idle_timeout: config.tcp.idle_timeout,
@@ -357,6 +372,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         dns_addrs: sockets.addrs,
         http_addr,
         stop_dns,
+        udp,
         tcp,
         syncer,
         zones: static_zones,

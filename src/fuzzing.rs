@@ -8,7 +8,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::rr::{Name, RecordType};
-use tokio::net::UdpSocket;
 use tokio::runtime::Runtime;
 
 use crate::app;
@@ -69,9 +68,7 @@ fn start_harness() -> Result<Harness, String> {
         }
         let handler = Arc::clone(running.handler());
         let metrics = Arc::clone(running.syncer().metrics());
-        let socket = UdpSocket::bind(local)
-            .await
-            .map_err(|e| format!("socket: {e}"))?;
+        let socket = StdUdpSocket::bind(local).map_err(|e| format!("socket: {e}"))?;
         // Both live as long as the process.
         Box::leak(Box::new(emulator));
         Box::leak(Box::new(running));
@@ -96,7 +93,7 @@ pub fn request_datagrams(bytes: &[u8]) -> Vec<Vec<u8>> {
     let h = harness();
     h.runtime.block_on(async {
         let mut path = h.path.lock().await;
-        if let Some(waiting) = path.answer(bytes, h.client_addr).await {
+        if let Some(waiting) = path.answer(bytes, h.client_addr) {
             let _ = tokio::time::timeout(ANSWER_WAIT, waiting).await;
         }
     });

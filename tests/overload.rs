@@ -368,6 +368,8 @@ async fn pipelined_queries_are_all_answered() {
 async fn shutdown_closes_idle_connections_and_stops_accepting() {
     let (_consul, running) = ready_server(|_| {}).await;
     let dns = running.dns_addrs[0];
+    let m = query(dns, "web.service.consul.", RecordType::A).await;
+    assert_eq!(m.answers.len(), 1, "answered over UDP before");
     let mut idle = TcpStream::connect(dns).await.unwrap();
     idle.write_all(&tcp_frame(3, "web.service.consul.", RecordType::A))
         .await
@@ -383,6 +385,26 @@ async fn shutdown_closes_idle_connections_and_stops_accepting() {
         TcpStream::connect(dns).await.is_err(),
         "no longer accepting"
     );
+    // The UDP socket is closed by the time shutdown returns: its port is free.
+    std::net::UdpSocket::bind(dns).expect("the UDP port is free after shutdown");
+}
+
+#[test]
+fn the_udp_socket_closes_when_its_runtime_goes_away() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (consul, running) = runtime.block_on(ready_server(|_| {}));
+    let dns = running.dns_addrs[0];
+    drop(running);
+    drop(consul);
+    drop(runtime);
+    let start = Instant::now();
+    while std::net::UdpSocket::bind(dns).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the UDP port is still taken 2 s after"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 // ---- response-rate limiting ----

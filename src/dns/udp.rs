@@ -1,17 +1,25 @@
-//! Our own UDP loop: receive, answer, send, on the socket's task. hickory's UDP server
-//! spawns a task per packet and hands every answer through a channel to a sender task; the
-//! two thread wake-ups per query cost more than answering from memory (see
+//! Our own UDP loop: receive, answer, send, on a thread of its own per socket. hickory's UDP
+//! server spawns a task per packet and hands every answer through a channel to a sender
+//! task; the two thread wake-ups per query cost more than answering from memory (see
 //! bench/RESULTS.md). Per datagram, in order: response-rate limiting (`rrl`), the response
 //! cache (`response_cache`: a positive answer about a local service sent again without
 //! being built), then the handler. A query whose answer is ready (every name of the view)
 //! is answered inline; one that must wait (the first load of a service, the first sync,
-//! forwarding) continues on a task of its own, so it never holds up the others. Datagrams
-//! are received in batches (`udp_batch`). hickory stays the protocol layer: its parser, its
-//! `Request`, its response builder and encoder, and the same handler as TCP.
+//! forwarding) continues on a task of the runtime, so it never holds up the others.
+//! Datagrams are received and sent in batches (`udp_batch`). hickory stays the protocol
+//! layer: its parser, its `Request`, its response builder and encoder, and the same
+//! handler as TCP.
+//!
+//! Why a thread blocking in the receive call rather than a task on the runtime: a socket
+//! registered with epoll keeps the poller on its wait queue for good, so the kernel calls
+//! into epoll for every query that arrives and for every response sent (when the
+//! response's buffer is released). A thread blocking in the receive call is on the queue
+//! only while the socket is empty; under load, when it matters, nobody is.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use hickory_server::net::runtime::TokioTime;
@@ -22,8 +30,7 @@ use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
-use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -41,42 +48,52 @@ use crate::metrics::Metrics;
 /// grow memory without bound. Queries answered from memory are never waiting.
 pub const MAX_WAITING: usize = 10_000;
 
-/// Serves `socket` with `handler` until `cancel` fires; `rrl` limits the answers.
-pub async fn serve(
-    socket: UdpSocket,
+/// How long the thread blocks in a receive before it looks whether it must stop.
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// A waiting answer whose send finds the socket's buffer full tries again this often, at
+/// most [`SEND_TRIES`] times in all, then is dropped (as the kernel drops a datagram).
+const SEND_RETRY: Duration = Duration::from_millis(2);
+const SEND_TRIES: u32 = 50;
+
+/// Serves `socket` with `handler` on a thread of its own until `cancel` fires or the
+/// runtime this is called on shuts down; `rrl` limits the answers. Answers that must wait
+/// continue on tasks of that runtime. The task returned ends when the thread has (the
+/// socket is then closed).
+pub fn spawn(
+    socket: tokio::net::UdpSocket,
     handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
     rrl: Option<Arc<Rrl>>,
-    cancel: CancellationToken,
-) {
-    let mut server = UdpServer::new(Arc::new(socket), handler, metrics, rrl);
-    let mut rx = BatchReceiver::default();
-    let mut tx = SendBatch::default();
-    loop {
-        let n = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = rx.recv(&server.socket) => match r {
-                Ok(n) => n,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; nothing to do with them.
-                    debug!(error = %e, "UDP receive error");
-                    continue;
-                }
-            },
-        };
-        for i in 0..n {
-            if let (datagram, Some(src)) = rx.datagram(i) {
-                if !datagram.is_empty() && answerable(src) {
-                    server.answer(datagram, src, &mut tx).await;
-                }
-            }
+    cancel: &CancellationToken,
+) -> io::Result<JoinHandle<()>> {
+    let socket = socket.into_std()?;
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(STOP_CHECK))?;
+    let server = UdpServer::new(Arc::new(socket), handler, metrics, rrl);
+    let runtime = tokio::runtime::Handle::current();
+    let stop = cancel.child_token();
+    let (done, finished) = oneshot::channel::<()>();
+    let thread_stop = stop.clone();
+    std::thread::Builder::new()
+        .name("consul-dns-udp".to_string())
+        .spawn(move || {
+            let _runtime = runtime.enter();
+            server.run(&thread_stop);
+            let _ = done.send(());
+        })?;
+    // Stops the thread when the runtime goes away (this task is then dropped).
+    Ok(tokio::spawn(async move {
+        let _stop = stop.drop_guard();
+        if finished.await.is_err() {
+            tracing::error!("the UDP loop panicked: UDP queries are no longer answered");
         }
-        tx.send(&server.socket).await;
-    }
+    }))
 }
 
 /// What the loop of one socket owns.
 struct UdpServer {
+    /// Blocking, with a receive timeout of [`STOP_CHECK`].
     socket: Arc<UdpSocket>,
     handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
@@ -96,11 +113,11 @@ impl DatagramPath {
     }
 
     /// Answers `datagram` from `src` as the loop does; the task answering it when the
-    /// answer must wait.
-    pub async fn answer(&mut self, datagram: &[u8], src: SocketAddr) -> Option<JoinHandle<()>> {
+    /// answer must wait. Called within a runtime.
+    pub fn answer(&mut self, datagram: &[u8], src: SocketAddr) -> Option<JoinHandle<()>> {
         let mut tx = SendBatch::default();
-        let waiting = self.0.answer(datagram, src, &mut tx).await;
-        tx.send(&self.0.socket).await;
+        let waiting = self.0.answer(datagram, src, &mut tx);
+        tx.send(&self.0.socket);
         waiting
     }
 }
@@ -122,15 +139,41 @@ impl UdpServer {
         }
     }
 
+    /// Receives, answers and sends until `stop` fires.
+    fn run(mut self, stop: &CancellationToken) {
+        let mut rx = BatchReceiver::default();
+        let mut tx = SendBatch::default();
+        while !stop.is_cancelled() {
+            let n = match rx.recv(&self.socket) {
+                Ok(n) => n,
+                Err(e) if quiet(&e) => continue,
+                Err(e) => {
+                    debug!(error = %e, "UDP receive error");
+                    // Not a busy loop should an error repeat.
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            };
+            for i in 0..n {
+                if let (datagram, Some(src)) = rx.datagram(i) {
+                    if !datagram.is_empty() && answerable(src) {
+                        self.answer(datagram, src, &mut tx);
+                    }
+                }
+            }
+            tx.send(&self.socket);
+        }
+    }
+
     /// Answers `datagram` from `src`: a stored response is queued in `tx`, others are
     /// sent as they are built.
-    async fn answer(
+    fn answer(
         &mut self,
         datagram: &[u8],
         src: SocketAddr,
         tx: &mut SendBatch,
     ) -> Option<JoinHandle<()>> {
-        if self.rate_limited(datagram, src).await {
+        if self.rate_limited(datagram, src) {
             return None;
         }
         let handler = &self.handler;
@@ -140,7 +183,7 @@ impl UdpServer {
         let mut step = Step::Full(None);
         if let Some(q) = &question {
             if tx.is_full() {
-                tx.send(&self.socket).await;
+                tx.send(&self.socket);
             }
             let (fast, metrics) = (&mut self.fast, &self.metrics);
             let written = tx.queue(src, |out| {
@@ -151,7 +194,7 @@ impl UdpServer {
                 return None;
             }
         }
-        let request = parse(datagram, src, &self.socket).await?;
+        let request = parse(datagram, src, &self.socket)?;
         let kept = question.as_ref().map(|_| Kept::default());
         let responder = UdpResponder {
             socket: Arc::clone(&self.socket),
@@ -191,7 +234,7 @@ impl UdpServer {
 
     /// Response-rate limiting, before anything else is done for the query: true when its
     /// answer is dropped, or slipped (an empty truncated response sent instead), and counted.
-    async fn rate_limited(&self, datagram: &[u8], src: SocketAddr) -> bool {
+    fn rate_limited(&self, datagram: &[u8], src: SocketAddr) -> bool {
         let Some(rrl) = &self.rrl else {
             return false;
         };
@@ -203,9 +246,9 @@ impl UdpServer {
             }
             Verdict::Slip => {
                 self.metrics.rrl_slipped.inc();
-                let request = parse(datagram, src, &self.socket).await;
+                let request = parse(datagram, src, &self.socket);
                 if let Some(bytes) = request.as_ref().and_then(wire::truncated) {
-                    send(&self.socket, &bytes, src).await;
+                    send(&self.socket, &bytes, src);
                 }
                 true
             }
@@ -213,14 +256,39 @@ impl UdpServer {
     }
 }
 
-/// Sends `bytes` to `dst`, waiting for the socket only when its buffer is full.
-async fn send(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {
-    let sent = match socket.try_send_to(bytes, dst) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(bytes, dst).await,
-        r => r,
-    };
-    if let Err(e) = sent {
+/// Errors of a receive that are no error: the timeout, a signal.
+fn quiet(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Sends `bytes` to `dst` from the socket's thread (blocking while the buffer is full).
+fn send(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, dst) {
         debug!(%dst, error = %e, "UDP send error");
+    }
+}
+
+/// Sends `bytes` to `dst` without blocking the thread it runs on: while the socket's
+/// buffer is full, it waits and tries again a bounded number of times.
+async fn send_without_blocking(
+    socket: &UdpSocket,
+    bytes: &[u8],
+    dst: SocketAddr,
+) -> io::Result<()> {
+    let (socket, dst) = (socket2::SockRef::from(socket), socket2::SockAddr::from(dst));
+    let mut tries = 1;
+    loop {
+        match socket.send_to_with_flags(bytes, &dst, libc::MSG_DONTWAIT) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < SEND_TRIES => {
+                tries += 1;
+                tokio::time::sleep(SEND_RETRY).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -252,7 +320,7 @@ fn answerable(src: SocketAddr) -> bool {
 
 /// The request in `bytes`; None when there is nothing to answer: shorter than a header, a
 /// response (answering those makes reflection loops), or malformed (then FORMERR is sent).
-pub(crate) async fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Request> {
+fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Request> {
     let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
     if header.metadata.message_type == MessageType::Response {
         return None;
@@ -262,7 +330,7 @@ pub(crate) async fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> 
         Err(e) => {
             debug!(%src, error = %e, "malformed request: FORMERR");
             if let Some(bytes) = wire::formerr(&header, 512) {
-                send(socket, &bytes, src).await;
+                send(socket, &bytes, src);
             }
             None
         }
@@ -296,16 +364,9 @@ impl ResponseHandler for UdpResponder {
         if let Some(keep) = &self.keep {
             keep.put(&bytes);
         }
-        match self.socket.try_send_to(&bytes, self.dst) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.socket
-                    .send_to(&bytes, self.dst)
-                    .await
-                    .map_err(NetError::from)?;
-            }
-            Err(e) => return Err(NetError::from(e)),
-        }
+        send_without_blocking(&self.socket, &bytes, self.dst)
+            .await
+            .map_err(NetError::from)?;
         Ok(info)
     }
 }

@@ -1,12 +1,11 @@
-//! Receiving UDP queries in batches: on Linux one `recvmmsg` call (through nix) takes every
-//! datagram waiting on the socket, up to [`BATCH`], where `recv_from` takes one per system
-//! call. Under load the socket's queue is rarely empty, so most calls return a full batch.
+//! Receiving UDP queries in batches: on Linux one `recvmmsg` call (through nix) waits for a
+//! datagram and takes every one then waiting on the socket, up to [`BATCH`], where
+//! `recv_from` takes one per system call. Under load the socket's queue is rarely empty, so
+//! most calls return many. The socket is blocking: these calls are made by the socket's
+//! own thread (`udp`).
 
 use std::io;
-use std::net::SocketAddr;
-
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 
 /// Datagrams taken per call.
 pub const BATCH: usize = 32;
@@ -39,16 +38,12 @@ impl Default for BatchReceiver {
 }
 
 impl BatchReceiver {
-    /// Waits for datagrams and takes those waiting; returns how many (at least one).
-    pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        loop {
-            socket.readable().await?;
-            match socket.try_io(Interest::READABLE, || self.recv_now(socket)) {
-                Ok(0) => continue,
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+    /// Waits for datagrams (as long as the socket's receive timeout) and takes those
+    /// waiting; returns how many (at least one).
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        match self.recv_now(socket)? {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
         }
     }
 
@@ -76,7 +71,7 @@ impl BatchReceiver {
             socket.as_raw_fd(),
             &mut headers,
             iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
+            MsgFlags::MSG_WAITFORONE,
             None,
         )
         .map_err(io::Error::from)?;
@@ -105,7 +100,7 @@ impl BatchReceiver {
         let Some(buf) = self.bufs.first_mut() else {
             return Ok(0);
         };
-        let (len, src) = socket.try_recv_from(buf)?;
+        let (len, src) = socket.recv_from(buf)?;
         self.received.clear();
         self.received.push(Received {
             len,
@@ -154,19 +149,14 @@ impl SendBatch {
         true
     }
 
-    /// Sends what is queued, waiting for the socket only when its buffer is full; a
-    /// response that cannot be sent is logged and dropped, as a single send's would be.
-    pub async fn send(&mut self, socket: &UdpSocket) {
+    /// Sends what is queued, blocking while the socket's buffer is full; a response that
+    /// cannot be sent is logged and dropped, as a single send's would be.
+    pub fn send(&mut self, socket: &UdpSocket) {
         let mut from = 0;
         while from < self.len {
-            let sent = socket.try_io(Interest::WRITABLE, || self.send_now(socket, from));
-            match sent {
+            match self.send_now(socket, from) {
                 Ok(n) => from += n.max(1),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if socket.writable().await.is_err() {
-                        break;
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // The first unsent response is the one that failed; the rest may go.
                     tracing::debug!(dst = %self.dsts[from], error = %e, "UDP send error");
@@ -214,14 +204,7 @@ impl SendBatch {
         // SAFETY: `headers` holds `count` initialised mmsghdr whose pointers (the
         // addresses, the iovecs, the buffers the iovecs point at) all outlive the call;
         // the kernel only reads them and writes the headers' msg_len fields.
-        let sent = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                count,
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let sent = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), count, 0) };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -230,7 +213,7 @@ impl SendBatch {
 
     #[cfg(not(target_os = "linux"))]
     fn send_now(&self, socket: &UdpSocket, from: usize) -> io::Result<usize> {
-        socket.try_send_to(&self.bufs[from], self.dsts[from])?;
+        socket.send_to(&self.bufs[from], self.dsts[from])?;
         Ok(1)
     }
 }

@@ -147,9 +147,7 @@ impl Catalog {
                 .flat_map(|node| node.services.values().map(move |svc| (node, svc)))
         };
         let selected: Vec<Instance<'_>> = match *select {
-            Select::Service(name) => all()
-                .filter(|(_, svc)| svc.spec.name.eq_ignore_ascii_case(name))
-                .collect(),
+            Select::Service(name) => self.instances_of(name).collect(),
             Select::Connect(name) => all()
                 .filter(|(_, svc)| {
                     svc.spec
@@ -160,11 +158,7 @@ impl Catalog {
             Select::Ingress(name) => self
                 .ingress_gateways_for(name)
                 .iter()
-                .flat_map(|gw| {
-                    all()
-                        .filter(|(_, svc)| svc.spec.name.eq_ignore_ascii_case(gw))
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|gw| self.instances_of(gw).collect::<Vec<_>>())
                 .collect(),
         };
         selected

@@ -249,7 +249,7 @@ pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
         answers.push(Record::from_rdata(qname.clone(), p.ttl, RData::SRV(srv)));
         if !seen_targets.contains(&inst.target_id) {
             seen_targets.push(inst.target_id);
-            additionals.extend(target.additionals.iter().cloned());
+            additionals.extend(target.address_record(p.ttl));
         }
         if !seen_nodes.contains(&inst.node_id) {
             seen_nodes.push(inst.node_id);

@@ -423,15 +423,7 @@ impl ConsulZone {
                 ttl,
                 RData::NS(NS(target.name.clone())),
             ));
-            for r in target
-                .additionals
-                .iter()
-                .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
-            {
-                let mut r = r.clone();
-                r.ttl = ttl;
-                glue.push(r);
-            }
+            glue.extend(target.address_record(ttl));
         }
         Ok((ns, glue))
     }

@@ -272,6 +272,52 @@ async fn beyond_max_watches_services_are_polled() {
 }
 
 #[tokio::test]
+async fn polled_reads_in_flight_are_bounded_when_consul_hangs() {
+    let (consul, running, dns, _http) = setup(|c| {
+        c.max_watches = 2;
+        c.watch_poll_interval = Duration::from_millis(200);
+    })
+    .await;
+    let names = ["a1", "a2", "a3", "a4", "a5", "a6"];
+    for (i, name) in names.iter().enumerate() {
+        let ip = format!("10.2.3.{}", i + 1);
+        http_register(
+            &consul.url(),
+            &instance("node9", "192.168.56.9", name, name, &ip, 80, &[], "passing"),
+        )
+        .await;
+    }
+    // `web` holds one slot, `a1` the other; `a2`..`a6` are polled.
+    for name in names {
+        let qname = format!("{name}.service.consul.");
+        eventually(WAIT, || async {
+            query_with(dns, &qname, RecordType::A, EDNS)
+                .await
+                .answers
+                .len()
+                == 1
+        })
+        .await;
+    }
+    consul.set_fault(Fault::Hang);
+    let hung_since = consul.request_log().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let polls = consul.request_log()[hung_since..]
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/health/service/a") && !r.query.contains("index="))
+        .count();
+    assert!(
+        (1..=2).contains(&polls),
+        "{polls} re-reads sent to a hanging Consul; at most max_watches (2) may be in flight"
+    );
+    // Answers keep coming from memory meanwhile.
+    let m = query_with(dns, "a6.service.consul.", RecordType::A, EDNS).await;
+    assert_eq!(m.answers.len(), 1);
+    consul.set_fault(Fault::None);
+    running.shutdown().await;
+}
+
+#[tokio::test]
 async fn watch_all_services_has_no_cold_misses() {
     let consul = emulator().await;
     http_register(&consul.url(), &web_instance(1, "passing")).await;

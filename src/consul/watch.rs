@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -176,11 +177,15 @@ pub fn stalest<'a>(watches: impl IntoIterator<Item = &'a WatchHealth>) -> Option
     watches.into_iter().filter_map(WatchHealth::stale_for).max()
 }
 
-/// Bounds the number of watches holding a blocking query (`max_watches`).
+/// Bounds the number of watches holding a blocking query (`max_watches`), and the number
+/// of polled watches' reads in flight at once (as many): with up to ten times as many
+/// services polled, a slow or hanging Consul would otherwise get one connection per
+/// polled service, and the process could run out of descriptors.
 #[derive(Debug)]
 pub struct WatchSlots {
     max: usize,
     used: AtomicUsize,
+    polls: Semaphore,
     metrics: Arc<Metrics>,
 }
 
@@ -200,6 +205,7 @@ impl WatchSlots {
         Arc::new(WatchSlots {
             max,
             used: AtomicUsize::new(0),
+            polls: Semaphore::new(max.max(1)),
             metrics,
         })
     }
@@ -280,9 +286,18 @@ pub async fn run<T, F>(
             Pace::Blocking(_) if backoff.failures() == 0 => index,
             _ => 0,
         };
+        let read = async {
+            let _poll = match &pace {
+                Pace::Polling { slots, .. } => slots.polls.acquire().await.ok(),
+                Pace::Blocking(_) => None,
+            };
+            ctx.client
+                .get_in::<T>(&segs, ctx.datacenter.as_deref(), blocking_index)
+                .await
+        };
         let result = tokio::select! {
             _ = ctx.cancel.cancelled() => return,
-            r = ctx.client.get_in::<T>(&segs, ctx.datacenter.as_deref(), blocking_index) => r,
+            r = read => r,
         };
         polled_once = true;
         match result {

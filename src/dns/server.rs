@@ -37,8 +37,13 @@ fn grow_receive_buffer(udp: &UdpSocket) {
     }
 }
 
+/// Ports tried for port 0. A port the system picks for UDP can be taken for TCP, by a
+/// connection of ours in TIME_WAIT among others: with thousands of those (a test suite, a
+/// benchmark), 10 tries all failed now and then.
+const PORT_0_ATTEMPTS: u32 = 100;
+
 /// Binds UDP and TCP on every address. With port 0 the system picks a port free for UDP,
-/// and TCP takes the same one (retried a few times if TCP already has it).
+/// and TCP takes the same one (another is picked while TCP already has it).
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Sockets, BindError> {
     let mut out = Sockets {
         udp: Vec::new(),
@@ -53,7 +58,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Sockets, BindError> {
             let bound = udp.local_addr().map_err(err)?;
             match TcpListener::bind(bound).await {
                 Ok(tcp) => break (udp, tcp),
-                Err(e) if addr.port() == 0 && attempts < 10 => {
+                Err(e) if addr.port() == 0 && attempts < PORT_0_ATTEMPTS => {
                     attempts += 1;
                     tracing::debug!(%bound, error = %e, "TCP port taken; picking another");
                 }

@@ -10,6 +10,7 @@
 //! limits, SRV additional records rebuilt after a cut, and the TC bit.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -245,6 +246,43 @@ impl<R: ResponseHandler> ResponseHandler for SetRecursionAvailable<R> {
     }
 }
 
+/// Counts the query and its time to answer as its response is sent, before the bytes
+/// leave: a client that reads the metrics once it has its answer finds it counted (the UDP
+/// loop answers on a thread of its own, so counting after the send raced with it).
+#[derive(Clone)]
+struct CountAtSend<R> {
+    inner: R,
+    metrics: Arc<Metrics>,
+    qtype: RecordType,
+    start: Instant,
+    /// Set once counted here; `handle` counts what was never sent.
+    sent: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl<R: ResponseHandler> ResponseHandler for CountAtSend<R> {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        if !self.sent.swap(true, Ordering::Relaxed) {
+            self.metrics
+                .count_query(self.qtype, response.metadata().response_code);
+            self.metrics
+                .answer_seconds
+                .observe(self.start.elapsed().as_secs_f64());
+        }
+        self.inner.send_response(response).await
+    }
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for DnsHandler {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -310,19 +348,26 @@ impl DnsHandler {
         response_handle: R,
         answered: Option<Answered>,
     ) -> (ResponseInfo, Option<ServiceBasis>) {
-        let start = Instant::now();
-        let (info, basis) = self
-            .respond::<R, T>(request, response_handle, answered)
-            .await;
-        let qtype = request
-            .queries
-            .queries()
-            .first()
-            .map_or(RecordType::Unknown(0), |q| q.query_type());
-        self.metrics.count_query(qtype, info.response_code);
-        self.metrics
-            .answer_seconds
-            .observe(start.elapsed().as_secs_f64());
+        let counted = CountAtSend {
+            inner: response_handle,
+            metrics: Arc::clone(&self.metrics),
+            qtype: request
+                .queries
+                .queries()
+                .first()
+                .map_or(RecordType::Unknown(0), |q| q.query_type()),
+            start: Instant::now(),
+            sent: Arc::default(),
+        };
+        let sent = Arc::clone(&counted.sent);
+        let (qtype, start) = (counted.qtype, counted.start);
+        let (info, basis) = self.respond::<_, T>(request, counted, answered).await;
+        if !sent.load(Ordering::Relaxed) {
+            self.metrics.count_query(qtype, info.response_code);
+            self.metrics
+                .answer_seconds
+                .observe(start.elapsed().as_secs_f64());
+        }
         (info, basis)
     }
 

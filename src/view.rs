@@ -85,13 +85,18 @@ pub struct ReverseIndex {
 /// for the usual one (a map per address cost ~470 bytes an address at 300k instances).
 type AddressNames = SmallVec<[(Box<str>, u32); 1]>;
 
+/// Where `name` is in `names`, or where it would go.
+fn position(names: &AddressNames, name: &str) -> Result<usize, usize> {
+    names.binary_search_by(|(n, _)| (**n).cmp(name))
+}
+
 impl ReverseIndex {
     /// A watch of service `name` moved from addresses `old` to `new`.
     pub fn replace(&self, name: &str, old: &[IpAddr], new: &[IpAddr]) {
         let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
         for ip in old {
             if let Some(names) = map.get_mut(ip) {
-                if let Ok(i) = names.binary_search_by(|(n, _)| (**n).cmp(name)) {
+                if let Ok(i) = position(names, name) {
                     names[i].1 -= 1;
                     if names[i].1 == 0 {
                         names.remove(i);
@@ -104,7 +109,7 @@ impl ReverseIndex {
         }
         for ip in new {
             let names = map.entry(*ip).or_default();
-            match names.binary_search_by(|(n, _)| (**n).cmp(name)) {
+            match position(names, name) {
                 Ok(i) => names[i].1 += 1,
                 Err(i) => names.insert(i, (name.into(), 1)),
             }

@@ -38,15 +38,6 @@ impl Default for BatchReceiver {
 }
 
 impl BatchReceiver {
-    /// Waits for datagrams (as long as the socket's receive timeout) and takes those
-    /// waiting; returns how many (at least one).
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        match self.recv_now(socket)? {
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
     /// The `i`th datagram of the last batch.
     pub fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
         match (self.received.get(i), self.bufs.get(i)) {
@@ -55,8 +46,10 @@ impl BatchReceiver {
         }
     }
 
+    /// Waits for datagrams (as long as the socket's receive timeout) and takes those
+    /// waiting; returns how many.
     #[cfg(target_os = "linux")]
-    fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         use std::io::IoSliceMut;
         use std::os::fd::AsRawFd;
 
@@ -96,7 +89,7 @@ impl BatchReceiver {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         let Some(buf) = self.bufs.first_mut() else {
             return Ok(0);
         };

@@ -263,6 +263,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             settings,
             service_ttl: dns.service_ttl.clone(),
             max_watches: config.max_watches,
+            max_services: config.max_services.max(config.max_watches),
             watch_idle_timeout: config.watch_idle_timeout,
             watch_poll_interval: config.watch_poll_interval,
             watch_all_services: config.watch_all_services,

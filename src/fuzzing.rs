@@ -175,18 +175,19 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
             };
             let p = PreparedService::build(&entries, 5, 1, &settings);
             let reverse = ReverseIndex::default();
-            reverse.replace("web", &[], &p.addresses);
-            reverse.replace("web", &p.addresses, &p.addresses);
-            reverse.replace("web", &p.addresses, &[]);
+            let web: std::sync::Arc<str> = "web".into();
+            reverse.replace(&web, &[], &p.addresses);
+            reverse.replace(&web, &p.addresses, &p.addresses);
+            reverse.replace(&web, &p.addresses, &[]);
             let mut tags: Vec<Option<String>> = vec![None];
-            tags.extend(p.all_tags.iter().take(ASKED).cloned().map(Some));
+            tags.extend(p.all_tags().iter().take(ASKED).cloned().map(Some));
             if let [Some(a), Some(b), ..] = &tags[1..] {
                 tags.push(Some(format!("{a}.{b}")));
             }
             for tag in &tags {
                 for qtype in QTYPES {
                     for d in 0..settings.domains.len() {
-                        let (known, tag) = (&p.all_tags, tag.as_deref());
+                        let (known, tag) = (p.all_tags(), tag.as_deref());
                         out.push(service_records(&qname, qtype, d, &p, known, tag, 3));
                     }
                 }

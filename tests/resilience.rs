@@ -215,6 +215,37 @@ async fn leader_loss_is_measured() {
     running.shutdown().await;
 }
 
+/// Instance `n` of service `api`, on its own node.
+fn api_instance(n: u8) -> serde_json::Value {
+    instance(
+        &format!("node{}", 6 + n),
+        &format!("192.168.56.{}", 6 + n),
+        "api",
+        &format!("api{n}"),
+        &format!("10.2.2.{n}"),
+        80,
+        &[],
+        "passing",
+    )
+}
+
+/// How many A records `api.service.consul` has.
+async fn api_answers(dns: SocketAddr) -> usize {
+    query_with(dns, "api.service.consul.", RecordType::A, EDNS)
+        .await
+        .answers
+        .len()
+}
+
+/// Blocking queries consul-dns sent for `api`.
+fn api_long_polls(consul: &Emulator) -> usize {
+    consul
+        .request_log()
+        .iter()
+        .filter(|r| r.path == "/v1/health/service/api" && r.query.contains("index="))
+        .count()
+}
+
 #[tokio::test]
 async fn beyond_max_watches_services_are_polled() {
     let (consul, running, dns, http) = setup(|c| {
@@ -222,52 +253,75 @@ async fn beyond_max_watches_services_are_polled() {
         c.watch_poll_interval = Duration::from_millis(300);
     })
     .await;
-    let url = consul.url();
-    http_register(
-        &url,
-        &instance(
-            "node7",
-            "192.168.56.7",
-            "api",
-            "api1",
-            "10.2.2.1",
-            80,
-            &[],
-            "passing",
-        ),
-    )
-    .await;
-    let api = |dns| async move {
-        query_with(dns, "api.service.consul.", RecordType::A, EDNS)
-            .await
-            .answers
-            .len()
-    };
-    eventually(WAIT, || async { api(dns).await == 1 }).await;
+    http_register(&consul.url(), &api_instance(1)).await;
+    eventually(WAIT, || async { api_answers(dns).await == 1 }).await;
     assert_eq!(metric(http, "consul_dns_watches_blocking").await, 1.0);
     assert_eq!(metric(http, "consul_dns_watches_polling").await, 1.0);
     // The polled service follows changes on its timer, with no long poll held for it.
-    http_register(
-        &url,
-        &instance(
-            "node8",
-            "192.168.56.8",
-            "api",
-            "api2",
-            "10.2.2.2",
-            80,
-            &[],
-            "passing",
-        ),
-    )
+    http_register(&consul.url(), &api_instance(2)).await;
+    eventually(WAIT, || async { api_answers(dns).await == 2 }).await;
+    assert_eq!(
+        api_long_polls(&consul),
+        0,
+        "a polled service holds no blocking query"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_polled_service_gets_a_blocking_query_when_a_slot_frees() {
+    let (consul, running, dns, http) = setup(|c| {
+        c.max_watches = 1;
+        c.watch_poll_interval = Duration::from_millis(200);
+        c.watch_idle_timeout = Duration::from_secs(1);
+    })
     .await;
-    eventually(WAIT, || async { api(dns).await == 2 }).await;
-    let long_polls = consul
-        .request_log()
-        .iter()
-        .filter(|r| r.path == "/v1/health/service/api" && r.query.contains("index="))
-        .count();
-    assert_eq!(long_polls, 0, "a polled service holds no blocking query");
+    http_register(&consul.url(), &api_instance(1)).await;
+    eventually(WAIT, || async { api_answers(dns).await == 1 }).await;
+    // `web` (asked by the setup) holds the only slot: `api` is polled.
+    assert_eq!(metric(http, "consul_dns_watches_polling").await, 1.0);
+    assert_eq!(api_long_polls(&consul), 0);
+    // `api` stays asked; `web` is not asked any more, idles out and frees its slot.
+    eventually(WAIT, || async {
+        api_answers(dns).await == 1
+            && metric(http, "consul_dns_watches_polling").await == 0.0
+            && metric(http, "consul_dns_watches_blocking").await == 1.0
+    })
+    .await;
+    eventually(WAIT, || async { api_long_polls(&consul) >= 1 }).await;
+    running.shutdown().await;
+}
+
+/// Registers services `names`, one passing instance each, at `<net>.1`, `<net>.2`, ….
+async fn register_one_instance_each(consul: &Emulator, names: &[&str], net: &str) {
+    for (i, name) in names.iter().enumerate() {
+        let ip = format!("{net}.{}", i + 1);
+        http_register(
+            &consul.url(),
+            &instance("node9", "192.168.56.9", name, name, &ip, 80, &[], "passing"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn max_services_bounds_the_services_kept_in_memory() {
+    let (consul, running, dns, _http) = setup(|c| {
+        c.max_watches = 1;
+        c.max_services = 2;
+    })
+    .await;
+    let names = ["b1", "b2", "b3", "b4"];
+    register_one_instance_each(&consul, &names, "10.2.4").await;
+    for name in names {
+        let qname = format!("{name}.service.consul.");
+        let m = query_with(dns, &qname, RecordType::A, EDNS).await;
+        assert_eq!(m.answers.len(), 1, "{name} answered");
+    }
+    eventually(WAIT, || async { running.syncer().live_watches() <= 2 }).await;
+    // One that left memory is read again when asked.
+    let m = query_with(dns, "b1.service.consul.", RecordType::A, EDNS).await;
+    assert_eq!(m.answers.len(), 1);
     running.shutdown().await;
 }
 
@@ -279,14 +333,7 @@ async fn polled_reads_in_flight_are_bounded_when_consul_hangs() {
     })
     .await;
     let names = ["a1", "a2", "a3", "a4", "a5", "a6"];
-    for (i, name) in names.iter().enumerate() {
-        let ip = format!("10.2.3.{}", i + 1);
-        http_register(
-            &consul.url(),
-            &instance("node9", "192.168.56.9", name, name, &ip, 80, &[], "passing"),
-        )
-        .await;
-    }
+    register_one_instance_each(&consul, &names, "10.2.3").await;
     // `web` holds one slot, `a1` the other; `a2`..`a6` are polled.
     for name in names {
         let qname = format!("{name}.service.consul.");

@@ -59,6 +59,7 @@ macro_rules! raw_structs {
             allow_recursion: Raw,
             zones: Raw,
             max_watches: Raw,
+            max_services: Raw,
             watch_idle_timeout: Raw,
             startup_wait: Raw,
             blocking_wait: Raw,
@@ -142,6 +143,7 @@ pub(super) struct FileConfig {
     pub allow_recursion: Option<Vec<IpNet>>,
     pub zones: Option<PathBuf>,
     pub max_watches: Option<usize>,
+    pub max_services: Option<usize>,
     pub watch_idle_timeout: Option<Duration>,
     pub startup_wait: Option<Duration>,
     pub blocking_wait: Option<Duration>,
@@ -291,6 +293,9 @@ impl FileConfig {
         let max_watches = f("max_watches", raw.max_watches)
             .map(|field| ctx.count(&field))
             .transpose()?;
+        let max_services = f("max_services", raw.max_services)
+            .map(|field| ctx.count(&field))
+            .transpose()?;
         let tcp_max_connections = f("tcp_max_connections", raw.tcp_max_connections)
             .map(|field| ctx.count(&field))
             .transpose()?;
@@ -368,6 +373,7 @@ impl FileConfig {
             allow_recursion,
             zones,
             max_watches,
+            max_services,
             watch_idle_timeout,
             startup_wait,
             blocking_wait,

@@ -47,6 +47,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// one client address: 150 leaves room for the list watches, other datacenters and other
 /// clients on the same host. Raise both together.
 pub const DEFAULT_MAX_WATCHES: usize = 150;
+/// Default `max_services`, as a multiple of `max_watches`.
+pub const DEFAULT_SERVICES_PER_WATCH: usize = 10;
 /// Default time after which an unqueried service stops being watched.
 pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default time a query waits for the first catalog sync before SERVFAIL.
@@ -685,6 +687,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Cap on live per-service watches (≥ 1).
     pub max_watches: usize,
+    /// Cap on services kept in memory, watched or polled (≥ `max_watches`).
+    pub max_services: usize,
     /// A service nobody asked for this long stops being watched (> 0).
     pub watch_idle_timeout: Duration,
     /// How long a query waits for the first catalog sync before SERVFAIL.
@@ -732,6 +736,7 @@ impl Default for Config {
             zones: None,
             dns: DnsConfig::default(),
             max_watches: DEFAULT_MAX_WATCHES,
+            max_services: DEFAULT_MAX_WATCHES * DEFAULT_SERVICES_PER_WATCH,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
             startup_wait: DEFAULT_STARTUP_WAIT,
             blocking_wait: DEFAULT_BLOCKING_WAIT,
@@ -844,6 +849,22 @@ impl Config {
             consul_addr
         };
 
+        let max_watches = file.max_watches.unwrap_or(defaults.max_watches);
+        let max_services = match file.max_services {
+            Some(n) if n < max_watches => {
+                return Err(ConfigError::Invalid {
+                    key: "max_services".to_string(),
+                    value: Some(n.to_string()),
+                    file: None,
+                    reason: format!(
+                        "must be at least max_watches ({max_watches}): a watched service is kept in memory"
+                    ),
+                })
+            }
+            Some(n) => n,
+            None => max_watches.saturating_mul(DEFAULT_SERVICES_PER_WATCH),
+        };
+
         Ok(Config {
             consul_addr,
             token,
@@ -874,7 +895,8 @@ impl Config {
                 .or(file.zones)
                 .filter(|p| !p.as_os_str().is_empty()),
             dns: apply_dns(DnsConfig::default(), file.dns),
-            max_watches: file.max_watches.unwrap_or(defaults.max_watches),
+            max_watches,
+            max_services,
             watch_idle_timeout: file
                 .watch_idle_timeout
                 .unwrap_or(defaults.watch_idle_timeout),

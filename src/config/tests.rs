@@ -1052,3 +1052,16 @@ fn empty_tls_values_mean_unset() {
     );
     assert_eq!(c.tls, ConsulTls::default());
 }
+
+#[test]
+fn max_services_defaults_to_ten_per_watch_and_cannot_be_below_max_watches() {
+    assert_eq!(load_ok(&[], "").max_services, 1500);
+    assert_eq!(load_ok(&[], "max_watches = 20\n").max_services, 200);
+    let c = load_ok(&[], "max_watches = 20\nmax_services = 100000\n");
+    assert_eq!((c.max_watches, c.max_services), (20, 100_000));
+    let (e, s) = load_err(&[], "max_watches = 20\nmax_services = 5\n");
+    assert_eq!(invalid_key(&e), "max_services");
+    assert!(s.contains("at least max_watches (20)"), "{s}");
+    let (e, _) = load_err(&[], "max_services = 0\n");
+    assert_eq!(invalid_key(&e), "max_services");
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
+use tracing::debug;
 
 use super::{tls, ConsulError};
 use crate::config::ConsulTls;
@@ -203,13 +204,20 @@ impl ConsulClient {
         timeout: Duration,
         path: &str,
     ) -> Result<(T, QueryMeta), ConsulError> {
-        let response = self
-            .http
-            .get(url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| ConsulError::from_transport(path, e))?;
+        let mut retried = false;
+        let response = loop {
+            match self.http.get(url.clone()).timeout(timeout).send().await {
+                Ok(response) => break response,
+                // Typically a kept-alive connection the agent closed as we reused it: the
+                // request is sent again once, on a new connection (as Go's client does for
+                // idempotent requests). Refused connections and timeouts are not retried.
+                Err(e) if !retried && !e.is_connect() && !e.is_timeout() => {
+                    debug!(path, error = %e, "Consul request failed before an answer; sent again");
+                    retried = true;
+                }
+                Err(e) => return Err(ConsulError::from_transport(path, e)),
+            }
+        };
         let status = response.status();
         let mut meta = read_meta(response.headers());
         meta.received = Some(Instant::now());

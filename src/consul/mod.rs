@@ -4,6 +4,7 @@
 pub mod changes;
 pub mod client;
 pub mod model;
+mod polled;
 pub mod queries;
 pub mod remote;
 pub mod sync;

@@ -11,7 +11,7 @@ use tracing::{debug, error, warn};
 
 use super::model::{Datacenters, Node, ServiceDirectory};
 use super::sync::{acl_would_empty, Syncer};
-use super::watch::{self, Backoff, Pace, WatchContext, WatchHealth};
+use super::watch::{self, Backoff, WatchContext, WatchHealth};
 use super::{ConsulError, QueryMeta};
 use crate::dns::prepared::NodeTable;
 use crate::view::Directory;
@@ -87,7 +87,7 @@ impl Syncer {
             ctx(&remote.directory_health),
             services_path.map(String::from).to_vec(),
             watch::next_index(0, smeta.index).1,
-            Pace::Blocking(None),
+            None,
             move |services: ServiceDirectory, meta: QueryMeta, _| {
                 let had = !target.load().services.is_empty();
                 if acl_would_empty(&meta, services.is_empty(), had, &metrics) {
@@ -103,7 +103,7 @@ impl Syncer {
             ctx(&remote.nodes_health),
             nodes_path.map(String::from).to_vec(),
             watch::next_index(0, nmeta.index).1,
-            Pace::Blocking(None),
+            None,
             move |nodes: Vec<Node>, meta: QueryMeta, _| {
                 let had = !target.load().by_name.is_empty();
                 if acl_would_empty(&meta, nodes.is_empty(), had, &metrics) {

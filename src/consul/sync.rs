@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -31,16 +31,15 @@ use tracing::{debug, error, info, warn};
 
 use super::changes;
 use super::model::{AgentSelf, Node, ServiceDirectory, ServiceEntry};
+use super::polled::PollQueue;
 use super::remote::RemoteDc;
-use super::watch::{self, Backoff, Pace, WatchContext, WatchHealth, WatchSlots};
+use super::watch::{self, Backoff, IndexStep, Slot, WatchContext, WatchHealth, WatchSlots};
 use super::{ConsulClient, ConsulError, QueryMeta};
 use crate::config::ServiceTtl;
 use crate::dns::prepared::{NodeTable, PreparedService, Settings};
 use crate::metrics::Metrics;
 use crate::view::{Directory, ReverseIndex, View};
 
-/// How many more services than `max_watches` are kept in memory (polled).
-const POLLED_FACTOR: usize = 10;
 /// Concurrent first loads with `watch_all_services`.
 const EAGER_LOADS: usize = 16;
 
@@ -54,6 +53,8 @@ pub struct SyncOptions {
     pub service_ttl: ServiceTtl,
     /// Cap on service watches holding a blocking query.
     pub max_watches: usize,
+    /// Cap on services kept in memory, watched or polled (at least `max_watches`).
+    pub max_services: usize,
     /// A service nobody asked for this long stops being watched.
     pub watch_idle_timeout: Duration,
     /// Re-read period of services beyond `max_watches`.
@@ -213,16 +214,29 @@ impl ServiceBasis {
     }
 }
 
-/// A live watch of one service: the latest prepared data, its health, and the guard that
-/// ends the watch task when the cache drops this entry.
+/// A service in memory: its latest prepared data, its health, and how it is kept fresh
+/// (a blocking query of its own, or re-reads by the poller). The watch task and the poller
+/// hold it weakly: when the cache drops it, its blocking query ends (`stop`) and the poller
+/// skips it.
 struct ServiceWatch {
-    name: String,
+    /// The name as registered in Consul.
+    name: Arc<str>,
+    endpoint: Endpoint,
+    datacenter: Option<Box<str>>,
+    ttl: u32,
+    /// Preparation settings, and those for a response the agent already WAN-translated.
+    settings: Arc<Settings>,
+    untranslated: Arc<Settings>,
     stamp: Arc<WatchStamp>,
-    current: Arc<ArcSwap<PreparedService>>,
+    current: ArcSwap<PreparedService>,
     health: Arc<WatchHealth>,
     /// Set for local services, whose addresses answer reverse lookups.
     reverse: Option<Arc<ReverseIndex>>,
-    _stop: DropGuard,
+    metrics: Arc<Metrics>,
+    /// Set while re-read by the poller (counted in `watches_polling`).
+    polled: AtomicBool,
+    /// Ends its blocking query, once it has one.
+    stop: OnceLock<DropGuard>,
 }
 
 impl Drop for ServiceWatch {
@@ -231,6 +245,9 @@ impl Drop for ServiceWatch {
         changes::note();
         if let Some(reverse) = &self.reverse {
             reverse.replace(&self.name, &self.current.load().addresses, &[]);
+        }
+        if self.polled.load(Ordering::Relaxed) {
+            self.metrics.watches_polling.dec();
         }
     }
 }
@@ -244,6 +261,41 @@ impl ServiceWatch {
             stamp: Arc::clone(&self.stamp),
             version,
         }
+    }
+
+    /// `/v1/health/<endpoint>/<name>`.
+    fn segments(&self) -> Vec<String> {
+        vec![
+            "v1".to_owned(),
+            "health".to_owned(),
+            self.endpoint.segment().to_owned(),
+            self.name.to_string(),
+        ]
+    }
+
+    /// Replaces the data with a new read of the service.
+    fn apply(&self, entries: &[ServiceEntry], meta: &QueryMeta) {
+        let old = self.current.load();
+        if acl_would_empty(meta, entries.is_empty(), old.total > 0, &self.metrics) {
+            error!(
+                service = %self.name,
+                "Consul answered no instances and says ACLs filtered the result; keeping the {} known instances (check the token's service:read and node:read rights)",
+                old.total
+            );
+            return;
+        }
+        let settings = if meta.translated {
+            &self.untranslated
+        } else {
+            &self.settings
+        };
+        let new = PreparedService::build(entries, self.ttl, meta.index, settings);
+        if let Some(reverse) = &self.reverse {
+            reverse.replace(&self.name, &old.addresses, &new.addresses);
+        }
+        self.current.store(Arc::new(new));
+        self.stamp.version.fetch_add(1, Ordering::Release);
+        changes::note();
     }
 }
 
@@ -306,6 +358,10 @@ pub struct Syncer {
     /// Janitor ticks; a watch notes the tick it was last used in.
     epoch: Arc<AtomicU64>,
     slots: Arc<WatchSlots>,
+    /// Services kept in memory without a blocking query, due to be re-read.
+    polled: PollQueue<ServiceWatch>,
+    /// Polled reads failed in a row (for the log).
+    poll_failures: AtomicU32,
     directory_health: Arc<WatchHealth>,
     nodes_health: Arc<WatchHealth>,
     reverse: Arc<ReverseIndex>,
@@ -325,7 +381,7 @@ impl Syncer {
         let hot: Arc<HotWatches> = Arc::default();
         let evicted = Arc::clone(&hot);
         let mut builder = Cache::builder()
-            .max_capacity(options.max_watches.saturating_mul(POLLED_FACTOR) as u64)
+            .max_capacity(options.max_services as u64)
             .eviction_listener(move |name: Arc<String>, w, cause| {
                 debug!(service = %name, ?cause, "service watch ended");
                 evicted.remove(&name, &w);
@@ -335,6 +391,7 @@ impl Syncer {
         }
         let slots = WatchSlots::new(options.max_watches, Arc::clone(client.metrics()));
         let (idle, query_max_age) = (options.watch_idle_timeout, options.query_max_age);
+        let poll_interval = options.watch_poll_interval;
         let syncer = Arc::new(Syncer {
             client,
             view,
@@ -344,6 +401,8 @@ impl Syncer {
             hot,
             epoch: Arc::default(),
             slots,
+            polled: PollQueue::new(poll_interval),
+            poll_failures: AtomicU32::new(0),
             directory_health: Arc::default(),
             nodes_health: Arc::default(),
             reverse: Arc::default(),
@@ -357,6 +416,7 @@ impl Syncer {
         });
         tokio::spawn(Arc::clone(&syncer).bootstrap());
         tokio::spawn(Arc::clone(&syncer).janitor());
+        tokio::spawn(Arc::clone(&syncer).poll_services());
         syncer
     }
 
@@ -506,47 +566,33 @@ impl Syncer {
         &self,
         subject: Subject<'_>,
     ) -> Result<Arc<ServiceWatch>, ConsulError> {
-        let segments = vec![
-            "v1".to_owned(),
-            "health".to_owned(),
-            subject.endpoint.segment().to_owned(),
-            subject.name.to_owned(),
-        ];
-        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let segments = ["v1", "health", subject.endpoint.segment(), subject.name];
         self.metrics().service_loads.inc();
         let (entries, meta) = self
             .client
-            .get_in::<Vec<ServiceEntry>>(&segs, subject.datacenter, 0)
+            .get_in::<Vec<ServiceEntry>>(&segments, subject.datacenter, 0)
             .await?;
-        let settings = self.settings_for(subject.datacenter, false)?;
-        let untranslated = self.settings_for(subject.datacenter, true)?;
-        let pick = move |meta: &QueryMeta| {
-            if meta.translated {
-                Arc::clone(&untranslated)
-            } else {
-                Arc::clone(&settings)
-            }
-        };
-        let ttl = self.options.service_ttl.ttl_for(subject.key);
-        let current = Arc::new(ArcSwap::from_pointee(PreparedService::build(
-            &entries,
-            ttl,
-            meta.index,
-            &pick(&meta),
-        )));
-        let pace = match self.slots.try_acquire() {
-            Some(slot) => Pace::Blocking(Some(slot)),
-            None => {
-                debug!(
-                    service = subject.name,
-                    "max_watches reached: service re-read on a timer"
-                );
-                Pace::Polling {
-                    interval: self.options.watch_poll_interval,
-                    slots: Arc::clone(&self.slots),
-                }
-            }
-        };
+        let w = Arc::new(ServiceWatch {
+            name: subject.name.into(),
+            endpoint: subject.endpoint,
+            datacenter: subject.datacenter.map(Box::from),
+            ttl: self.options.service_ttl.ttl_for(subject.key),
+            settings: self.settings_for(subject.datacenter, false)?,
+            untranslated: self.settings_for(subject.datacenter, true)?,
+            stamp: Arc::new(WatchStamp {
+                last_used: AtomicU64::new(self.epoch.load(Ordering::Relaxed)),
+                ..WatchStamp::default()
+            }),
+            current: ArcSwap::default(),
+            health: Arc::default(),
+            reverse: subject
+                .is_local_service()
+                .then(|| Arc::clone(&self.reverse)),
+            metrics: Arc::clone(self.metrics()),
+            polled: AtomicBool::new(false),
+            stop: OnceLock::new(),
+        });
+        w.apply(&entries, &meta);
         debug!(
             service = subject.name,
             endpoint = subject.endpoint.segment(),
@@ -554,62 +600,109 @@ impl Syncer {
             instances = entries.len(),
             "service watch started"
         );
+        match self.slots.try_acquire() {
+            Some(slot) => self.watch_blocking(&w, slot),
+            None => {
+                debug!(
+                    service = subject.name,
+                    "max_watches reached: service re-read on a timer"
+                );
+                w.polled.store(true, Ordering::Relaxed);
+                self.metrics().watches_polling.inc();
+                self.polled.push(Arc::downgrade(&w));
+            }
+        }
+        Ok(w)
+    }
+
+    /// Starts the blocking query that keeps `w` fresh, holding `slot`; it ends when `w` is
+    /// dropped.
+    fn watch_blocking(&self, w: &Arc<ServiceWatch>, slot: Slot) {
         let ctx = WatchContext {
             client: self.client.clone(),
-            datacenter: subject.datacenter.map(str::to_owned),
-            health: Arc::default(),
+            datacenter: w.datacenter.as_deref().map(str::to_owned),
+            health: Arc::clone(&w.health),
             cancel: self.cancel.child_token(),
         };
-        let health = Arc::clone(&ctx.health);
-        let stop = ctx.cancel.clone();
-        let target = Arc::clone(&current);
-        let stamp = Arc::new(WatchStamp {
-            last_used: AtomicU64::new(self.epoch.load(Ordering::Relaxed)),
-            ..WatchStamp::default()
-        });
-        let changed = Arc::clone(&stamp);
-        let metrics = Arc::clone(self.metrics());
-        let name = subject.name.to_owned();
-        let reverse = subject
-            .is_local_service()
-            .then(|| Arc::clone(&self.reverse));
-        if let Some(reverse) = &reverse {
-            reverse.replace(&name, &[], &current.load().addresses);
-        }
-        let watch_reverse = reverse.clone();
-        let (_, index) = watch::next_index(0, meta.index);
+        let _ = w.stop.set(ctx.cancel.clone().drop_guard());
+        let (_, index) = watch::next_index(0, w.current.load().index);
+        let weak = Arc::downgrade(w);
         tokio::spawn(watch::run(
             ctx,
-            segments,
+            w.segments(),
             index,
-            pace,
+            Some(slot),
             move |entries: Vec<ServiceEntry>, meta: QueryMeta, _| {
-                let old = target.load();
-                if acl_would_empty(&meta, entries.is_empty(), old.total > 0, &metrics) {
-                    error!(
-                        service = %name,
-                        "Consul answered no instances and says ACLs filtered the result; keeping the {} known instances (check the token's service:read and node:read rights)",
-                        old.total
-                    );
-                    return;
+                if let Some(w) = weak.upgrade() {
+                    w.apply(&entries, &meta);
                 }
-                let new = PreparedService::build(&entries, ttl, meta.index, &pick(&meta));
-                if let Some(reverse) = &watch_reverse {
-                    reverse.replace(&name, &old.addresses, &new.addresses);
-                }
-                target.store(Arc::new(new));
-                changed.version.fetch_add(1, Ordering::Release);
-                changes::note();
             },
         ));
-        Ok(Arc::new(ServiceWatch {
-            stamp,
-            name: subject.name.to_owned(),
-            current,
-            health,
-            reverse,
-            _stop: stop.drop_guard(),
-        }))
+    }
+
+    /// Re-reads the services beyond `max_watches`, each every `watch_poll_interval`, at
+    /// most `MAX_POLLS_IN_FLIGHT` at once (or `max_watches` if fewer). A service due while
+    /// a blocking slot is free gets a blocking query instead.
+    async fn poll_services(self: Arc<Self>) {
+        loop {
+            let w = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                w = self.polled.next_due() => w,
+            };
+            if let Some(slot) = self.slots.try_acquire() {
+                debug!(service = %w.name, "watch slot free: polling becomes a blocking query");
+                if w.polled.swap(false, Ordering::Relaxed) {
+                    self.metrics().watches_polling.dec();
+                }
+                self.watch_blocking(&w, slot);
+                continue;
+            }
+            let permit = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                p = Arc::clone(self.slots.polls()).acquire_owned() => p,
+            };
+            let Ok(permit) = permit else { return };
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                let segments = w.segments();
+                let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+                let read = me
+                    .client
+                    .get_in::<Vec<ServiceEntry>>(&segs, w.datacenter.as_deref(), 0);
+                let result = tokio::select! {
+                    _ = me.cancel.cancelled() => return,
+                    r = read => r,
+                };
+                drop(permit);
+                match result {
+                    Ok((entries, meta)) => {
+                        w.health.succeeded();
+                        watch::note_leader(me.metrics(), "polled services", meta.known_leader);
+                        if me.poll_failures.swap(0, Ordering::Relaxed) > 0 {
+                            info!("polled services: Consul answers again");
+                        }
+                        let (step, _) = watch::next_index(w.current.load().index, meta.index);
+                        if step == IndexStep::Reset {
+                            me.metrics().index_resets.inc();
+                        }
+                        if step != IndexStep::Unchanged {
+                            w.apply(&entries, &meta);
+                        }
+                    }
+                    Err(e) => {
+                        w.health.failed();
+                        let failures = me.poll_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                        watch::log_failure(
+                            "polled services",
+                            &e,
+                            failures,
+                            me.options.watch_poll_interval,
+                        );
+                    }
+                }
+                me.polled.push(Arc::downgrade(&w));
+            });
+        }
     }
 
     async fn bootstrap(self: Arc<Self>) {
@@ -640,7 +733,7 @@ impl Syncer {
             ctx(&self.directory_health),
             vec!["v1".into(), "catalog".into(), "services".into()],
             0,
-            Pace::Blocking(None),
+            None,
             move |services: ServiceDirectory, meta: QueryMeta, _| {
                 let had = me.view.directory().is_some_and(|d| !d.services.is_empty());
                 if acl_would_empty(&meta, services.is_empty(), had, me.metrics()) {
@@ -665,7 +758,7 @@ impl Syncer {
             ctx(&self.nodes_health),
             vec!["v1".into(), "catalog".into(), "nodes".into()],
             0,
-            Pace::Blocking(None),
+            None,
             move |nodes: Vec<Node>, meta: QueryMeta, _| {
                 let had = view.nodes().is_some_and(|n| !n.by_name.is_empty());
                 if acl_would_empty(&meta, nodes.is_empty(), had, &metrics) {

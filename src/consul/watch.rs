@@ -186,7 +186,7 @@ pub fn stalest<'a>(watches: impl IntoIterator<Item = &'a WatchHealth>) -> Option
 pub struct WatchSlots {
     max: usize,
     used: AtomicUsize,
-    polls: Semaphore,
+    polls: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -209,9 +209,14 @@ impl WatchSlots {
         Arc::new(WatchSlots {
             max,
             used: AtomicUsize::new(0),
-            polls: Semaphore::new(max.clamp(1, MAX_POLLS_IN_FLIGHT)),
+            polls: Arc::new(Semaphore::new(max.clamp(1, MAX_POLLS_IN_FLIGHT))),
             metrics,
         })
+    }
+
+    /// Permits for the polled services' reads in flight.
+    pub fn polls(&self) -> &Arc<Semaphore> {
+        &self.polls
     }
 
     pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
@@ -223,18 +228,6 @@ impl WatchSlots {
         self.metrics.watches_blocking.inc();
         Some(Slot(Arc::clone(self)))
     }
-}
-
-/// How a watch reads its resource.
-pub enum Pace {
-    /// Blocking queries, holding a slot (or unbounded: the always-on watches).
-    Blocking(Option<Slot>),
-    /// Over the cap: a plain read every `interval`, switching to blocking as soon as a
-    /// slot is free.
-    Polling {
-        interval: Duration,
-        slots: Arc<WatchSlots>,
-    },
 }
 
 /// What a watch shares with its owner.
@@ -254,7 +247,7 @@ pub async fn run<T, F>(
     ctx: WatchContext,
     segments: Vec<String>,
     mut index: u64,
-    mut pace: Pace,
+    _slot: Option<Slot>,
     mut on_change: F,
 ) where
     T: DeserializeOwned,
@@ -265,19 +258,8 @@ pub async fn run<T, F>(
     let metrics = Arc::clone(ctx.client.metrics());
     let mut limit = RateLimit::for_watch();
     let mut backoff = Backoff::default();
-    let mut polled_once = false;
-    let mut polling = PollingGauge::new(&metrics, matches!(pace, Pace::Polling { .. }));
     loop {
-        let mut delay = limit.take();
-        if let Pace::Polling { interval, slots } = &pace {
-            if let Some(slot) = slots.try_acquire() {
-                debug!(resource = %what, "watch slot free: polling becomes a blocking query");
-                polling.stop();
-                pace = Pace::Blocking(Some(slot));
-            } else if polled_once {
-                delay = delay.max(*interval);
-            }
-        }
+        let delay = limit.take();
         if !delay.is_zero() {
             tokio::select! {
                 _ = ctx.cancel.cancelled() => return,
@@ -286,26 +268,14 @@ pub async fn run<T, F>(
         }
         // After a failure the first read does not block: it tells at once whether Consul
         // is back (a blocking read would only answer at the next change).
-        let blocking_index = match pace {
-            Pace::Blocking(_) if backoff.failures() == 0 => index,
-            _ => 0,
-        };
-        // Boxed: inline, the HTTP request's state made every watch task 2.3 KB for its
-        // whole life, though a polled service's read is in flight a few ms in 30 s.
-        let read = Box::pin(async {
-            let _poll = match &pace {
-                Pace::Polling { slots, .. } => slots.polls.acquire().await.ok(),
-                Pace::Blocking(_) => None,
-            };
-            ctx.client
-                .get_in::<T>(&segs, ctx.datacenter.as_deref(), blocking_index)
-                .await
-        });
+        let blocking_index = if backoff.failures() == 0 { index } else { 0 };
+        let read = ctx
+            .client
+            .get_in::<T>(&segs, ctx.datacenter.as_deref(), blocking_index);
         let result = tokio::select! {
             _ = ctx.cancel.cancelled() => return,
             r = read => r,
         };
-        polled_once = true;
         match result {
             Ok((body, meta)) => {
                 ctx.health.succeeded();
@@ -342,34 +312,7 @@ pub async fn run<T, F>(
     }
 }
 
-/// Counts a watch in `watches_polling` while it polls, however its task ends.
-struct PollingGauge<'a> {
-    metrics: &'a Metrics,
-    active: bool,
-}
-
-impl<'a> PollingGauge<'a> {
-    fn new(metrics: &'a Metrics, active: bool) -> Self {
-        if active {
-            metrics.watches_polling.inc();
-        }
-        PollingGauge { metrics, active }
-    }
-
-    fn stop(&mut self) {
-        if std::mem::take(&mut self.active) {
-            self.metrics.watches_polling.dec();
-        }
-    }
-}
-
-impl Drop for PollingGauge<'_> {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn note_leader(metrics: &Metrics, what: &str, known_leader: Option<bool>) {
+pub(super) fn note_leader(metrics: &Metrics, what: &str, known_leader: Option<bool>) {
     let Some(known) = known_leader else { return };
     let before = metrics.consul_known_leader.set(i64::from(known));
     if before == 1 && !known {
@@ -379,7 +322,7 @@ fn note_leader(metrics: &Metrics, what: &str, known_leader: Option<bool>) {
     }
 }
 
-fn log_failure(what: &str, e: &ConsulError, failures: u32, retry_in: Duration) {
+pub(super) fn log_failure(what: &str, e: &ConsulError, failures: u32, retry_in: Duration) {
     // The first failure and then every 30th are worth a warning; the rest are noise.
     if failures == 1 || failures.is_multiple_of(30) {
         warn!(resource = %what, error = %e, failures, ?retry_in, "Consul read failed; serving last good data");

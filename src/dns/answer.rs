@@ -130,9 +130,9 @@ pub(crate) fn tagged(
     known_tags: &HashSet<String>,
     tag: &str,
 ) -> Option<Vec<usize>> {
-    let known = |t: &str| known_tags.contains(t) || p.all_tags.contains(t);
-    if let Some(list) = p.by_tag.get(tag) {
-        return Some(list.clone());
+    let known = |t: &str| known_tags.contains(t) || p.all_tags().contains(t);
+    if let Some(list) = p.with_tag(tag) {
+        return Some(list.to_vec());
     }
     if known(tag) {
         return Some(Vec::new());
@@ -141,9 +141,7 @@ pub(crate) fn tagged(
     if parts.len() < 2 || !parts.iter().all(|t| known(t)) {
         return None;
     }
-    let mut lists = parts
-        .iter()
-        .map(|t| p.by_tag.get(*t).map_or(&[][..], Vec::as_slice));
+    let mut lists = parts.iter().map(|t| p.with_tag(t).unwrap_or(&[]));
     let first = lists.next().unwrap_or(&[]);
     let rest: Vec<&[usize]> = lists.collect();
     Some(
@@ -233,9 +231,9 @@ pub(crate) fn address_records(
 pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d: usize) -> Answer {
     let mut answers = Vec::with_capacity(order.len());
     let mut additionals: Vec<Record> = Vec::new();
-    let mut seen_keys: Vec<usize> = Vec::with_capacity(order.len());
-    let mut seen_targets: Vec<usize> = Vec::with_capacity(order.len());
-    let mut seen_nodes: Vec<usize> = Vec::with_capacity(order.len());
+    let mut seen_keys: Vec<u32> = Vec::with_capacity(order.len());
+    let mut seen_targets: Vec<u32> = Vec::with_capacity(order.len());
+    let mut seen_nodes: Vec<u32> = Vec::with_capacity(order.len());
     for &i in order {
         let inst = &p.instances[i];
         let Some(target) = inst.srv.get(d) else {

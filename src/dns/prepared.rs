@@ -274,43 +274,37 @@ pub struct PreparedInstance {
     pub any: Option<Target>,
     pub port: u16,
     pub weight: u16,
-    /// Lower-case tags.
-    pub tags: Vec<String>,
+    /// Instances with the same SRV dedupe key (Consul's: node, address and port) share this
+    /// number: answering compares integers, not strings.
+    pub srv_key_id: u32,
+    /// Instances whose SRV target is the same name share this number: their address
+    /// records are the same and go in once.
+    pub target_id: u32,
+    /// Instances on the same node share this number: the node's meta TXT goes in once.
+    pub node_id: u32,
     /// Per served domain (same order as `Settings::domains`); empty when the instance has
     /// no usable address for SRV.
     pub srv: Vec<SrvTarget>,
-    /// Consul's SRV dedupe key: node, address and port.
-    pub srv_key: String,
-    /// Instances with the same `srv_key` share this number (cheap dedupe per query).
-    pub srv_key_id: usize,
-    /// Instances whose SRV target is the same name share this number: their address
-    /// records are the same and go in once.
-    pub target_id: usize,
-    /// Instances on the same node share this number: the node's meta TXT goes in once.
-    pub node_id: usize,
-    /// The node's name, lower-case.
-    pub node: String,
 }
 
-/// Numbers equal SRV dedupe keys and equal SRV targets, so that answering compares
-/// integers, not strings and records.
-fn number_duplicates(instances: &mut [PreparedInstance]) {
-    let mut keys: HashMap<String, usize> = HashMap::new();
-    let mut targets: HashMap<String, usize> = HashMap::new();
-    let mut nodes: HashMap<String, usize> = HashMap::new();
-    for inst in instances.iter_mut() {
-        let n = nodes.len();
-        inst.node_id = *nodes.entry(inst.node.clone()).or_insert(n);
-        let n = keys.len();
-        inst.srv_key_id = *keys.entry(inst.srv_key.clone()).or_insert(n);
-        let target = inst
-            .srv
-            .first()
-            .map(|t| t.name.to_ascii().to_ascii_lowercase())
-            .unwrap_or_default();
-        let n = targets.len();
-        inst.target_id = *targets.entry(target).or_insert(n);
+/// Numbers equal strings in the order they are first seen. Only the numbers are kept:
+/// the strings (node names, SRV keys) would cost an allocation each, per instance.
+#[derive(Default)]
+struct Numbering(HashMap<String, u32>);
+
+impl Numbering {
+    fn number(&mut self, key: String) -> u32 {
+        let n = u32::try_from(self.0.len()).unwrap_or(u32::MAX);
+        *self.0.entry(key).or_insert(n)
     }
+}
+
+/// Numbers the instances of one service by node, SRV key and SRV target.
+#[derive(Default)]
+struct Duplicates {
+    nodes: Numbering,
+    keys: Numbering,
+    targets: Numbering,
 }
 
 /// The healthy instances of one service and its tag index, rebuilt on every change.
@@ -319,11 +313,8 @@ pub struct PreparedService {
     /// TTL of every record of this service (`service_ttl`).
     pub ttl: u32,
     pub instances: Vec<PreparedInstance>,
-    /// Healthy instances carrying each tag (lower-case).
-    pub by_tag: HashMap<String, Vec<usize>>,
-    /// Every tag of every instance, healthy or not (lower-case): a tag nobody carries is
-    /// NXDOMAIN, a tag whose instances are all unhealthy is NODATA.
-    pub all_tags: HashSet<String>,
+    /// None when no instance has a tag: two empty maps are 96 bytes, per service.
+    tags: Option<Box<TagIndex>>,
     /// The Consul index this was built from.
     pub index: u64,
     /// Instances in the catalog, healthy or not.
@@ -337,6 +328,30 @@ pub struct PreparedService {
     pub addresses: Vec<IpAddr>,
     /// The service's virtual IP (tagged address `consul-virtual`), for `.virtual` names.
     pub virtual_ip: Option<IpAddr>,
+}
+
+/// The tags of a service's instances.
+#[derive(Debug, Clone, Default)]
+struct TagIndex {
+    /// Healthy instances carrying each tag (lower-case).
+    by_tag: HashMap<String, Vec<usize>>,
+    /// Every tag of every instance, healthy or not (lower-case): a tag nobody carries is
+    /// NXDOMAIN, a tag whose instances are all unhealthy is NODATA.
+    all: HashSet<String>,
+}
+
+static NO_TAGS: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(HashSet::new);
+
+impl PreparedService {
+    /// The healthy instances carrying `tag` (lower-case), None when none does.
+    pub fn with_tag(&self, tag: &str) -> Option<&[usize]> {
+        self.tags.as_ref()?.by_tag.get(tag).map(Vec::as_slice)
+    }
+
+    /// Every tag of every instance, healthy or not (lower-case).
+    pub fn all_tags(&self) -> &HashSet<String> {
+        self.tags.as_ref().map_or(&NO_TAGS, |t| &t.all)
+    }
 }
 
 /// Consul's health filter (dns-spec.md §7): any critical check drops the instance;
@@ -373,6 +388,8 @@ fn weight(entry: &ServiceEntry) -> u16 {
 
 impl PreparedService {
     pub fn build(entries: &[ServiceEntry], ttl: u32, index: u64, settings: &Settings) -> Self {
+        let mut duplicates = Duplicates::default();
+        let mut tag_index = TagIndex::default();
         let mut out = PreparedService {
             ttl,
             index,
@@ -386,7 +403,7 @@ impl PreparedService {
                 .iter()
                 .map(|t| t.to_ascii_lowercase())
                 .collect();
-            out.all_tags.extend(tags.iter().cloned());
+            tag_index.all.extend(tags.iter().cloned());
             if out.virtual_ip.is_none() {
                 out.virtual_ip = entry
                     .service
@@ -402,13 +419,13 @@ impl PreparedService {
             if !healthy(entry, settings.only_passing) {
                 continue;
             }
-            let Some(instance) = prepare_instance(entry, &tags, ttl, settings) else {
+            let Some(instance) = prepare_instance(entry, ttl, settings, &mut duplicates) else {
                 out.excluded += 1;
                 continue;
             };
             let i = out.instances.len();
             for tag in &tags {
-                let list = out.by_tag.entry(tag.clone()).or_default();
+                let list = tag_index.by_tag.entry(tag.clone()).or_default();
                 if list.last() != Some(&i) {
                     list.push(i);
                 }
@@ -416,7 +433,10 @@ impl PreparedService {
             out.instances.push(instance);
         }
         out.instances.shrink_to_fit();
-        number_duplicates(&mut out.instances);
+        out.addresses.shrink_to_fit();
+        if !tag_index.all.is_empty() {
+            out.tags = Some(Box::new(tag_index));
+        }
         out.uniform_weights = out.instances.windows(2).all(|w| w[0].weight == w[1].weight);
         out
     }
@@ -425,9 +445,9 @@ impl PreparedService {
 /// The instance ready to answer, or None when `internal_cidrs` leaves it no address.
 fn prepare_instance(
     entry: &ServiceEntry,
-    tags: &[String],
     ttl: u32,
     settings: &Settings,
+    duplicates: &mut Duplicates,
 ) -> Option<PreparedInstance> {
     let target = |accept| {
         if settings.internal_cidrs.is_empty() {
@@ -440,9 +460,10 @@ fn prepare_instance(
     if any.is_none() && !settings.internal_cidrs.is_empty() {
         return None;
     }
+    let node = entry.node.node.to_ascii_lowercase();
     let srv_key = format!(
         "{}:{}:{}",
-        entry.node.node.to_ascii_lowercase(),
+        node,
         match &any {
             Some(Target::Ip { ip, .. }) => ip.to_string(),
             Some(Target::Fqdn(n)) => n.to_ascii(),
@@ -458,23 +479,23 @@ fn prepare_instance(
             .iter()
             .filter_map(|domain| srv_target(any.as_ref()?, entry, ttl, domain, settings)),
     );
+    if srv.len() != settings.domains.len() {
+        srv = Vec::new();
+    }
+    let target_name = srv
+        .first()
+        .map(|t| t.name.to_ascii().to_ascii_lowercase())
+        .unwrap_or_default();
     Some(PreparedInstance {
         a: target(Accept::V4),
         aaaa: target(Accept::V6),
-        srv: if srv.len() == settings.domains.len() {
-            srv
-        } else {
-            Vec::new()
-        },
         any,
         port: service_port(&entry.service, settings.wan),
         weight: weight(entry),
-        tags: tags.to_vec(),
-        srv_key,
-        srv_key_id: 0,
-        target_id: 0,
-        node_id: 0,
-        node: entry.node.node.to_ascii_lowercase(),
+        srv_key_id: duplicates.keys.number(srv_key),
+        target_id: duplicates.targets.number(target_name),
+        node_id: duplicates.nodes.number(node),
+        srv,
     })
 }
 
@@ -737,8 +758,8 @@ mod tests {
         ];
         let p = PreparedService::build(&entries, 5, 7, &settings());
         assert_eq!(p.instances.len(), 2);
-        assert_eq!(p.by_tag["primary"], vec![0, 1]);
-        assert!(p.all_tags.contains("primary"));
+        assert_eq!(p.with_tag("primary"), Some(&[0, 1][..]));
+        assert!(p.all_tags().contains("primary"));
         let s = Settings {
             only_passing: true,
             ..settings()

@@ -20,6 +20,7 @@ fn settings() -> Settings {
         node_meta_txt: true,
         internal_cidrs: Vec::new(),
         wan: false,
+        srv_suffixes: Default::default(),
     }
 }
 
@@ -70,7 +71,7 @@ fn entries(n: u32) -> Vec<ServiceEntry> {
 }
 
 fn bench(c: &mut Criterion) {
-    let settings = settings();
+    let settings = std::sync::Arc::new(settings());
     let mut g = c.benchmark_group("prepared_service_build");
     g.warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));

@@ -254,6 +254,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         node_meta_txt: dns.enable_additional_node_meta_txt,
         internal_cidrs: config.internal_cidrs.clone(),
         wan: false,
+        srv_suffixes: Default::default(),
     };
     let syncer = Syncer::start(
         client,

@@ -136,6 +136,7 @@ fn settings(variant: u8) -> Settings {
         node_meta_txt: true,
         internal_cidrs: Vec::new(),
         wan: false,
+        srv_suffixes: Default::default(),
     };
     if variant & 1 == 1 {
         s.domains.push(name("alt.example."));
@@ -173,7 +174,7 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
             let Ok(entries) = serde_json::from_slice::<Vec<ServiceEntry>>(body) else {
                 return out;
             };
-            let p = PreparedService::build(&entries, 5, 1, &settings);
+            let p = PreparedService::build(&entries, 5, 1, &std::sync::Arc::new(settings.clone()));
             let reverse = ReverseIndex::default();
             let web: std::sync::Arc<str> = "web".into();
             reverse.replace(&web, &[], &p.addresses);
@@ -229,10 +230,10 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
                 return out;
             };
             let ttl = query_ttl(&result.dns.ttl).unwrap_or(0);
-            let settings = Settings {
+            let settings = std::sync::Arc::new(Settings {
                 only_passing: false,
                 ..settings
-            };
+            });
             let p = PreparedService::build(&result.nodes, ttl, 1, &settings);
             let order: Vec<usize> = (0..p.instances.len()).collect();
             for qtype in QTYPES {

@@ -48,10 +48,10 @@ impl Syncer {
             .then_some(answered_in.as_str());
         let base = self.settings_for(remote, meta.translated)?;
         // Health filtering is the query's own (OnlyPassing), not only_passing.
-        let settings = Settings {
+        let settings = Arc::new(Settings {
             only_passing: false,
             ..(*base).clone()
-        };
+        });
         Ok(Some(Arc::new(PreparedService::build(
             &result.nodes,
             ttl,

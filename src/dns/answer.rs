@@ -236,12 +236,12 @@ pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
     let mut seen_nodes: Vec<u32> = Vec::with_capacity(order.len());
     for &i in order {
         let inst = &p.instances[i];
-        let Some(target) = inst.srv.get(d) else {
-            continue;
-        };
-        if seen_keys.contains(&inst.srv_key_id) {
+        if !inst.has_srv || seen_keys.contains(&inst.srv_key_id) {
             continue;
         }
+        let Some(target) = p.srv_target(inst, d) else {
+            continue;
+        };
         seen_keys.push(inst.srv_key_id);
         let srv = SRV::new(1, inst.weight, inst.port, target.name.clone());
         answers.push(Record::from_rdata(qname.clone(), p.ttl, RData::SRV(srv)));
@@ -251,7 +251,7 @@ pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
         }
         if !seen_nodes.contains(&inst.node_id) {
             seen_nodes.push(inst.node_id);
-            additionals.extend(target.node_meta.iter().cloned());
+            additionals.extend(p.node_meta_records(inst, d));
         }
     }
     Answer::records(answers, additionals)

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use crate::consul::model::{AgentService, CheckStatus, Node, ServiceEntry};
 
 /// What the preparation needs to know of the zone.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// Served domains, lower-case FQDNs: the primary first, then `alt_domain`.
     pub domains: Vec<Name>,
@@ -29,6 +29,49 @@ pub struct Settings {
     /// Translate to WAN addresses (`translate_wan_addrs` and `datacenter` is remote, and the
     /// agent did not translate already).
     pub wan: bool,
+    /// Worked out from the fields above when first needed (leave it at its default).
+    pub srv_suffixes: SrvSuffixes,
+}
+
+/// `addr.<dc>.<domain>.` and `node.<dc>.<domain>.` for each served domain (None when too
+/// long), worked out once per settings: SRV targets are named when an answer is built. A
+/// clone starts empty, as it may change the datacenter.
+#[derive(Default)]
+pub struct SrvSuffixes(std::sync::OnceLock<Box<[DomainSuffixes]>>);
+
+/// `addr.<dc>.<domain>.` and `node.<dc>.<domain>.` of one served domain.
+type DomainSuffixes = (Option<Name>, Option<Name>);
+
+impl Clone for SrvSuffixes {
+    fn clone(&self) -> Self {
+        SrvSuffixes::default()
+    }
+}
+
+impl std::fmt::Debug for SrvSuffixes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SrvSuffixes")
+    }
+}
+
+impl Settings {
+    /// The `addr` and `node` suffixes of served domain `d`.
+    fn srv_suffixes(&self, d: usize) -> Option<&DomainSuffixes> {
+        let all = self.srv_suffixes.0.get_or_init(|| {
+            let suffix = |kind: &[u8], domain: &Name| {
+                Name::new()
+                    .append_label(kind)
+                    .and_then(|n| n.append_label(self.datacenter.as_bytes()))
+                    .and_then(|n| n.append_domain(domain))
+                    .ok()
+            };
+            self.domains
+                .iter()
+                .map(|domain| (suffix(b"addr", domain), suffix(b"node", domain)))
+                .collect()
+        });
+        all.get(d)
+    }
 }
 
 /// Where an answer for one instance or node points, for one kind of question.
@@ -247,15 +290,13 @@ fn rfc1464_key(key: &str) -> String {
     format!("{}{}{}", "` ".repeat(lead), core, "` ".repeat(trail))
 }
 
-/// An SRV target in one served domain, with the records that go in Additional.
+/// An SRV target in one served domain. Worked out when an SRV answer is built, from the
+/// instance's address: stored, it cost 144 bytes per instance.
 #[derive(Debug, Clone)]
 pub struct SrvTarget {
     pub name: Name,
     /// The target's address, for its record in Additional (none for a hostname target).
-    /// Kept as an address, not a record: a record is 272 bytes, per instance.
     pub address: Option<IpAddr>,
-    /// The node's meta as TXT records (`enable_additional_node_meta_txt`).
-    pub node_meta: Vec<Record>,
 }
 
 impl SrvTarget {
@@ -264,6 +305,65 @@ impl SrvTarget {
         let ip = self.address?;
         Some(Record::from_rdata(self.name.clone(), ttl, ip_rdata(ip)))
     }
+}
+
+/// The SRV target name of `target` in served domain `d`: `<node>.node.<dc>.<domain>` for a
+/// node's own address (given its lower-case name), else `<hex>.addr.<dc>.<domain>`, or the
+/// hostname. None when the name would not be valid.
+fn srv_name(target: &Target, node: Option<&str>, settings: &Settings, d: usize) -> Option<Name> {
+    match target {
+        Target::Ip { ip, node_record } => {
+            let by_node = match (node_record, node) {
+                (true, Some(node)) => node_name(node, settings, d),
+                _ => None,
+            };
+            by_node.or_else(|| addr_name(*ip, settings.srv_suffixes(d)?.0.as_ref()?))
+        }
+        Target::Fqdn(host) => Some(Name::clone(host)),
+    }
+}
+
+/// `<hex>.` prepended to `addr.<dc>.<domain>.`, built as labels: parsing the text form took
+/// most of the time of an SRV answer built from scratch.
+fn addr_name(ip: IpAddr, suffix: &Name) -> Option<Name> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let (bits, len) = match ip {
+        IpAddr::V4(v4) => (u128::from(v4.to_bits()), 8),
+        IpAddr::V6(v6) => (v6.to_bits(), 32),
+    };
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex[..len].iter_mut().enumerate() {
+        *digit = DIGITS[((bits >> (4 * (len - 1 - i))) & 0xf) as usize];
+    }
+    Name::new()
+        .append_label(&hex[..len])
+        .and_then(|n| n.append_name(suffix))
+        .ok()
+}
+
+/// `<node>.node.<dc>.<domain>` in served domain `d`. A name of one plain label (the usual)
+/// is prepended to the suffix; others (dots, escapes) are parsed as their text form.
+fn node_name(node: &str, settings: &Settings, d: usize) -> Option<Name> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if node.is_empty() || !node.bytes().all(plain) {
+        let domain = settings.domains.get(d)?;
+        return generated_name(node, "node", &settings.datacenter, domain);
+    }
+    let suffix = settings.srv_suffixes(d)?.1.as_ref()?;
+    Name::new()
+        .append_label(node.as_bytes())
+        .and_then(|n| n.append_name(suffix))
+        .ok()
+}
+
+/// What SRV answers need to know of a node: its lower-case name (for a target named after
+/// it) and its meta (`enable_additional_node_meta_txt`). Kept only for the nodes that need
+/// it.
+#[derive(Debug, Clone)]
+struct NodeFacts {
+    id: u32,
+    name: Box<str>,
+    meta: Vec<TXT>,
 }
 
 /// One healthy instance, ready to answer.
@@ -282,9 +382,8 @@ pub struct PreparedInstance {
     pub target_id: u32,
     /// Instances on the same node share this number: the node's meta TXT goes in once.
     pub node_id: u32,
-    /// Per served domain (same order as `Settings::domains`); empty when the instance has
-    /// no usable address for SRV.
-    pub srv: Vec<SrvTarget>,
+    /// The instance has an SRV target in every served domain.
+    pub has_srv: bool,
 }
 
 /// Numbers equal strings in the order they are first seen. Only the numbers are kept:
@@ -299,12 +398,14 @@ impl Numbering {
     }
 }
 
-/// Numbers the instances of one service by node, SRV key and SRV target.
+/// Numbers the instances of one service by node, SRV key and SRV target, and collects the
+/// facts of the nodes that SRV answers need.
 #[derive(Default)]
 struct Duplicates {
     nodes: Numbering,
     keys: Numbering,
     targets: Numbering,
+    facts: Vec<NodeFacts>,
 }
 
 /// The healthy instances of one service and its tag index, rebuilt on every change.
@@ -328,6 +429,10 @@ pub struct PreparedService {
     pub addresses: Vec<IpAddr>,
     /// The service's virtual IP (tagged address `consul-virtual`), for `.virtual` names.
     pub virtual_ip: Option<IpAddr>,
+    /// What it was prepared with: SRV targets are named from its datacenter and domains.
+    settings: std::sync::Arc<Settings>,
+    /// By `node_id`, the nodes whose name or meta SRV answers need.
+    nodes: Box<[NodeFacts]>,
 }
 
 /// The tags of a service's instances.
@@ -343,6 +448,44 @@ struct TagIndex {
 static NO_TAGS: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(HashSet::new);
 
 impl PreparedService {
+    /// The SRV target of `inst` (one of `instances`) in served domain `d`.
+    pub fn srv_target(&self, inst: &PreparedInstance, d: usize) -> Option<SrvTarget> {
+        if !inst.has_srv {
+            return None;
+        }
+        let target = inst.any.as_ref()?;
+        let node = self.node_facts(inst.node_id).map(|f| &*f.name);
+        let name = srv_name(target, node, &self.settings, d)?;
+        let address = match target {
+            Target::Ip { ip, .. } => Some(*ip),
+            Target::Fqdn(_) => None,
+        };
+        Some(SrvTarget { name, address })
+    }
+
+    /// The meta TXT records of the node of `inst` in served domain `d`, which go in the
+    /// Additional section of SRV answers with `enable_additional_node_meta_txt`.
+    pub fn node_meta_records(&self, inst: &PreparedInstance, d: usize) -> Vec<Record> {
+        let Some(facts) = self.node_facts(inst.node_id) else {
+            return Vec::new();
+        };
+        if facts.meta.is_empty() {
+            return Vec::new();
+        }
+        let Some(name) = node_name(&facts.name, &self.settings, d) else {
+            return Vec::new();
+        };
+        facts
+            .meta
+            .iter()
+            .map(|t| Record::from_rdata(name.clone(), self.ttl, RData::TXT(t.clone())))
+            .collect()
+    }
+
+    fn node_facts(&self, id: u32) -> Option<&NodeFacts> {
+        self.nodes.iter().find(|f| f.id == id)
+    }
+
     /// The healthy instances carrying `tag` (lower-case), None when none does.
     pub fn with_tag(&self, tag: &str) -> Option<&[usize]> {
         self.tags.as_ref()?.by_tag.get(tag).map(Vec::as_slice)
@@ -387,13 +530,19 @@ fn weight(entry: &ServiceEntry) -> u16 {
 }
 
 impl PreparedService {
-    pub fn build(entries: &[ServiceEntry], ttl: u32, index: u64, settings: &Settings) -> Self {
+    pub fn build(
+        entries: &[ServiceEntry],
+        ttl: u32,
+        index: u64,
+        settings: &std::sync::Arc<Settings>,
+    ) -> Self {
         let mut duplicates = Duplicates::default();
         let mut tag_index = TagIndex::default();
         let mut out = PreparedService {
             ttl,
             index,
             total: entries.len(),
+            settings: std::sync::Arc::clone(settings),
             ..Default::default()
         };
         for entry in entries {
@@ -419,7 +568,7 @@ impl PreparedService {
             if !healthy(entry, settings.only_passing) {
                 continue;
             }
-            let Some(instance) = prepare_instance(entry, ttl, settings, &mut duplicates) else {
+            let Some(instance) = prepare_instance(entry, settings, &mut duplicates) else {
                 out.excluded += 1;
                 continue;
             };
@@ -434,6 +583,7 @@ impl PreparedService {
         }
         out.instances.shrink_to_fit();
         out.addresses.shrink_to_fit();
+        out.nodes = duplicates.facts.into_boxed_slice();
         if !tag_index.all.is_empty() {
             out.tags = Some(Box::new(tag_index));
         }
@@ -445,7 +595,6 @@ impl PreparedService {
 /// The instance ready to answer, or None when `internal_cidrs` leaves it no address.
 fn prepare_instance(
     entry: &ServiceEntry,
-    ttl: u32,
     settings: &Settings,
     duplicates: &mut Duplicates,
 ) -> Option<PreparedInstance> {
@@ -471,21 +620,35 @@ fn prepare_instance(
         },
         service_port(&entry.service, settings.wan)
     );
-    // Sized exactly: collected from a filter, it would hold four, 512 bytes an instance.
-    let mut srv = Vec::with_capacity(settings.domains.len());
-    srv.extend(
-        settings
-            .domains
-            .iter()
-            .filter_map(|domain| srv_target(any.as_ref()?, entry, ttl, domain, settings)),
-    );
-    if srv.len() != settings.domains.len() {
-        srv = Vec::new();
+    let has_srv = !settings.domains.is_empty()
+        && any.as_ref().is_some_and(|t| {
+            (0..settings.domains.len()).all(|d| srv_name(t, Some(&node), settings, d).is_some())
+        });
+    let target_name = match &any {
+        Some(t) if has_srv => srv_name(t, Some(&node), settings, 0)
+            .map(|n| n.to_ascii().to_ascii_lowercase())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let (needs_name, needs_meta) = match &any {
+        Some(Target::Ip { node_record, .. }) if has_srv => (
+            *node_record,
+            settings.node_meta_txt && !entry.node.meta.is_empty(),
+        ),
+        _ => (false, false),
+    };
+    let node_id = duplicates.nodes.number(node.clone());
+    if (needs_name || needs_meta) && !duplicates.facts.iter().any(|f| f.id == node_id) {
+        duplicates.facts.push(NodeFacts {
+            id: node_id,
+            name: node.into_boxed_str(),
+            meta: if settings.node_meta_txt {
+                meta_txt(&entry.node.meta)
+            } else {
+                Vec::new()
+            },
+        });
     }
-    let target_name = srv
-        .first()
-        .map(|t| t.name.to_ascii().to_ascii_lowercase())
-        .unwrap_or_default();
     Some(PreparedInstance {
         a: target(Accept::V4),
         aaaa: target(Accept::V6),
@@ -494,8 +657,8 @@ fn prepare_instance(
         weight: weight(entry),
         srv_key_id: duplicates.keys.number(srv_key),
         target_id: duplicates.targets.number(target_name),
-        node_id: duplicates.nodes.number(node),
-        srv,
+        node_id,
+        has_srv,
     })
 }
 
@@ -539,51 +702,6 @@ fn internal_target(accept: Accept, entry: &ServiceEntry, cidrs: &[IpNet]) -> Opt
             ip,
             node_record: a == node.address,
         })
-}
-
-fn srv_target(
-    target: &Target,
-    entry: &ServiceEntry,
-    ttl: u32,
-    domain: &Name,
-    settings: &Settings,
-) -> Option<SrvTarget> {
-    let dc = &settings.datacenter;
-    match target {
-        Target::Ip { ip, node_record } => {
-            let by_node = if *node_record {
-                generated_name(&entry.node.node.to_ascii_lowercase(), "node", dc, domain)
-            } else {
-                None
-            };
-            let name = match by_node {
-                Some(n) => n,
-                None => generated_name(&hex_ip(*ip), "addr", dc, domain)?,
-            };
-            let mut node_meta = Vec::new();
-            if settings.node_meta_txt {
-                let node_name =
-                    generated_name(&entry.node.node.to_ascii_lowercase(), "node", dc, domain);
-                if let Some(node_name) = node_name {
-                    node_meta.extend(
-                        meta_txt(&entry.node.meta)
-                            .into_iter()
-                            .map(|t| Record::from_rdata(node_name.clone(), ttl, RData::TXT(t))),
-                    );
-                }
-            }
-            Some(SrvTarget {
-                name,
-                address: Some(*ip),
-                node_meta,
-            })
-        }
-        Target::Fqdn(host) => Some(SrvTarget {
-            name: Name::clone(host),
-            address: None,
-            node_meta: Vec::new(),
-        }),
-    }
 }
 
 /// A node, ready to answer `<node>.node.<dc>.<domain>`.
@@ -645,6 +763,7 @@ pub fn target_record(owner: &Name, ttl: u32, target: &Target) -> Record {
 mod tests {
     use super::*;
     use crate::consul::model::{HealthCheck, ServiceAddress};
+    use std::sync::Arc;
 
     fn settings() -> Settings {
         Settings {
@@ -655,6 +774,7 @@ mod tests {
             node_meta_txt: true,
             internal_cidrs: Vec::new(),
             wan: false,
+            srv_suffixes: Default::default(),
         }
     }
 
@@ -756,7 +876,7 @@ mod tests {
                 &[CheckStatus::Passing, CheckStatus::Critical],
             ),
         ];
-        let p = PreparedService::build(&entries, 5, 7, &settings());
+        let p = PreparedService::build(&entries, 5, 7, &Arc::new(settings()));
         assert_eq!(p.instances.len(), 2);
         assert_eq!(p.with_tag("primary"), Some(&[0, 1][..]));
         assert!(p.all_tags().contains("primary"));
@@ -765,24 +885,79 @@ mod tests {
             ..settings()
         };
         assert_eq!(
-            PreparedService::build(&entries, 5, 7, &s).instances.len(),
+            PreparedService::build(&entries, 5, 7, &Arc::new(s))
+                .instances
+                .len(),
             1
         );
     }
 
     #[test]
     fn srv_targets_and_additionals() {
-        let p = PreparedService::build(&[entry("192.168.0.1", "10.2.0.1", &[])], 5, 1, &settings());
-        let srv = &p.instances[0].srv[0];
+        let settings = Arc::new(settings());
+        let p = PreparedService::build(&[entry("192.168.0.1", "10.2.0.1", &[])], 5, 1, &settings);
+        let srv = p.srv_target(&p.instances[0], 0).unwrap();
         assert_eq!(srv.name.to_ascii(), "0a020001.addr.dc1.consul.");
         assert_eq!(
             srv.address_record(5).unwrap().to_string(),
             "0a020001.addr.dc1.consul. 5 IN A 10.2.0.1"
         );
-        let p = PreparedService::build(&[entry("192.168.0.1", "", &[])], 5, 1, &settings());
+        assert!(
+            p.node_meta_records(&p.instances[0], 0).is_empty(),
+            "no meta"
+        );
         assert_eq!(
-            p.instances[0].srv[0].name.to_ascii(),
-            "node1.node.dc1.consul."
+            p.srv_target(&p.instances[0], 1).map(|t| t.name),
+            None,
+            "one domain"
+        );
+        // A service without an address: the target is the node, and its meta goes along.
+        let mut on_node = entry("192.168.0.1", "", &[]);
+        on_node.node.meta.insert("rack".into(), "r1".into());
+        let p = PreparedService::build(&[on_node], 5, 1, &settings);
+        let srv = p.srv_target(&p.instances[0], 0).unwrap();
+        assert_eq!(srv.name.to_ascii(), "node1.node.dc1.consul.");
+        let meta: Vec<String> = p
+            .node_meta_records(&p.instances[0], 0)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(meta, vec!["node1.node.dc1.consul. 5 IN TXT rack=r1"]);
+    }
+
+    #[test]
+    fn addr_names_are_built_as_the_text_form_parses() {
+        let settings = settings();
+        let domain = &settings.domains[0];
+        for ip in ["10.2.0.1", "255.0.171.9", "2001:db8::1", "fd00::abcd:ef01"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let target = Target::Ip {
+                ip,
+                node_record: false,
+            };
+            let built = srv_name(&target, None, &settings, 0).unwrap();
+            let parsed = generated_name(&hex_ip(ip), "addr", "dc1", domain).unwrap();
+            assert!(built.eq_case(&parsed), "{built} vs {parsed}");
+            assert!(built.is_fqdn());
+        }
+        for node in ["node1", "web_01", "Big-Node", "my.test-node", "odd node"] {
+            let built = node_name(node, &settings, 0);
+            let parsed = generated_name(node, "node", "dc1", domain);
+            assert_eq!(
+                built.map(|n| n.to_ascii()),
+                parsed.map(|n| n.to_ascii()),
+                "{node}"
+            );
+        }
+        // A clone for another datacenter names its targets there.
+        let _ = node_name("node1", &settings, 0);
+        let other = Settings {
+            datacenter: "dc2".into(),
+            ..settings.clone()
+        };
+        assert_eq!(
+            node_name("node1", &other, 0).map(|n| n.to_ascii()),
+            Some("node1.node.dc2.consul.".to_string())
         );
     }
 

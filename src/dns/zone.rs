@@ -415,7 +415,7 @@ impl ConsulZone {
         let ttl = self.options.node_ttl;
         let (mut ns, mut glue) = (Vec::new(), Vec::new());
         for i in order.into_iter().take(3) {
-            let Some(target) = prepared.instances[i].srv.get(d) else {
+            let Some(target) = prepared.srv_target(&prepared.instances[i], d) else {
                 continue;
             };
             ns.push(Record::from_rdata(

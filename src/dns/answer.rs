@@ -190,13 +190,7 @@ pub(crate) fn address_records(
     let mut seen: Vec<IpAddr> = Vec::new();
     let mut cut = false;
     for (n, &i) in order.iter().enumerate() {
-        let inst = &p.instances[i];
-        let target = match qtype {
-            RecordType::A => inst.a.as_ref(),
-            RecordType::AAAA => inst.aaaa.as_ref(),
-            _ => inst.any.as_ref(),
-        };
-        match target {
+        match p.address_target(i, qtype) {
             Some(Target::Ip { ip, .. }) => {
                 if seen.contains(ip) {
                     continue;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::consul::model::{AgentService, CheckStatus, Node, ServiceEntry};
@@ -369,9 +369,10 @@ struct NodeFacts {
 /// One healthy instance, ready to answer.
 #[derive(Debug, Clone)]
 pub struct PreparedInstance {
-    pub a: Option<Target>,
-    pub aaaa: Option<Target>,
+    /// The target of ANY questions; A and AAAA mostly have the same one (`a`, `aaaa`).
     pub any: Option<Target>,
+    a: Family,
+    aaaa: Family,
     pub port: u16,
     pub weight: u16,
     /// Instances with the same SRV dedupe key (Consul's: node, address and port) share this
@@ -384,6 +385,16 @@ pub struct PreparedInstance {
     pub node_id: u32,
     /// The instance has an SRV target in every served domain.
     pub has_srv: bool,
+}
+
+/// Where an instance's A or AAAA answer points. Mostly at the `any` target: a target of
+/// its own (from tagged addresses) is kept in the service's `own_targets`, so an instance
+/// is 48 bytes smaller than with three targets inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    None,
+    Any,
+    Own,
 }
 
 /// Numbers equal strings in the order they are first seen. Only the numbers are kept:
@@ -406,6 +417,7 @@ struct Duplicates {
     keys: Numbering,
     targets: Numbering,
     facts: Vec<NodeFacts>,
+    own_targets: Vec<(u32, bool, Target)>,
 }
 
 /// The healthy instances of one service and its tag index, rebuilt on every change.
@@ -433,6 +445,9 @@ pub struct PreparedService {
     settings: std::sync::Arc<Settings>,
     /// By `node_id`, the nodes whose name or meta SRV answers need.
     nodes: Box<[NodeFacts]>,
+    /// A and AAAA targets that differ from their instance's `any` target: (instance,
+    /// whether AAAA, target).
+    own_targets: Box<[(u32, bool, Target)]>,
 }
 
 /// The tags of a service's instances.
@@ -448,6 +463,25 @@ struct TagIndex {
 static NO_TAGS: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(HashSet::new);
 
 impl PreparedService {
+    /// The target of instance `i` for an address question (`A`, `AAAA`, else ANY).
+    pub fn address_target(&self, i: usize, qtype: RecordType) -> Option<&Target> {
+        let inst = self.instances.get(i)?;
+        let (family, v6) = match qtype {
+            RecordType::A => (inst.a, false),
+            RecordType::AAAA => (inst.aaaa, true),
+            _ => return inst.any.as_ref(),
+        };
+        match family {
+            Family::None => None,
+            Family::Any => inst.any.as_ref(),
+            Family::Own => self
+                .own_targets
+                .iter()
+                .find(|(j, six, _)| *j as usize == i && *six == v6)
+                .map(|(_, _, t)| t),
+        }
+    }
+
     /// The SRV target of `inst` (one of `instances`) in served domain `d`.
     pub fn srv_target(&self, inst: &PreparedInstance, d: usize) -> Option<SrvTarget> {
         if !inst.has_srv {
@@ -568,7 +602,8 @@ impl PreparedService {
             if !healthy(entry, settings.only_passing) {
                 continue;
             }
-            let Some(instance) = prepare_instance(entry, settings, &mut duplicates) else {
+            let i = out.instances.len();
+            let Some(instance) = prepare_instance(entry, settings, &mut duplicates, i) else {
                 out.excluded += 1;
                 continue;
             };
@@ -584,6 +619,7 @@ impl PreparedService {
         out.instances.shrink_to_fit();
         out.addresses.shrink_to_fit();
         out.nodes = duplicates.facts.into_boxed_slice();
+        out.own_targets = duplicates.own_targets.into_boxed_slice();
         if !tag_index.all.is_empty() {
             out.tags = Some(Box::new(tag_index));
         }
@@ -597,6 +633,7 @@ fn prepare_instance(
     entry: &ServiceEntry,
     settings: &Settings,
     duplicates: &mut Duplicates,
+    i: usize,
 ) -> Option<PreparedInstance> {
     let target = |accept| {
         if settings.internal_cidrs.is_empty() {
@@ -649,9 +686,20 @@ fn prepare_instance(
             },
         });
     }
+    let mut family = |t: Option<Target>, v6: bool| match t {
+        None => Family::None,
+        Some(t) if Some(&t) == any.as_ref() => Family::Any,
+        Some(t) => {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            duplicates.own_targets.push((i, v6, t));
+            Family::Own
+        }
+    };
+    let a = family(target(Accept::V4), false);
+    let aaaa = family(target(Accept::V6), true);
     Some(PreparedInstance {
-        a: target(Accept::V4),
-        aaaa: target(Accept::V6),
+        a,
+        aaaa,
         any,
         port: service_port(&entry.service, settings.wan),
         weight: weight(entry),
@@ -959,6 +1007,35 @@ mod tests {
             node_name("node1", &other, 0).map(|n| n.to_ascii()),
             Some("node1.node.dc2.consul.".to_string())
         );
+    }
+
+    #[test]
+    fn address_targets_by_question_type() {
+        let settings = Arc::new(settings());
+        // An IPv6 service on an IPv4 node with a lan_ipv4: ANY and AAAA the service
+        // address, A its own target.
+        let mut tagged = entry("192.168.0.1", "2001:db8::1", &[]);
+        tagged.service.tagged_addresses.insert(
+            "lan_ipv4".into(),
+            ServiceAddress {
+                address: "10.2.0.9".into(),
+                port: 80,
+            },
+        );
+        let plain = entry("192.168.0.2", "10.2.0.1", &[]);
+        let p = PreparedService::build(&[plain, tagged], 5, 1, &settings);
+        let at = |i, qtype| match p.address_target(i, qtype) {
+            Some(Target::Ip { ip, .. }) => Some(ip.to_string()),
+            Some(Target::Fqdn(n)) => Some(n.to_ascii()),
+            None => None,
+        };
+        assert_eq!(at(0, RecordType::A).as_deref(), Some("10.2.0.1"));
+        assert_eq!(at(0, RecordType::AAAA), None);
+        assert_eq!(at(0, RecordType::ANY).as_deref(), Some("10.2.0.1"));
+        assert_eq!(at(1, RecordType::A).as_deref(), Some("10.2.0.9"));
+        assert_eq!(at(1, RecordType::AAAA).as_deref(), Some("2001:db8::1"));
+        assert_eq!(at(1, RecordType::ANY).as_deref(), Some("10.2.0.9"));
+        assert_eq!(at(2, RecordType::A), None, "no third instance");
     }
 
     #[test]

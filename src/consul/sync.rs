@@ -8,7 +8,8 @@
 //!   concurrent queries for a cold service make one request); the watch lives in a moka
 //!   cache with a time-to-idle, and ends when its entry is evicted (the entry owns the
 //!   watch's cancellation guard). At most `max_watches` hold a blocking query; services
-//!   beyond are re-read every `watch_poll_interval` until a slot frees.
+//!   beyond are re-read every `watch_poll_interval` until a slot frees, by one task for
+//!   all of them (`Syncer::poll_services`). At most `max_services` are kept in memory.
 //!
 //! Request budget: with N services asked for, Consul sees at most min(N, max_watches)
 //! long polls open plus the two list watches, and each change of a service costs one

@@ -88,7 +88,7 @@ fn start_harness() -> Result<Harness, String> {
 /// Every datagram the server sends back for `bytes` arriving on its UDP socket, through
 /// the code the socket loop runs per datagram (`udp::DatagramPath`: rate limiting off, the
 /// response cache, parse, the handler). Empty when nothing is answered (a response, a runt,
-/// or no answer within [`ANSWER_WAIT`]).
+/// or no answer within `ANSWER_WAIT`).
 pub fn request_datagrams(bytes: &[u8]) -> Vec<Vec<u8>> {
     let h = harness();
     h.runtime.block_on(async {

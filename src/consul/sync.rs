@@ -688,6 +688,11 @@ impl Syncer {
                         }
                         if step != IndexStep::Unchanged {
                             w.apply(&entries, &meta);
+                            if let Some(received) = meta.received {
+                                me.metrics()
+                                    .view_update_seconds
+                                    .observe(received.elapsed().as_secs_f64());
+                            }
                         }
                     }
                     Err(e) => {

@@ -66,7 +66,7 @@ pub struct TcpLimits {
 
 /// Serves `listener` with `handler` until `cancel` fires; then stops accepting and returns
 /// once every connection has written the answers to the queries it had read (each for at
-/// most [`SHUTDOWN_DRAIN`]).
+/// most `SHUTDOWN_DRAIN`).
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<DnsHandler>,

@@ -40,24 +40,22 @@ impl<T> PollQueue<T> {
     /// Waits for the next item that is due and still alive, and takes it off the queue.
     pub async fn next_due(&self) -> std::sync::Arc<T> {
         loop {
-            let front = {
+            let next_due = {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                match queue.front() {
-                    Some((due, _)) if *due <= Instant::now() => {
-                        let Some((_, item)) = queue.pop_front() else {
-                            continue;
-                        };
-                        match item.upgrade() {
-                            Some(item) => return item,
-                            None => continue,
+                loop {
+                    match queue.front() {
+                        None => break None,
+                        Some((due, _)) if *due > Instant::now() => break Some(*due),
+                        Some(_) => {
+                            if let Some(item) = queue.pop_front().and_then(|(_, w)| w.upgrade()) {
+                                return item;
+                            }
                         }
                     }
-                    Some((due, _)) => Some(*due),
-                    None => None,
                 }
             };
-            match front {
-                // An item pushed meanwhile is due after `due`: sleeping until then is right.
+            match next_due {
+                // An item pushed meanwhile is due after this one: sleeping until then is right.
                 Some(due) => tokio::time::sleep_until(due).await,
                 None => self.added.notified().await,
             }

@@ -247,9 +247,7 @@ impl Drop for ServiceWatch {
         if let Some(reverse) = &self.reverse {
             reverse.replace(&self.name, &self.current.load().addresses, &[]);
         }
-        if self.polled.load(Ordering::Relaxed) {
-            self.metrics.watches_polling.dec();
-        }
+        self.set_polled(false);
     }
 }
 
@@ -265,13 +263,19 @@ impl ServiceWatch {
     }
 
     /// `/v1/health/<endpoint>/<name>`.
-    fn segments(&self) -> Vec<String> {
-        vec![
-            "v1".to_owned(),
-            "health".to_owned(),
-            self.endpoint.segment().to_owned(),
-            self.name.to_string(),
-        ]
+    fn segments(&self) -> [&str; 4] {
+        ["v1", "health", self.endpoint.segment(), &self.name]
+    }
+
+    /// Whether the poller re-reads it, counted in `watches_polling`.
+    fn set_polled(&self, polled: bool) {
+        if self.polled.swap(polled, Ordering::Relaxed) != polled {
+            if polled {
+                self.metrics.watches_polling.inc();
+            } else {
+                self.metrics.watches_polling.dec();
+            }
+        }
     }
 
     /// Replaces the data with a new read of the service.
@@ -608,8 +612,7 @@ impl Syncer {
                     service = subject.name,
                     "max_watches reached: service re-read on a timer"
                 );
-                w.polled.store(true, Ordering::Relaxed);
-                self.metrics().watches_polling.inc();
+                w.set_polled(true);
                 self.polled.push(Arc::downgrade(&w));
             }
         }
@@ -630,7 +633,7 @@ impl Syncer {
         let weak = Arc::downgrade(w);
         tokio::spawn(watch::run(
             ctx,
-            w.segments(),
+            w.segments().map(str::to_owned).to_vec(),
             index,
             Some(slot),
             move |entries: Vec<ServiceEntry>, meta: QueryMeta, _| {
@@ -652,9 +655,7 @@ impl Syncer {
             };
             if let Some(slot) = self.slots.try_acquire() {
                 debug!(service = %w.name, "watch slot free: polling becomes a blocking query");
-                if w.polled.swap(false, Ordering::Relaxed) {
-                    self.metrics().watches_polling.dec();
-                }
+                w.set_polled(false);
                 self.watch_blocking(&w, slot);
                 continue;
             }
@@ -666,10 +667,9 @@ impl Syncer {
             let me = Arc::clone(&self);
             tokio::spawn(async move {
                 let segments = w.segments();
-                let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-                let read = me
-                    .client
-                    .get_in::<Vec<ServiceEntry>>(&segs, w.datacenter.as_deref(), 0);
+                let read =
+                    me.client
+                        .get_in::<Vec<ServiceEntry>>(&segments, w.datacenter.as_deref(), 0);
                 let result = tokio::select! {
                     _ = me.cancel.cancelled() => return,
                     r = read => r,
@@ -677,22 +677,15 @@ impl Syncer {
                 drop(permit);
                 match result {
                     Ok((entries, meta)) => {
-                        w.health.succeeded();
-                        watch::note_leader(me.metrics(), "polled services", meta.known_leader);
                         if me.poll_failures.swap(0, Ordering::Relaxed) > 0 {
                             info!("polled services: Consul answers again");
                         }
-                        let (step, _) = watch::next_index(w.current.load().index, meta.index);
-                        if step == IndexStep::Reset {
-                            me.metrics().index_resets.inc();
-                        }
+                        let index = w.current.load().index;
+                        let (step, _) =
+                            watch::read_answered(me.metrics(), &w.name, &w.health, index, &meta);
                         if step != IndexStep::Unchanged {
                             w.apply(&entries, &meta);
-                            if let Some(received) = meta.received {
-                                me.metrics()
-                                    .view_update_seconds
-                                    .observe(received.elapsed().as_secs_f64());
-                            }
+                            watch::view_updated(me.metrics(), &meta);
                         }
                     }
                     Err(e) => {

@@ -278,24 +278,14 @@ pub async fn run<T, F>(
         };
         match result {
             Ok((body, meta)) => {
-                ctx.health.succeeded();
                 if backoff.failures() > 0 {
                     info!(resource = %what, "Consul answers again");
                     backoff.reset();
                 }
-                note_leader(&metrics, &what, meta.known_leader);
-                let (step, next) = next_index(index, meta.index);
-                if step == IndexStep::Reset {
-                    metrics.index_resets.inc();
-                    info!(resource = %what, from = index, to = meta.index, "Consul index went backwards; watch reset");
-                }
+                let (step, next) = read_answered(&metrics, &what, &ctx.health, index, &meta);
                 if step != IndexStep::Unchanged || index == 0 {
                     on_change(body, meta, step);
-                    if let Some(received) = meta.received {
-                        metrics
-                            .view_update_seconds
-                            .observe(received.elapsed().as_secs_f64());
-                    }
+                    view_updated(&metrics, &meta);
                 }
                 index = next;
             }
@@ -312,7 +302,36 @@ pub async fn run<T, F>(
     }
 }
 
-pub(super) fn note_leader(metrics: &Metrics, what: &str, known_leader: Option<bool>) {
+/// A read of `what` answered, for a watch whose data is at `index`: records it (health,
+/// leader, an index that went backwards) and returns what the answer's index means and the
+/// index to send next.
+pub(super) fn read_answered(
+    metrics: &Metrics,
+    what: &str,
+    health: &WatchHealth,
+    index: u64,
+    meta: &QueryMeta,
+) -> (IndexStep, u64) {
+    health.succeeded();
+    note_leader(metrics, what, meta.known_leader);
+    let (step, next) = next_index(index, meta.index);
+    if step == IndexStep::Reset {
+        metrics.index_resets.inc();
+        info!(resource = %what, from = index, to = meta.index, "Consul index went backwards; watch reset");
+    }
+    (step, next)
+}
+
+/// The view took the change Consul answered with: how long after the answer arrived.
+pub(super) fn view_updated(metrics: &Metrics, meta: &QueryMeta) {
+    if let Some(received) = meta.received {
+        metrics
+            .view_update_seconds
+            .observe(received.elapsed().as_secs_f64());
+    }
+}
+
+fn note_leader(metrics: &Metrics, what: &str, known_leader: Option<bool>) {
     let Some(known) = known_leader else { return };
     let before = metrics.consul_known_leader.set(i64::from(known));
     if before == 1 && !known {

@@ -237,12 +237,12 @@ pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
             continue;
         };
         seen_keys.push(inst.srv_key_id);
-        let srv = SRV::new(1, inst.weight, inst.port, target.name.clone());
-        answers.push(Record::from_rdata(qname.clone(), p.ttl, RData::SRV(srv)));
         if !seen_targets.contains(&inst.target_id) {
             seen_targets.push(inst.target_id);
             additionals.extend(target.address_record(p.ttl));
         }
+        let srv = SRV::new(1, inst.weight, inst.port, target.name);
+        answers.push(Record::from_rdata(qname.clone(), p.ttl, RData::SRV(srv)));
         if !seen_nodes.contains(&inst.node_id) {
             seen_nodes.push(inst.node_id);
             additionals.extend(p.node_meta_records(inst, d));

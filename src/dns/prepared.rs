@@ -657,16 +657,17 @@ fn prepare_instance(
         },
         service_port(&entry.service, settings.wan)
     );
-    let has_srv = !settings.domains.is_empty()
-        && any.as_ref().is_some_and(|t| {
-            (0..settings.domains.len()).all(|d| srv_name(t, Some(&node), settings, d).is_some())
-        });
-    let target_name = match &any {
-        Some(t) if has_srv => srv_name(t, Some(&node), settings, 0)
-            .map(|n| n.to_ascii().to_ascii_lowercase())
-            .unwrap_or_default(),
-        _ => String::new(),
-    };
+    // An SRV target needs a valid name in every served domain; the first one numbers it.
+    let first_srv = any.as_ref().and_then(|t| {
+        let first = srv_name(t, Some(&node), settings, 0)?;
+        (1..settings.domains.len())
+            .all(|d| srv_name(t, Some(&node), settings, d).is_some())
+            .then_some(first)
+    });
+    let has_srv = first_srv.is_some();
+    let target_name = first_srv
+        .map(|n| n.to_ascii().to_ascii_lowercase())
+        .unwrap_or_default();
     let (needs_name, needs_meta) = match &any {
         Some(Target::Ip { node_record, .. }) if has_srv => (
             *node_record,

@@ -721,13 +721,8 @@ impl Ctx<'_> {
                 .map(|x| self.positive_duration(&x))
                 .transpose()?,
             disable_compression: f.disable_compression.map(|x| self.bool(&x)).transpose()?,
-            udp_answer_limit: f
-                .udp_answer_limit
-                .map(|x| match self.u32(&x)? {
-                    0 => Err(self.invalid(&x, "must be at least 1")),
-                    n => Ok(n),
-                })
-                .transpose()?,
+            // 0 is Consul's "no answers on UDP without EDNS" (the client retries over TCP).
+            udp_answer_limit: f.udp_answer_limit.map(|x| self.u32(&x)).transpose()?,
             a_record_limit: f.a_record_limit.map(|x| self.u32(&x)).transpose()?,
             enable_additional_node_meta_txt: f
                 .enable_additional_node_meta_txt

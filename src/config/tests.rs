@@ -354,6 +354,13 @@ fn every_key_from_file() {
 }
 
 #[test]
+fn udp_answer_limit_zero_is_accepted() {
+    // Consul's meaning: no answers on UDP without EDNS (dns-spec.md §10).
+    let c = load_ok(&[], "udp_answer_limit = 0\n");
+    assert_eq!(c.dns.udp_answer_limit, 0);
+}
+
+#[test]
 fn dns_config_table_is_accepted() {
     let c = load_ok(
         &[],

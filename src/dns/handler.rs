@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 
 use super::answer::Answer;
 use super::fast_path::Pending;
+use super::truncation::{self, Frame, Limit};
 use super::zone::ConsulZone;
 use crate::consul::sync::ServiceBasis;
 use crate::metrics::Metrics;
@@ -205,6 +206,18 @@ impl DnsHandler {
         let mut message = Message::from_vec(request.as_slice()).ok()?;
         message.edns.as_mut()?.set_max_payload(max);
         Request::from_bytes(message.to_vec().ok()?, request.src(), request.protocol()).ok()
+    }
+
+    /// What a reply to `request` may carry.
+    fn limit(&self, request: &Request, qtype: RecordType) -> Limit {
+        match request.protocol() {
+            Protocol::Udp => Limit::udp(
+                request.edns.as_ref().map(Edns::max_payload),
+                self.limits.max_udp_payload,
+                self.limits.udp_answer_limit,
+            ),
+            _ => Limit::tcp(qtype),
+        }
     }
 
     fn response_edns(&self, request: &Request) -> Option<Edns> {
@@ -431,19 +444,32 @@ impl DnsHandler {
         metadata.authoritative =
             matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
         metadata.recursion_available = recursion;
-        if request.protocol() == Protocol::Udp
-            && request.edns.is_none()
-            && answer.answers.len() > self.limits.udp_answer_limit
-        {
-            // Consul cuts silently; a cut answer without TC is a wrong answer, so we set it
-            // and the client can retry over TCP for the whole set.
-            answer.answers.truncate(self.limits.udp_answer_limit);
-            sync_additionals(&mut answer);
-            metadata.truncation = true;
-        }
         if answer.stale.is_some() {
             self.metrics.stale_answers.inc();
         }
+        if let Some(d) = domain.filter(|_| answer.with_soa) {
+            answer.authority.push(self.zone.soa(d));
+        }
+        let mut edns = self.response_edns(request);
+        if let (Some(e), Some(age)) = (edns.as_mut(), answer.stale) {
+            e.options_mut().insert(stale_answer_option(age));
+        }
+        let frame = Frame {
+            queries: &request.queries,
+            metadata,
+            edns: edns.as_ref(),
+        };
+        let limit = self.limit(request, query.query_type());
+        let fitted = truncation::fit(
+            &frame,
+            &answer.answers,
+            &answer.authority,
+            &answer.additionals,
+            limit,
+        );
+        // A cut answer sets TC (Consul cuts silently unless `enable_truncate`): the client
+        // retries over TCP for the whole set.
+        metadata.truncation = fitted.truncated;
         // Sent again from the response cache only if every later answer could be this one
         // in another order: not when instances were drawn (a cut, weights).
         let reusable = answer.rcode == ResponseCode::NoError
@@ -452,21 +478,16 @@ impl DnsHandler {
             && !answer.with_soa
             && answer.stale.is_none()
             && !answer.cut
-            && !metadata.truncation
+            && !fitted.truncated
             && answer.basis.as_ref().is_some_and(|b| b.uniform_order);
         let basis = answer.basis.take().filter(|_| reusable).map(|b| *b);
-        let soa = domain.filter(|_| answer.with_soa).map(|d| self.zone.soa(d));
-        let mut edns = self.response_edns(request);
-        if let (Some(e), Some(age)) = (edns.as_mut(), answer.stale) {
-            e.options_mut().insert(stale_answer_option(age));
-        }
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let response = builder.build(
             metadata,
-            answer.answers.iter(),
-            answer.authority.iter(),
-            soa.iter(),
-            answer.additionals.iter(),
+            fitted.answers.iter(),
+            fitted.authority.iter(),
+            std::iter::empty(),
+            fitted.additionals.iter().copied(),
         );
         match response_handle.send_response(response).await {
             Ok(info) => (info, basis),
@@ -562,18 +583,4 @@ fn stale_answer_option(age: Duration) -> EdnsOption {
     let text = format!("Consul unreachable for {}s; last known data", age.as_secs());
     data.extend_from_slice(text.as_bytes());
     EdnsOption::Unknown(EDE_OPTION, data)
-}
-
-/// After answers were cut, keeps only the additional records that a remaining SRV answer
-/// points at (Consul's `syncExtra`).
-fn sync_additionals(answer: &mut Answer) {
-    let targets: Vec<_> = answer
-        .answers
-        .iter()
-        .filter_map(|r: &Record| match &r.data {
-            RData::SRV(srv) => Some(srv.target.clone()),
-            _ => None,
-        })
-        .collect();
-    answer.additionals.retain(|r| targets.contains(&r.name));
 }

@@ -13,6 +13,7 @@ pub mod response_cache;
 pub mod rrl;
 pub mod server;
 pub mod tcp;
+pub mod truncation;
 pub mod udp;
 pub mod udp_batch;
 pub mod wire;

@@ -40,7 +40,7 @@ use tracing::{debug, warn};
 use super::fast_path::{FastPath, Step};
 use super::handler::DnsHandler;
 use super::response_cache::Question;
-use super::wire;
+use super::{truncation, wire};
 use crate::metrics::Metrics;
 
 /// Queries of one connection being answered at once; past it, the connection is not read
@@ -268,7 +268,7 @@ impl Connection {
             Ok(request) => request,
             Err(e) => {
                 debug!(src = %self.src, error = %e, "malformed request: FORMERR");
-                let frame = wire::formerr(&header, u16::MAX).map(frame)?;
+                let frame = wire::formerr(&header, truncation::TCP_MAX_SIZE).map(frame)?;
                 return Some(Box::pin(std::future::ready(frame)));
             }
         };
@@ -354,7 +354,7 @@ impl ResponseHandler for TcpResponder {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = wire::encode(response, u16::MAX)?;
+        let (info, bytes) = wire::encode(response, truncation::TCP_MAX_SIZE)?;
         if bytes.len() > usize::from(u16::MAX) {
             warn!("TCP answer larger than 65535 bytes: not sent");
             return Err(NetError::from("answer too large for TCP"));

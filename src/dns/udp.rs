@@ -40,7 +40,7 @@ use super::handler::DnsHandler;
 use super::response_cache::Question;
 use super::rrl::{Rrl, Verdict};
 use super::udp_batch::{BatchReceiver, SendBatch};
-use super::wire;
+use super::{truncation, wire};
 use crate::metrics::Metrics;
 
 /// Queries waiting at once (for a cold service, the first sync, a recursor) per socket;
@@ -329,7 +329,7 @@ fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Request> {
         Ok(request) => Some(request),
         Err(e) => {
             debug!(%src, error = %e, "malformed request: FORMERR");
-            if let Some(bytes) = wire::formerr(&header, 512) {
+            if let Some(bytes) = wire::formerr(&header, truncation::UDP_MIN_SIZE) {
                 send(socket, &bytes, src);
             }
             None
@@ -360,7 +360,7 @@ impl ResponseHandler for UdpResponder {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let max = response.edns().map_or(512, |e| e.max_payload().max(512));
-        let (info, bytes) = wire::encode(response, max)?;
+        let (info, bytes) = wire::encode(response, usize::from(max))?;
         if let Some(keep) = &self.keep {
             keep.put(&bytes);
         }

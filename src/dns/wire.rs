@@ -3,9 +3,13 @@
 //! response-rate limiting "slips" to a UDP client.
 
 use hickory_server::net::NetError;
-use hickory_server::proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::op::{
+    Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
+
+use super::truncation::{self, Frame, Limit};
 use hickory_server::server::{Request, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::warn;
@@ -15,8 +19,10 @@ use super::handler::servfail_header;
 /// The UDP payload advertised in a slipped response's OPT record.
 const SLIP_EDNS_PAYLOAD: u16 = 1232;
 
-/// Encodes within `max` bytes; what does not fit is cut and TC set (hickory's encoder). A
-/// response that cannot be encoded becomes a bare SERVFAIL.
+/// Encodes within `max` bytes. A response that does not fit is decoded again and fitted
+/// record by record (`truncation`): only responses built elsewhere (the static zones)
+/// can be that large, as the Consul zone fits its answers before they get here. A response
+/// that cannot be encoded becomes a bare SERVFAIL.
 pub(super) fn encode<'a>(
     response: MessageResponse<
         '_,
@@ -26,17 +32,30 @@ pub(super) fn encode<'a>(
         impl Iterator<Item = &'a Record> + Send + 'a,
         impl Iterator<Item = &'a Record> + Send + 'a,
     >,
-    max: u16,
+    max: usize,
 ) -> Result<(ResponseInfo, Vec<u8>), NetError> {
-    let id = response.metadata().id;
+    let metadata = *response.metadata();
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max);
-    match response.destructive_emit(&mut encoder) {
-        Ok(info) => Ok((info, bytes)),
+    let emitted = response.destructive_emit(&mut encoder);
+    let len = encoder.offset();
+    match emitted {
+        Ok(info) => {
+            // hickory's encoder cuts at 65,535 bytes, leaving what it rolled back behind.
+            bytes.truncate(len);
+            let cut_by_encoder = info.truncation && !metadata.truncation;
+            if len <= max && !cut_by_encoder {
+                return Ok((info, bytes));
+            }
+            refit(&bytes, max).ok_or_else(|| NetError::from("cannot fit a response"))
+        }
         Err(e) => {
             warn!(error = %e, "cannot encode a response: SERVFAIL");
-            let header = servfail_header(Metadata::new(id, MessageType::Response, OpCode::Query));
+            let header = servfail_header(Metadata::new(
+                metadata.id,
+                MessageType::Response,
+                OpCode::Query,
+            ));
             let mut bytes = Vec::with_capacity(12);
             let mut encoder = BinEncoder::new(&mut bytes);
             header
@@ -47,8 +66,50 @@ pub(super) fn encode<'a>(
     }
 }
 
+/// An encoded response over `max` bytes, fitted to them record by record.
+fn refit(bytes: &[u8], max: usize) -> Option<(ResponseInfo, Vec<u8>)> {
+    let message = Message::from_vec(bytes).ok()?;
+    // The question section as sent (it follows the 12-byte header).
+    let queries = Queries::read(
+        &mut BinDecoder::new(bytes.get(12..)?),
+        message.queries.len(),
+    )
+    .ok()?;
+    let frame = Frame {
+        queries: &queries,
+        metadata: message.metadata,
+        edns: message.edns.as_ref(),
+    };
+    let limit = Limit {
+        size: max,
+        answers: usize::MAX,
+    };
+    let fitted = truncation::fit(
+        &frame,
+        &message.answers,
+        &message.authorities,
+        &message.additionals,
+        limit,
+    );
+    let mut metadata = message.metadata;
+    metadata.truncation |= fitted.truncated;
+    let response = MessageResponseBuilder::new(&queries, message.edns.as_ref()).build(
+        metadata,
+        fitted.answers.iter(),
+        fitted.authority.iter(),
+        std::iter::empty(),
+        fitted.additionals.iter().copied(),
+    );
+    let mut out = Vec::with_capacity(max);
+    let mut encoder = BinEncoder::new(&mut out);
+    let info = response.destructive_emit(&mut encoder).ok()?;
+    let len = encoder.offset();
+    out.truncate(len);
+    Some((info, out))
+}
+
 /// FORMERR answering a message whose header could be read but not the rest.
-pub(super) fn formerr(header: &Header, max: u16) -> Option<Vec<u8>> {
+pub(super) fn formerr(header: &Header, max: usize) -> Option<Vec<u8>> {
     let mut metadata = Metadata::response_from_request(&header.metadata);
     metadata.response_code = ResponseCode::FormErr;
     let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
@@ -71,5 +132,7 @@ pub fn truncated(request: &Request) -> Option<Vec<u8>> {
     });
     let response =
         MessageResponseBuilder::new(&request.queries, edns.as_ref()).build_no_records(metadata);
-    encode(response, 512).ok().map(|(_, bytes)| bytes)
+    encode(response, truncation::UDP_MIN_SIZE)
+        .ok()
+        .map(|(_, bytes)| bytes)
 }

@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+mod strict;
+pub use strict::strict_counts;
+
 pub const LOCAL: &str = "127.0.0.1:0";
 
 pub async fn emulator() -> Emulator {
@@ -90,6 +93,17 @@ pub async fn query(server: SocketAddr, name: &str, qtype: RecordType) -> Message
 }
 
 pub async fn query_with(server: SocketAddr, name: &str, qtype: RecordType, ask: Ask) -> Message {
+    let (reply, _) = query_bytes(server, name, qtype, ask).await;
+    reply
+}
+
+/// [`query_with`], also returning the reply as received.
+pub async fn query_bytes(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    ask: Ask,
+) -> (Message, Vec<u8>) {
     let mut msg = Message::new(rand::random(), MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = ask.rd;
     msg.add_query(Query::query(
@@ -130,8 +144,30 @@ pub async fn query_with(server: SocketAddr, name: &str, qtype: RecordType, ask: 
             buf
         }
     };
-    let reply = Message::from_vec(&reply).expect("answer decodes");
-    assert_eq!(reply.metadata.id, msg.metadata.id, "answer id matches");
+    let decoded = decode(&reply);
+    assert_eq!(decoded.metadata.id, msg.metadata.id, "answer id matches");
+    (decoded, reply)
+}
+
+/// A reply as a strict client reads it: decoded by hickory and, independently, by NLnet
+/// Labs' `domain`, which must find every record the header counts, each record's data
+/// well-formed, nothing after the last one, and the same counts as hickory. Panics
+/// otherwise.
+pub fn decode(bytes: &[u8]) -> Message {
+    let reply = Message::from_vec(bytes).expect("the reply decodes (hickory)");
+    let counts = strict_counts(bytes)
+        .unwrap_or_else(|e| panic!("the reply does not decode strictly (domain): {e}"));
+    let extra = usize::from(reply.edns.is_some()) + usize::from(reply.signature.is_some());
+    let hickory = [
+        reply.queries.len(),
+        reply.answers.len(),
+        reply.authorities.len(),
+        reply.additionals.len() + extra,
+    ];
+    assert_eq!(
+        counts, hickory,
+        "the two decoders disagree on the section counts (domain, hickory)"
+    );
     reply
 }
 
@@ -151,7 +187,7 @@ pub async fn query_udp_retrying(server: SocketAddr, name: &str, qtype: RecordTyp
         if let Ok(Ok((n, _))) =
             tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
         {
-            let reply = Message::from_vec(&buf[..n]).expect("answer decodes");
+            let reply = decode(&buf[..n]);
             assert_eq!(reply.metadata.id, msg.metadata.id);
             return reply;
         }

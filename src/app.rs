@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hickory_server::proto::rr::{LowerName, Name};
-use hickory_server::zone_handler::{Catalog, ZoneHandler};
+use hickory_server::proto::rr::Name;
+use hickory_server::zone_handler::Catalog;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -19,7 +19,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
-use crate::dns::forward::{ForwardError, Forwarder};
+use crate::dns::forward::{ForwardError, Recursors};
 use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
 use crate::dns::prepared::Settings;
 use crate::dns::rrl::{Rrl, RrlSettings};
@@ -72,23 +72,19 @@ pub struct Running {
 }
 
 /// What reloading the zones needs: the directory, the zones served now, the Catalog the
-/// handler reads, and the forwarder to put back in each new Catalog.
+/// handler reads.
 struct StaticZones {
     dir: Option<PathBuf>,
     /// The Consul domains (no static zone may be inside them).
     reserved: Vec<Name>,
     current: Mutex<ZoneSet>,
     catalog: Arc<ArcSwap<Catalog>>,
-    forwarder: Option<Arc<dyn ZoneHandler>>,
 }
 
 impl StaticZones {
     fn catalog(&self, zones: &ZoneSet) -> Catalog {
         let mut catalog = Catalog::new();
         zones.register(&mut catalog);
-        if let Some(forwarder) = &self.forwarder {
-            catalog.upsert(LowerName::from(Name::root()), vec![Arc::clone(forwarder)]);
-        }
         catalog
     }
 }
@@ -116,7 +112,7 @@ impl Running {
     }
 
     /// Reloads the static zones (SIGHUP): a zone that fails to load keeps its previous
-    /// version and the reason is logged; the forwarder and its cache are kept.
+    /// version and the reason is logged.
     pub async fn reload_zones(&self) -> ReloadSummary {
         let z = &self.zones;
         let Some(dir) = &z.dir else {
@@ -229,10 +225,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
         None => ZoneSet::default(),
     };
-    let forwarder: Option<Arc<dyn ZoneHandler>> = if config.recursors.is_empty() {
+    let recursors = if config.recursors.is_empty() {
         None
     } else {
-        let forwarder = Forwarder::new(
+        let recursors = Recursors::new(
             &config.recursors,
             dns.recursor_strategy,
             dns.recursor_timeout,
@@ -242,7 +238,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             allow_recursion = ?config.allow_recursion,
             "forwarding other names to the recursors"
         );
-        Some(Arc::new(forwarder))
+        Some(Arc::new(recursors))
     };
 
     let domains_for_zones = domains.clone();
@@ -289,13 +285,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             max_stale: dns.max_stale,
         },
         Arc::clone(&syncer),
+        recursors.clone(),
     ));
     let static_zones = Arc::new(StaticZones {
         dir: config.zones.clone(),
         reserved: domains_for_zones,
         current: Mutex::new(ZoneSet::default()),
         catalog: Arc::new(ArcSwap::from_pointee(Catalog::new())),
-        forwarder,
     });
     static_zones
         .catalog
@@ -310,7 +306,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             allow_any: config.allow_any,
         },
         RecursionPolicy {
-            forwarding: static_zones.forwarder.is_some(),
+            recursors,
             allow: config.allow_recursion.clone(),
         },
         Arc::clone(&metrics),

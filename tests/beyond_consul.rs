@@ -69,9 +69,23 @@ async fn reverse_lookups_of_nodes_and_containers() {
         &["1.1.2.10.in-addr.arpa. 0 IN PTR web.service.dc1.consul."],
     );
     assert!(m.metadata.authoritative);
-    // Unknown addresses are not ours: without recursors, REFUSED.
-    let m = query(dns, "9.9.9.10.in-addr.arpa.", RecordType::PTR).await;
-    assert_eq!(rcode(&m), ResponseCode::Refused);
+    // Unknown addresses, without recursors: NXDOMAIN with the Consul domain's SOA, as
+    // Consul (dns-spec.md §13), whatever the type.
+    for qtype in [RecordType::PTR, RecordType::ANY, RecordType::A] {
+        let m = query(dns, "9.9.9.10.in-addr.arpa.", qtype).await;
+        assert_eq!(rcode(&m), ResponseCode::NXDomain, "{qtype}");
+        assert!(m.answers.is_empty());
+        assert_records(
+            "unknown address",
+            &m.authorities,
+            &["consul. 0 IN SOA ns.consul. hostmaster.consul. * 3600 600 86400 0"],
+        );
+    }
+    // A known address asked another type: it exists, with no record of that type.
+    let m = query(dns, "11.56.168.192.in-addr.arpa.", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.authorities.len(), 1, "NODATA carries the SOA");
     running.shutdown().await;
 }
 

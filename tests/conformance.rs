@@ -7,60 +7,12 @@
 
 mod common;
 
+use common::case::*;
 use common::*;
 use consul_dns::dev::{Emulator, EmulatorConfig};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
-
-struct Case {
-    spec: &'static str,
-    qname: &'static str,
-    qtype: RecordType,
-    rcode: ResponseCode,
-    answer: &'static [&'static str],
-    authority: &'static [&'static str],
-    additional: &'static [&'static str],
-}
-
-const SOA_LINE: &str = "consul. 0 IN SOA ns.consul. hostmaster.consul. * 3600 600 86400 0";
-const OK: ResponseCode = ResponseCode::NoError;
-
-fn ok(
-    spec: &'static str,
-    qname: &'static str,
-    qtype: RecordType,
-    answer: &'static [&'static str],
-) -> Case {
-    Case {
-        spec,
-        qname,
-        qtype,
-        rcode: OK,
-        answer,
-        authority: &[],
-        additional: &[],
-    }
-}
-
-fn with_extra(c: Case, additional: &'static [&'static str]) -> Case {
-    Case { additional, ..c }
-}
-
-fn nodata(spec: &'static str, qname: &'static str, qtype: RecordType) -> Case {
-    Case {
-        authority: &[SOA_LINE],
-        ..ok(spec, qname, qtype, &[])
-    }
-}
-
-fn nxdomain(spec: &'static str, qname: &'static str, qtype: RecordType) -> Case {
-    Case {
-        rcode: ResponseCode::NXDomain,
-        authority: &[SOA_LINE],
-        ..ok(spec, qname, qtype, &[])
-    }
-}
 
 async fn catalog(consul: &Emulator) {
     let url = consul.url();
@@ -408,7 +360,11 @@ fn cases() -> Vec<Case> {
         nxdomain("§3.2 no kind (TD NonExistentLookup)", "foo.bar.baz.consul.", A),
         nxdomain("§3.2 unknown kind label", "web.services.consul.", A),
         // §2 apex, §12 SOA.
-        ok("§12 SOA at the apex", "consul.", SOA_T, &[SOA_LINE]),
+        Case {
+            authority: &["consul. 0 IN NS server1.node.dc1.consul.", "consul. 0 IN NS consul-dev.node.dc1.consul."],
+            additional: &["server1.node.dc1.consul. 0 IN A 127.0.0.2", "consul-dev.node.dc1.consul. 0 IN A 127.0.0.1"],
+            ..ok("§2 SOA at the apex, the NS in Authority with glue", "consul.", SOA_T, &[SOA_LINE])
+        },
         with_extra(
             ok("§12 NS: the consul servers, with glue", "consul.", NS, &["consul. 0 IN NS server1.node.dc1.consul.", "consul. 0 IN NS consul-dev.node.dc1.consul."]),
             &["server1.node.dc1.consul. 0 IN A 127.0.0.2", "consul-dev.node.dc1.consul. 0 IN A 127.0.0.1"],
@@ -416,6 +372,12 @@ fn cases() -> Vec<Case> {
         nodata("§2 A at the apex", "consul.", A),
         nodata("§2 (RFC) SOA below the apex: no data", "web.service.consul.", SOA_T),
         nodata("§2 (RFC) NS below the apex: no data", "web.service.consul.", NS),
+        // §13 reverse lookups: the view's addresses; the rest, without recursors, NXDOMAIN.
+        ok("§13 PTR of a node address", "11.56.168.192.in-addr.arpa.", PTR, &["11.56.168.192.in-addr.arpa. 0 IN PTR node1.node.dc1.consul."]),
+        nxdomain("§13 PTR of an unknown address, no recursors (TR ReverseLookup_NotFound)", "9.9.9.10.in-addr.arpa.", PTR),
+        nxdomain("§13 ANY of an unknown address, no recursors", "9.9.9.10.in-addr.arpa.", RecordType::ANY),
+        nxdomain("§13 an unknown ip6.arpa name", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.", PTR),
+        nodata("§13 (RFC) a known address asked A: no data", "11.56.168.192.in-addr.arpa.", A),
     ]
 }
 
@@ -451,53 +413,7 @@ async fn conformance_battery() {
     let dns = running.dns_addrs[0];
     let all = cases();
     assert!(all.len() >= 80, "{} cases", all.len());
-    let ways = [
-        (
-            "UDP+EDNS",
-            Ask {
-                transport: Transport::Udp,
-                edns: Some(1232),
-                rd: false,
-            },
-        ),
-        (
-            "UDP",
-            Ask {
-                transport: Transport::Udp,
-                edns: None,
-                rd: true,
-            },
-        ),
-        (
-            "TCP",
-            Ask {
-                transport: Transport::Tcp,
-                edns: None,
-                rd: true,
-            },
-        ),
-    ];
-    for (way, ask) in ways {
-        for c in &all {
-            let what = format!("[{}] {} {} over {way}", c.spec, c.qname, c.qtype);
-            let m = query_with(dns, c.qname, c.qtype, ask).await;
-            assert_eq!(rcode(&m), c.rcode, "{what}: rcode");
-            assert!(m.metadata.authoritative, "{what}: AA");
-            assert!(!m.metadata.truncation, "{what}: TC");
-            assert!(
-                !m.metadata.recursion_available,
-                "{what}: RA without recursors"
-            );
-            assert_eq!(
-                m.edns.is_some(),
-                ask.edns.is_some(),
-                "{what}: OPT echoed iff sent"
-            );
-            assert_records(&format!("{what}: answer"), &m.answers, c.answer);
-            assert_records(&format!("{what}: authority"), &m.authorities, c.authority);
-            assert_records(&format!("{what}: additional"), &m.additionals, c.additional);
-        }
-    }
+    check_cases(dns, &all, false).await;
     running.shutdown().await;
 }
 
@@ -683,5 +599,64 @@ async fn soa_serial_moves_with_the_data() {
         serial().await != before
     })
     .await;
+    running.shutdown().await;
+}
+
+/// §15: an EDNS Client Subnet option is echoed with its family, address and source prefix,
+/// and scope prefix 0 (the answer holds for every network), for services, nodes and
+/// prepared queries, over UDP and TCP, also when the same question was answered before
+/// without it (a stored response must not drop the option).
+#[tokio::test]
+async fn client_subnet_is_echoed_with_scope_zero() {
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+    use hickory_proto::rr::Name;
+
+    let (_consul, running) = setup().await;
+    let dns = running.dns_addrs[0];
+    let ecs = |addr: &str, prefix: u8| ClientSubnet::new(addr.parse().unwrap(), prefix, 0);
+    for (name, qtype) in [
+        ("web.service.consul.", RecordType::A),
+        ("web.service.consul.", RecordType::SRV),
+        ("node1.node.consul.", RecordType::A),
+        ("primary-db.query.consul.", RecordType::A),
+        ("nosuch.service.consul.", RecordType::A),
+    ] {
+        // Answered and stored without the option first.
+        for _ in 0..2 {
+            query_with(
+                dns,
+                name,
+                qtype,
+                Ask {
+                    edns: Some(1232),
+                    ..Ask::default()
+                },
+            )
+            .await;
+        }
+        for transport in [Transport::Udp, Transport::Tcp] {
+            for subnet in [ecs("192.0.2.0", 24), ecs("2001:db8::", 56)] {
+                let mut msg = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+                msg.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+                let mut edns = Edns::new();
+                edns.set_max_payload(1232);
+                edns.options_mut().insert(EdnsOption::Subnet(subnet));
+                msg.set_edns(edns);
+                let (reply, _) = exchange(dns, &msg, transport).await;
+                let what = format!("{name} {qtype} over {transport:?}");
+                let echoed = reply
+                    .edns
+                    .as_ref()
+                    .and_then(|e| e.option(EdnsCode::Subnet).cloned());
+                let Some(EdnsOption::Subnet(echoed)) = echoed else {
+                    panic!("{what}: no Client Subnet echoed: {reply:?}");
+                };
+                assert_eq!(echoed.addr(), subnet.addr(), "{what}");
+                assert_eq!(echoed.source_prefix(), subnet.source_prefix(), "{what}");
+                assert_eq!(echoed.scope_prefix(), 0, "{what}");
+            }
+        }
+    }
     running.shutdown().await;
 }

@@ -295,7 +295,7 @@ async fn a_burst_of_queries_gets_one_answer_each() {
                 .await
                 .unwrap_or_else(|_| panic!("wave {wave}: {} of {WAVE} answered", answered.len()))
                 .unwrap();
-            let m = Message::from_vec(&buf[..n]).expect("decodes");
+            let m = decode(&buf[..n]);
             let id = m.metadata.id;
             let name = names.get(&id).expect("an ID of this wave");
             assert_eq!(&m.queries[0].name().to_ascii(), name, "its own question");

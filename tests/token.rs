@@ -3,6 +3,7 @@
 //! garbage, or fails the TLS handshake; the token must appear nowhere in what it prints,
 //! in its metrics, or in `--help`.
 
+mod common;
 #[path = "common/pki.rs"]
 mod pki;
 #[path = "common/program.rs"]

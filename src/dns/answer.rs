@@ -190,7 +190,7 @@ pub(crate) fn address_records(
     let mut seen: Vec<IpAddr> = Vec::new();
     let mut cut = false;
     for (n, &i) in order.iter().enumerate() {
-        match p.address_target(i, qtype) {
+        match p.address_target(i, qtype, qname) {
             Some(Target::Ip { ip, .. }) => {
                 if seen.contains(ip) {
                     continue;
@@ -233,11 +233,16 @@ pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
         if !inst.has_srv || seen_keys.contains(&inst.srv_key_id) {
             continue;
         }
-        let Some(target) = p.srv_target(inst, d) else {
+        let Some(target) = p.srv_target(i, d, qname) else {
             continue;
         };
         seen_keys.push(inst.srv_key_id);
-        if !seen_targets.contains(&inst.target_id) {
+        if matches!(inst.any, Some(Target::Fqdn(_))) {
+            // A hostname, or the node standing in for it (its number is the hostname's).
+            if !additionals.iter().any(|r| r.name == target.name) {
+                additionals.extend(target.address_record(p.ttl));
+            }
+        } else if !seen_targets.contains(&inst.target_id) {
             seen_targets.push(inst.target_id);
             additionals.extend(target.address_record(p.ttl));
         }

@@ -2,7 +2,8 @@
 //!
 //! The zone works an answer out synchronously, from the view (`ConsulZone::resolve`).
 //! When that needs something that is not in memory (the first sync, a service nobody
-//! asked for lately, another datacenter's lists, a prepared query) it says so with a
+//! asked for lately, another datacenter's lists, a prepared query, the addresses of a
+//! hostname from the recursors) it says so with a
 //! [`Need`] instead of waiting; the caller fetches it into [`Fetched`] and works the
 //! answer out again, which then finds it there. So the common answer, all from memory,
 //! costs no future and no allocation, and only the rare one waits.
@@ -14,6 +15,9 @@ use crate::consul::remote::RemoteDc;
 use crate::consul::sync::{Endpoint, ServiceData, Subject, Syncer};
 use crate::consul::ConsulError;
 
+use hickory_proto::rr::{Name, Record, RecordType};
+
+use super::forward::Recursors;
 use super::prepared::PreparedService;
 
 /// Something an answer needs that memory does not hold.
@@ -27,6 +31,9 @@ pub enum Need {
     Remote(String),
     /// A prepared query's result: its name and datacenter.
     PreparedQuery(String, Option<String>),
+    /// The addresses of a hostname outside the served domains (a service or node address),
+    /// from the recursors.
+    Host(Name),
 }
 
 /// A [`Subject`] that owns its strings, to be fetched after the answer's borrow ended.
@@ -77,6 +84,9 @@ pub struct Fetched {
     instances: Vec<(OwnedSubject, Loaded<ServiceData>)>,
     remotes: Vec<(String, Loaded<Arc<RemoteDc>>)>,
     queries: Vec<(QueryKey, Loaded<Option<Arc<PreparedService>>>)>,
+    /// Hostnames resolved by the recursors: the CNAMEs leading to their addresses, then
+    /// their A and AAAA records.
+    hosts: Vec<(Name, Vec<Record>)>,
 }
 
 impl Fetched {
@@ -86,6 +96,7 @@ impl Fetched {
         instances: Vec::new(),
         remotes: Vec::new(),
         queries: Vec::new(),
+        hosts: Vec::new(),
     };
 
     /// Whether the first sync was waited for (whether or not it came).
@@ -115,9 +126,23 @@ impl Fetched {
             .map(|(_, r)| r)
     }
 
+    /// What the recursors made of `host`, if they were asked.
+    pub fn host(&self, host: &Name) -> Option<&[Record]> {
+        self.hosts
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, r)| r.as_slice())
+    }
+
     /// Fetches `need` (waiting at most `startup_wait` for the first sync); false when it
     /// was fetched already, which would make the answer loop.
-    pub async fn fetch(&mut self, need: Need, syncer: &Syncer, startup_wait: Duration) -> bool {
+    pub async fn fetch(
+        &mut self,
+        need: Need,
+        syncer: &Syncer,
+        recursors: Option<&Recursors>,
+        startup_wait: Duration,
+    ) -> bool {
         match need {
             Need::Sync => {
                 if self.waited_for_sync {
@@ -146,6 +171,26 @@ impl Fetched {
                 }
                 let loaded = syncer.prepared_query(&name, dc.as_deref()).await;
                 self.queries.push(((name, dc), loaded));
+            }
+            Need::Host(host) => {
+                if self.host(&host).is_some() {
+                    return false;
+                }
+                let mut records = Vec::new();
+                if let Some(recursors) = recursors {
+                    let (v4, v6) = tokio::join!(
+                        recursors.resolve(&host, RecordType::A),
+                        recursors.resolve(&host, RecordType::AAAA)
+                    );
+                    // Both lookups lead through the same CNAMEs: keep them once.
+                    let v6: Vec<Record> = v6
+                        .into_iter()
+                        .filter(|r| r.record_type() != RecordType::CNAME || !v4.contains(r))
+                        .collect();
+                    records = v4;
+                    records.extend(v6);
+                }
+                self.hosts.push((host, records));
             }
         }
         true

@@ -1,9 +1,9 @@
-//! The request handler: questions under the Consul domain are answered by `ConsulZone`;
-//! everything else (static zones, forwarding, malformed or non-query messages) goes to
-//! hickory's `Catalog`, which answers REFUSED for names it does not serve. The Catalog holds
-//! the static zones and, when recursors are configured, the forwarder at the root; it is
-//! swapped whole when the zones are reloaded. Names that would be forwarded are REFUSED to
-//! clients outside `allow_recursion`, and RA is set only for clients that may recurse.
+//! The request handler: questions under the Consul domain are answered by `ConsulZone`,
+//! reverse lookups of addresses it knows too; names in a static zone go to hickory's
+//! `Catalog` (swapped whole when the zones are reloaded), as do malformed and non-query
+//! messages; other names go to the recursors (`forward`), for clients in
+//! `allow_recursion` only (REFUSED for the others), or are REFUSED when there are none (a
+//! reverse name gets NXDOMAIN, as from Consul). RA is set for clients that may recurse.
 //!
 //! The Consul domain is handled here rather than through a `ZoneHandler` in the Catalog so
 //! that we control what a zone handler cannot: Consul's per-query shuffling and answer
@@ -21,19 +21,18 @@ use hickory_server::net::NetError;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_server::proto::rr::rdata::opt::EdnsOption;
+use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_server::proto::rr::rdata::HINFO;
-use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinDecoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{
-    Catalog, MessageResponse, MessageResponseBuilder, Queries, ZoneType,
-};
+use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, Queries};
 use ipnet::IpNet;
 use tracing::{debug, warn};
 
 use super::answer::Answer;
 use super::fast_path::Pending;
+use super::forward::Recursors;
 use super::truncation::{self, Frame, Limit};
 use super::zone::ConsulZone;
 use crate::consul::sync::ServiceBasis;
@@ -55,10 +54,10 @@ pub struct ResponseLimits {
 const RFC8482_TTL: u32 = 3789;
 
 /// Who may have names forwarded to the recursors.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RecursionPolicy {
-    /// Recursors are configured (the Catalog holds a forwarder).
-    pub forwarding: bool,
+    /// The recursors, when configured.
+    pub recursors: Option<Arc<Recursors>>,
     /// `allow_recursion`.
     pub allow: Vec<IpNet>,
 }
@@ -67,7 +66,7 @@ impl RecursionPolicy {
     /// Recursion is available to a client at `ip` (RA set, other names forwarded).
     pub fn available_to(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.forwarding && self.allow.iter().any(|net| net.contains(&ip))
+        self.recursors.is_some() && self.allow.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -102,14 +101,35 @@ impl DnsHandler {
         }
     }
 
-    /// Everything outside the Consul domain: REFUSED if the name would be forwarded and
-    /// the client may not recurse, else the Catalog, with RA per client.
+    /// Everything outside the Consul domain: the static zones (the Catalog), else the
+    /// recursors for clients that may recurse (REFUSED for the others), else REFUSED.
     async fn other<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         response_handle: R,
         recursion: bool,
     ) -> ResponseInfo {
+        let catalog = self.catalog.load_full();
+        let is_query = request.metadata.message_type == MessageType::Query
+            && request.metadata.op_code == OpCode::Query;
+        let question = request.queries.queries().first();
+        let in_static_zone = question.is_some_and(|q| catalog.find(q.name()).is_some());
+        if is_query && !in_static_zone && request.queries.len() == 1 {
+            if let Some(recursors) = &self.recursion.recursors {
+                if !recursion {
+                    debug!(client = %request.src(), "recursion not allowed for this client: REFUSED");
+                    return self.refuse(request, response_handle).await;
+                }
+                return self.forward(request, response_handle, recursors).await;
+            }
+        }
+        if is_query
+            && in_static_zone
+            && question.is_some_and(|q| q.query_type() == RecordType::ANY)
+            && !self.limits.allow_any
+        {
+            return self.minimal_any(request, response_handle).await;
+        }
         // The Catalog sizes UDP answers by the client's EDNS payload; keep our cap (no IP
         // fragmentation) by handing it a copy of the request with the payload lowered.
         let capped;
@@ -120,25 +140,6 @@ impl DnsHandler {
             }
             None => request,
         };
-        let catalog = self.catalog.load_full();
-        let is_query = request.metadata.message_type == MessageType::Query
-            && request.metadata.op_code == OpCode::Query;
-        let qtype = request.queries.queries().first().map(|q| q.query_type());
-        if is_query && qtype == Some(RecordType::ANY) && !self.limits.allow_any {
-            return self.minimal_any(request, response_handle).await;
-        }
-        if is_query && !recursion {
-            let forwarded = request.queries.queries().first().is_some_and(|q| {
-                catalog
-                    .find(q.name())
-                    .and_then(|handlers| handlers.first())
-                    .is_some_and(|h| h.zone_type() == ZoneType::External)
-            });
-            if forwarded {
-                debug!(client = %request.src(), "recursion not allowed for this client: REFUSED");
-                return self.refuse(request, response_handle).await;
-            }
-        }
         catalog
             .handle_request::<_, T>(
                 request,
@@ -148,6 +149,55 @@ impl DnsHandler {
                 },
             )
             .await
+    }
+
+    /// The recursors' reply to `request`, passed on as they gave it (RA set: the client
+    /// may recurse; AA clear); SERVFAIL when every one failed. The OPT record is ours (it is
+    /// hop-by-hop, RFC 6891 §6.1.1), with the upstream's DO bit and options.
+    async fn forward<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+        recursors: &Recursors,
+    ) -> ResponseInfo {
+        let mut edns = self.response_edns(request);
+        let Some(reply) = recursors
+            .forward(request, self.limits.max_udp_payload)
+            .await
+        else {
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::ServFail;
+            metadata.recursion_available = true;
+            let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+                .build_no_records(metadata);
+            return match response_handle.send_response(response).await {
+                Ok(info) => info,
+                Err(error) => send_failed(request, &error),
+            };
+        };
+        let mut metadata = reply.metadata;
+        metadata.id = request.metadata.id;
+        metadata.recursion_available = true;
+        // The data is the upstream's, not ours to vouch for.
+        metadata.authoritative = false;
+        if let (Some(ours), Some(theirs)) = (edns.as_mut(), reply.edns.as_ref()) {
+            ours.set_dnssec_ok(theirs.flags().dnssec_ok);
+            for (code, option) in theirs.options().as_ref() {
+                ours.options_mut().remove(*code);
+                ours.options_mut().insert(option.clone());
+            }
+        }
+        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+            metadata,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            std::iter::empty(),
+            reply.additionals.iter(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => send_failed(request, &error),
+        }
     }
 
     /// RFC 8482: ANY gets one synthesized `HINFO "RFC8482" ""`, so it cannot be used to
@@ -168,6 +218,7 @@ impl DnsHandler {
         let edns = self.response_edns(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = ResponseCode::NoError;
+        metadata.recursion_available = self.recursion.available_to(request.src().ip());
         let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
             metadata,
             std::iter::once(&hinfo),
@@ -187,8 +238,10 @@ impl DnsHandler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let edns = self.response_edns(request);
-        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+        let mut response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
             .error_msg(&request.metadata, ResponseCode::Refused);
+        response.metadata_mut().recursion_available =
+            self.recursion.available_to(request.src().ip());
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(error) => send_failed(request, &error),
@@ -208,6 +261,17 @@ impl DnsHandler {
         Request::from_bytes(message.to_vec().ok()?, request.src(), request.protocol()).ok()
     }
 
+    /// A reverse name (under `arpa.`) that no static zone holds and no recursor could
+    /// answer (none are configured).
+    fn unserved_reverse(&self, name: &LowerName) -> bool {
+        static ARPA: std::sync::LazyLock<LowerName> = std::sync::LazyLock::new(|| {
+            LowerName::from(Name::from_ascii("arpa.").unwrap_or_default())
+        });
+        self.recursion.recursors.is_none()
+            && ARPA.zone_of(name)
+            && self.catalog.load().find(name).is_none()
+    }
+
     /// What a reply to `request` may carry.
     fn limit(&self, request: &Request, qtype: RecordType) -> Limit {
         match request.protocol() {
@@ -220,6 +284,9 @@ impl DnsHandler {
         }
     }
 
+    /// The OPT record of a reply to `request` (None when it had none): our payload, and
+    /// its Client Subnet echoed with scope 0 (RFC 7871 §7.2.1: the answer is the same for
+    /// every network, as Consul says of its answers).
     fn response_edns(&self, request: &Request) -> Option<Edns> {
         request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
@@ -228,6 +295,11 @@ impl DnsHandler {
                     .clamp(512, self.limits.max_udp_payload.max(512)),
             );
             e.set_version(0);
+            if let Some(EdnsOption::Subnet(subnet)) = req.option(EdnsCode::Subnet) {
+                let mut echo = *subnet;
+                echo.set_scope_prefix(0);
+                e.options_mut().insert(EdnsOption::Subnet(echo));
+            }
             e
         })
     }
@@ -431,7 +503,10 @@ impl DnsHandler {
             .reverse(query.original().name(), query.query_type())
             .await
         {
-            (answer, None)
+            (answer, Some(0))
+        } else if self.unserved_reverse(query.name()) {
+            // Consul answers every `arpa.` name it cannot forward (dns-spec.md §13).
+            (Answer::nxdomain(), Some(0))
         } else {
             let info = self
                 .other::<R, T>(request, response_handle, recursion)
@@ -508,8 +583,10 @@ impl DnsHandler {
             return send_failed(request, &NetError::from("no empty question section"));
         };
         let edns = self.response_edns(request);
-        let response = MessageResponseBuilder::new(&no_queries, edns.as_ref())
+        let mut response = MessageResponseBuilder::new(&no_queries, edns.as_ref())
             .error_msg(&request.metadata, ResponseCode::FormErr);
+        response.metadata_mut().recursion_available =
+            self.recursion.available_to(request.src().ip());
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(error) => send_failed(request, &error),

@@ -418,6 +418,17 @@ struct Duplicates {
     targets: Numbering,
     facts: Vec<NodeFacts>,
     own_targets: Vec<(u32, bool, Target)>,
+    fallbacks: Vec<(u32, NodeFallback)>,
+}
+
+/// The node's own targets of an instance whose service address is a hostname: answered
+/// instead when the hostname is the name asked (a service whose address names itself;
+/// Consul's loop protection, dns-spec.md §6.1 rule 5).
+#[derive(Debug, Clone, Default)]
+struct NodeFallback {
+    any: Option<Target>,
+    a: Option<Target>,
+    aaaa: Option<Target>,
 }
 
 /// The healthy instances of one service and its tag index, rebuilt on every change.
@@ -448,6 +459,8 @@ pub struct PreparedService {
     /// A and AAAA targets that differ from their instance's `any` target: (instance,
     /// whether AAAA, target).
     own_targets: Box<[(u32, bool, Target)]>,
+    /// By instance, the node's targets of instances whose service address is a hostname.
+    fallbacks: Box<[(u32, NodeFallback)]>,
 }
 
 /// The tags of a service's instances.
@@ -463,8 +476,34 @@ struct TagIndex {
 static NO_TAGS: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(HashSet::new);
 
 impl PreparedService {
-    /// The target of instance `i` for an address question (`A`, `AAAA`, else ANY).
-    pub fn address_target(&self, i: usize, qtype: RecordType) -> Option<&Target> {
+    /// The target of instance `i` for an address question (`A`, `AAAA`, else ANY) named
+    /// `qname`: the node's when the instance's own is the hostname `qname` itself.
+    pub fn address_target(&self, i: usize, qtype: RecordType, qname: &Name) -> Option<&Target> {
+        let own = self.own_address_target(i, qtype)?;
+        match (own, self.fallback(i, qname)) {
+            (Target::Fqdn(_), Some(node)) => match qtype {
+                RecordType::A => node.a.as_ref(),
+                RecordType::AAAA => node.aaaa.as_ref(),
+                _ => node.any.as_ref(),
+            },
+            _ => Some(own),
+        }
+    }
+
+    /// The node fallback of instance `i` if its hostname target is `qname`.
+    fn fallback(&self, i: usize, qname: &Name) -> Option<&NodeFallback> {
+        let inst = self.instances.get(i)?;
+        match &inst.any {
+            Some(Target::Fqdn(host)) if host.eq_ignore_root(qname) => self
+                .fallbacks
+                .iter()
+                .find(|(j, _)| *j as usize == i)
+                .map(|(_, f)| f),
+            _ => None,
+        }
+    }
+
+    fn own_address_target(&self, i: usize, qtype: RecordType) -> Option<&Target> {
         let inst = self.instances.get(i)?;
         let (family, v6) = match qtype {
             RecordType::A => (inst.a, false),
@@ -482,12 +521,17 @@ impl PreparedService {
         }
     }
 
-    /// The SRV target of `inst` (one of `instances`) in served domain `d`.
-    pub fn srv_target(&self, inst: &PreparedInstance, d: usize) -> Option<SrvTarget> {
+    /// The SRV target of instance `i` in served domain `d`, for a question named `qname`
+    /// (the node's when the instance's own is the hostname `qname` itself).
+    pub fn srv_target(&self, i: usize, d: usize, qname: &Name) -> Option<SrvTarget> {
+        let inst = self.instances.get(i)?;
         if !inst.has_srv {
             return None;
         }
-        let target = inst.any.as_ref()?;
+        let target = match self.fallback(i, qname) {
+            Some(node) => node.any.as_ref()?,
+            None => inst.any.as_ref()?,
+        };
         let node = self.node_facts(inst.node_id).map(|f| &*f.name);
         let name = srv_name(target, node, &self.settings, d)?;
         let address = match target {
@@ -620,6 +664,7 @@ impl PreparedService {
         out.addresses.shrink_to_fit();
         out.nodes = duplicates.facts.into_boxed_slice();
         out.own_targets = duplicates.own_targets.into_boxed_slice();
+        out.fallbacks = duplicates.fallbacks.into_boxed_slice();
         if !tag_index.all.is_empty() {
             out.tags = Some(Box::new(tag_index));
         }
@@ -668,12 +713,33 @@ fn prepare_instance(
     let target_name = first_srv
         .map(|n| n.to_ascii().to_ascii_lowercase())
         .unwrap_or_default();
+    // A hostname service address may name the very name asked: the node answers then.
+    let fallback = match &any {
+        Some(Target::Fqdn(_)) if !entry.service.address.is_empty() => {
+            let node_only = |accept| node_target(accept, &entry.node, settings.wan);
+            Some(NodeFallback {
+                any: node_only(Accept::Any),
+                a: node_only(Accept::V4),
+                aaaa: node_only(Accept::V6),
+            })
+        }
+        _ => None,
+    };
+    let fallback_by_node = fallback.as_ref().is_some_and(|f| {
+        matches!(
+            f.any,
+            Some(Target::Ip {
+                node_record: true,
+                ..
+            })
+        )
+    });
     let (needs_name, needs_meta) = match &any {
         Some(Target::Ip { node_record, .. }) if has_srv => (
             *node_record,
             settings.node_meta_txt && !entry.node.meta.is_empty(),
         ),
-        _ => (false, false),
+        _ => (fallback_by_node, false),
     };
     let node_id = duplicates.nodes.number(node.clone());
     if (needs_name || needs_meta) && !duplicates.facts.iter().any(|f| f.id == node_id) {
@@ -698,6 +764,11 @@ fn prepare_instance(
     };
     let a = family(target(Accept::V4), false);
     let aaaa = family(target(Accept::V6), true);
+    if let Some(f) = fallback {
+        duplicates
+            .fallbacks
+            .push((u32::try_from(i).unwrap_or(u32::MAX), f));
+    }
     Some(PreparedInstance {
         a,
         aaaa,
@@ -945,7 +1016,7 @@ mod tests {
     fn srv_targets_and_additionals() {
         let settings = Arc::new(settings());
         let p = PreparedService::build(&[entry("192.168.0.1", "10.2.0.1", &[])], 5, 1, &settings);
-        let srv = p.srv_target(&p.instances[0], 0).unwrap();
+        let srv = p.srv_target(0, 0, &Name::root()).unwrap();
         assert_eq!(srv.name.to_ascii(), "0a020001.addr.dc1.consul.");
         assert_eq!(
             srv.address_record(5).unwrap().to_string(),
@@ -956,7 +1027,7 @@ mod tests {
             "no meta"
         );
         assert_eq!(
-            p.srv_target(&p.instances[0], 1).map(|t| t.name),
+            p.srv_target(0, 1, &Name::root()).map(|t| t.name),
             None,
             "one domain"
         );
@@ -964,7 +1035,7 @@ mod tests {
         let mut on_node = entry("192.168.0.1", "", &[]);
         on_node.node.meta.insert("rack".into(), "r1".into());
         let p = PreparedService::build(&[on_node], 5, 1, &settings);
-        let srv = p.srv_target(&p.instances[0], 0).unwrap();
+        let srv = p.srv_target(0, 0, &Name::root()).unwrap();
         assert_eq!(srv.name.to_ascii(), "node1.node.dc1.consul.");
         let meta: Vec<String> = p
             .node_meta_records(&p.instances[0], 0)
@@ -1025,7 +1096,7 @@ mod tests {
         );
         let plain = entry("192.168.0.2", "10.2.0.1", &[]);
         let p = PreparedService::build(&[plain, tagged], 5, 1, &settings);
-        let at = |i, qtype| match p.address_target(i, qtype) {
+        let at = |i, qtype| match p.address_target(i, qtype, &Name::root()) {
             Some(Target::Ip { ip, .. }) => Some(ip.to_string()),
             Some(Target::Fqdn(n)) => Some(n.to_ascii()),
             None => None,

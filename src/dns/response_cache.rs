@@ -30,6 +30,7 @@
 use std::hash::Hasher;
 
 use hickory_server::proto::op::{Edns, Header, MessageType, OpCode, Query};
+use hickory_server::proto::rr::rdata::opt::EdnsCode;
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use prometheus_client::metrics::counter::Counter;
@@ -84,7 +85,8 @@ pub struct Question {
 
 impl Question {
     /// The question of `bytes` if it is a plain query that a stored response could
-    /// answer: one IN question with an uncompressed name, nothing else but an EDNS(0) OPT.
+    /// answer: one IN question with an uncompressed name, nothing else but an EDNS(0) OPT
+    /// without a Client Subnet option.
     /// Read with hickory's decoders, as the request parser reads it; anything unusual is
     /// left to the full path. `max_payload` is the largest UDP response we send.
     pub fn read(
@@ -116,7 +118,8 @@ impl Question {
                 return None;
             }
             let edns = Edns::from(&opt);
-            if edns.version() != 0 {
+            // A Client Subnet option is echoed in the reply, which a stored one lacks.
+            if edns.version() != 0 || edns.option(EdnsCode::Subnet).is_some() {
                 return None;
             }
             edns.max_payload().clamp(512, max_payload.max(512))

@@ -14,6 +14,7 @@ use tracing::debug;
 
 use super::answer::{find_service, instance_records, node_records, service_records, Answer};
 use super::fetched::{Fetched, Need};
+use super::forward::Recursors;
 use super::name::{self, ConsulName, Locality};
 use super::prepared::{generated_name, ip_rdata, NodeTable, PreparedNode, PreparedService};
 use crate::config::ServiceTtl;
@@ -106,10 +107,20 @@ pub struct ConsulZone {
     /// Per domain, the SOA with serial 0 (set per answer: it follows the catalog).
     soas: Vec<Record>,
     syncer: Arc<Syncer>,
+    /// Resolve hostname addresses outside the served domains, when configured.
+    recursors: Option<Arc<Recursors>>,
 }
 
+/// How many hostnames deep an answer follows addresses that are hostnames (Consul's
+/// `maxRecursionLevelDefault`): a chain of services naming each other ends there.
+const MAX_CHASE: u8 = 3;
+
 impl ConsulZone {
-    pub fn new(options: ZoneOptions, syncer: Arc<Syncer>) -> Self {
+    pub fn new(
+        options: ZoneOptions,
+        syncer: Arc<Syncer>,
+        recursors: Option<Arc<Recursors>>,
+    ) -> Self {
         let lower_domains = options.domains.iter().map(LowerName::new).collect();
         let t = options.soa;
         let soas = options
@@ -138,6 +149,7 @@ impl ConsulZone {
             lower_domains,
             soas,
             syncer,
+            recursors,
         }
     }
 
@@ -180,11 +192,12 @@ impl ConsulZone {
     pub async fn answer(&self, qname: &Name, qtype: RecordType, d: usize) -> Answer {
         let mut fetched = Fetched::default();
         loop {
-            match self.resolve(qname, qtype, d, &fetched) {
+            match self.resolve(qname, qtype, d, &fetched, MAX_CHASE) {
                 Ok(answer) => return self.checked(qname, answer),
                 Err(need) => {
+                    let recursors = self.recursors.as_deref();
                     if !fetched
-                        .fetch(need, &self.syncer, self.options.startup_wait)
+                        .fetch(need, &self.syncer, recursors, self.options.startup_wait)
                         .await
                     {
                         // Each need is fetched once; asked again, it is a bug: no loop.
@@ -199,7 +212,9 @@ impl ConsulZone {
     /// [`ConsulZone::answer`] if it can be worked out from memory alone (the view is synced
     /// and holds what the question needs): no waiting, no future. None otherwise.
     pub fn answer_now(&self, qname: &Name, qtype: RecordType, d: usize) -> Option<Answer> {
-        let answer = self.resolve(qname, qtype, d, &Fetched::NOTHING).ok()?;
+        let answer = self
+            .resolve(qname, qtype, d, &Fetched::NOTHING, MAX_CHASE)
+            .ok()?;
         Some(self.checked(qname, answer))
     }
 
@@ -215,7 +230,108 @@ impl ConsulZone {
         }
     }
 
+    /// The answer to `qname`/`qtype` in served domain `d`, with the hostnames it points at
+    /// followed `depth` deep.
     fn resolve(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        d: usize,
+        f: &Fetched,
+        depth: u8,
+    ) -> Result<Answer, Need> {
+        let mut answer = self.resolve_name(qname, qtype, d, f)?;
+        self.chase(&mut answer, qtype, f, depth)?;
+        Ok(answer)
+    }
+
+    /// Follows the hostnames an answer points at (services and nodes whose address is a
+    /// hostname, dns-spec.md §6.1): for A, AAAA and ANY the CNAME's target, its records
+    /// after the CNAME; for SRV the targets without an address, their records in
+    /// Additional. Names in a served domain are answered from the view, others by the
+    /// recursors (none without them). The records take the answer's TTL, as in Consul.
+    fn chase(
+        &self,
+        answer: &mut Answer,
+        qtype: RecordType,
+        f: &Fetched,
+        depth: u8,
+    ) -> Result<(), Need> {
+        let (hosts, chase_type): (Vec<(Name, u32)>, RecordType) = match qtype {
+            RecordType::A | RecordType::AAAA | RecordType::ANY => {
+                match answer.answers.first().map(|r| (&r.data, r.ttl)) {
+                    Some((RData::CNAME(c), ttl)) => (vec![(c.0.clone(), ttl)], qtype),
+                    _ => return Ok(()),
+                }
+            }
+            RecordType::SRV => {
+                let mut hosts: Vec<(Name, u32)> = Vec::new();
+                for r in &answer.answers {
+                    let RData::SRV(srv) = &r.data else { continue };
+                    let addressed = answer.additionals.iter().any(|a| {
+                        a.name == srv.target
+                            && matches!(a.record_type(), RecordType::A | RecordType::AAAA)
+                    });
+                    if !addressed && !hosts.iter().any(|(h, _)| *h == srv.target) {
+                        hosts.push((srv.target.clone(), r.ttl));
+                    }
+                }
+                (hosts, RecordType::ANY)
+            }
+            _ => return Ok(()),
+        };
+        for (host, ttl) in hosts {
+            let section = if qtype == RecordType::SRV {
+                &mut answer.additionals
+            } else {
+                &mut answer.answers
+            };
+            for mut record in self.host_records(&host, chase_type, f, depth)? {
+                record.ttl = ttl;
+                if !section.contains(&record) {
+                    section.push(record);
+                }
+            }
+            // The answer rests on more than its service's data now.
+            answer.basis = None;
+        }
+        Ok(())
+    }
+
+    /// The CNAME, A and AAAA records (as `qtype` asks) answering `host`, followed
+    /// `depth` deep: from the view for a name in a served domain, else from the
+    /// recursors.
+    fn host_records(
+        &self,
+        host: &Name,
+        qtype: RecordType,
+        f: &Fetched,
+        depth: u8,
+    ) -> Result<Vec<Record>, Need> {
+        if depth == 0 {
+            debug!(%host, "hostnames followed {MAX_CHASE} deep: no further");
+            return Ok(Vec::new());
+        }
+        let wanted = |r: &Record| match r.record_type() {
+            RecordType::CNAME => true,
+            RecordType::A => qtype != RecordType::AAAA,
+            RecordType::AAAA => qtype != RecordType::A,
+            _ => false,
+        };
+        if let Some(d) = self.domain_of(host) {
+            let inner = self.resolve(host, qtype, d, f, depth - 1)?;
+            return Ok(inner.answers.into_iter().filter(|r| wanted(r)).collect());
+        }
+        if self.recursors.is_none() {
+            return Ok(Vec::new());
+        }
+        match f.host(host) {
+            Some(records) => Ok(records.iter().filter(|r| wanted(r)).cloned().collect()),
+            None => Err(Need::Host(host.clone())),
+        }
+    }
+
+    fn resolve_name(
         &self,
         qname: &Name,
         qtype: RecordType,
@@ -380,7 +496,14 @@ impl ConsulZone {
 
     fn apex(&self, qtype: RecordType, d: usize, f: &Fetched) -> Result<Answer, Need> {
         Ok(match qtype {
-            RecordType::SOA => Answer::records(vec![self.soa(d)], Vec::new()),
+            RecordType::SOA => {
+                // As Consul: the name servers in Authority, their addresses in Additional.
+                let (ns, glue) = self.name_servers(d, f)?;
+                Answer {
+                    authority: ns,
+                    ..Answer::records(vec![self.soa(d)], glue)
+                }
+            }
             RecordType::NS => {
                 let (ns, glue) = self.name_servers(d, f)?;
                 Answer::records(ns, glue)
@@ -415,7 +538,7 @@ impl ConsulZone {
         let ttl = self.options.node_ttl;
         let (mut ns, mut glue) = (Vec::new(), Vec::new());
         for i in order.into_iter().take(3) {
-            let Some(target) = prepared.srv_target(&prepared.instances[i], d) else {
+            let Some(target) = prepared.srv_target(i, d, domain) else {
                 continue;
             };
             ns.push(Record::from_rdata(
@@ -566,12 +689,10 @@ impl ConsulZone {
 
     /// PTR for an address of the view: a node's address (`<node>.node.<dc>.<domain>`, as
     /// Consul), else a service address of a service in the view
-    /// (`<service>.service.<dc>.<domain>`). None when the address is unknown (or the
-    /// question is not PTR/ANY under `in-addr.arpa`/`ip6.arpa`): the caller passes it on.
+    /// (`<service>.service.<dc>.<domain>`); NODATA for other types. None when the address
+    /// is unknown (or the name is not an address under `in-addr.arpa`/`ip6.arpa`): the
+    /// caller passes it on.
     pub async fn reverse(&self, qname: &Name, qtype: RecordType) -> Option<Answer> {
-        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
-            return None;
-        }
         let net = qname.parse_arpa_name().ok()?;
         if net.prefix_len() != net.max_prefix_len() {
             return None;
@@ -598,6 +719,9 @@ impl ConsulZone {
                     self.options.service_ttl.ttl_for(&key),
                 )
             };
+        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            return Some(Answer::nodata());
+        }
         let ptr = Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(target)));
         Some(Answer::records(vec![ptr], Vec::new()))
     }

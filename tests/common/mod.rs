@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+pub mod case;
 mod strict;
 pub use strict::strict_counts;
 
@@ -115,8 +116,17 @@ pub async fn query_bytes(
         edns.set_max_payload(size);
         msg.set_edns(edns);
     }
+    exchange(server, &msg, ask.transport).await
+}
+
+/// Sends `msg` and returns the reply, decoded (strictly, see [`decode`]) and as received.
+pub async fn exchange(
+    server: SocketAddr,
+    msg: &Message,
+    transport: Transport,
+) -> (Message, Vec<u8>) {
     let bytes = msg.to_vec().expect("encodes");
-    let reply = match ask.transport {
+    let reply = match transport {
         Transport::Udp => {
             let sock = UdpSocket::bind(LOCAL).await.unwrap();
             sock.send_to(&bytes, server).await.unwrap();

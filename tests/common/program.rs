@@ -308,6 +308,9 @@ pub fn ask_from(
                 Ok((n, _)) => {
                     if let Ok(reply) = Message::from_vec(&buf[..n]) {
                         if reply.metadata.id == msg.metadata.id {
+                            if let Err(e) = crate::common::strict_counts(&buf[..n]) {
+                                panic!("the reply to {name} does not decode strictly: {e}");
+                            }
                             return Some(reply);
                         }
                     }

@@ -378,6 +378,8 @@ fn cases() -> Vec<Case> {
         nxdomain("§13 ANY of an unknown address, no recursors", "9.9.9.10.in-addr.arpa.", RecordType::ANY),
         nxdomain("§13 an unknown ip6.arpa name", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.", PTR),
         nodata("§13 (RFC) a known address asked A: no data", "11.56.168.192.in-addr.arpa.", A),
+        nodata("§13 (RFC) a network's name: no data (RFC 8020, QNAME minimisation)", "56.168.192.in-addr.arpa.", PTR),
+        nodata("§13 (RFC) in-addr.arpa itself: no data", "in-addr.arpa.", NS),
     ]
 }
 

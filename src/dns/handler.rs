@@ -261,15 +261,34 @@ impl DnsHandler {
         Request::from_bytes(message.to_vec().ok()?, request.src(), request.protocol()).ok()
     }
 
-    /// A reverse name (under `arpa.`) that no static zone holds and no recursor could
-    /// answer (none are configured).
-    fn unserved_reverse(&self, name: &LowerName) -> bool {
+    /// The answer to a reverse name (under `arpa.`) that no static zone holds and no
+    /// recursor could answer (none are configured): as Consul (dns-spec.md §13), NXDOMAIN
+    /// for an address (or any other name), but NODATA for a network's name such as
+    /// `2.10.in-addr.arpa.`, which addresses are below: an NXDOMAIN there would tell a
+    /// QNAME-minimising resolver that none of them exists (RFC 8020). None otherwise.
+    fn unserved_reverse(&self, name: &LowerName) -> Option<Answer> {
         static ARPA: std::sync::LazyLock<LowerName> = std::sync::LazyLock::new(|| {
             LowerName::from(Name::from_ascii("arpa.").unwrap_or_default())
         });
-        self.recursion.recursors.is_none()
-            && ARPA.zone_of(name)
-            && self.catalog.load().find(name).is_none()
+        if self.recursion.recursors.is_some()
+            || !ARPA.zone_of(name)
+            || self.catalog.load().find(name).is_some()
+        {
+            return None;
+        }
+        let name = Name::from(name);
+        let network = match name.parse_arpa_name() {
+            Ok(net) => net.prefix_len() < net.max_prefix_len(),
+            Err(_) => matches!(
+                name.to_ascii().as_str(),
+                "arpa." | "in-addr.arpa." | "ip6.arpa."
+            ),
+        };
+        Some(if network {
+            Answer::nodata()
+        } else {
+            Answer::nxdomain()
+        })
     }
 
     /// What a reply to `request` may carry.
@@ -504,9 +523,8 @@ impl DnsHandler {
             .await
         {
             (answer, Some(0))
-        } else if self.unserved_reverse(query.name()) {
-            // Consul answers every `arpa.` name it cannot forward (dns-spec.md §13).
-            (Answer::nxdomain(), Some(0))
+        } else if let Some(answer) = self.unserved_reverse(query.name()) {
+            (answer, Some(0))
         } else {
             let info = self
                 .other::<R, T>(request, response_handle, recursion)

@@ -1,4 +1,5 @@
-//! Answer limits and truncation: a UDP answer that is cut carries TC, and TCP has the rest.
+//! Answer limits and truncation: replies cut by whole records; a UDP answer that is cut
+//! carries TC, and TCP has the rest.
 
 mod common;
 
@@ -112,6 +113,187 @@ async fn oversized_udp_answer_is_cut_with_tc() {
         120
     );
     assert!(!m.metadata.truncation);
+    running.shutdown().await;
+}
+
+/// Instances of `service` without a service address, each on a node of its own with
+/// `meta` node meta keys: SRV targets are node names, and Additional holds each node's
+/// address and meta TXT.
+async fn node_addressed_service(
+    consul: &consul_dns::dev::Emulator,
+    service: &str,
+    n: usize,
+    meta: usize,
+) {
+    for i in 0..n {
+        let meta: serde_json::Map<String, serde_json::Value> = (0..meta)
+            .map(|k| {
+                (
+                    format!("key{k}"),
+                    serde_json::json!(format!("a-value-of-some-length-{k}")),
+                )
+            })
+            .collect();
+        let id = format!("{service}{i}");
+        consul
+            .register(serde_json::json!({
+                "Node": format!("{service}-node{i}"),
+                "Address": format!("192.168.{}.{}", 100 + i / 250, 1 + i % 250),
+                "NodeMeta": meta,
+                "Service": {"ID": id, "Service": service, "Address": "", "Port": 80},
+            }))
+            .unwrap();
+    }
+}
+
+/// The examples: replies cut at a byte offset had counts that did not match their
+/// bodies, lost their OPT record, or set TC when only Additional records were left out.
+#[tokio::test]
+async fn replies_are_cut_by_whole_records() {
+    let consul = emulator().await;
+    node_addressed_service(&consul, "many", 100, 0).await;
+    node_addressed_service(&consul, "eight", 8, 1).await;
+    node_addressed_service(&consul, "huge", 300, 40).await;
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    let udp = |edns| Ask {
+        edns,
+        ..Ask::default()
+    };
+    let tcp = Ask {
+        transport: Transport::Tcp,
+        edns: Some(1232),
+        rd: true,
+    };
+    eventually(std::time::Duration::from_secs(5), || async {
+        rcode(&query(dns, "huge.service.consul.", RecordType::SRV).await) == ResponseCode::NoError
+    })
+    .await;
+
+    // 100 SRV over node names: at every payload the reply decodes strictly (`query_bytes`),
+    // fits, keeps its OPT, and its Additional holds exactly the kept targets' addresses.
+    for payload in [512u16, 1232, 1400, 2048, 65535] {
+        let (m, bytes) = query_bytes(
+            dns,
+            "many.service.consul.",
+            RecordType::SRV,
+            udp(Some(payload)),
+        )
+        .await;
+        assert!(
+            bytes.len() <= usize::from(payload.min(1232)),
+            "{payload}: {} bytes",
+            bytes.len()
+        );
+        assert!(m.edns.is_some(), "{payload}: the OPT record is kept");
+        assert!(m.metadata.truncation && m.answers.len() < 100, "{payload}");
+        assert_eq!(
+            m.additionals.len(),
+            m.answers.len(),
+            "{payload}: one A per SRV kept"
+        );
+    }
+    // 8 SRV with their nodes' meta at EDNS 512: every answer fits, not every additional
+    // record; the answer is complete, so no TC (RFC 2181 §9).
+    let (m, bytes) = query_bytes(
+        dns,
+        "eight.service.consul.",
+        RecordType::SRV,
+        udp(Some(512)),
+    )
+    .await;
+    assert!(bytes.len() <= 512);
+    assert_eq!(m.answers.len(), 8);
+    assert!(
+        m.additionals.len() < 16,
+        "some Additional records left out: {m:?}"
+    );
+    assert!(!m.metadata.truncation, "TC only when answers are left out");
+    // udp_answer_limit (3) without EDNS: TC, and Additional only for the 3 kept.
+    let m = query(dns, "eight.service.consul.", RecordType::SRV).await;
+    assert_eq!(m.answers.len(), 3);
+    assert!(m.metadata.truncation);
+
+    // 300 SRV whose nodes have 40 meta keys each: over 64 KiB whole (12,000 TXT records).
+    // Over TCP: cut to whole records within 65,523 bytes: every answer fits, Additional
+    // as far as it goes, no TC (the answer is complete), the OPT kept.
+    let (m, bytes) = query_bytes(dns, "huge.service.consul.", RecordType::SRV, tcp).await;
+    assert!(bytes.len() <= 65_523, "{} bytes", bytes.len());
+    assert_eq!(m.answers.len(), 300);
+    assert!(!m.metadata.truncation);
+    assert!(!m.additionals.is_empty() && m.additionals.len() < 300 * 41);
+    assert!(m.edns.is_some());
+    let targets: Vec<_> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::SRV(srv) => Some(srv.target.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(m.additionals.iter().all(|r| targets.contains(&r.name)));
+    // 5,000 addresses: over TCP at most 4,096 answers, and fewer to fit 65,523 bytes; TC.
+    for i in 0..5000 {
+        let id = format!("wide{i}");
+        consul
+            .register(serde_json::json!({
+                "Node": "wide-node", "Address": "192.168.200.1",
+                "Service": {"ID": id, "Service": "wide", "Address": format!("10.{}.{}.{}", 50 + i / 65536, (i / 256) % 256, i % 256), "Port": 80},
+            }))
+            .unwrap();
+    }
+    eventually(std::time::Duration::from_secs(10), || async {
+        rcode(&query(dns, "wide.service.consul.", RecordType::A).await) == ResponseCode::NoError
+    })
+    .await;
+    let (m, bytes) = query_bytes(dns, "wide.service.consul.", RecordType::A, tcp).await;
+    assert!(bytes.len() <= 65_523, "{} bytes", bytes.len());
+    assert!(m.metadata.truncation);
+    // hickory compresses names only in the first 16 KiB of a message: about 1,900 fit.
+    assert!(m.answers.len() > 1500, "{}", m.answers.len());
+    assert!(m.edns.is_some());
+    // A and AAAA of the same: far from 64 KiB, whole.
+    let m = query_with(dns, "huge.service.consul.", RecordType::A, tcp).await;
+    assert_eq!(m.answers.len(), 300);
+    assert!(!m.metadata.truncation);
+    running.shutdown().await;
+}
+
+/// `udp_answer_limit = 0`: Consul's "no answers on UDP without EDNS"; the client is told
+/// (TC) and gets them over TCP or with EDNS.
+#[tokio::test]
+async fn udp_answer_limit_zero_means_no_answers_without_edns() {
+    let consul = emulator().await;
+    big_service(&consul.url(), 2).await;
+    let running = server_with(&consul.url(), |c| c.dns.udp_answer_limit = 0).await;
+    let dns = running.dns_addrs[0];
+    let m = query(dns, "big.service.consul.", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::NoError);
+    assert!(m.answers.is_empty() && m.metadata.truncation, "{m:?}");
+    let m = query(dns, "big.service.consul.", RecordType::SRV).await;
+    assert!(m.answers.is_empty() && m.additionals.is_empty() && m.metadata.truncation);
+    let edns = Ask {
+        edns: Some(1232),
+        ..Ask::default()
+    };
+    assert_eq!(
+        query_with(dns, "big.service.consul.", RecordType::A, edns)
+            .await
+            .answers
+            .len(),
+        2
+    );
+    let tcp = Ask {
+        transport: Transport::Tcp,
+        ..Ask::default()
+    };
+    assert_eq!(
+        query_with(dns, "big.service.consul.", RecordType::A, tcp)
+            .await
+            .answers
+            .len(),
+        2
+    );
     running.shutdown().await;
 }
 

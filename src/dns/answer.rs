@@ -36,6 +36,9 @@ pub struct Answer {
     /// Some of the instances asked for were left out by a random draw (`a_record_limit`,
     /// or one hostname among several): another query may get other instances.
     pub cut: bool,
+    /// It points at host names (a CNAME, SRV targets without an address) whose records
+    /// are still to be added (`ConsulZone::chase`).
+    pub hostnames: bool,
 }
 
 impl Answer {
@@ -208,14 +211,14 @@ pub(crate) fn address_records(
             None => {}
         }
     }
-    if answers.is_empty() {
-        if let Some(t) = cname {
-            answers.push(target_record(qname, p.ttl, t));
-            cut = order.len() > 1;
-        }
+    let hostnames = answers.is_empty() && cname.is_some();
+    if let (true, Some(t)) = (hostnames, cname) {
+        answers.push(target_record(qname, p.ttl, t));
+        cut = order.len() > 1;
     }
     Answer {
         cut,
+        hostnames,
         ..Answer::records(answers, Vec::new())
     }
 }
@@ -228,6 +231,7 @@ pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
     let mut seen_keys: Vec<u32> = Vec::with_capacity(order.len());
     let mut seen_targets: Vec<u32> = Vec::with_capacity(order.len());
     let mut seen_nodes: Vec<u32> = Vec::with_capacity(order.len());
+    let mut hostnames = false;
     for &i in order {
         let inst = &p.instances[i];
         if !inst.has_srv || seen_keys.contains(&inst.srv_key_id) {
@@ -239,6 +243,7 @@ pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
         seen_keys.push(inst.srv_key_id);
         if matches!(inst.any, Some(Target::Fqdn(_))) {
             // A hostname, or the node standing in for it (its number is the hostname's).
+            hostnames |= target.address.is_none();
             if !additionals.iter().any(|r| r.name == target.name) {
                 additionals.extend(target.address_record(p.ttl));
             }
@@ -253,7 +258,10 @@ pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d:
             additionals.extend(p.node_meta_records(inst, d));
         }
     }
-    Answer::records(answers, additionals)
+    Answer {
+        hostnames,
+        ..Answer::records(answers, additionals)
+    }
 }
 
 /// The answer for a service name: the instances carrying `tag` (all without one), in
@@ -324,9 +332,14 @@ pub(crate) fn node_records(
         return Answer::nodata();
     };
     let answers = vec![target_record(qname, ttl, target)];
-    match qtype {
+    let hostnames = matches!(target, Target::Fqdn(_));
+    let answer = match qtype {
         RecordType::ANY => Answer::records(answers.into_iter().chain(txt()).collect(), Vec::new()),
         _ if node_meta_txt => Answer::records(answers, txt().collect()),
         _ => Answer::records(answers, Vec::new()),
+    };
+    Answer {
+        hostnames,
+        ..answer
     }
 }

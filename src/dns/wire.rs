@@ -8,20 +8,20 @@ use hickory_server::proto::op::{
 };
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
-
-use super::truncation::{self, Frame, Limit};
 use hickory_server::server::{Request, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::warn;
 
 use super::handler::servfail_header;
+use super::truncation::{self, Frame, Limit};
 
 /// The UDP payload advertised in a slipped response's OPT record.
 const SLIP_EDNS_PAYLOAD: u16 = 1232;
 
 /// Encodes within `max` bytes. A response that does not fit is decoded again and fitted
-/// record by record (`truncation`): only responses built elsewhere (the static zones)
-/// can be that large, as the Consul zone fits its answers before they get here. A response
+/// record by record (`truncation`): only responses built elsewhere (the static zones, a
+/// recursor's reply) can be that large, as the Consul zone fits its answers before they
+/// get here. A response
 /// that cannot be encoded becomes a bare SERVFAIL.
 pub(super) fn encode<'a>(
     response: MessageResponse<

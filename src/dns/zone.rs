@@ -257,6 +257,9 @@ impl ConsulZone {
         f: &Fetched,
         depth: u8,
     ) -> Result<(), Need> {
+        if !answer.hostnames {
+            return Ok(());
+        }
         let (hosts, chase_type): (Vec<(Name, u32)>, RecordType) = match qtype {
             RecordType::A | RecordType::AAAA | RecordType::ANY => {
                 match answer.answers.first().map(|r| (&r.data, r.ttl)) {

@@ -96,3 +96,19 @@ fn question_pointing_into_the_header_is_formerr() {
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     assert!(m.queries.is_empty());
 }
+
+/// Finding 3 (request, after replies were fitted by whole records): a datagram of 16
+/// questions (0x0010) without EDNS. hickory answers it FORMERR echoing every question: 517
+/// bytes, over what a client without EDNS takes, and no record to leave out. Now the
+/// header alone, with TC.
+#[test]
+fn a_question_section_over_512_bytes_is_answered_by_the_header() {
+    let query = include_bytes!("fuzz_regressions/request-many-questions.bin");
+    let response = consul_dns::fuzzing::request(query).expect("answered");
+    assert!(response.len() <= 512, "{} bytes", response.len());
+    strict_counts(&response).expect("the response parses strictly");
+    let m = Message::from_vec(&response).expect("the response parses");
+    assert_eq!(m.metadata.id, u16::from_be_bytes([query[0], query[1]]));
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    assert!(m.metadata.truncation);
+}

@@ -4,7 +4,7 @@
 
 use hickory_server::net::NetError;
 use hickory_server::proto::op::{
-    Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode,
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
@@ -47,23 +47,39 @@ pub(super) fn encode<'a>(
             if len <= max && !cut_by_encoder {
                 return Ok((info, bytes));
             }
-            refit(&bytes, max).ok_or_else(|| NetError::from("cannot fit a response"))
+            match refit(&bytes, max) {
+                Some(fitted) if fitted.1.len() <= max => Ok(fitted),
+                // Not even the question section fits (a query of many questions): the
+                // header alone, cut (TC).
+                _ => {
+                    let mut metadata = metadata;
+                    metadata.truncation = true;
+                    header_only(Header {
+                        metadata,
+                        counts: HeaderCounts::default(),
+                    })
+                }
+            }
         }
         Err(e) => {
             warn!(error = %e, "cannot encode a response: SERVFAIL");
-            let header = servfail_header(Metadata::new(
+            header_only(servfail_header(Metadata::new(
                 metadata.id,
                 MessageType::Response,
                 OpCode::Query,
-            ));
-            let mut bytes = Vec::with_capacity(12);
-            let mut encoder = BinEncoder::new(&mut bytes);
-            header
-                .emit(&mut encoder)
-                .map_err(|e| NetError::from(e.to_string()))?;
-            Ok((ResponseInfo::from(header), bytes))
+            )))
         }
     }
+}
+
+/// A response of `header` alone.
+fn header_only(header: Header) -> Result<(ResponseInfo, Vec<u8>), NetError> {
+    let mut bytes = Vec::with_capacity(12);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    header
+        .emit(&mut encoder)
+        .map_err(|e| NetError::from(e.to_string()))?;
+    Ok((ResponseInfo::from(header), bytes))
 }
 
 /// An encoded response over `max` bytes, fitted to them record by record.

@@ -1,4 +1,4 @@
-//! Answer preparation (`PreparedService::build`), run on every catalog change of a watched
+//! Answer preparation (`ServiceRecords::build`), run on every catalog change of a watched
 //! service: for a 3-instance and a 100-instance service.
 //!
 //! `cargo bench --bench prepared`
@@ -6,8 +6,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use consul_dns::consul::model::{AgentService, CheckStatus, HealthCheck, Node, ServiceEntry};
-use consul_dns::dns::prepared::{PreparedService, Settings};
+use consul_dns::model::{AgentService, CheckStatus, HealthCheck, Node, ServiceEntry};
+use consul_dns::view::records::{ServiceRecords, Settings};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use hickory_server::proto::rr::Name;
 
@@ -78,7 +78,7 @@ fn bench(c: &mut Criterion) {
     for n in [3u32, 100] {
         let e = entries(n);
         g.bench_with_input(BenchmarkId::from_parameter(n), &e, |b, e| {
-            b.iter(|| PreparedService::build(black_box(e), 0, 7, black_box(&settings)))
+            b.iter(|| ServiceRecords::build(black_box(e), 0, 7, black_box(&settings)))
         });
     }
     g.finish();

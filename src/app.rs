@@ -21,7 +21,6 @@ use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
 use crate::dns::forward::{ForwardError, Recursors};
 use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
-use crate::dns::prepared::Settings;
 use crate::dns::rrl::{Rrl, RrlSettings};
 use crate::dns::server::{self, BindError};
 use crate::dns::tcp::{self, TcpLimits};
@@ -29,7 +28,8 @@ use crate::dns::udp;
 use crate::dns::zone::{ConsulZone, SoaTimers, ZoneOptions};
 use crate::dns::zones::{ZoneError, ZoneSet};
 use crate::metrics::Metrics;
-use crate::view::View;
+use crate::view::records::Settings;
+use crate::view::{Source, View};
 
 /// The largest UDP response (DNS Flag Day 2020: no IP fragmentation).
 const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -284,7 +284,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             startup_wait: config.startup_wait,
             max_stale: dns.max_stale,
         },
-        Arc::clone(&syncer),
+        Arc::clone(&syncer) as Arc<dyn Source>,
+        Arc::clone(&metrics),
         recursors.clone(),
     ));
     let static_zones = Arc::new(StaticZones {

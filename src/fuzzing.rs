@@ -12,13 +12,13 @@ use tokio::runtime::Runtime;
 
 use crate::app;
 use crate::config::Config;
-use crate::consul::model::{Node, PreparedQueryResult, ServiceDirectory, ServiceEntry};
 use crate::consul::queries::query_ttl;
 use crate::dev::{Emulator, EmulatorConfig};
 use crate::dns::answer::{find_service, instance_records, node_records, service_records, Answer};
-use crate::dns::prepared::{generated_name, NodeTable, PreparedService, Settings};
 use crate::dns::udp::DatagramPath;
 use crate::dns::zones::{self, StaticZone, ZoneError};
+use crate::model::{Node, PreparedQueryResult, ServiceDirectory, ServiceEntry};
+use crate::view::records::{generated_name, NodeTable, ServiceRecords, Settings};
 use crate::view::{Directory, ReverseIndex};
 
 /// How long one request may wait for its answer (a cold service loaded from the emulator
@@ -174,7 +174,7 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
             let Ok(entries) = serde_json::from_slice::<Vec<ServiceEntry>>(body) else {
                 return out;
             };
-            let p = PreparedService::build(&entries, 5, 1, &std::sync::Arc::new(settings.clone()));
+            let p = ServiceRecords::build(&entries, 5, 1, &std::sync::Arc::new(settings.clone()));
             let reverse = ReverseIndex::default();
             let web: std::sync::Arc<str> = "web".into();
             reverse.replace(&web, &[], &p.addresses);
@@ -234,7 +234,7 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
                 only_passing: false,
                 ..settings
             });
-            let p = PreparedService::build(&result.nodes, ttl, 1, &settings);
+            let p = ServiceRecords::build(&result.nodes, ttl, 1, &settings);
             let order: Vec<usize> = (0..p.instances.len()).collect();
             for qtype in QTYPES {
                 for d in 0..settings.domains.len() {

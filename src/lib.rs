@@ -10,4 +10,5 @@ pub mod dns;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod model;
 pub mod view;

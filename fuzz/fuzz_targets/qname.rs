@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use consul_dns::dns::name::{parse, relative_labels, ConsulName, Locality};
-use consul_dns::dns::prepared::hex_ip;
+use consul_dns::view::records::hex_ip;
 use hickory_proto::rr::{LowerName, Name};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use libfuzzer_sys::fuzz_target;

@@ -1,10 +1,10 @@
-//! Everything that talks to Consul: the HTTP client, the response models, the blocking-query
-//! watch loop and the sync of the in-memory view.
+//! Everything that talks to Consul, and nothing of DNS messages: the HTTP client, the
+//! blocking-query watch loop, and the sync that writes the view (`crate::view`) and
+//! answers the DNS side's requests through `view::Source`.
 
-pub mod changes;
 pub mod client;
-pub mod model;
 mod polled;
+pub mod preparation;
 pub mod queries;
 pub mod remote;
 pub mod sync;

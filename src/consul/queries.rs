@@ -3,35 +3,56 @@
 //! lookups share one request), an unknown query remembered as such for as long.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::model::PreparedQueryResult;
-use super::sync::Syncer;
-use super::ConsulError;
+use moka::future::Cache;
+
+use super::preparation::Preparation;
+use super::{ConsulClient, ConsulError};
 use crate::config::parse_go_duration;
-use crate::dns::prepared::{PreparedService, Settings};
+use crate::model::PreparedQueryResult;
+use crate::view::records::{ServiceRecords, Settings};
 
-impl Syncer {
-    /// The query's instances, in the order Consul gave them; None when there is no such
-    /// query.
-    pub async fn prepared_query(
-        &self,
-        name: &str,
-        dc: Option<&str>,
-    ) -> Result<Option<Arc<PreparedService>>, Arc<ConsulError>> {
-        let key = format!("{}\0{}", dc.unwrap_or(""), name);
-        self.queries
-            .try_get_with(key, self.execute_query(name, dc))
-            .await
+/// Prepared query results by datacenter and name.
+pub struct PreparedQueries {
+    client: ConsulClient,
+    preparation: Arc<Preparation>,
+    /// None: no such query.
+    results: Cache<String, Option<Arc<ServiceRecords>>>,
+}
+
+impl PreparedQueries {
+    /// Results are reused for `max_age` (at least a second).
+    pub fn new(client: ConsulClient, preparation: Arc<Preparation>, max_age: Duration) -> Self {
+        PreparedQueries {
+            client,
+            preparation,
+            results: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(max_age.max(Duration::from_secs(1)))
+                .build(),
+        }
     }
 
-    async fn execute_query(
+    /// The query's instances, in the order Consul gave them; None when there is no such
+    /// query.
+    pub async fn execute(
         &self,
         name: &str,
         dc: Option<&str>,
-    ) -> Result<Option<Arc<PreparedService>>, ConsulError> {
+    ) -> Result<Option<Arc<ServiceRecords>>, Arc<ConsulError>> {
+        let key = format!("{}\0{}", dc.unwrap_or(""), name);
+        self.results.try_get_with(key, self.read(name, dc)).await
+    }
+
+    async fn read(
+        &self,
+        name: &str,
+        dc: Option<&str>,
+    ) -> Result<Option<Arc<ServiceRecords>>, ConsulError> {
         let path = ["v1", "query", name, "execute"];
         let (result, meta) = match self
-            .client()
+            .client
             .get_in::<PreparedQueryResult>(&path, dc, 0)
             .await
         {
@@ -41,18 +62,19 @@ impl Syncer {
         };
         let service = result.service.to_ascii_lowercase();
         // The query's own TTL, else the service's (dns-spec.md §6.5).
-        let ttl = query_ttl(&result.dns.ttl).unwrap_or_else(|| self.service_ttl(&service));
-        let local = self.settings_for(None, false)?;
+        let ttl =
+            query_ttl(&result.dns.ttl).unwrap_or_else(|| self.preparation.service_ttl(&service));
+        let local = self.preparation.settings_for(None, false)?;
         let answered_in = result.datacenter.to_ascii_lowercase();
         let remote = (!answered_in.is_empty() && answered_in != local.datacenter)
             .then_some(answered_in.as_str());
-        let base = self.settings_for(remote, meta.translated)?;
+        let base = self.preparation.settings_for(remote, meta.translated)?;
         // Health filtering is the query's own (OnlyPassing), not only_passing.
         let settings = Arc::new(Settings {
             only_passing: false,
             ..(*base).clone()
         });
-        Ok(Some(Arc::new(PreparedService::build(
+        Ok(Some(Arc::new(ServiceRecords::build(
             &result.nodes,
             ttl,
             meta.index,

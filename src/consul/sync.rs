@@ -20,6 +20,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -30,16 +31,20 @@ use moka::future::Cache;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, error, info, warn};
 
-use super::changes;
-use super::model::{AgentSelf, Node, ServiceDirectory, ServiceEntry};
 use super::polled::PollQueue;
-use super::remote::RemoteDc;
-use super::watch::{self, Backoff, IndexStep, Slot, WatchContext, WatchHealth, WatchSlots};
+use super::preparation::Preparation;
+use super::queries::PreparedQueries;
+use super::remote::RemoteDatacenters;
+use super::watch::{self, acl_would_empty, Backoff, IndexStep, Slot, WatchContext, WatchSlots};
 use super::{ConsulClient, ConsulError, QueryMeta};
 use crate::config::ServiceTtl;
-use crate::dns::prepared::{NodeTable, PreparedService, Settings};
 use crate::metrics::Metrics;
-use crate::view::{Directory, ReverseIndex, View};
+use crate::model::{AgentSelf, Node, ServiceDirectory, ServiceEntry};
+use crate::view::freshness::{ServiceBasis, ServiceData, WatchHealth, WatchStamp};
+use crate::view::records::{NodeTable, ServiceRecords, Settings};
+use crate::view::{
+    Directory, Endpoint, RemoteLists, ReverseIndex, Source, SourceError, Subject, View,
+};
 
 /// Concurrent first loads with `watch_all_services`.
 const EAGER_LOADS: usize = 16;
@@ -49,7 +54,7 @@ const EAGER_LOADS: usize = 16;
 pub struct SyncOptions {
     /// The local datacenter if configured; else learned from the agent.
     pub datacenter: Option<String>,
-    /// Preparation settings; `datacenter` is filled in once known.
+    /// Record settings; `datacenter` is filled in once known.
     pub settings: Settings,
     pub service_ttl: ServiceTtl,
     /// Cap on service watches holding a blocking query.
@@ -68,150 +73,26 @@ pub struct SyncOptions {
     pub query_max_age: Duration,
 }
 
-/// Which instances a watch reads (`/v1/health/<endpoint>/<name>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// The service's instances.
-    Service,
-    /// Its Connect-capable instances (sidecar proxies and native apps).
-    Connect,
-    /// The ingress gateways in front of it.
-    Ingress,
-}
-
-impl Endpoint {
-    fn segment(self) -> &'static str {
-        match self {
-            Endpoint::Service => "service",
-            Endpoint::Connect => "connect",
-            Endpoint::Ingress => "ingress",
-        }
+/// The path segment of an endpoint: `/v1/health/<segment>/<name>`.
+fn segment(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Service => "service",
+        Endpoint::Connect => "connect",
+        Endpoint::Ingress => "ingress",
     }
 }
 
-/// What a service lookup reads: a service through one endpoint, in one datacenter.
-#[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
-    pub endpoint: Endpoint,
-    /// None: the local datacenter.
-    pub datacenter: Option<&'a str>,
-    /// The lower-case service name.
-    pub key: &'a str,
-    /// The name as registered in Consul.
-    pub name: &'a str,
-}
-
-impl<'a> Subject<'a> {
-    /// A service of the local datacenter: `key` lower-case, `name` as registered.
-    pub fn local_service(key: &'a str, name: &'a str) -> Self {
-        Subject {
-            endpoint: Endpoint::Service,
-            datacenter: None,
-            key,
-            name,
-        }
-    }
-
-    /// The cache key; the common case (a local service) is the name itself.
-    fn cache_key(&self) -> Cow<'_, str> {
-        match (self.endpoint, self.datacenter) {
-            (Endpoint::Service, None) => Cow::Borrowed(self.key),
-            (e, dc) => Cow::Owned(format!(
-                "{}\0{}\0{}",
-                e.segment(),
-                dc.unwrap_or(""),
-                self.key
-            )),
-        }
-    }
-
-    fn is_local_service(&self) -> bool {
-        self.endpoint == Endpoint::Service && self.datacenter.is_none()
-    }
-}
-
-/// A service's data as the answers need it.
-#[derive(Debug, Clone)]
-pub struct ServiceData {
-    pub prepared: Arc<PreparedService>,
-    pub health: Arc<WatchHealth>,
-    stamp: Arc<WatchStamp>,
-    /// `stamp`'s version when `prepared` was read (never newer than it).
-    version: u64,
-}
-
-/// What a watch shares with the answers built from it, apart from the data: counted
-/// changes, whether it is still running, and when a query last used it.
-#[derive(Debug, Default)]
-struct WatchStamp {
-    version: AtomicU64,
-    ended: AtomicBool,
-    /// The janitor tick in which a query last used the watch.
-    last_used: AtomicU64,
-}
-
-/// What an answer about a local service was built from: a version of the service list
-/// and a version of the service's data. A response encoded from that answer may be sent
-/// again, without building it, while [`ServiceBasis::holds`]: neither has changed since
-/// and neither watch is failing (a failing watch's answers carry a "stale" marker that
-/// changes with time). It keeps neither the watch nor its data alive.
-pub struct ServiceBasis {
-    /// The instances' order may be drawn uniformly (their weights are all the same).
-    pub uniform_order: bool,
-    view: Arc<View>,
-    directory_version: u64,
-    directory_health: Arc<WatchHealth>,
-    stamp: Arc<WatchStamp>,
-    version: u64,
-    health: Arc<WatchHealth>,
-    epoch: Arc<AtomicU64>,
-    /// `changes::count()` when it was last checked in full and held (`u64::MAX`: never).
-    checked_at: u64,
-    /// The janitor tick in which its use was last written.
-    used_in: u64,
-}
-
-impl std::fmt::Debug for ServiceBasis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceBasis")
-            .field("directory_version", &self.directory_version)
-            .field("version", &self.version)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServiceBasis {
-    /// Whether the data is unchanged and healthy; if so the use is noted, as a query
-    /// answered through [`Syncer::instances`] would (it keeps the watch from going idle).
-    /// Checked in full only when a change was noted since the last check (`changes`), and
-    /// the use written once per janitor tick: a hit mostly reads shared, hot words.
-    pub fn holds(&mut self) -> bool {
-        let changes = changes::count();
-        if changes != self.checked_at {
-            let s = &self.stamp;
-            let holds = s.version.load(Ordering::Acquire) == self.version
-                && !s.ended.load(Ordering::Relaxed)
-                && !self.health.is_failing()
-                && !self.directory_health.is_failing()
-                && self.view.directory_version() == self.directory_version;
-            if !holds {
-                return false;
-            }
-            self.checked_at = changes;
-        }
-        let epoch = self.epoch.load(Ordering::Relaxed);
-        if epoch != self.used_in {
-            self.stamp.last_used.store(epoch, Ordering::Relaxed);
-            self.used_in = epoch;
-        }
-        true
-    }
-
-    /// Whether both rest on the same versions of the same data.
-    pub fn same_data(&self, other: &ServiceBasis) -> bool {
-        Arc::ptr_eq(&self.stamp, &other.stamp)
-            && self.version == other.version
-            && self.directory_version == other.directory_version
+/// The cache key of what a lookup reads; the common case (a local service) is the name
+/// itself.
+fn cache_key<'a>(subject: &Subject<'a>) -> Cow<'a, str> {
+    match (subject.endpoint, subject.datacenter) {
+        (Endpoint::Service, None) => Cow::Borrowed(subject.key),
+        (e, dc) => Cow::Owned(format!(
+            "{}\0{}\0{}",
+            segment(e),
+            dc.unwrap_or(""),
+            subject.key
+        )),
     }
 }
 
@@ -229,7 +110,7 @@ struct ServiceWatch {
     settings: Arc<Settings>,
     untranslated: Arc<Settings>,
     stamp: Arc<WatchStamp>,
-    current: ArcSwap<PreparedService>,
+    current: ArcSwap<ServiceRecords>,
     health: Arc<WatchHealth>,
     /// Set for local services, whose addresses answer reverse lookups.
     reverse: Option<Arc<ReverseIndex>>,
@@ -242,8 +123,7 @@ struct ServiceWatch {
 
 impl Drop for ServiceWatch {
     fn drop(&mut self) {
-        self.stamp.ended.store(true, Ordering::Relaxed);
-        changes::note();
+        self.stamp.end();
         if let Some(reverse) = &self.reverse {
             reverse.replace(&self.name, &self.current.load().addresses, &[]);
         }
@@ -253,18 +133,12 @@ impl Drop for ServiceWatch {
 
 impl ServiceWatch {
     fn data(&self) -> ServiceData {
-        let version = self.stamp.version.load(Ordering::Acquire);
-        ServiceData {
-            prepared: self.current.load_full(),
-            health: Arc::clone(&self.health),
-            stamp: Arc::clone(&self.stamp),
-            version,
-        }
+        ServiceData::read(&self.stamp, &self.health, || self.current.load_full())
     }
 
     /// `/v1/health/<endpoint>/<name>`.
     fn segments(&self) -> [&str; 4] {
-        ["v1", "health", self.endpoint.segment(), &self.name]
+        ["v1", "health", segment(self.endpoint), &self.name]
     }
 
     /// Whether the poller re-reads it, counted in `watches_polling`.
@@ -294,13 +168,12 @@ impl ServiceWatch {
         } else {
             &self.settings
         };
-        let new = PreparedService::build(entries, self.ttl, meta.index, settings);
+        let new = ServiceRecords::build(entries, self.ttl, meta.index, settings);
         if let Some(reverse) = &self.reverse {
             reverse.replace(&self.name, &old.addresses, &new.addresses);
         }
         self.current.store(Arc::new(new));
-        self.stamp.version.fetch_add(1, Ordering::Release);
-        changes::note();
+        self.stamp.changed();
     }
 }
 
@@ -339,7 +212,7 @@ impl HotWatches {
             .iter()
             .skip(from)
             .take(JANITOR_CHUNK)
-            .filter(|(_, w)| w.stamp.last_used.load(Ordering::Relaxed) >= tick)
+            .filter(|(_, w)| w.stamp.last_used() >= tick)
             .map(|(k, _)| k.clone())
             .collect();
         (used, from + JANITOR_CHUNK < map.len())
@@ -354,14 +227,14 @@ pub struct Syncer {
     client: ConsulClient,
     view: Arc<View>,
     options: SyncOptions,
-    settings: OnceLock<Arc<Settings>>,
+    preparation: Arc<Preparation>,
     services: Cache<String, Arc<ServiceWatch>>,
     /// The live watches again, for the query path: a read lock and a hash lookup, where
     /// moka's lookup also does its time-to-idle bookkeeping (7% of a query's time in the
     /// benchmark). The janitor tells moka which watches were used.
     hot: Arc<HotWatches>,
     /// Janitor ticks; a watch notes the tick it was last used in.
-    epoch: Arc<AtomicU64>,
+    ticks: Arc<AtomicU64>,
     slots: Arc<WatchSlots>,
     /// Services kept in memory without a blocking query, due to be re-read.
     polled: PollQueue<ServiceWatch>,
@@ -370,13 +243,10 @@ pub struct Syncer {
     directory_health: Arc<WatchHealth>,
     nodes_health: Arc<WatchHealth>,
     reverse: Arc<ReverseIndex>,
-    /// Other datacenters' service and node lists, watched while asked for.
-    pub(super) remote: Cache<String, Arc<RemoteDc>>,
-    /// Known datacenters (`/v1/catalog/datacenters`, polled).
-    pub(super) datacenters: ArcSwap<Vec<String>>,
-    /// Prepared query results by datacenter and name; None: no such query.
-    pub(super) queries: Cache<String, Option<Arc<PreparedService>>>,
-    pub(super) cancel: CancellationToken,
+    /// Other datacenters: which exist, and the lists of those asked for.
+    remote: Arc<RemoteDatacenters>,
+    queries: PreparedQueries,
+    cancel: CancellationToken,
 }
 
 impl Syncer {
@@ -397,27 +267,36 @@ impl Syncer {
         let slots = WatchSlots::new(options.max_watches, Arc::clone(client.metrics()));
         let (idle, query_max_age) = (options.watch_idle_timeout, options.query_max_age);
         let poll_interval = options.watch_poll_interval;
+        let preparation = Arc::new(Preparation::new(
+            options.settings.clone(),
+            options.translate_wan_addrs,
+            options.service_ttl.clone(),
+        ));
+        let cancel = CancellationToken::new();
+        let remote = RemoteDatacenters::new(
+            client.clone(),
+            Arc::clone(&preparation),
+            cancel.child_token(),
+            idle,
+        );
+        let queries = PreparedQueries::new(client.clone(), Arc::clone(&preparation), query_max_age);
         let syncer = Arc::new(Syncer {
             client,
             view,
             options,
-            settings: OnceLock::new(),
+            preparation,
             services: builder.build(),
             hot,
-            epoch: Arc::default(),
+            ticks: Arc::default(),
             slots,
             polled: PollQueue::new(poll_interval),
             poll_failures: AtomicU32::new(0),
             directory_health: Arc::default(),
             nodes_health: Arc::default(),
             reverse: Arc::default(),
-            remote: Cache::builder().max_capacity(64).time_to_idle(idle).build(),
-            datacenters: ArcSwap::default(),
-            queries: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(query_max_age.max(Duration::from_secs(1)))
-                .build(),
-            cancel: CancellationToken::new(),
+            remote: Arc::new(remote),
+            queries,
+            cancel,
         });
         tokio::spawn(Arc::clone(&syncer).bootstrap());
         tokio::spawn(Arc::clone(&syncer).janitor());
@@ -433,38 +312,10 @@ impl Syncer {
         self.client.metrics()
     }
 
-    pub(super) fn client(&self) -> &ConsulClient {
-        &self.client
-    }
-
-    pub(super) fn translate_wan_addrs(&self) -> bool {
-        self.options.translate_wan_addrs
-    }
-
-    pub(super) fn service_ttl(&self, key: &str) -> u32 {
-        self.options.service_ttl.ttl_for(key)
-    }
-
-    /// Health of the service list watch (decides which names exist).
-    pub fn directory_health(&self) -> &WatchHealth {
-        &self.directory_health
-    }
-
-    /// Health of the node list watch.
-    pub fn nodes_health(&self) -> &WatchHealth {
-        &self.nodes_health
-    }
-
     /// Ends every watch.
     pub fn shutdown(&self) {
         self.cancel.cancel();
         self.services.invalidate_all();
-    }
-
-    /// The service (its Consul name) whose instances use this address, among the services
-    /// in the view.
-    pub fn service_at(&self, ip: &std::net::IpAddr) -> Option<String> {
-        self.reverse.lookup(ip)
     }
 
     /// Number of services in memory (watched or polled).
@@ -494,30 +345,13 @@ impl Syncer {
             .set(i64::try_from(excluded).unwrap_or(i64::MAX));
     }
 
-    /// The basis of an answer built from the local service list at `directory_version`
-    /// and `data`.
-    pub fn basis(&self, directory_version: u64, data: &ServiceData) -> ServiceBasis {
-        ServiceBasis {
-            uniform_order: data.prepared.uniform_weights,
-            view: Arc::clone(&self.view),
-            directory_version,
-            directory_health: Arc::clone(&self.directory_health),
-            stamp: Arc::clone(&data.stamp),
-            version: data.version,
-            health: Arc::clone(&data.health),
-            epoch: Arc::clone(&self.epoch),
-            checked_at: u64::MAX,
-            used_in: u64::MAX,
-        }
-    }
-
-    /// The prepared data of a service, from memory when it is watched; otherwise loaded once
+    /// The data of a service, from memory when it is watched; otherwise loaded once
     /// (concurrent callers share the load) and watched from then on.
-    pub async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, Arc<ConsulError>> {
+    async fn load(&self, subject: Subject<'_>) -> Result<ServiceData, Arc<ConsulError>> {
         if let Some(data) = self.instances_in_memory(subject) {
             return Ok(data);
         }
-        let key = subject.cache_key();
+        let key = cache_key(&subject);
         let key = key.as_ref();
         let w = match self.services.get(key).await {
             Some(w) => {
@@ -535,43 +369,11 @@ impl Syncer {
         Ok(w.data())
     }
 
-    /// The prepared data of a service whose watch was asked for lately (no waiting, no
-    /// lock): None when it must go through [`Syncer::instances`].
-    pub fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData> {
-        let w = self.hot.get(subject.cache_key().as_ref())?;
-        w.stamp
-            .last_used
-            .store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.metrics().view_hits.inc();
-        Some(w.data())
-    }
-
-    /// Preparation settings for a datacenter (None: local). `translated`: the agent already
-    /// applied WAN translation to the response.
-    pub(super) fn settings_for(
-        &self,
-        dc: Option<&str>,
-        translated: bool,
-    ) -> Result<Arc<Settings>, ConsulError> {
-        let local =
-            self.settings.get().cloned().ok_or_else(|| {
-                ConsulError::Config("the local datacenter is not known yet".into())
-            })?;
-        Ok(match dc {
-            None => local,
-            Some(dc) => Arc::new(Settings {
-                datacenter: dc.to_owned(),
-                wan: self.options.translate_wan_addrs && !translated,
-                ..(*local).clone()
-            }),
-        })
-    }
-
     async fn start_service_watch(
         &self,
         subject: Subject<'_>,
     ) -> Result<Arc<ServiceWatch>, ConsulError> {
-        let segments = ["v1", "health", subject.endpoint.segment(), subject.name];
+        let segments = ["v1", "health", segment(subject.endpoint), subject.name];
         self.metrics().service_loads.inc();
         let (entries, meta) = self
             .client
@@ -581,13 +383,10 @@ impl Syncer {
             name: subject.name.into(),
             endpoint: subject.endpoint,
             datacenter: subject.datacenter.map(Box::from),
-            ttl: self.options.service_ttl.ttl_for(subject.key),
-            settings: self.settings_for(subject.datacenter, false)?,
-            untranslated: self.settings_for(subject.datacenter, true)?,
-            stamp: Arc::new(WatchStamp {
-                last_used: AtomicU64::new(self.epoch.load(Ordering::Relaxed)),
-                ..WatchStamp::default()
-            }),
+            ttl: self.preparation.service_ttl(subject.key),
+            settings: self.preparation.settings_for(subject.datacenter, false)?,
+            untranslated: self.preparation.settings_for(subject.datacenter, true)?,
+            stamp: Arc::new(WatchStamp::new(self.ticks.load(Ordering::Relaxed))),
             current: ArcSwap::default(),
             health: Arc::default(),
             reverse: subject
@@ -600,7 +399,7 @@ impl Syncer {
         w.apply(&entries, &meta);
         debug!(
             service = subject.name,
-            endpoint = subject.endpoint.segment(),
+            endpoint = segment(subject.endpoint),
             datacenter = subject.datacenter,
             instances = entries.len(),
             "service watch started"
@@ -713,13 +512,9 @@ impl Syncer {
             },
         };
         info!(datacenter = %dc, "local datacenter");
-        let settings = Settings {
-            datacenter: dc.to_ascii_lowercase(),
-            ..self.options.settings.clone()
-        };
-        let _ = self.settings.set(Arc::new(settings));
+        self.preparation.set_datacenter(&dc);
         self.view.set_datacenter(&dc);
-        tokio::spawn(Arc::clone(&self).poll_datacenters());
+        tokio::spawn(Arc::clone(&self.remote).poll_datacenters());
 
         let ctx = |health: &Arc<WatchHealth>| WatchContext {
             client: self.client.clone(),
@@ -786,7 +581,7 @@ impl Syncer {
                 let me = Arc::clone(&self);
                 async move {
                     if !me.services.contains_key(key.as_str()) {
-                        if let Err(e) = me.instances(Subject::local_service(key, &known.name)).await {
+                        if let Err(e) = me.load(Subject::local_service(key, &known.name)).await {
                             debug!(service = %known.name, error = %e, "eager load failed; retried on the next change");
                         }
                     }
@@ -835,7 +630,7 @@ impl Syncer {
             // chunks, yielding between them: this runs on the runtime's workers, which also
             // answer queries, and a watch's stamp is rarely in the CPU's cache (scanning
             // 1,000 at once held queries up for 5 to 10 ms here).
-            let tick = self.epoch.fetch_add(1, Ordering::Relaxed);
+            let tick = self.ticks.fetch_add(1, Ordering::Relaxed);
             let mut from = 0;
             loop {
                 let (used, more) = self.hot.used_since(tick, from);
@@ -855,16 +650,64 @@ impl Syncer {
     }
 }
 
-/// Whether an answer is an ACL-filtered empty result that would wipe data we had; counts it.
-pub(super) fn acl_would_empty(
-    meta: &QueryMeta,
-    empty: bool,
-    had_data: bool,
-    metrics: &Metrics,
-) -> bool {
-    let wipe = meta.filtered_by_acls && empty && had_data;
-    if wipe {
-        metrics.acl_filtered_ignored.inc();
+#[async_trait::async_trait]
+impl Source for Syncer {
+    fn view(&self) -> &Arc<View> {
+        &self.view
     }
-    wipe
+
+    fn directory_health(&self) -> &Arc<WatchHealth> {
+        &self.directory_health
+    }
+
+    fn nodes_health(&self) -> &Arc<WatchHealth> {
+        &self.nodes_health
+    }
+
+    fn datacenter_known(&self, dc: &str) -> bool {
+        self.remote.known(dc)
+    }
+
+    fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData> {
+        let w = self.hot.get(cache_key(&subject).as_ref())?;
+        w.stamp.use_in(self.ticks.load(Ordering::Relaxed));
+        self.metrics().view_hits.inc();
+        Some(w.data())
+    }
+
+    async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, SourceError> {
+        self.load(subject).await.map_err(shared)
+    }
+
+    async fn remote(&self, dc: &str) -> Result<Arc<RemoteLists>, SourceError> {
+        self.remote.lists(dc).await.map_err(shared)
+    }
+
+    async fn prepared_query(
+        &self,
+        name: &str,
+        dc: Option<&str>,
+    ) -> Result<Option<Arc<ServiceRecords>>, SourceError> {
+        self.queries.execute(name, dc).await.map_err(shared)
+    }
+
+    fn basis(&self, directory_version: u64, data: &ServiceData) -> ServiceBasis {
+        ServiceBasis::new(
+            &self.view,
+            directory_version,
+            &self.directory_health,
+            data,
+            &self.ticks,
+        )
+    }
+
+    fn service_at(&self, ip: &IpAddr) -> Option<String> {
+        self.reverse.lookup(ip)
+    }
+}
+
+/// A Consul error shared by every lookup that waited for the same load, as the DNS side
+/// sees it.
+fn shared(e: Arc<ConsulError>) -> SourceError {
+    e
 }

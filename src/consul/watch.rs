@@ -11,8 +11,8 @@
 //!   retries back off with jitter, capped at about a second so a watch resumes quickly
 //!   when Consul comes back, and longer on 403 (an ACL problem is not fixed by retrying).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::{ConsulClient, ConsulError, QueryMeta};
 use crate::metrics::Metrics;
+use crate::view::freshness::WatchHealth;
 
 /// What an answer's index means for the watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,60 +122,6 @@ impl Backoff {
     pub fn failures(&self) -> u32 {
         self.failures
     }
-}
-
-/// How recent a watch's data is. Shared between the watch task (which records successes
-/// and failures) and the answers (which mark or refuse data past `max_stale`).
-///
-/// Data counts as fresh while the watch succeeds, including while a blocking query waits
-/// (Consul would have answered a change); it is stale from the first failed read on.
-#[derive(Debug, Default)]
-pub struct WatchHealth {
-    /// Milliseconds since `CLOCK` (plus one, so 0 means "not failing") of the first failure
-    /// since the last success.
-    failing_since_ms: AtomicU64,
-}
-
-static CLOCK: OnceLock<std::time::Instant> = OnceLock::new();
-
-fn now_ms() -> u64 {
-    let origin = CLOCK.get_or_init(std::time::Instant::now);
-    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
-}
-
-impl WatchHealth {
-    pub fn succeeded(&self) {
-        if self.failing_since_ms.swap(0, Ordering::Relaxed) != 0 {
-            super::changes::note();
-        }
-    }
-
-    pub fn failed(&self) {
-        let started = self
-            .failing_since_ms
-            .compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-        if started {
-            super::changes::note();
-        }
-    }
-
-    pub fn is_failing(&self) -> bool {
-        self.failing_since_ms.load(Ordering::Relaxed) != 0
-    }
-
-    /// While the watch is failing: for how long. `None` while it is healthy.
-    pub fn stale_for(&self) -> Option<Duration> {
-        match self.failing_since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
-        }
-    }
-}
-
-/// The most stale of several watches (`None` if all are healthy).
-pub fn stalest<'a>(watches: impl IntoIterator<Item = &'a WatchHealth>) -> Option<Duration> {
-    watches.into_iter().filter_map(WatchHealth::stale_for).max()
 }
 
 /// Bounds the number of watches holding a blocking query (`max_watches`), and the number
@@ -348,6 +295,15 @@ pub(super) fn log_failure(what: &str, e: &ConsulError, failures: u32, retry_in: 
     } else {
         debug!(resource = %what, error = %e, failures, ?retry_in, "Consul read failed");
     }
+}
+
+/// Whether an answer is an ACL-filtered empty result that would wipe data we had; counts it.
+pub fn acl_would_empty(meta: &QueryMeta, empty: bool, had_data: bool, metrics: &Metrics) -> bool {
+    let wipe = meta.filtered_by_acls && empty && had_data;
+    if wipe {
+        metrics.acl_filtered_ignored.inc();
+    }
+    wipe
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::prepared::{ip_rdata, target_record, PreparedNode, PreparedService, Target};
-use crate::consul::sync::ServiceBasis;
+use crate::view::freshness::ServiceBasis;
+use crate::view::records::{ip_rdata, target_record, NodeRecords, ServiceRecords, Target};
 use crate::view::Directory;
 
 /// The outcome of a query, before limits and encoding.
@@ -129,7 +129,7 @@ pub(crate) fn find_service<'a>(
 /// when the tag is unknown to the service (NXDOMAIN); an empty list when it is known but no
 /// healthy instance carries it (NODATA).
 pub(crate) fn tagged(
-    p: &PreparedService,
+    p: &ServiceRecords,
     known_tags: &HashSet<String>,
     tag: &str,
 ) -> Option<Vec<usize>> {
@@ -158,7 +158,7 @@ pub(crate) fn tagged(
 
 /// Random order, drawn by weight when the instances' weights differ (Efraimidis-Spirakis),
 /// so that when a limit cuts the answer the instances kept follow their Consul `Weights`.
-pub(crate) fn shuffle(order: &mut [usize], p: &PreparedService) {
+pub(crate) fn shuffle(order: &mut [usize], p: &ServiceRecords) {
     let mut rng = rand::rng();
     if p.uniform_weights {
         order.shuffle(&mut rng);
@@ -184,7 +184,7 @@ pub(crate) fn shuffle(order: &mut [usize], p: &PreparedService) {
 pub(crate) fn address_records(
     qname: &Name,
     qtype: RecordType,
-    p: &PreparedService,
+    p: &ServiceRecords,
     order: &[usize],
     limit: usize,
 ) -> Answer {
@@ -225,7 +225,7 @@ pub(crate) fn address_records(
 
 /// SRV for the instances in `order`, deduplicated as Consul does (node, address, port), with
 /// each target's address (and node meta TXT) in Additional.
-pub(crate) fn srv_records(qname: &Name, p: &PreparedService, order: &[usize], d: usize) -> Answer {
+pub(crate) fn srv_records(qname: &Name, p: &ServiceRecords, order: &[usize], d: usize) -> Answer {
     let mut answers = Vec::with_capacity(order.len());
     let mut additionals: Vec<Record> = Vec::new();
     let mut seen_keys: Vec<u32> = Vec::with_capacity(order.len());
@@ -270,7 +270,7 @@ pub(crate) fn service_records(
     qname: &Name,
     qtype: RecordType,
     d: usize,
-    prepared: &PreparedService,
+    prepared: &ServiceRecords,
     known_tags: &HashSet<String>,
     tag: Option<&str>,
     limit: usize,
@@ -294,7 +294,7 @@ pub(crate) fn instance_records(
     qname: &Name,
     qtype: RecordType,
     d: usize,
-    p: &PreparedService,
+    p: &ServiceRecords,
     order: &[usize],
     limit: usize,
 ) -> Answer {
@@ -312,7 +312,7 @@ pub(crate) fn instance_records(
 pub(crate) fn node_records(
     qname: &Name,
     qtype: RecordType,
-    n: &PreparedNode,
+    n: &NodeRecords,
     ttl: u32,
     node_meta_txt: bool,
 ) -> Answer {

@@ -18,8 +18,8 @@ use hickory_server::proto::op::ResponseCode;
 use super::handler::{Ahead, Answered, DnsHandler};
 use super::negative_cache::NegativeCache;
 use super::response_cache::{Question, ResponseCache};
-use crate::consul::sync::ServiceBasis;
 use crate::metrics::Metrics;
+use crate::view::freshness::ServiceBasis;
 
 /// An answer still being worked out (a service loaded for the first time, the first sync).
 pub type Pending = Pin<Box<dyn Future<Output = Answered> + Send>>;

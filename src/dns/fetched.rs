@@ -11,14 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::consul::remote::RemoteDc;
-use crate::consul::sync::{Endpoint, ServiceData, Subject, Syncer};
-use crate::consul::ConsulError;
-
 use hickory_proto::rr::{Name, Record, RecordType};
 
 use super::forward::Recursors;
-use super::prepared::PreparedService;
+use crate::view::freshness::ServiceData;
+use crate::view::records::ServiceRecords;
+use crate::view::{Endpoint, RemoteLists, Source, SourceError, Subject};
 
 /// Something an answer needs that memory does not hold.
 #[derive(Debug)]
@@ -73,7 +71,7 @@ impl OwnedSubject {
     }
 }
 
-type Loaded<T> = Result<T, Arc<ConsulError>>;
+type Loaded<T> = Result<T, SourceError>;
 /// A prepared query's name and datacenter.
 type QueryKey = (String, Option<String>);
 
@@ -82,8 +80,8 @@ type QueryKey = (String, Option<String>);
 pub struct Fetched {
     waited_for_sync: bool,
     instances: Vec<(OwnedSubject, Loaded<ServiceData>)>,
-    remotes: Vec<(String, Loaded<Arc<RemoteDc>>)>,
-    queries: Vec<(QueryKey, Loaded<Option<Arc<PreparedService>>>)>,
+    remotes: Vec<(String, Loaded<Arc<RemoteLists>>)>,
+    queries: Vec<(QueryKey, Loaded<Option<Arc<ServiceRecords>>>)>,
     /// Hostnames resolved by the recursors: the CNAMEs leading to their addresses, then
     /// their A and AAAA records.
     hosts: Vec<(Name, Vec<Record>)>,
@@ -111,7 +109,7 @@ impl Fetched {
             .map(|(_, r)| r)
     }
 
-    pub fn remote(&self, dc: &str) -> Option<&Loaded<Arc<RemoteDc>>> {
+    pub fn remote(&self, dc: &str) -> Option<&Loaded<Arc<RemoteLists>>> {
         self.remotes.iter().find(|(d, _)| d == dc).map(|(_, r)| r)
     }
 
@@ -119,7 +117,7 @@ impl Fetched {
         &self,
         name: &str,
         dc: Option<&str>,
-    ) -> Option<&Loaded<Option<Arc<PreparedService>>>> {
+    ) -> Option<&Loaded<Option<Arc<ServiceRecords>>>> {
         self.queries
             .iter()
             .find(|((n, d), _)| n == name && d.as_deref() == dc)
@@ -139,7 +137,7 @@ impl Fetched {
     pub async fn fetch(
         &mut self,
         need: Need,
-        syncer: &Syncer,
+        source: &dyn Source,
         recursors: Option<&Recursors>,
         startup_wait: Duration,
     ) -> bool {
@@ -148,28 +146,28 @@ impl Fetched {
                 if self.waited_for_sync {
                     return false;
                 }
-                syncer.view().wait_ready(startup_wait).await;
+                source.view().wait_ready(startup_wait).await;
                 self.waited_for_sync = true;
             }
             Need::Instances(subject) => {
                 if self.instances(&subject.as_subject()).is_some() {
                     return false;
                 }
-                let loaded = syncer.instances(subject.as_subject()).await;
+                let loaded = source.instances(subject.as_subject()).await;
                 self.instances.push((subject, loaded));
             }
             Need::Remote(dc) => {
                 if self.remote(&dc).is_some() {
                     return false;
                 }
-                let loaded = syncer.remote(&dc).await;
+                let loaded = source.remote(&dc).await;
                 self.remotes.push((dc, loaded));
             }
             Need::PreparedQuery(name, dc) => {
                 if self.prepared_query(&name, dc.as_deref()).is_some() {
                     return false;
                 }
-                let loaded = syncer.prepared_query(&name, dc.as_deref()).await;
+                let loaded = source.prepared_query(&name, dc.as_deref()).await;
                 self.queries.push(((name, dc), loaded));
             }
             Need::Host(host) => {

@@ -35,8 +35,8 @@ use super::fast_path::Pending;
 use super::forward::Recursors;
 use super::truncation::{self, Frame, Limit};
 use super::zone::ConsulZone;
-use crate::consul::sync::ServiceBasis;
 use crate::metrics::Metrics;
+use crate::view::freshness::ServiceBasis;
 
 /// Limits applied when a response is written.
 #[derive(Debug, Clone, Copy)]

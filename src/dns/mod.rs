@@ -1,5 +1,6 @@
-//! The DNS side: qname parsing, prepared records, answers for the Consul zone, the request
-//! handler and the sockets.
+//! The DNS side, reading the view (`crate::view`) and nothing of Consul's HTTP: qname
+//! parsing, answers for the Consul zone, static zones, the recursors, the request handler
+//! and the sockets.
 
 pub mod answer;
 pub mod fast_path;
@@ -8,7 +9,6 @@ pub mod forward;
 pub mod handler;
 pub mod name;
 pub mod negative_cache;
-pub mod prepared;
 pub mod response_cache;
 pub mod rrl;
 pub mod server;

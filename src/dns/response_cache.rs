@@ -38,7 +38,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 
-use crate::consul::sync::ServiceBasis;
+use crate::view::freshness::ServiceBasis;
 
 /// Responses kept per question, each with its own shuffle.
 pub const VARIANTS: usize = 8;

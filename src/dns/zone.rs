@@ -1,6 +1,6 @@
 //! Answers for names under the Consul domain, from the view. Nothing here waits on Consul
 //! except the first load of a service nobody asked for before (coalesced, see
-//! `consul::sync`) and, before the first sync, a short bounded wait for it.
+//! the view's `Source`) and, before the first sync, a short bounded wait for it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,13 +16,11 @@ use super::answer::{find_service, instance_records, node_records, service_record
 use super::fetched::{Fetched, Need};
 use super::forward::Recursors;
 use super::name::{self, ConsulName, Locality};
-use super::prepared::{generated_name, ip_rdata, NodeTable, PreparedNode, PreparedService};
 use crate::config::ServiceTtl;
-use crate::consul::remote::RemoteDc;
-use crate::consul::sync::{Endpoint, ServiceData, Subject, Syncer};
-use crate::consul::watch::WatchHealth;
-use crate::consul::ConsulError;
-use crate::view::Directory;
+use crate::metrics::Metrics;
+use crate::view::freshness::{ServiceData, WatchHealth};
+use crate::view::records::{generated_name, ip_rdata, NodeRecords, NodeTable, ServiceRecords};
+use crate::view::{Directory, Endpoint, RemoteLists, Source, SourceError, Subject};
 
 /// SOA timers (`dns_config.soa`), in seconds.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +104,8 @@ pub struct ConsulZone {
     lower_domains: Vec<LowerName>,
     /// Per domain, the SOA with serial 0 (set per answer: it follows the catalog).
     soas: Vec<Record>,
-    syncer: Arc<Syncer>,
+    source: Arc<dyn Source>,
+    metrics: Arc<Metrics>,
     /// Resolve hostname addresses outside the served domains, when configured.
     recursors: Option<Arc<Recursors>>,
 }
@@ -118,7 +117,8 @@ const MAX_CHASE: u8 = 3;
 impl ConsulZone {
     pub fn new(
         options: ZoneOptions,
-        syncer: Arc<Syncer>,
+        source: Arc<dyn Source>,
+        metrics: Arc<Metrics>,
         recursors: Option<Arc<Recursors>>,
     ) -> Self {
         let lower_domains = options.domains.iter().map(LowerName::new).collect();
@@ -148,7 +148,8 @@ impl ConsulZone {
             options,
             lower_domains,
             soas,
-            syncer,
+            source,
+            metrics,
             recursors,
         }
     }
@@ -174,14 +175,14 @@ impl ConsulZone {
 
     /// The SOA serial: it follows the catalog.
     pub fn serial(&self) -> u32 {
-        self.syncer.view().serial()
+        self.source.view().serial()
     }
 
     /// The SOA of domain `d`.
     pub fn soa(&self, d: usize) -> Record {
         let mut record = self.soas[d].clone();
         if let RData::SOA(soa) = &mut record.data {
-            soa.serial = self.syncer.view().serial();
+            soa.serial = self.source.view().serial();
         }
         record
     }
@@ -197,7 +198,7 @@ impl ConsulZone {
                 Err(need) => {
                     let recursors = self.recursors.as_deref();
                     if !fetched
-                        .fetch(need, &self.syncer, recursors, self.options.startup_wait)
+                        .fetch(need, &*self.source, recursors, self.options.startup_wait)
                         .await
                     {
                         // Each need is fetched once; asked again, it is a bug: no loop.
@@ -223,7 +224,7 @@ impl ConsulZone {
         match answer.stale {
             Some(age) if age > self.options.max_stale => {
                 debug!(%qname, ?age, "data older than max_stale: SERVFAIL");
-                self.syncer.metrics().max_stale_exceeded.inc();
+                self.metrics.max_stale_exceeded.inc();
                 Answer::code(ResponseCode::ServFail)
             }
             _ => answer,
@@ -341,7 +342,7 @@ impl ConsulZone {
         d: usize,
         f: &Fetched,
     ) -> Result<Answer, Need> {
-        if !self.syncer.view().is_ready() {
+        if !self.source.view().is_ready() {
             if !f.waited_for_sync() {
                 return Err(Need::Sync);
             }
@@ -430,8 +431,8 @@ impl ConsulZone {
         }
         match locality.datacenter {
             None => Some(None),
-            Some(dc) if Some(dc) == self.syncer.view().datacenter() => Some(None),
-            Some(dc) if self.syncer.datacenter_known(dc) => Some(Some(dc)),
+            Some(dc) if Some(dc) == self.source.view().datacenter() => Some(None),
+            Some(dc) if self.source.datacenter_known(dc) => Some(Some(dc)),
             Some(_) => None,
         }
     }
@@ -444,8 +445,8 @@ impl ConsulZone {
         f: &Fetched,
     ) -> Result<Result<Listed<Directory>, Answer>, Need> {
         let Some(dc) = dc else {
-            let (version, directory) = self.syncer.view().directory_versioned();
-            return Ok(listed(directory, version, self.syncer.directory_health()));
+            let (version, directory) = self.source.view().directory_versioned();
+            return Ok(listed(directory, version, self.source.directory_health()));
         };
         Ok(self
             .remote(dc, f)?
@@ -459,8 +460,8 @@ impl ConsulZone {
         f: &Fetched,
     ) -> Result<Result<Listed<NodeTable>, Answer>, Need> {
         let Some(dc) = dc else {
-            let nodes = self.syncer.view().nodes();
-            return Ok(listed(nodes, 0, self.syncer.nodes_health()));
+            let nodes = self.source.view().nodes();
+            return Ok(listed(nodes, 0, self.source.nodes_health()));
         };
         Ok(self
             .remote(dc, f)?
@@ -469,7 +470,11 @@ impl ConsulZone {
 
     /// Another datacenter's lists, once fetched; `Ok(Err(answer))` when they cannot be
     /// loaded.
-    fn remote<'f>(&self, dc: &str, f: &'f Fetched) -> Result<Result<&'f RemoteDc, Answer>, Need> {
+    fn remote<'f>(
+        &self,
+        dc: &str,
+        f: &'f Fetched,
+    ) -> Result<Result<&'f RemoteLists, Answer>, Need> {
         Ok(
             match f.remote(dc).ok_or_else(|| Need::Remote(dc.to_owned()))? {
                 Ok(r) => Ok(r),
@@ -481,17 +486,17 @@ impl ConsulZone {
         )
     }
 
-    /// The prepared data of a service (see [`Syncer::instances`]), `Ok(Err(_))` when it
+    /// The data of a service (see [`Source::instances`]), `Ok(Err(_))` when it
     /// cannot be loaded.
     fn instances(
         &self,
         subject: Subject<'_>,
         f: &Fetched,
-    ) -> Result<Result<ServiceData, Arc<ConsulError>>, Need> {
+    ) -> Result<Result<ServiceData, SourceError>, Need> {
         if let Some(fetched) = f.instances(&subject) {
             return Ok(fetched.clone());
         }
-        match self.syncer.instances_in_memory(subject) {
+        match self.source.instances_in_memory(subject) {
             Some(data) => Ok(Ok(data)),
             None => Err(Need::Instances(subject.into())),
         }
@@ -525,7 +530,7 @@ impl ConsulZone {
     fn name_servers(&self, d: usize, f: &Fetched) -> Result<(Vec<Record>, Vec<Record>), Need> {
         let domain = &self.options.domains[d];
         let Some(consul) = self
-            .syncer
+            .source
             .view()
             .directory()
             .and_then(|dir| dir.services.get("consul").map(|s| s.name.clone()))
@@ -535,7 +540,7 @@ impl ConsulZone {
         let Ok(data) = self.instances(Subject::local_service("consul", &consul), f)? else {
             return Ok((Vec::new(), Vec::new()));
         };
-        let prepared = data.prepared;
+        let prepared = data.records;
         let mut order: Vec<usize> = (0..prepared.instances.len()).collect();
         order.shuffle(&mut rand::rng());
         let ttl = self.options.node_ttl;
@@ -585,16 +590,16 @@ impl ConsulZone {
                 return Ok(Answer::code(ResponseCode::ServFail));
             }
         };
-        if ask.endpoint != Endpoint::Service && data.prepared.total == 0 {
+        if ask.endpoint != Endpoint::Service && data.records.total == 0 {
             // No proxy or gateway for it: the name does not exist (as Consul answers).
             return Ok(Answer::nxdomain().resting_on(services.stale));
         }
         let limit = self.options.a_record_limit;
         let tag = tag.as_deref();
-        let mut answer = service_records(qname, qtype, d, &data.prepared, &known.tags, tag, limit)
+        let mut answer = service_records(qname, qtype, d, &data.records, &known.tags, tag, limit)
             .resting_on(services.stale.max(data.health.stale_for()));
         if ask.datacenter.is_none() && answer.stale.is_none() {
-            answer.basis = Some(Box::new(self.syncer.basis(services.version, &data)));
+            answer.basis = Some(Box::new(self.source.basis(services.version, &data)));
         }
         Ok(answer)
     }
@@ -631,7 +636,7 @@ impl ConsulZone {
         qname: &Name,
         qtype: RecordType,
         d: usize,
-        p: &PreparedService,
+        p: &ServiceRecords,
         order: &[usize],
     ) -> Answer {
         instance_records(qname, qtype, d, p, order, self.options.a_record_limit)
@@ -659,7 +664,7 @@ impl ConsulZone {
             Err(_) => return Ok(Answer::code(ResponseCode::ServFail)),
         };
         // Consul records the VIP on the service's sidecar proxies when not on the service.
-        let data = if data.prepared.virtual_ip.is_some() {
+        let data = if data.records.virtual_ip.is_some() {
             data
         } else {
             let proxies = Subject {
@@ -669,7 +674,7 @@ impl ConsulZone {
                 name: &known.name,
             };
             match self.instances(proxies, f)? {
-                Ok(proxies) if proxies.prepared.virtual_ip.is_some() => proxies,
+                Ok(proxies) if proxies.records.virtual_ip.is_some() => proxies,
                 _ => data,
             }
         };
@@ -681,7 +686,7 @@ impl ConsulZone {
             _ => false,
         };
         let answers = data
-            .prepared
+            .records
             .virtual_ip
             .filter(fits)
             .map(|ip| Record::from_rdata(qname.clone(), self.options.node_ttl, ip_rdata(ip)))
@@ -701,7 +706,7 @@ impl ConsulZone {
             return None;
         }
         let ip = net.addr();
-        let view = self.syncer.view();
+        let view = self.source.view();
         // Before the first sync the address may be ours: wait as for Consul names.
         if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
             return Some(Answer::code(ResponseCode::ServFail));
@@ -715,7 +720,7 @@ impl ConsulZone {
                     self.options.node_ttl,
                 )
             } else {
-                let service = self.syncer.service_at(&ip)?;
+                let service = self.source.service_at(&ip)?;
                 let key = service.to_ascii_lowercase();
                 (
                     generated_name(&key, "service", dc, domain)?,
@@ -747,7 +752,7 @@ impl ConsulZone {
         Ok(self.node_records(qname, qtype, n).resting_on(nodes.stale))
     }
 
-    fn node_records(&self, qname: &Name, qtype: RecordType, n: &PreparedNode) -> Answer {
+    fn node_records(&self, qname: &Name, qtype: RecordType, n: &NodeRecords) -> Answer {
         node_records(
             qname,
             qtype,

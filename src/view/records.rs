@@ -9,7 +9,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
-use crate::consul::model::{AgentService, CheckStatus, Node, ServiceEntry};
+use crate::model::{AgentService, CheckStatus, Node, ServiceEntry};
 
 /// What the preparation needs to know of the zone.
 #[derive(Debug, Clone, Default)]
@@ -368,7 +368,7 @@ struct NodeFacts {
 
 /// One healthy instance, ready to answer.
 #[derive(Debug, Clone)]
-pub struct PreparedInstance {
+pub struct InstanceRecords {
     /// The target of ANY questions; A and AAAA mostly have the same one (`a`, `aaaa`).
     pub any: Option<Target>,
     a: Family,
@@ -433,10 +433,10 @@ struct NodeFallback {
 
 /// The healthy instances of one service and its tag index, rebuilt on every change.
 #[derive(Debug, Clone, Default)]
-pub struct PreparedService {
+pub struct ServiceRecords {
     /// TTL of every record of this service (`service_ttl`).
     pub ttl: u32,
-    pub instances: Vec<PreparedInstance>,
+    pub instances: Vec<InstanceRecords>,
     /// None when no instance has a tag: two empty maps are 96 bytes, per service.
     tags: Option<Box<TagIndex>>,
     /// The Consul index this was built from.
@@ -475,7 +475,7 @@ struct TagIndex {
 
 static NO_TAGS: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(HashSet::new);
 
-impl PreparedService {
+impl ServiceRecords {
     /// The target of instance `i` for an address question (`A`, `AAAA`, else ANY) named
     /// `qname`: the node's when the instance's own is the hostname `qname` itself.
     pub fn address_target(&self, i: usize, qtype: RecordType, qname: &Name) -> Option<&Target> {
@@ -543,7 +543,7 @@ impl PreparedService {
 
     /// The meta TXT records of the node of `inst` in served domain `d`, which go in the
     /// Additional section of SRV answers with `enable_additional_node_meta_txt`.
-    pub fn node_meta_records(&self, inst: &PreparedInstance, d: usize) -> Vec<Record> {
+    pub fn node_meta_records(&self, inst: &InstanceRecords, d: usize) -> Vec<Record> {
         let Some(facts) = self.node_facts(inst.node_id) else {
             return Vec::new();
         };
@@ -607,7 +607,7 @@ fn weight(entry: &ServiceEntry) -> u16 {
     }
 }
 
-impl PreparedService {
+impl ServiceRecords {
     pub fn build(
         entries: &[ServiceEntry],
         ttl: u32,
@@ -616,7 +616,7 @@ impl PreparedService {
     ) -> Self {
         let mut duplicates = Duplicates::default();
         let mut tag_index = TagIndex::default();
-        let mut out = PreparedService {
+        let mut out = ServiceRecords {
             ttl,
             index,
             total: entries.len(),
@@ -679,7 +679,7 @@ fn prepare_instance(
     settings: &Settings,
     duplicates: &mut Duplicates,
     i: usize,
-) -> Option<PreparedInstance> {
+) -> Option<InstanceRecords> {
     let target = |accept| {
         if settings.internal_cidrs.is_empty() {
             instance_target(accept, &entry.service, &entry.node, settings.wan)
@@ -769,7 +769,7 @@ fn prepare_instance(
             .fallbacks
             .push((u32::try_from(i).unwrap_or(u32::MAX), f));
     }
-    Some(PreparedInstance {
+    Some(InstanceRecords {
         a,
         aaaa,
         any,
@@ -826,7 +826,7 @@ fn internal_target(accept: Accept, entry: &ServiceEntry, cidrs: &[IpNet]) -> Opt
 
 /// A node, ready to answer `<node>.node.<dc>.<domain>`.
 #[derive(Debug, Clone)]
-pub struct PreparedNode {
+pub struct NodeRecords {
     pub a: Option<Target>,
     pub aaaa: Option<Target>,
     pub any: Option<Target>,
@@ -836,7 +836,7 @@ pub struct PreparedNode {
 /// Every node of the local datacenter by lower-case name.
 #[derive(Debug, Clone, Default)]
 pub struct NodeTable {
-    pub by_name: HashMap<String, PreparedNode>,
+    pub by_name: HashMap<String, NodeRecords>,
     /// Node address -> node name (the first by name, as Consul's reverse lookup).
     pub by_addr: HashMap<IpAddr, String>,
     pub index: u64,
@@ -857,7 +857,7 @@ impl NodeTable {
             }
             table.by_name.insert(
                 n.node.to_ascii_lowercase(),
-                PreparedNode {
+                NodeRecords {
                     a: node_target(Accept::V4, n, wan),
                     aaaa: node_target(Accept::V6, n, wan),
                     any: node_target(Accept::Any, n, wan),
@@ -882,7 +882,7 @@ pub fn target_record(owner: &Name, ttl: u32, target: &Target) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consul::model::{HealthCheck, ServiceAddress};
+    use crate::model::{HealthCheck, ServiceAddress};
     use std::sync::Arc;
 
     fn settings() -> Settings {
@@ -996,7 +996,7 @@ mod tests {
                 &[CheckStatus::Passing, CheckStatus::Critical],
             ),
         ];
-        let p = PreparedService::build(&entries, 5, 7, &Arc::new(settings()));
+        let p = ServiceRecords::build(&entries, 5, 7, &Arc::new(settings()));
         assert_eq!(p.instances.len(), 2);
         assert_eq!(p.with_tag("primary"), Some(&[0, 1][..]));
         assert!(p.all_tags().contains("primary"));
@@ -1005,7 +1005,7 @@ mod tests {
             ..settings()
         };
         assert_eq!(
-            PreparedService::build(&entries, 5, 7, &Arc::new(s))
+            ServiceRecords::build(&entries, 5, 7, &Arc::new(s))
                 .instances
                 .len(),
             1
@@ -1015,7 +1015,7 @@ mod tests {
     #[test]
     fn srv_targets_and_additionals() {
         let settings = Arc::new(settings());
-        let p = PreparedService::build(&[entry("192.168.0.1", "10.2.0.1", &[])], 5, 1, &settings);
+        let p = ServiceRecords::build(&[entry("192.168.0.1", "10.2.0.1", &[])], 5, 1, &settings);
         let srv = p.srv_target(0, 0, &Name::root()).unwrap();
         assert_eq!(srv.name.to_ascii(), "0a020001.addr.dc1.consul.");
         assert_eq!(
@@ -1034,7 +1034,7 @@ mod tests {
         // A service without an address: the target is the node, and its meta goes along.
         let mut on_node = entry("192.168.0.1", "", &[]);
         on_node.node.meta.insert("rack".into(), "r1".into());
-        let p = PreparedService::build(&[on_node], 5, 1, &settings);
+        let p = ServiceRecords::build(&[on_node], 5, 1, &settings);
         let srv = p.srv_target(0, 0, &Name::root()).unwrap();
         assert_eq!(srv.name.to_ascii(), "node1.node.dc1.consul.");
         let meta: Vec<String> = p
@@ -1095,7 +1095,7 @@ mod tests {
             },
         );
         let plain = entry("192.168.0.2", "10.2.0.1", &[]);
-        let p = PreparedService::build(&[plain, tagged], 5, 1, &settings);
+        let p = ServiceRecords::build(&[plain, tagged], 5, 1, &settings);
         let at = |i, qtype| match p.address_target(i, qtype, &Name::root()) {
             Some(Target::Ip { ip, .. }) => Some(ip.to_string()),
             Some(Target::Fqdn(n)) => Some(n.to_ascii()),

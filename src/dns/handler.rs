@@ -1,21 +1,24 @@
-//! The request handler: questions under the Consul domain are answered by `ConsulZone`,
-//! reverse lookups of addresses it knows too; names in a static zone go to hickory's
-//! `Catalog` (swapped whole when the zones are reloaded), as do malformed and non-query
-//! messages; other names go to the recursors (`forward`), for clients in
-//! `allow_recursion` only (REFUSED for the others), or are REFUSED when there are none (a
-//! reverse name gets NXDOMAIN, as from Consul). RA is set for clients that may recurse.
+//! The request handler: a parsed request in, its reply's bytes out. Questions under the
+//! Consul domain are answered by `ConsulZone`, reverse lookups of addresses it knows too;
+//! names in a static zone go to hickory's `Catalog` (swapped whole when the zones are
+//! reloaded), as do malformed and non-query messages; other names go to the recursors
+//! (`forward`), for clients in `allow_recursion` only (REFUSED for the others), or are
+//! REFUSED when there are none (a reverse name gets NXDOMAIN, as from Consul). RA is set
+//! for clients that may recurse. Every reply is fitted to what its client takes
+//! (`truncation`) and encoded here; the sockets only move bytes.
 //!
 //! The Consul domain is handled here rather than through a `ZoneHandler` in the Catalog so
 //! that we control what a zone handler cannot: Consul's per-query shuffling and answer
 //! limits, SRV additional records rebuilt after a cut, and the TC bit.
 
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hickory_server::net::runtime::Time;
+use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::proto::op::{
@@ -28,12 +31,12 @@ use hickory_server::proto::serialize::binary::BinDecoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, Queries};
 use ipnet::IpNet;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::answer::Answer;
-use super::fast_path::Pending;
 use super::forward::Recursors;
 use super::truncation::{self, Frame, Limit};
+use super::wire::{self, Encoded};
 use super::zone::ConsulZone;
 use crate::metrics::Metrics;
 use crate::view::freshness::ServiceBasis;
@@ -45,8 +48,8 @@ pub struct ResponseLimits {
     pub udp_answer_limit: usize,
     /// The largest UDP payload we send, whatever the client advertises.
     pub max_udp_payload: u16,
-    /// `allow_any`: answer ANY for static zones and forwarded names in full; otherwise
-    /// RFC 8482's minimal answer (the Consul domain keeps Consul's meaning of ANY).
+    /// `allow_any`: answer ANY for static zones in full; otherwise RFC 8482's minimal
+    /// answer (the Consul domain keeps Consul's meaning of ANY).
     pub allow_any: bool,
 }
 
@@ -75,6 +78,34 @@ const EDE_OPTION: u16 = 15;
 /// RFC 8914 INFO-CODE "Stale Answer".
 const EDE_STALE_ANSWER: u16 = 3;
 
+/// A reply, encoded, with what it rests on when it may be sent again unchanged while its
+/// data is (a positive answer about a local service).
+pub struct Replied {
+    pub bytes: Vec<u8>,
+    pub basis: Option<ServiceBasis>,
+}
+
+/// The answer to a question under the Consul domain, worked out before the request was
+/// parsed (see `responder`).
+#[derive(Debug)]
+pub struct Answered {
+    /// The served domain the name is under (an index into the zone's domains).
+    pub domain: usize,
+    pub answer: Answer,
+}
+
+/// An answer still being worked out (a service loaded for the first time, the first sync).
+pub type Pending = Pin<Box<dyn Future<Output = Answered> + Send>>;
+
+/// An answer worked out ahead of the request's parsing.
+pub enum Ahead {
+    /// From memory, at once (the common case: no future, no allocation).
+    Ready(Answered),
+    /// It needs Consul or the first sync; it must not be dropped before it is done (it may
+    /// be the load of a service that other queries share).
+    Pending(Pending),
+}
+
 pub struct DnsHandler {
     zone: Arc<ConsulZone>,
     catalog: Arc<ArcSwap<Catalog>>,
@@ -101,14 +132,163 @@ impl DnsHandler {
         }
     }
 
-    /// Everything outside the Consul domain: the static zones (the Catalog), else the
-    /// recursors for clients that may recurse (REFUSED for the others), else REFUSED.
-    async fn other<R: ResponseHandler, T: Time>(
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The largest UDP response sent.
+    pub fn max_udp_payload(&self) -> u16 {
+        self.limits.max_udp_payload
+    }
+
+    /// Whether a client at `ip` may recurse (RA is set in its answers).
+    pub fn recursion_available_to(&self, ip: IpAddr) -> bool {
+        self.recursion.available_to(ip)
+    }
+
+    /// The answer to a plain IN query for `name`/`qtype` when the name is under the Consul
+    /// domain (None otherwise), as [`DnsHandler::reply`] would work it out. `name` as sent.
+    pub fn answer_ahead(self: &Arc<Self>, name: &Name, qtype: RecordType) -> Option<Ahead> {
+        let domain = self.zone.domain_of(name)?;
+        if let Some(answer) = self.zone.answer_now(name, qtype, domain) {
+            return Some(Ahead::Ready(Answered { domain, answer }));
+        }
+        let (handler, name) = (Arc::clone(self), name.clone());
+        Some(Ahead::Pending(Box::pin(async move {
+            let answer = handler.zone.answer(&name, qtype, domain).await;
+            Answered { domain, answer }
+        })))
+    }
+
+    /// Length on the wire of served domain `domain`.
+    pub fn domain_len(&self, domain: usize) -> usize {
+        self.zone.domain_len(domain)
+    }
+
+    /// The SOA serial of the Consul domain now.
+    pub fn soa_serial(&self) -> u32 {
+        self.zone.serial()
+    }
+
+    /// The reply to `request`, counted (its type, rcode and time to answer) before it is
+    /// returned, so before it is sent: a client that reads the metrics once it has its
+    /// answer finds it counted. `answered`: the answer to its question, already worked
+    /// out by the caller.
+    pub async fn reply(&self, request: &Request, answered: Option<Answered>) -> Replied {
+        let start = Instant::now();
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(RecordType::Unknown(0), |q| q.query_type());
+        let (encoded, basis) = self.build(request, answered).await;
+        self.metrics.count_query(qtype, encoded.info.response_code);
+        self.metrics
+            .answer_seconds
+            .observe(start.elapsed().as_secs_f64());
+        Replied {
+            bytes: encoded.bytes,
+            basis,
+        }
+    }
+
+    async fn build(
         &self,
         request: &Request,
-        response_handle: R,
-        recursion: bool,
-    ) -> ResponseInfo {
+        answered: Option<Answered>,
+    ) -> (Encoded, Option<ServiceBasis>) {
+        if question_points_into_header(request.queries.as_bytes(), request.queries.len()) {
+            return (self.format_error(request), None);
+        }
+        let plain_query = request.metadata.message_type == MessageType::Query
+            && request.metadata.op_code == OpCode::Query
+            && request.queries.len() == 1
+            && request.edns.as_ref().is_none_or(|e| e.version() == 0);
+        let recursion = self.recursion.available_to(request.src().ip());
+        let query = request.queries.queries().first().filter(|_| plain_query);
+        let Some(query) = query else {
+            return (self.other(request, recursion).await, None);
+        };
+        // The Consul domain, else a reverse lookup of an address in the view, else the rest.
+        let (mut answer, domain) = if let Some(d) = self.zone.domain_of(query.name()) {
+            let answer = match answered.filter(|a| a.domain == d) {
+                Some(a) => a.answer,
+                None => {
+                    let name = query.original().name();
+                    let qtype = query.query_type();
+                    self.zone.answer(name, qtype, d).await
+                }
+            };
+            (answer, Some(d))
+        } else if let Some(answer) = self
+            .zone
+            .reverse(query.original().name(), query.query_type())
+            .await
+        {
+            (answer, Some(0))
+        } else if let Some(answer) = self.unserved_reverse(query.name()) {
+            (answer, Some(0))
+        } else {
+            return (self.other(request, recursion).await, None);
+        };
+
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = answer.rcode;
+        metadata.authoritative =
+            matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
+        metadata.recursion_available = recursion;
+        if answer.stale.is_some() {
+            self.metrics.stale_answers.inc();
+        }
+        if let Some(d) = domain.filter(|_| answer.with_soa) {
+            answer.authority.push(self.zone.soa(d));
+        }
+        let mut edns = self.response_edns(request);
+        if let (Some(e), Some(age)) = (edns.as_mut(), answer.stale) {
+            e.options_mut().insert(stale_answer_option(age));
+        }
+        let frame = Frame {
+            queries: &request.queries,
+            metadata,
+            edns: edns.as_ref(),
+        };
+        let limit = self.limit(request, query.query_type());
+        let fitted = truncation::fit(
+            &frame,
+            &answer.answers,
+            &answer.authority,
+            &answer.additionals,
+            limit,
+        );
+        // A cut answer sets TC (Consul cuts silently unless `enable_truncate`): the client
+        // retries over TCP for the whole set.
+        metadata.truncation = fitted.truncated;
+        // Sent again from the response cache only if every later answer could be this one
+        // in another order: not when instances were drawn (a cut, weights).
+        let reusable = answer.rcode == ResponseCode::NoError
+            && !answer.answers.is_empty()
+            && answer.authority.is_empty()
+            && !answer.with_soa
+            && answer.stale.is_none()
+            && !answer.cut
+            && !fitted.truncated
+            && answer.basis.as_ref().is_some_and(|b| b.uniform_order);
+        let basis = answer.basis.take().filter(|_| reusable).map(|b| *b);
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let response = builder.build(
+            metadata,
+            fitted.answers.iter(),
+            fitted.authority.iter(),
+            std::iter::empty(),
+            fitted.additionals.iter().copied(),
+        );
+        let encoded = wire::encode(response, limit.size);
+        (encoded, basis)
+    }
+
+    /// Everything outside the Consul domain: the static zones (the Catalog), else the
+    /// recursors for clients that may recurse (REFUSED for the others), else REFUSED.
+    async fn other(&self, request: &Request, recursion: bool) -> Encoded {
         let catalog = self.catalog.load_full();
         let is_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query;
@@ -118,9 +298,9 @@ impl DnsHandler {
             if let Some(recursors) = &self.recursion.recursors {
                 if !recursion {
                     debug!(client = %request.src(), "recursion not allowed for this client: REFUSED");
-                    return self.refuse(request, response_handle).await;
+                    return self.refuse(request);
                 }
-                return self.forward(request, response_handle, recursors).await;
+                return self.forward(request, recursors).await;
             }
         }
         if is_query
@@ -128,7 +308,7 @@ impl DnsHandler {
             && question.is_some_and(|q| q.query_type() == RecordType::ANY)
             && !self.limits.allow_any
         {
-            return self.minimal_any(request, response_handle).await;
+            return self.minimal_any(request);
         }
         // The Catalog sizes UDP answers by the client's EDNS payload; keep our cap (no IP
         // fragmentation) by handing it a copy of the request with the payload lowered.
@@ -140,26 +320,32 @@ impl DnsHandler {
             }
             None => request,
         };
+        let capture = Capture {
+            max: self.limit(request, RecordType::Unknown(0)).size,
+            recursion_available: recursion,
+            encoded: Arc::default(),
+        };
         catalog
-            .handle_request::<_, T>(
-                request,
-                SetRecursionAvailable {
-                    inner: response_handle,
-                    recursion_available: recursion,
-                },
-            )
-            .await
+            .handle_request::<_, TokioTime>(request, capture.clone())
+            .await;
+        let encoded = capture
+            .encoded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        encoded.unwrap_or_else(|| {
+            debug!("the Catalog sent no response: SERVFAIL");
+            wire::header_only(servfail_header(Metadata::response_from_request(
+                &request.metadata,
+            )))
+        })
     }
 
     /// The recursors' reply to `request`, passed on as they gave it (RA set: the client
     /// may recurse; AA clear); SERVFAIL when every one failed. The OPT record is ours (it is
     /// hop-by-hop, RFC 6891 §6.1.1), with the upstream's DO bit and options.
-    async fn forward<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-        recursors: &Recursors,
-    ) -> ResponseInfo {
+    async fn forward(&self, request: &Request, recursors: &Recursors) -> Encoded {
+        let max = self.limit(request, RecordType::Unknown(0)).size;
         let mut edns = self.response_edns(request);
         let Some(reply) = recursors
             .forward(request, self.limits.max_udp_payload)
@@ -170,10 +356,7 @@ impl DnsHandler {
             metadata.recursion_available = true;
             let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
                 .build_no_records(metadata);
-            return match response_handle.send_response(response).await {
-                Ok(info) => info,
-                Err(error) => send_failed(request, &error),
-            };
+            return wire::encode(response, max);
         };
         let mut metadata = reply.metadata;
         metadata.id = request.metadata.id;
@@ -194,21 +377,14 @@ impl DnsHandler {
             std::iter::empty(),
             reply.additionals.iter(),
         );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => send_failed(request, &error),
-        }
+        wire::encode(response, max)
     }
 
     /// RFC 8482: ANY gets one synthesized `HINFO "RFC8482" ""`, so it cannot be used to
-    /// draw large answers (amplification) out of static zones or the recursors.
-    async fn minimal_any<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
+    /// draw large answers (amplification) out of static zones.
+    fn minimal_any(&self, request: &Request) -> Encoded {
         let Some(query) = request.queries.queries().first() else {
-            return self.refuse(request, response_handle).await;
+            return self.refuse(request);
         };
         let hinfo = Record::from_rdata(
             query.original().name().clone(),
@@ -226,26 +402,31 @@ impl DnsHandler {
             std::iter::empty(),
             std::iter::empty(),
         );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => send_failed(request, &error),
-        }
+        wire::encode(response, self.limit(request, RecordType::ANY).size)
     }
 
-    async fn refuse<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
+    fn refuse(&self, request: &Request) -> Encoded {
         let edns = self.response_edns(request);
         let mut response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
             .error_msg(&request.metadata, ResponseCode::Refused);
         response.metadata_mut().recursion_available =
             self.recursion.available_to(request.src().ip());
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => send_failed(request, &error),
-        }
+        wire::encode(response, self.limit(request, RecordType::Unknown(0)).size)
+    }
+
+    /// FORMERR without the question section.
+    fn format_error(&self, request: &Request) -> Encoded {
+        debug!(client = %request.src(), "question compressed into the header: FORMERR");
+        let edns = self.response_edns(request);
+        let metadata = Metadata::response_from_request(&request.metadata);
+        let Ok(no_queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+            return wire::header_only(servfail_header(metadata));
+        };
+        let mut response = MessageResponseBuilder::new(&no_queries, edns.as_ref())
+            .error_msg(&request.metadata, ResponseCode::FormErr);
+        response.metadata_mut().recursion_available =
+            self.recursion.available_to(request.src().ip());
+        wire::encode(response, self.limit(request, RecordType::Unknown(0)).size)
     }
 
     /// A UDP request advertising more than `max_udp_payload`, re-encoded advertising that.
@@ -324,16 +505,18 @@ impl DnsHandler {
     }
 }
 
-/// Sets RA on the Catalog's responses: only for clients that may recurse (the Catalog sets
-/// it on forwarded answers, never on its authoritative ones).
+/// The one `ResponseHandler`: hickory's Catalog sends its response through it, and it is
+/// encoded to fit the client, with RA as the client may recurse (the Catalog never sets
+/// it on its authoritative answers).
 #[derive(Clone)]
-struct SetRecursionAvailable<R> {
-    inner: R,
+struct Capture {
+    max: usize,
     recursion_available: bool,
+    encoded: Arc<Mutex<Option<Encoded>>>,
 }
 
 #[async_trait::async_trait]
-impl<R: ResponseHandler> ResponseHandler for SetRecursionAvailable<R> {
+impl ResponseHandler for Capture {
     async fn send_response<'a>(
         &mut self,
         mut response: MessageResponse<
@@ -346,269 +529,10 @@ impl<R: ResponseHandler> ResponseHandler for SetRecursionAvailable<R> {
         >,
     ) -> Result<ResponseInfo, NetError> {
         response.metadata_mut().recursion_available = self.recursion_available;
-        self.inner.send_response(response).await
-    }
-}
-
-/// Counts the query and its time to answer as its response is sent, before the bytes
-/// leave: a client that reads the metrics once it has its answer finds it counted (the UDP
-/// loop answers on a thread of its own, so counting after the send raced with it).
-#[derive(Clone)]
-struct CountAtSend<R> {
-    inner: R,
-    metrics: Arc<Metrics>,
-    qtype: RecordType,
-    start: Instant,
-    /// Set once counted here; `handle` counts what was never sent.
-    sent: Arc<AtomicBool>,
-}
-
-#[async_trait::async_trait]
-impl<R: ResponseHandler> ResponseHandler for CountAtSend<R> {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        if !self.sent.swap(true, Ordering::Relaxed) {
-            self.metrics
-                .count_query(self.qtype, response.metadata().response_code);
-            self.metrics
-                .answer_seconds
-                .observe(self.start.elapsed().as_secs_f64());
-        }
-        self.inner.send_response(response).await
-    }
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        self.handle::<R, T>(request, response_handle, None).await.0
-    }
-}
-
-/// The answer to a question under the Consul domain, worked out before the request was
-/// parsed (see `fast_path`).
-#[derive(Debug)]
-pub struct Answered {
-    /// The served domain the name is under (an index into the zone's domains).
-    pub domain: usize,
-    pub answer: Answer,
-}
-
-/// An answer worked out ahead of the request's parsing.
-pub enum Ahead {
-    /// From memory, at once (the common case: no future, no allocation).
-    Ready(Answered),
-    /// It needs Consul or the first sync; it must not be dropped before it is done (it may
-    /// be the load of a service that other queries share).
-    Pending(Pending),
-}
-
-impl DnsHandler {
-    /// The answer to a plain IN query for `name`/`qtype` when the name is under the Consul
-    /// domain (None otherwise), as [`DnsHandler::handle`] would work it out. `name` as sent.
-    pub fn answer_ahead(self: &Arc<Self>, name: &Name, qtype: RecordType) -> Option<Ahead> {
-        let domain = self.zone.domain_of(name)?;
-        if let Some(answer) = self.zone.answer_now(name, qtype, domain) {
-            return Some(Ahead::Ready(Answered { domain, answer }));
-        }
-        let (handler, name) = (Arc::clone(self), name.clone());
-        Some(Ahead::Pending(Box::pin(async move {
-            let answer = handler.zone.answer(&name, qtype, domain).await;
-            Answered { domain, answer }
-        })))
-    }
-
-    /// Length on the wire of served domain `domain`.
-    pub fn domain_len(&self, domain: usize) -> usize {
-        self.zone.domain_len(domain)
-    }
-
-    /// The SOA serial of the Consul domain now.
-    pub fn soa_serial(&self) -> u32 {
-        self.zone.serial()
-    }
-}
-
-impl DnsHandler {
-    /// Answers `request`; also returns, for an answer that may be sent again unchanged
-    /// while its data is (a positive answer about a local service), what it rests on.
-    /// `answered`: the answer to its question, already worked out by the caller.
-    pub async fn handle<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-        answered: Option<Answered>,
-    ) -> (ResponseInfo, Option<ServiceBasis>) {
-        let counted = CountAtSend {
-            inner: response_handle,
-            metrics: Arc::clone(&self.metrics),
-            qtype: request
-                .queries
-                .queries()
-                .first()
-                .map_or(RecordType::Unknown(0), |q| q.query_type()),
-            start: Instant::now(),
-            sent: Arc::default(),
-        };
-        let sent = Arc::clone(&counted.sent);
-        let (qtype, start) = (counted.qtype, counted.start);
-        let (info, basis) = self.respond::<_, T>(request, counted, answered).await;
-        if !sent.load(Ordering::Relaxed) {
-            self.metrics.count_query(qtype, info.response_code);
-            self.metrics
-                .answer_seconds
-                .observe(start.elapsed().as_secs_f64());
-        }
-        (info, basis)
-    }
-
-    /// The largest UDP response sent.
-    pub fn max_udp_payload(&self) -> u16 {
-        self.limits.max_udp_payload
-    }
-
-    /// Whether a client at `ip` may recurse (RA is set in its answers).
-    pub fn recursion_available_to(&self, ip: IpAddr) -> bool {
-        self.recursion.available_to(ip)
-    }
-
-    async fn respond<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-        answered: Option<Answered>,
-    ) -> (ResponseInfo, Option<ServiceBasis>) {
-        if question_points_into_header(request.queries.as_bytes(), request.queries.len()) {
-            return (self.format_error(request, response_handle).await, None);
-        }
-        let plain_query = request.metadata.message_type == MessageType::Query
-            && request.metadata.op_code == OpCode::Query
-            && request.queries.len() == 1
-            && request.edns.as_ref().is_none_or(|e| e.version() == 0);
-        let recursion = self.recursion.available_to(request.src().ip());
-        let query = request.queries.queries().first().filter(|_| plain_query);
-        let Some(query) = query else {
-            let info = self
-                .other::<R, T>(request, response_handle, recursion)
-                .await;
-            return (info, None);
-        };
-        // The Consul domain, else a reverse lookup of an address in the view, else the rest.
-        let (mut answer, domain) = if let Some(d) = self.zone.domain_of(query.name()) {
-            let answer = match answered.filter(|a| a.domain == d) {
-                Some(a) => a.answer,
-                None => {
-                    let name = query.original().name();
-                    let qtype = query.query_type();
-                    self.zone.answer(name, qtype, d).await
-                }
-            };
-            (answer, Some(d))
-        } else if let Some(answer) = self
-            .zone
-            .reverse(query.original().name(), query.query_type())
-            .await
-        {
-            (answer, Some(0))
-        } else if let Some(answer) = self.unserved_reverse(query.name()) {
-            (answer, Some(0))
-        } else {
-            let info = self
-                .other::<R, T>(request, response_handle, recursion)
-                .await;
-            return (info, None);
-        };
-
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = answer.rcode;
-        metadata.authoritative =
-            matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
-        metadata.recursion_available = recursion;
-        if answer.stale.is_some() {
-            self.metrics.stale_answers.inc();
-        }
-        if let Some(d) = domain.filter(|_| answer.with_soa) {
-            answer.authority.push(self.zone.soa(d));
-        }
-        let mut edns = self.response_edns(request);
-        if let (Some(e), Some(age)) = (edns.as_mut(), answer.stale) {
-            e.options_mut().insert(stale_answer_option(age));
-        }
-        let frame = Frame {
-            queries: &request.queries,
-            metadata,
-            edns: edns.as_ref(),
-        };
-        let limit = self.limit(request, query.query_type());
-        let fitted = truncation::fit(
-            &frame,
-            &answer.answers,
-            &answer.authority,
-            &answer.additionals,
-            limit,
-        );
-        // A cut answer sets TC (Consul cuts silently unless `enable_truncate`): the client
-        // retries over TCP for the whole set.
-        metadata.truncation = fitted.truncated;
-        // Sent again from the response cache only if every later answer could be this one
-        // in another order: not when instances were drawn (a cut, weights).
-        let reusable = answer.rcode == ResponseCode::NoError
-            && !answer.answers.is_empty()
-            && answer.authority.is_empty()
-            && !answer.with_soa
-            && answer.stale.is_none()
-            && !answer.cut
-            && !fitted.truncated
-            && answer.basis.as_ref().is_some_and(|b| b.uniform_order);
-        let basis = answer.basis.take().filter(|_| reusable).map(|b| *b);
-        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
-        let response = builder.build(
-            metadata,
-            fitted.answers.iter(),
-            fitted.authority.iter(),
-            std::iter::empty(),
-            fitted.additionals.iter().copied(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => (info, basis),
-            Err(error) => (send_failed(request, &error), None),
-        }
-    }
-}
-
-impl DnsHandler {
-    /// FORMERR without the question section.
-    async fn format_error<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        debug!(client = %request.src(), "question compressed into the header: FORMERR");
-        let Ok(no_queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-            return send_failed(request, &NetError::from("no empty question section"));
-        };
-        let edns = self.response_edns(request);
-        let mut response = MessageResponseBuilder::new(&no_queries, edns.as_ref())
-            .error_msg(&request.metadata, ResponseCode::FormErr);
-        response.metadata_mut().recursion_available =
-            self.recursion.available_to(request.src().ip());
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => send_failed(request, &error),
-        }
+        let encoded = wire::encode(response, self.max);
+        let info = encoded.info;
+        *self.encoded.lock().unwrap_or_else(PoisonError::into_inner) = Some(encoded);
+        Ok(info)
     }
 }
 
@@ -654,13 +578,6 @@ fn question_points_into_header(questions: &[u8], count: usize) -> bool {
         rest = after;
     }
     false
-}
-
-fn send_failed(request: &Request, error: &NetError) -> ResponseInfo {
-    warn!(%error, "failed to send a response");
-    ResponseInfo::from(servfail_header(Metadata::response_from_request(
-        &request.metadata,
-    )))
 }
 
 /// A bare SERVFAIL header answering `metadata`'s message.

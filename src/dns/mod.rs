@@ -3,12 +3,12 @@
 //! and the sockets.
 
 pub mod answer;
-pub mod fast_path;
 pub mod fetched;
 pub mod forward;
 pub mod handler;
 pub mod name;
 pub mod negative_cache;
+pub mod responder;
 pub mod response_cache;
 pub mod rrl;
 pub mod server;

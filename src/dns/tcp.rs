@@ -9,38 +9,28 @@
 //! accept loop or other connections. Pipelined queries on one connection are answered
 //! concurrently (up to [`MAX_IN_FLIGHT`]) and each answer is written as soon as it is
 //! ready, so out of order (RFC 7766 §6.2.1.1); clients match answers by id.
-//! Queries go through the same fast path as UDP's (`fast_path`: stored responses, with
-//! TCP's own, per thread), then hickory's parser, `Request`, response builder and encoder,
-//! and the same handler as UDP.
+//! Queries go through `responder::respond` as UDP's do (stored responses, TCP's own per
+//! runtime thread, then the handler).
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::net::NetError;
-use hickory_server::proto::op::{Header, MessageType};
-use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::fast_path::{FastPath, Step};
 use super::handler::DnsHandler;
-use super::response_cache::Question;
-use super::{truncation, wire};
+use super::responder::{self, Reply, StoredResponses};
 use crate::metrics::Metrics;
 
 /// Queries of one connection being answered at once; past it, the connection is not read
@@ -244,62 +234,40 @@ impl Connection {
         }
     }
 
-    /// The future answering `message`, or None when nothing is to be sent: shorter than a
-    /// header, or a response (answering those makes reflection loops).
+    /// The future answering `message` with its framed reply, or None when nothing is to
+    /// be sent: shorter than a header, or a response (answering those makes reflection
+    /// loops).
     fn answer(&self, message: Vec<u8>) -> Option<Answer> {
-        let header = Header::read(&mut BinDecoder::new(&message)).ok()?;
-        if header.metadata.message_type == MessageType::Response {
-            return None;
-        }
-        let handler = &self.handler;
-        let question = Question::read(&message, handler.max_udp_payload(), || {
-            handler.recursion_available_to(self.src.ip())
+        let mut out = Vec::new();
+        let reply = STORED.with_borrow_mut(|stored| {
+            responder::respond(
+                &self.handler,
+                stored,
+                &message,
+                self.src,
+                Protocol::Tcp,
+                &mut out,
+            )
         });
-        let mut step = Step::Full(None);
-        if let Some(q) = &question {
-            let mut out = Vec::new();
-            step = FAST_PATH
-                .with_borrow_mut(|fast| fast.answer(handler, &self.metrics, q, &message, &mut out));
-            if let Step::Written = step {
-                return Some(Box::pin(std::future::ready(frame(out))));
-            }
+        match reply {
+            Reply::Sent => Some(Box::pin(std::future::ready(frame(out)))),
+            Reply::Drop => None,
+            Reply::Later(later) => Some(Box::pin(async move {
+                let bytes = later.await;
+                if bytes.is_empty() {
+                    Vec::new()
+                } else {
+                    frame(bytes)
+                }
+            })),
         }
-        let request = match Request::from_bytes(message, self.src, Protocol::Tcp) {
-            Ok(request) => request,
-            Err(e) => {
-                debug!(src = %self.src, error = %e, "malformed request: FORMERR");
-                let frame = wire::formerr(&header, truncation::TCP_MAX_SIZE).map(frame)?;
-                return Some(Box::pin(std::future::ready(frame)));
-            }
-        };
-        let handler = Arc::clone(handler);
-        let metrics = Arc::clone(&self.metrics);
-        Some(Box::pin(async move {
-            let negative = step.negative();
-            let answered = step.answered().await;
-            let responder = TcpResponder::default();
-            let (_, basis) = handler
-                .handle::<_, TokioTime>(&request, responder.clone(), answered)
-                .await;
-            let frames = responder.take();
-            // One message (a handler may write several for one request, as for a transfer).
-            let one = frames
-                .get(..2)
-                .is_some_and(|l| usize::from(u16::from_be_bytes([l[0], l[1]])) + 2 == frames.len());
-            if let (Some(q), Some(response), true) = (question, frames.get(2..), one) {
-                FAST_PATH.with_borrow_mut(|fast| {
-                    fast.keep(&handler, &metrics, q, negative, response.to_vec(), basis);
-                });
-            }
-            frames
-        }))
     }
 }
 
 thread_local! {
     /// The stored TCP responses of this thread (each runtime worker has its own, as each
     /// UDP socket does: no locking). Apart from UDP's: TCP answers are never cut to fit.
-    static FAST_PATH: RefCell<FastPath> = RefCell::new(FastPath::default());
+    static STORED: RefCell<StoredResponses> = RefCell::new(StoredResponses::default());
 }
 
 /// Takes the next whole message out of `buf`.
@@ -327,44 +295,6 @@ fn frame(message: Vec<u8>) -> Vec<u8> {
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&message);
     out
-}
-
-/// Collects the encoded answer; the connection writes it.
-#[derive(Clone, Default)]
-struct TcpResponder {
-    frames: Arc<Mutex<Vec<u8>>>,
-}
-
-impl TcpResponder {
-    fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.frames.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for TcpResponder {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = wire::encode(response, truncation::TCP_MAX_SIZE)?;
-        if bytes.len() > usize::from(u16::MAX) {
-            warn!("TCP answer larger than 65535 bytes: not sent");
-            return Err(NetError::from("answer too large for TCP"));
-        }
-        self.frames
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(&frame(bytes));
-        Ok(info)
-    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,12 @@
 //! Our own UDP loop: receive, answer, send, on a thread of its own per socket. hickory's UDP
 //! server spawns a task per packet and hands every answer through a channel to a sender
 //! task; the two thread wake-ups per query cost more than answering from memory (see
-//! bench/RESULTS.md). Per datagram, in order: response-rate limiting (`rrl`), the response
-//! cache (`response_cache`: a positive answer about a local service sent again without
-//! being built), then the handler. A query whose answer is ready (every name of the view)
-//! is answered inline; one that must wait (the first load of a service, the first sync,
-//! forwarding) continues on a task of the runtime, so it never holds up the others.
-//! Datagrams are received and sent in batches (`udp_batch`). hickory stays the protocol
-//! layer: its parser, its `Request`, its response builder and encoder, and the same
-//! handler as TCP.
+//! bench/RESULTS.md). Per datagram, in order: response-rate limiting (`rrl`), then
+//! `responder::respond`, as for TCP (stored responses, then the handler), with this
+//! socket's own stored responses. A reply ready at once (every name of the view) is
+//! queued; one that must wait (the first load of a service, the first sync, forwarding)
+//! continues on a task of the runtime, so it never holds up the others. Datagrams are
+//! received and sent in batches (`udp_batch`).
 //!
 //! Why a thread blocking in the receive call rather than a task on the runtime: a socket
 //! registered with epoll keeps the poller on its wait queue for good, so the kernel calls
@@ -18,29 +16,21 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::net::NetError;
-use hickory_server::proto::op::{Header, MessageType};
-use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::server::Request;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::fast_path::{FastPath, Step};
 use super::handler::DnsHandler;
-use super::response_cache::Question;
+use super::responder::{self, Reply, StoredResponses};
 use super::rrl::{Rrl, Verdict};
 use super::udp_batch::{BatchReceiver, SendBatch};
-use super::{truncation, wire};
+use super::wire;
 use crate::metrics::Metrics;
 
 /// Queries waiting at once (for a cold service, the first sync, a recursor) per socket;
@@ -99,7 +89,7 @@ struct UdpServer {
     metrics: Arc<Metrics>,
     rrl: Option<Arc<Rrl>>,
     waiting: Arc<Semaphore>,
-    fast: FastPath,
+    stored: StoredResponses,
 }
 
 /// The per-datagram path of the socket loop, on its own: for the fuzz harness
@@ -135,7 +125,7 @@ impl UdpServer {
             metrics,
             rrl,
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
-            fast: FastPath::default(),
+            stored: StoredResponses::default(),
         }
     }
 
@@ -165,8 +155,8 @@ impl UdpServer {
         }
     }
 
-    /// Answers `datagram` from `src`: a stored response is queued in `tx`, others are
-    /// sent as they are built.
+    /// Answers `datagram` from `src`: a reply ready at once is queued in `tx`; one that
+    /// waits goes on a task of the runtime, returned.
     fn answer(
         &mut self,
         datagram: &[u8],
@@ -176,60 +166,32 @@ impl UdpServer {
         if self.rate_limited(datagram, src) {
             return None;
         }
-        let handler = &self.handler;
-        let question = Question::read(datagram, handler.max_udp_payload(), || {
-            handler.recursion_available_to(src.ip())
-        });
-        let mut step = Step::Full(None);
-        if let Some(q) = &question {
-            if tx.is_full() {
-                tx.send(&self.socket);
-            }
-            let (fast, metrics) = (&mut self.fast, &self.metrics);
-            let written = tx.queue(src, |out| {
-                step = fast.answer(handler, metrics, q, datagram, out);
-                matches!(step, Step::Written)
-            });
-            if written {
-                return None;
-            }
+        if tx.is_full() {
+            tx.send(&self.socket);
         }
-        let request = parse(datagram, src, &self.socket)?;
-        let kept = question.as_ref().map(|_| Kept::default());
-        let responder = UdpResponder {
-            socket: Arc::clone(&self.socket),
-            dst: src,
-            keep: kept.clone(),
+        let mut reply = Reply::Drop;
+        let (handler, stored) = (&self.handler, &mut self.stored);
+        tx.queue(src, |out| {
+            reply = responder::respond(handler, stored, datagram, src, Protocol::Udp, out);
+            matches!(reply, Reply::Sent)
+        });
+        let Reply::Later(later) = reply else {
+            return None;
         };
-        let handler = Arc::clone(handler);
-        let negative = step.negative();
-        let mut answer = Box::pin(async move {
-            let answered = step.answered().await;
-            handler
-                .handle::<_, TokioTime>(&request, responder, answered)
-                .await
-                .1
-        });
-        match (&mut answer).now_or_never() {
-            Some(basis) => {
-                if let (Some(q), Some(bytes)) = (question, kept.and_then(|k| k.take())) {
-                    let handler = &self.handler;
-                    self.fast
-                        .keep(handler, &self.metrics, q, negative, bytes, basis);
+        let Ok(permit) = Arc::clone(&self.waiting).try_acquire_owned() else {
+            self.metrics.udp_dropped.inc();
+            return None;
+        };
+        let socket = Arc::clone(&self.socket);
+        Some(tokio::spawn(async move {
+            let bytes = later.await;
+            drop(permit);
+            if !bytes.is_empty() {
+                if let Err(e) = send_without_blocking(&socket, &bytes, src).await {
+                    debug!(dst = %src, error = %e, "UDP send error");
                 }
-                None
             }
-            None => match Arc::clone(&self.waiting).try_acquire_owned() {
-                Ok(permit) => Some(tokio::spawn(async move {
-                    answer.await;
-                    drop(permit);
-                })),
-                Err(_) => {
-                    self.metrics.udp_dropped.inc();
-                    None
-                }
-            },
-        }
+        }))
     }
 
     /// Response-rate limiting, before anything else is done for the query: true when its
@@ -246,8 +208,8 @@ impl UdpServer {
             }
             Verdict::Slip => {
                 self.metrics.rrl_slipped.inc();
-                let request = parse(datagram, src, &self.socket);
-                if let Some(bytes) = request.as_ref().and_then(wire::truncated) {
+                let request = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp);
+                if let Some(bytes) = request.ok().as_ref().and_then(wire::truncated) {
                     send(&self.socket, &bytes, src);
                 }
                 true
@@ -292,20 +254,6 @@ async fn send_without_blocking(
     }
 }
 
-/// A copy of the response the handler sent, for the response cache.
-#[derive(Clone, Default)]
-struct Kept(Arc<Mutex<Option<Vec<u8>>>>);
-
-impl Kept {
-    fn put(&self, bytes: &[u8]) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes.to_vec());
-    }
-
-    fn take(&self) -> Option<Vec<u8>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
 /// Whether a response can go back to `src` (hickory's rule: not port 0, not unspecified,
 /// not broadcast).
 fn answerable(src: SocketAddr) -> bool {
@@ -315,58 +263,5 @@ fn answerable(src: SocketAddr) -> bool {
     match src.ip() {
         IpAddr::V4(ip) => !ip.is_unspecified() && !ip.is_broadcast(),
         IpAddr::V6(ip) => !ip.is_unspecified(),
-    }
-}
-
-/// The request in `bytes`; None when there is nothing to answer: shorter than a header, a
-/// response (answering those makes reflection loops), or malformed (then FORMERR is sent).
-fn parse(bytes: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<Request> {
-    let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
-    if header.metadata.message_type == MessageType::Response {
-        return None;
-    }
-    match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
-        Ok(request) => Some(request),
-        Err(e) => {
-            debug!(%src, error = %e, "malformed request: FORMERR");
-            if let Some(bytes) = wire::formerr(&header, truncation::UDP_MIN_SIZE) {
-                send(socket, &bytes, src);
-            }
-            None
-        }
-    }
-}
-
-/// Sends the answer straight back on the socket it came in on; keeps a copy of the
-/// response when asked to.
-#[derive(Clone)]
-struct UdpResponder {
-    socket: Arc<UdpSocket>,
-    dst: SocketAddr,
-    keep: Option<Kept>,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for UdpResponder {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let max = response.edns().map_or(512, |e| e.max_payload().max(512));
-        let (info, bytes) = wire::encode(response, usize::from(max))?;
-        if let Some(keep) = &self.keep {
-            keep.put(&bytes);
-        }
-        send_without_blocking(&self.socket, &bytes, self.dst)
-            .await
-            .map_err(NetError::from)?;
-        Ok(info)
     }
 }

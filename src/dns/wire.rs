@@ -1,8 +1,7 @@
-//! Encoding with hickory, shared by the UDP and TCP servers: the handler's answers, the
-//! FORMERR of a message whose header is all that reads, and the empty truncated answer that
+//! Encoding with hickory: every reply (fitted to its client, see `truncation`), the FORMERR
+//! of a message whose header is all that reads, and the empty truncated answer that
 //! response-rate limiting "slips" to a UDP client.
 
-use hickory_server::net::NetError;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
@@ -18,12 +17,18 @@ use super::truncation::{self, Frame, Limit};
 /// The UDP payload advertised in a slipped response's OPT record.
 const SLIP_EDNS_PAYLOAD: u16 = 1232;
 
+/// A response, encoded.
+#[derive(Debug)]
+pub struct Encoded {
+    pub info: ResponseInfo,
+    pub bytes: Vec<u8>,
+}
+
 /// Encodes within `max` bytes. A response that does not fit is decoded again and fitted
 /// record by record (`truncation`): only responses built elsewhere (the static zones, a
 /// recursor's reply) can be that large, as the Consul zone fits its answers before they
-/// get here. A response
-/// that cannot be encoded becomes a bare SERVFAIL.
-pub(super) fn encode<'a>(
+/// get here. A response that cannot be encoded becomes a bare SERVFAIL.
+pub fn encode<'a>(
     response: MessageResponse<
         '_,
         'a,
@@ -33,7 +38,7 @@ pub(super) fn encode<'a>(
         impl Iterator<Item = &'a Record> + Send + 'a,
     >,
     max: usize,
-) -> Result<(ResponseInfo, Vec<u8>), NetError> {
+) -> Encoded {
     let metadata = *response.metadata();
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
@@ -45,10 +50,10 @@ pub(super) fn encode<'a>(
             bytes.truncate(len);
             let cut_by_encoder = info.truncation && !metadata.truncation;
             if len <= max && !cut_by_encoder {
-                return Ok((info, bytes));
+                return Encoded { info, bytes };
             }
             match refit(&bytes, max) {
-                Some(fitted) if fitted.1.len() <= max => Ok(fitted),
+                Some(fitted) if fitted.bytes.len() <= max => fitted,
                 // Not even the question section fits (a query of many questions): the
                 // header alone, cut (TC).
                 _ => {
@@ -73,17 +78,21 @@ pub(super) fn encode<'a>(
 }
 
 /// A response of `header` alone.
-fn header_only(header: Header) -> Result<(ResponseInfo, Vec<u8>), NetError> {
+pub fn header_only(header: Header) -> Encoded {
     let mut bytes = Vec::with_capacity(12);
     let mut encoder = BinEncoder::new(&mut bytes);
-    header
-        .emit(&mut encoder)
-        .map_err(|e| NetError::from(e.to_string()))?;
-    Ok((ResponseInfo::from(header), bytes))
+    if let Err(e) = header.emit(&mut encoder) {
+        warn!(error = %e, "cannot encode a header: nothing sent");
+        bytes.clear();
+    }
+    Encoded {
+        info: ResponseInfo::from(header),
+        bytes,
+    }
 }
 
 /// An encoded response over `max` bytes, fitted to them record by record.
-fn refit(bytes: &[u8], max: usize) -> Option<(ResponseInfo, Vec<u8>)> {
+fn refit(bytes: &[u8], max: usize) -> Option<Encoded> {
     let message = Message::from_vec(bytes).ok()?;
     // The question section as sent (it follows the 12-byte header).
     let queries = Queries::read(
@@ -121,7 +130,7 @@ fn refit(bytes: &[u8], max: usize) -> Option<(ResponseInfo, Vec<u8>)> {
     let info = response.destructive_emit(&mut encoder).ok()?;
     let len = encoder.offset();
     out.truncate(len);
-    Some((info, out))
+    Some(Encoded { info, bytes: out })
 }
 
 /// FORMERR answering a message whose header could be read but not the rest.
@@ -130,7 +139,7 @@ pub(super) fn formerr(header: &Header, max: usize) -> Option<Vec<u8>> {
     metadata.response_code = ResponseCode::FormErr;
     let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
     let response = MessageResponseBuilder::new(&queries, None).build_no_records(metadata);
-    encode(response, max).ok().map(|(_, bytes)| bytes)
+    Some(encode(response, max).bytes).filter(|b| !b.is_empty())
 }
 
 /// An empty response with TC set and the question echoed: a real client retries over TCP,
@@ -148,7 +157,5 @@ pub fn truncated(request: &Request) -> Option<Vec<u8>> {
     });
     let response =
         MessageResponseBuilder::new(&request.queries, edns.as_ref()).build_no_records(metadata);
-    encode(response, truncation::UDP_MIN_SIZE)
-        .ok()
-        .map(|(_, bytes)| bytes)
+    Some(encode(response, truncation::UDP_MIN_SIZE).bytes).filter(|b| !b.is_empty())
 }

@@ -1,0 +1,166 @@
+//! From a message's bytes to its reply's bytes, one way for UDP and TCP: the sockets only
+//! move bytes. In order:
+//! - a query whose question [`Question::read`] understands is answered from a stored
+//!   response when one fits, before the request is parsed: the response cache
+//!   (`response_cache`: the very response, for a positive answer about a local service
+//!   whose data has not changed), else, once the answer is worked out from the view, the
+//!   negative cache (`negative_cache`: a stored response of its shape for NXDOMAIN or
+//!   NODATA);
+//! - otherwise the request is parsed and the handler builds the reply, with the answer
+//!   already worked out handed to it, and the reply is kept for the next ones.
+//!
+//! A reply ready at once (every name in memory) is written into the caller's buffer; one
+//! that waits on Consul or a recursor is handed back as a future, and never kept.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Header, MessageType, ResponseCode};
+use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_server::server::Request;
+use tracing::debug;
+
+use super::handler::{Ahead, DnsHandler, Replied};
+use super::negative_cache::NegativeCache;
+use super::response_cache::{Question, ResponseCache};
+use super::truncation::{TCP_MAX_SIZE, UDP_MIN_SIZE};
+use super::wire;
+
+/// A reply still being built; its bytes (empty: nothing to send).
+pub type Later = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+
+/// What became of a message.
+pub enum Reply {
+    /// The reply is in the caller's buffer.
+    Sent,
+    /// Nothing is sent: a response (answering those makes reflection loops), or a runt.
+    Drop,
+    /// The reply comes later: it waits on Consul or a recursor.
+    Later(Later),
+}
+
+/// The stored responses of one UDP socket, or of one runtime thread for TCP (no locking).
+#[derive(Default)]
+pub struct StoredResponses {
+    cache: ResponseCache,
+    negatives: NegativeCache,
+}
+
+/// Answers `message` from `src` over `protocol`, with `stored` responses first; a reply
+/// ready at once is appended to `out`.
+pub fn respond(
+    handler: &Arc<DnsHandler>,
+    stored: &mut StoredResponses,
+    message: &[u8],
+    src: SocketAddr,
+    protocol: Protocol,
+    out: &mut Vec<u8>,
+) -> Reply {
+    let Ok(header) = Header::read(&mut BinDecoder::new(message)) else {
+        return Reply::Drop;
+    };
+    if header.metadata.message_type == MessageType::Response {
+        return Reply::Drop;
+    }
+    let metrics = handler.metrics();
+    let question = Question::read(message, handler.max_udp_payload(), || {
+        handler.recursion_available_to(src.ip())
+    });
+    let mut ahead = None;
+    if let Some(q) = &question {
+        if stored.cache.answer(q, message, out) {
+            metrics.response_cache_hits.inc();
+            return Reply::Sent;
+        }
+        ahead = handler.answer_ahead(q.name(), q.qtype());
+        if let Some(Ahead::Ready(answered)) = &ahead {
+            if answered.answer.is_plain_negative() {
+                let rcode = answered.answer.rcode;
+                let serial = handler.soa_serial();
+                if stored
+                    .negatives
+                    .answer(q, answered.domain, rcode, serial, message, out)
+                {
+                    metrics.negative_cache_hits.inc();
+                    if let Some(counter) = metrics.query_counter(q.qtype(), rcode) {
+                        counter.inc();
+                    }
+                    return Reply::Sent;
+                }
+            }
+        }
+    }
+    let request = match Request::from_bytes(message.to_vec(), src, protocol) {
+        Ok(request) => request,
+        Err(e) => {
+            debug!(%src, error = %e, "malformed request: FORMERR");
+            let max = if protocol == Protocol::Udp {
+                UDP_MIN_SIZE
+            } else {
+                TCP_MAX_SIZE
+            };
+            return match wire::formerr(&header, max) {
+                Some(bytes) => {
+                    out.extend_from_slice(&bytes);
+                    Reply::Sent
+                }
+                None => Reply::Drop,
+            };
+        }
+    };
+    // The shape of a negative answer about to be built: its response is kept as the
+    // negative response of its shape.
+    let negative = match &ahead {
+        Some(Ahead::Ready(a)) if a.answer.is_plain_negative() => Some((a.domain, a.answer.rcode)),
+        _ => None,
+    };
+    let builder = Arc::clone(handler);
+    let mut reply = Box::pin(async move {
+        let answered = match ahead {
+            None => None,
+            Some(Ahead::Ready(answered)) => Some(answered),
+            Some(Ahead::Pending(pending)) => Some(pending.await),
+        };
+        builder.reply(&request, answered).await
+    });
+    match (&mut reply).now_or_never() {
+        Some(replied) if replied.bytes.is_empty() => Reply::Drop,
+        Some(replied) => {
+            out.extend_from_slice(&replied.bytes);
+            if let Some(q) = question {
+                stored.keep(handler, q, negative, replied);
+            }
+            Reply::Sent
+        }
+        None => Reply::Later(Box::pin(async move { reply.await.bytes })),
+    }
+}
+
+impl StoredResponses {
+    /// Keeps `replied`, the full path's reply to `q`: as the response to `q` while what
+    /// it rests on holds, or as the negative response of its shape.
+    fn keep(
+        &mut self,
+        handler: &DnsHandler,
+        q: Question,
+        negative: Option<(usize, ResponseCode)>,
+        replied: Replied,
+    ) {
+        if let Some(basis) = replied.basis {
+            let counter = handler
+                .metrics()
+                .query_counter(q.qtype(), ResponseCode::NoError);
+            if let Some(counter) = counter {
+                self.cache.store(q, replied.bytes, basis, counter.clone());
+            }
+        } else if let Some((domain, rcode)) = negative {
+            let domain_len = handler.domain_len(domain);
+            self.negatives
+                .store(&q, domain, domain_len, rcode, replied.bytes);
+        }
+    }
+}

@@ -21,9 +21,7 @@ use arc_swap::ArcSwap;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
-use hickory_server::proto::op::{
-    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
-};
+use hickory_server::proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_server::proto::rr::rdata::HINFO;
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -335,7 +333,7 @@ impl DnsHandler {
             .take();
         encoded.unwrap_or_else(|| {
             debug!("the Catalog sent no response: SERVFAIL");
-            wire::header_only(servfail_header(Metadata::response_from_request(
+            wire::header_only(wire::servfail_header(Metadata::response_from_request(
                 &request.metadata,
             )))
         })
@@ -420,7 +418,7 @@ impl DnsHandler {
         let edns = self.response_edns(request);
         let metadata = Metadata::response_from_request(&request.metadata);
         let Ok(no_queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-            return wire::header_only(servfail_header(metadata));
+            return wire::header_only(wire::servfail_header(metadata));
         };
         let mut response = MessageResponseBuilder::new(&no_queries, edns.as_ref())
             .error_msg(&request.metadata, ResponseCode::FormErr);
@@ -578,15 +576,6 @@ fn question_points_into_header(questions: &[u8], count: usize) -> bool {
         rest = after;
     }
     false
-}
-
-/// A bare SERVFAIL header answering `metadata`'s message.
-pub(super) fn servfail_header(mut metadata: Metadata) -> Header {
-    metadata.response_code = ResponseCode::ServFail;
-    Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    }
 }
 
 /// RFC 8914 Extended DNS Error 3 "Stale Answer", with the age in its text.

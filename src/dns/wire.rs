@@ -11,7 +11,6 @@ use hickory_server::server::{Request, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::warn;
 
-use super::handler::servfail_header;
 use super::truncation::{self, Frame, Limit};
 
 /// The UDP payload advertised in a slipped response's OPT record.
@@ -158,4 +157,13 @@ pub fn truncated(request: &Request) -> Option<Vec<u8>> {
     let response =
         MessageResponseBuilder::new(&request.queries, edns.as_ref()).build_no_records(metadata);
     Some(encode(response, truncation::UDP_MIN_SIZE).bytes).filter(|b| !b.is_empty())
+}
+
+/// A bare SERVFAIL header answering `metadata`'s message.
+pub fn servfail_header(mut metadata: Metadata) -> Header {
+    metadata.response_code = ResponseCode::ServFail;
+    Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    }
 }

@@ -59,19 +59,68 @@ struct Listed<T> {
     stale: Option<Duration>,
 }
 
-/// `list` with how stale its watch is; SERVFAIL when there is none yet.
-fn listed<T>(
-    list: Option<Arc<T>>,
-    version: u64,
-    health: &WatchHealth,
-) -> Result<Listed<T>, Answer> {
-    let list = list.ok_or_else(|| Answer::code(ResponseCode::ServFail))?;
+/// `list` with how stale its watch is; an error when there is none yet.
+fn listed<T>(list: Option<Arc<T>>, version: u64, health: &WatchHealth) -> Lookup<Listed<T>> {
+    let list = list.ok_or(LookupError::NoList)?;
     Ok(Listed {
         list,
         version,
         stale: health.stale_for(),
     })
 }
+
+/// Why the zone cannot answer from what is known: SERVFAIL.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("not synced with Consul yet")]
+    NotSynced,
+    #[error("data older than max_stale ({0:?})")]
+    TooStale(Duration),
+    #[error("the service or node list is not known yet")]
+    NoList,
+    #[error("cannot load the lists of datacenter {datacenter}: {error}")]
+    Remote {
+        datacenter: String,
+        error: SourceError,
+    },
+    #[error("cannot load service {service}: {error}")]
+    Service { service: String, error: SourceError },
+    #[error("cannot execute prepared query {query}: {error}")]
+    Query { query: String, error: SourceError },
+    #[error("the same data was needed twice")]
+    Loop,
+}
+
+impl From<LookupError> for Answer {
+    /// SERVFAIL, and the one log line saying why.
+    fn from(e: LookupError) -> Answer {
+        debug!(error = %e, "SERVFAIL");
+        Answer::code(ResponseCode::ServFail)
+    }
+}
+
+/// Why a lookup stopped short of its data.
+enum Missing {
+    /// Not in memory: fetch it and work the answer out again.
+    Need(Need),
+    /// It cannot be had.
+    Failed(LookupError),
+}
+
+impl From<Need> for Missing {
+    fn from(need: Need) -> Self {
+        Missing::Need(need)
+    }
+}
+
+impl From<LookupError> for Missing {
+    fn from(e: LookupError) -> Self {
+        Missing::Failed(e)
+    }
+}
+
+/// What a lookup found, or why it did not.
+type Lookup<T> = Result<T, Missing>;
 
 /// A service lookup as the question asks it.
 #[derive(Debug, Clone, Copy)]
@@ -194,7 +243,7 @@ impl ConsulZone {
         let mut fetched = Fetched::default();
         loop {
             match self.resolve(qname, qtype, d, &fetched, MAX_CHASE) {
-                Ok(answer) => return self.checked(qname, answer),
+                Ok(answer) => return self.checked(answer),
                 Err(need) => {
                     let recursors = self.recursors.as_deref();
                     if !fetched
@@ -202,8 +251,7 @@ impl ConsulZone {
                         .await
                     {
                         // Each need is fetched once; asked again, it is a bug: no loop.
-                        debug!(%qname, "the same data needed twice: SERVFAIL");
-                        return Answer::code(ResponseCode::ServFail);
+                        return Answer::from(LookupError::Loop);
                     }
                 }
             }
@@ -216,16 +264,15 @@ impl ConsulZone {
         let answer = self
             .resolve(qname, qtype, d, &Fetched::NOTHING, MAX_CHASE)
             .ok()?;
-        Some(self.checked(qname, answer))
+        Some(self.checked(answer))
     }
 
     /// `answer`, unless its data is older than `max_stale`.
-    fn checked(&self, qname: &Name, answer: Answer) -> Answer {
+    fn checked(&self, answer: Answer) -> Answer {
         match answer.stale {
             Some(age) if age > self.options.max_stale => {
-                debug!(%qname, ?age, "data older than max_stale: SERVFAIL");
                 self.metrics.max_stale_exceeded.inc();
-                Answer::code(ResponseCode::ServFail)
+                Answer::from(LookupError::TooStale(age))
             }
             _ => answer,
         }
@@ -241,9 +288,17 @@ impl ConsulZone {
         f: &Fetched,
         depth: u8,
     ) -> Result<Answer, Need> {
-        let mut answer = self.resolve_name(qname, qtype, d, f)?;
-        self.chase(&mut answer, qtype, f, depth)?;
-        Ok(answer)
+        let found = self
+            .resolve_name(qname, qtype, d, f)
+            .and_then(|mut answer| {
+                self.chase(&mut answer, qtype, f, depth)?;
+                Ok(answer)
+            });
+        match found {
+            Ok(answer) => Ok(answer),
+            Err(Missing::Need(need)) => Err(need),
+            Err(Missing::Failed(e)) => Ok(Answer::from(e)),
+        }
     }
 
     /// Follows the hostnames an answer points at (services and nodes whose address is a
@@ -341,13 +396,12 @@ impl ConsulZone {
         qtype: RecordType,
         d: usize,
         f: &Fetched,
-    ) -> Result<Answer, Need> {
+    ) -> Lookup<Answer> {
         if !self.source.view().is_ready() {
             if !f.waited_for_sync() {
-                return Err(Need::Sync);
+                return Err(Need::Sync.into());
             }
-            debug!(%qname, "not synced with Consul yet: SERVFAIL");
-            return Ok(Answer::code(ResponseCode::ServFail));
+            return Err(LookupError::NotSynced.into());
         }
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             return Ok(Answer::code(ResponseCode::NotImp));
@@ -437,72 +491,57 @@ impl ConsulZone {
         }
     }
 
-    /// The service list of a datacenter (None: local); `Ok(Err(answer))` when it cannot
-    /// be had.
-    fn services_of(
-        &self,
-        dc: Option<&str>,
-        f: &Fetched,
-    ) -> Result<Result<Listed<Directory>, Answer>, Need> {
+    /// The service list of a datacenter (None: local).
+    fn services_of(&self, dc: Option<&str>, f: &Fetched) -> Lookup<Listed<Directory>> {
         let Some(dc) = dc else {
             let (version, directory) = self.source.view().directory_versioned();
-            return Ok(listed(directory, version, self.source.directory_health()));
+            return listed(directory, version, self.source.directory_health());
         };
-        Ok(self
-            .remote(dc, f)?
-            .and_then(|r| listed(Some(r.directory.load_full()), 0, &r.directory_health)))
+        let r = self.remote(dc, f)?;
+        listed(Some(r.directory.load_full()), 0, &r.directory_health)
     }
 
-    /// The node list of a datacenter (None: local); `Ok(Err(answer))` when it cannot be had.
-    fn nodes_of(
-        &self,
-        dc: Option<&str>,
-        f: &Fetched,
-    ) -> Result<Result<Listed<NodeTable>, Answer>, Need> {
+    /// The node list of a datacenter (None: local).
+    fn nodes_of(&self, dc: Option<&str>, f: &Fetched) -> Lookup<Listed<NodeTable>> {
         let Some(dc) = dc else {
             let nodes = self.source.view().nodes();
-            return Ok(listed(nodes, 0, self.source.nodes_health()));
+            return listed(nodes, 0, self.source.nodes_health());
         };
-        Ok(self
-            .remote(dc, f)?
-            .and_then(|r| listed(Some(r.nodes.load_full()), 0, &r.nodes_health)))
+        let r = self.remote(dc, f)?;
+        listed(Some(r.nodes.load_full()), 0, &r.nodes_health)
     }
 
-    /// Another datacenter's lists, once fetched; `Ok(Err(answer))` when they cannot be
-    /// loaded.
-    fn remote<'f>(
-        &self,
-        dc: &str,
-        f: &'f Fetched,
-    ) -> Result<Result<&'f RemoteLists, Answer>, Need> {
-        Ok(
-            match f.remote(dc).ok_or_else(|| Need::Remote(dc.to_owned()))? {
-                Ok(r) => Ok(r),
-                Err(e) => {
-                    debug!(datacenter = dc, error = %e, "cannot load another datacenter: SERVFAIL");
-                    Err(Answer::code(ResponseCode::ServFail))
-                }
+    /// Another datacenter's lists, once fetched.
+    fn remote<'f>(&self, dc: &str, f: &'f Fetched) -> Lookup<&'f RemoteLists> {
+        match f.remote(dc).ok_or_else(|| Need::Remote(dc.to_owned()))? {
+            Ok(r) => Ok(r),
+            Err(error) => Err(LookupError::Remote {
+                datacenter: dc.to_owned(),
+                error: Arc::clone(error),
+            }
+            .into()),
+        }
+    }
+
+    /// The data of a service (see [`Source::instances`]).
+    fn instances(&self, subject: Subject<'_>, f: &Fetched) -> Lookup<ServiceData> {
+        let loaded = match f.instances(&subject) {
+            Some(fetched) => fetched.clone(),
+            None => match self.source.instances_in_memory(subject) {
+                Some(data) => Ok(data),
+                None => return Err(Need::Instances(subject.into()).into()),
             },
-        )
+        };
+        loaded.map_err(|error| {
+            LookupError::Service {
+                service: subject.name.to_owned(),
+                error,
+            }
+            .into()
+        })
     }
 
-    /// The data of a service (see [`Source::instances`]), `Ok(Err(_))` when it
-    /// cannot be loaded.
-    fn instances(
-        &self,
-        subject: Subject<'_>,
-        f: &Fetched,
-    ) -> Result<Result<ServiceData, SourceError>, Need> {
-        if let Some(fetched) = f.instances(&subject) {
-            return Ok(fetched.clone());
-        }
-        match self.source.instances_in_memory(subject) {
-            Some(data) => Ok(Ok(data)),
-            None => Err(Need::Instances(subject.into())),
-        }
-    }
-
-    fn apex(&self, qtype: RecordType, d: usize, f: &Fetched) -> Result<Answer, Need> {
+    fn apex(&self, qtype: RecordType, d: usize, f: &Fetched) -> Lookup<Answer> {
         Ok(match qtype {
             RecordType::SOA => {
                 // As Consul: the name servers in Authority, their addresses in Additional.
@@ -527,7 +566,7 @@ impl ConsulZone {
 
     /// NS records for up to 3 healthy instances of service `consul` (the Consul servers),
     /// with glue, as Consul does.
-    fn name_servers(&self, d: usize, f: &Fetched) -> Result<(Vec<Record>, Vec<Record>), Need> {
+    fn name_servers(&self, d: usize, f: &Fetched) -> Lookup<(Vec<Record>, Vec<Record>)> {
         let domain = &self.options.domains[d];
         let Some(consul) = self
             .source
@@ -537,8 +576,11 @@ impl ConsulZone {
         else {
             return Ok((Vec::new(), Vec::new()));
         };
-        let Ok(data) = self.instances(Subject::local_service("consul", &consul), f)? else {
-            return Ok((Vec::new(), Vec::new()));
+        // Without the servers' data (it cannot be loaded), no NS records.
+        let data = match self.instances(Subject::local_service("consul", &consul), f) {
+            Ok(data) => data,
+            Err(Missing::Failed(_)) => return Ok((Vec::new(), Vec::new())),
+            Err(need) => return Err(need),
         };
         let prepared = data.records;
         let mut order: Vec<usize> = (0..prepared.instances.len()).collect();
@@ -566,11 +608,8 @@ impl ConsulZone {
         d: usize,
         ask: Ask<'_>,
         f: &Fetched,
-    ) -> Result<Answer, Need> {
-        let services = match self.services_of(ask.datacenter, f)? {
-            Ok(l) => l,
-            Err(answer) => return Ok(answer),
-        };
+    ) -> Lookup<Answer> {
+        let services = self.services_of(ask.datacenter, f)?;
         let Some((key, tag)) = find_service(&services.list, ask.service, ask.tag) else {
             return Ok(Answer::nxdomain().resting_on(services.stale));
         };
@@ -583,13 +622,7 @@ impl ConsulZone {
             key,
             name: &known.name,
         };
-        let data = match self.instances(subject, f)? {
-            Ok(data) => data,
-            Err(e) => {
-                debug!(service = %known.name, error = %e, "cannot load service: SERVFAIL");
-                return Ok(Answer::code(ResponseCode::ServFail));
-            }
-        };
+        let data = self.instances(subject, f)?;
         if ask.endpoint != Endpoint::Service && data.records.total == 0 {
             // No proxy or gateway for it: the name does not exist (as Consul answers).
             return Ok(Answer::nxdomain().resting_on(services.stale));
@@ -613,21 +646,22 @@ impl ConsulZone {
         name: &str,
         dc: Option<&str>,
         f: &Fetched,
-    ) -> Result<Answer, Need> {
+    ) -> Lookup<Answer> {
         let query = f
             .prepared_query(name, dc)
             .ok_or_else(|| Need::PreparedQuery(name.to_owned(), dc.map(str::to_owned)))?;
-        Ok(match query {
+        match query {
             Ok(Some(p)) if !p.instances.is_empty() => {
                 let order: Vec<usize> = (0..p.instances.len()).collect();
-                self.records(qname, qtype, d, p, &order)
+                Ok(self.records(qname, qtype, d, p, &order))
             }
-            Ok(_) => Answer::nxdomain(),
-            Err(e) => {
-                debug!(query = name, error = %e, "cannot execute prepared query: SERVFAIL");
-                Answer::code(ResponseCode::ServFail)
+            Ok(_) => Ok(Answer::nxdomain()),
+            Err(error) => Err(LookupError::Query {
+                query: name.to_owned(),
+                error: Arc::clone(error),
             }
-        })
+            .into()),
+        }
     }
 
     /// The records of the instances in `order`, for the question's type.
@@ -650,19 +684,13 @@ impl ConsulZone {
         qtype: RecordType,
         service: &str,
         f: &Fetched,
-    ) -> Result<Answer, Need> {
-        let services = match self.services_of(None, f)? {
-            Ok(l) => l,
-            Err(answer) => return Ok(answer),
-        };
+    ) -> Lookup<Answer> {
+        let services = self.services_of(None, f)?;
         let directory_stale = services.stale;
         let Some(known) = services.list.services.get(service) else {
             return Ok(Answer::nxdomain().resting_on(directory_stale));
         };
-        let data = match self.instances(Subject::local_service(service, &known.name), f)? {
-            Ok(data) => data,
-            Err(_) => return Ok(Answer::code(ResponseCode::ServFail)),
-        };
+        let data = self.instances(Subject::local_service(service, &known.name), f)?;
         // Consul records the VIP on the service's sidecar proxies when not on the service.
         let data = if data.records.virtual_ip.is_some() {
             data
@@ -673,8 +701,9 @@ impl ConsulZone {
                 key: service,
                 name: &known.name,
             };
-            match self.instances(proxies, f)? {
+            match self.instances(proxies, f) {
                 Ok(proxies) if proxies.records.virtual_ip.is_some() => proxies,
+                Err(Missing::Need(need)) => return Err(need.into()),
                 _ => data,
             }
         };
@@ -709,7 +738,7 @@ impl ConsulZone {
         let view = self.source.view();
         // Before the first sync the address may be ours: wait as for Consul names.
         if !view.is_ready() && !view.wait_ready(self.options.startup_wait).await {
-            return Some(Answer::code(ResponseCode::ServFail));
+            return Some(Answer::from(LookupError::NotSynced));
         }
         let dc = view.datacenter()?;
         let domain = &self.options.domains[0];
@@ -741,11 +770,8 @@ impl ConsulZone {
         dc: Option<&str>,
         node: &str,
         f: &Fetched,
-    ) -> Result<Answer, Need> {
-        let nodes = match self.nodes_of(dc, f)? {
-            Ok(l) => l,
-            Err(answer) => return Ok(answer),
-        };
+    ) -> Lookup<Answer> {
+        let nodes = self.nodes_of(dc, f)?;
         let Some(n) = nodes.list.by_name.get(node) else {
             return Ok(Answer::nxdomain().resting_on(nodes.stale));
         };

@@ -19,14 +19,14 @@ use crate::admin;
 use crate::config::Config;
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
+use crate::dns::consul_zone::{ConsulZone, SoaTimers, ZoneOptions};
 use crate::dns::forward::{ForwardError, Recursors};
 use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
 use crate::dns::rrl::{Rrl, RrlSettings};
-use crate::dns::server::{self, BindError};
+use crate::dns::sockets::{self, BindError};
+use crate::dns::static_zones::{ZoneError, ZoneSet};
 use crate::dns::tcp::{self, TcpLimits};
 use crate::dns::udp;
-use crate::dns::zone::{ConsulZone, SoaTimers, ZoneOptions};
-use crate::dns::zones::{ZoneError, ZoneSet};
 use crate::metrics::Metrics;
 use crate::view::records::Settings;
 use crate::view::{Source, View};
@@ -193,7 +193,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         },
         Arc::clone(&metrics),
     )?;
-    let sockets = server::bind(&config.listen).await?;
+    let sockets = sockets::bind(&config.listen).await?;
     let http = match config.http_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)

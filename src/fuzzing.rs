@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::consul::queries::query_ttl;
 use crate::dev::{Emulator, EmulatorConfig};
 use crate::dns::answer::{find_service, instance_records, node_records, service_records, Answer};
+use crate::dns::static_zones::{self, StaticZone, ZoneError};
 use crate::dns::udp::DatagramPath;
-use crate::dns::zones::{self, StaticZone, ZoneError};
 use crate::model::{Node, PreparedQueryResult, ServiceDirectory, ServiceEntry};
 use crate::view::records::{generated_name, NodeTable, ServiceRecords, Settings};
 use crate::view::{Directory, ReverseIndex};
@@ -265,10 +265,11 @@ pub fn zone_file(stem: &str, text: &str) -> Result<StaticZone, ZoneError> {
     // A file name has no `/`; one here would make the path leave the directory.
     let file = format!("{}.zone", stem.replace('/', "_"));
     let path = Path::new("/nonexistent/consul-dns-fuzz").join(file);
-    let origin = zones::origin_from_file_name(stem).map_err(|reason| ZoneError::Invalid {
-        path: path.clone(),
-        reason,
-    })?;
+    let origin =
+        static_zones::origin_from_file_name(stem).map_err(|reason| ZoneError::Invalid {
+            path: path.clone(),
+            reason,
+        })?;
     let reserved = [Name::from_ascii("consul.").unwrap_or_else(|_| Name::root())];
-    plain_runtime().block_on(zones::zone_from_text(&path, origin, text, &reserved))
+    plain_runtime().block_on(static_zones::zone_from_text(&path, origin, text, &reserved))
 }

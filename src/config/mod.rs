@@ -547,8 +547,10 @@ impl ConsulTls {
 pub struct DnsConfig {
     /// Allow stale reads from any server (default true).
     pub allow_stale: bool,
-    /// With `allow_stale`, re-query consistently when the answering server's
-    /// `LastContact` exceeds this (default 87600h).
+    /// How long data may be served after its watch started failing (Consul unreachable);
+    /// past it, SERVFAIL (default 87600h). Consul's own meaning (re-query consistently when
+    /// the answering server's `LastContact` exceeds it) has no use here: answers come from
+    /// the watched view.
     pub max_stale: Duration,
     /// TTL in seconds of node records (default 0).
     pub node_ttl: u32,

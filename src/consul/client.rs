@@ -34,8 +34,6 @@ pub struct QueryMeta {
     pub index: u64,
     /// `X-Consul-KnownLeader`, absent with the streaming backend.
     pub known_leader: Option<bool>,
-    /// `X-Consul-LastContact` in milliseconds.
-    pub last_contact_ms: Option<u64>,
     /// `X-Consul-Results-Filtered-By-ACLs: true`.
     pub filtered_by_acls: bool,
     /// `X-Consul-Translate-Addresses: true`: the agent already applied WAN translation.
@@ -131,10 +129,6 @@ impl ConsulClient {
             options,
             metrics,
         })
-    }
-
-    pub fn options(&self) -> &ClientOptions {
-        &self.options
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -347,7 +341,6 @@ fn read_meta(headers: &HeaderMap) -> QueryMeta {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         known_leader: text("X-Consul-KnownLeader").and_then(|v| v.parse().ok()),
-        last_contact_ms: text("X-Consul-LastContact").and_then(|v| v.parse().ok()),
         filtered_by_acls: text("X-Consul-Results-Filtered-By-ACLs") == Some("true"),
         translated: text("X-Consul-Translate-Addresses") == Some("true"),
     }

@@ -32,10 +32,10 @@ use ipnet::IpNet;
 use tracing::debug;
 
 use super::answer::Answer;
+use super::consul_zone::ConsulZone;
+use super::encoder::{self, Encoded};
 use super::forward::Recursors;
 use super::truncation::{self, Frame, Limit};
-use super::wire::{self, Encoded};
-use super::zone::ConsulZone;
 use crate::metrics::Metrics;
 use crate::view::freshness::ServiceBasis;
 
@@ -280,7 +280,7 @@ impl DnsHandler {
             std::iter::empty(),
             fitted.additionals.iter().copied(),
         );
-        let encoded = wire::encode(response, limit.size);
+        let encoded = encoder::encode(response, limit.size);
         (encoded, basis)
     }
 
@@ -333,7 +333,7 @@ impl DnsHandler {
             .take();
         encoded.unwrap_or_else(|| {
             debug!("the Catalog sent no response: SERVFAIL");
-            wire::header_only(wire::servfail_header(Metadata::response_from_request(
+            encoder::header_only(encoder::servfail_header(Metadata::response_from_request(
                 &request.metadata,
             )))
         })
@@ -354,7 +354,7 @@ impl DnsHandler {
             metadata.recursion_available = true;
             let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
                 .build_no_records(metadata);
-            return wire::encode(response, max);
+            return encoder::encode(response, max);
         };
         let mut metadata = reply.metadata;
         metadata.id = request.metadata.id;
@@ -375,7 +375,7 @@ impl DnsHandler {
             std::iter::empty(),
             reply.additionals.iter(),
         );
-        wire::encode(response, max)
+        encoder::encode(response, max)
     }
 
     /// RFC 8482: ANY gets one synthesized `HINFO "RFC8482" ""`, so it cannot be used to
@@ -400,7 +400,7 @@ impl DnsHandler {
             std::iter::empty(),
             std::iter::empty(),
         );
-        wire::encode(response, self.limit(request, RecordType::ANY).size)
+        encoder::encode(response, self.limit(request, RecordType::ANY).size)
     }
 
     fn refuse(&self, request: &Request) -> Encoded {
@@ -409,7 +409,7 @@ impl DnsHandler {
             .error_msg(&request.metadata, ResponseCode::Refused);
         response.metadata_mut().recursion_available =
             self.recursion.available_to(request.src().ip());
-        wire::encode(response, self.limit(request, RecordType::Unknown(0)).size)
+        encoder::encode(response, self.limit(request, RecordType::Unknown(0)).size)
     }
 
     /// FORMERR without the question section.
@@ -418,13 +418,13 @@ impl DnsHandler {
         let edns = self.response_edns(request);
         let metadata = Metadata::response_from_request(&request.metadata);
         let Ok(no_queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-            return wire::header_only(wire::servfail_header(metadata));
+            return encoder::header_only(encoder::servfail_header(metadata));
         };
         let mut response = MessageResponseBuilder::new(&no_queries, edns.as_ref())
             .error_msg(&request.metadata, ResponseCode::FormErr);
         response.metadata_mut().recursion_available =
             self.recursion.available_to(request.src().ip());
-        wire::encode(response, self.limit(request, RecordType::Unknown(0)).size)
+        encoder::encode(response, self.limit(request, RecordType::Unknown(0)).size)
     }
 
     /// A UDP request advertising more than `max_udp_payload`, re-encoded advertising that.
@@ -527,7 +527,7 @@ impl ResponseHandler for Capture {
         >,
     ) -> Result<ResponseInfo, NetError> {
         response.metadata_mut().recursion_available = self.recursion_available;
-        let encoded = wire::encode(response, self.max);
+        let encoded = encoder::encode(response, self.max);
         let info = encoded.info;
         *self.encoded.lock().unwrap_or_else(PoisonError::into_inner) = Some(encoded);
         Ok(info)

@@ -3,7 +3,9 @@
 //! and the sockets.
 
 pub mod answer;
-pub mod fetched;
+pub mod consul_zone;
+pub mod encoder;
+pub mod fetch;
 pub mod forward;
 pub mod handler;
 pub mod name;
@@ -11,11 +13,9 @@ pub mod negative_cache;
 pub mod responder;
 pub mod response_cache;
 pub mod rrl;
-pub mod server;
+pub mod sockets;
+pub mod static_zones;
 pub mod tcp;
 pub mod truncation;
 pub mod udp;
 pub mod udp_batch;
-pub mod wire;
-pub mod zone;
-pub mod zones;

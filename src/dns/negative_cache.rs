@@ -9,7 +9,7 @@
 //! rcode) serves every name: the query's ID and name are written over the stored ones.
 //!
 //! Whether a name gets a negative answer is still worked out per query, from the view (see
-//! `fast_path`); only the building and encoding are saved. A stored response is used while
+//! `responder`); only the building and encoding are saved. A stored response is used while
 //! the SOA serial it carries is the current one. One is stored only if its SOA reads the
 //! same with other names written in the question (hickory writes the SOA's names in full
 //! or pointing within the SOA today; a pointer into the question, e.g. from `ns.<domain>`

@@ -24,11 +24,11 @@ use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::server::Request;
 use tracing::debug;
 
+use super::encoder;
 use super::handler::{Ahead, DnsHandler, Replied};
 use super::negative_cache::NegativeCache;
 use super::response_cache::{Question, ResponseCache};
 use super::truncation::{TCP_MAX_SIZE, UDP_MIN_SIZE};
-use super::wire;
 
 /// A reply still being built; its bytes (empty: nothing to send).
 pub type Later = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
@@ -103,7 +103,7 @@ pub fn respond(
             } else {
                 TCP_MAX_SIZE
             };
-            return match wire::formerr(&header, max) {
+            return match encoder::formerr(&header, max) {
                 Some(bytes) => {
                     out.extend_from_slice(&bytes);
                     Reply::Sent

@@ -26,11 +26,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::encoder;
 use super::handler::DnsHandler;
 use super::responder::{self, Reply, StoredResponses};
 use super::rrl::{Rrl, Verdict};
 use super::udp_batch::{BatchReceiver, SendBatch};
-use super::wire;
 use crate::metrics::Metrics;
 
 /// Queries waiting at once (for a cold service, the first sync, a recursor) per socket;
@@ -209,7 +209,7 @@ impl UdpServer {
             Verdict::Slip => {
                 self.metrics.rrl_slipped.inc();
                 let request = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp);
-                if let Some(bytes) = request.ok().as_ref().and_then(wire::truncated) {
+                if let Some(bytes) = request.ok().as_ref().and_then(encoder::truncated) {
                     send(&self.socket, &bytes, src);
                 }
                 true

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use tracing::debug;
 
 use super::answer::{find_service, instance_records, node_records, service_records, Answer};
-use super::fetched::{Fetched, Need};
+use super::fetch::{Fetched, Need};
 use super::forward::Recursors;
 use super::name::{self, ConsulName, Locality};
 use crate::config::ServiceTtl;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod consul;
 pub mod dev;
 pub mod dns;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

@@ -92,11 +92,13 @@ struct UdpServer {
     stored: StoredResponses,
 }
 
+#[cfg(feature = "fuzzing")]
 /// The per-datagram path of the socket loop, on its own: for the fuzz harness
 /// (`crate::fuzzing`), which feeds it datagrams directly.
 #[doc(hidden)]
 pub struct DatagramPath(UdpServer);
 
+#[cfg(feature = "fuzzing")]
 impl DatagramPath {
     pub fn new(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>, metrics: Arc<Metrics>) -> Self {
         DatagramPath(UdpServer::new(socket, handler, metrics, None))

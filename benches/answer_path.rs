@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use consul_dns::app;
 use consul_dns::config::Config;
-use consul_dns::dev::{Emulator, EmulatorConfig};
 use consul_dns::dns::handler::Ahead;
 use consul_dns::dns::response_cache::Question;
+use consul_emulator::{Emulator, EmulatorConfig};
 use criterion::{criterion_group, criterion_main, Criterion};
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};

@@ -105,7 +105,7 @@ impl Running {
         &self.syncer
     }
 
-    /// The request handler the sockets use (for the fuzz harness, `crate::fuzzing`).
+    /// The request handler the sockets use (for the fuzz harness, `fuzzing.rs`).
     #[doc(hidden)]
     pub fn handler(&self) -> &Arc<DnsHandler> {
         &self.handler

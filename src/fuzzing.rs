@@ -13,13 +13,13 @@ use tokio::runtime::Runtime;
 use crate::app;
 use crate::config::Config;
 use crate::consul::queries::query_ttl;
-use crate::dev::{Emulator, EmulatorConfig};
 use crate::dns::answer::{find_service, instance_records, node_records, service_records, Answer};
 use crate::dns::static_zones::{self, StaticZone, ZoneError};
 use crate::dns::udp::DatagramPath;
 use crate::model::{Node, PreparedQueryResult, ServiceDirectory, ServiceEntry};
 use crate::view::records::{generated_name, NodeTable, ServiceRecords, Settings};
 use crate::view::{Directory, ReverseIndex};
+use consul_emulator::{Emulator, EmulatorConfig};
 
 /// How long one request may wait for its answer (a cold service loaded from the emulator
 /// takes milliseconds); past it the request counts as unanswered, as a dropped datagram.

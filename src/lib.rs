@@ -5,7 +5,6 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod consul;
-pub mod dev;
 pub mod dns;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::Parser;
 use consul_dns::app;
 use consul_dns::config::{Cli, Config};
-use consul_dns::dev;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -54,10 +53,17 @@ fn init_tracing(level: &str) {
         .init();
 }
 
+#[cfg_attr(not(feature = "dev"), allow(unused_mut))]
 async fn run(mut config: Config) -> ExitCode {
     let mut signals = Signals::install();
+    #[cfg(not(feature = "dev"))]
+    if config.dev {
+        eprintln!("consul-dns: --dev: this build has no Consul API emulator (the `dev` feature)");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    #[cfg(feature = "dev")]
     let _emulator = if config.dev {
-        match dev::run_dev(config.dev_http).await {
+        match consul_emulator::run_dev(config.dev_http).await {
             Ok(emulator) => {
                 info!(addr = %emulator.addr(), "--dev: Consul HTTP API emulator with demo data on http://{}", emulator.addr());
                 config.consul_addr = emulator.url();

@@ -9,7 +9,7 @@ mod common;
 
 use common::case::*;
 use common::*;
-use consul_dns::dev::{Emulator, EmulatorConfig};
+use consul_emulator::{Emulator, EmulatorConfig};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;

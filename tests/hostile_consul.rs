@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use consul_dns::consul::{ClientOptions, ConsulClient, ConsulError};
-use consul_dns::dev::Fault;
 use consul_dns::metrics::Metrics;
 use consul_dns::model::ServiceEntry;
+use consul_emulator::Fault;
 use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

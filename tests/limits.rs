@@ -120,7 +120,7 @@ async fn oversized_udp_answer_is_cut_with_tc() {
 /// `meta` node meta keys: SRV targets are node names, and Additional holds each node's
 /// address and meta TXT.
 async fn node_addressed_service(
-    consul: &consul_dns::dev::Emulator,
+    consul: &consul_emulator::Emulator,
     service: &str,
     n: usize,
     meta: usize,
@@ -328,7 +328,7 @@ async fn a_record_limit_caps_address_answers() {
 /// A server with the shipped example zone (cluster.internal.) and `allow_any` as given.
 async fn with_example_zone(
     allow_any: bool,
-) -> (consul_dns::dev::Emulator, consul_dns::app::Running) {
+) -> (consul_emulator::Emulator, consul_dns::app::Running) {
     let consul = emulator().await;
     let zones = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
     let running = server_with(&consul.url(), move |c| {
@@ -398,7 +398,7 @@ async fn queries_waiting_on_consul_are_capped() {
         rcode(&query(dns, "nosuch.service.consul.", RecordType::A).await) == ResponseCode::NXDomain
     })
     .await;
-    consul.set_fault(consul_dns::dev::Fault::Hang);
+    consul.set_fault(consul_emulator::Fault::Hang);
     let sock = tokio::net::UdpSocket::bind(LOCAL).await.unwrap();
     let mut msg = hickory_proto::op::Message::new(
         1,

@@ -64,7 +64,7 @@ fn metrics(running: &Running) -> Arc<Metrics> {
 /// (the first sync done; checked over TCP so no UDP answer is spent).
 async fn ready_server(
     tweak: impl FnOnce(&mut consul_dns::config::Config),
-) -> (consul_dns::dev::Emulator, Running) {
+) -> (consul_emulator::Emulator, Running) {
     let consul = emulator().await;
     http_register(
         &consul.url(),

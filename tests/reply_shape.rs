@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use consul_dns::app::Running;
-use consul_dns::dev::Emulator;
+use consul_emulator::Emulator;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use proptest::prelude::*;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use consul_dns::dev::Fault;
+use consul_emulator::Fault;
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::RecordType;
@@ -33,7 +33,7 @@ fn cache_hits(running: &consul_dns::app::Running) -> u64 {
     metric(running, "consul_dns_response_cache_hits_total")
 }
 
-async fn setup(instances: u8) -> (consul_dns::dev::Emulator, consul_dns::app::Running) {
+async fn setup(instances: u8) -> (consul_emulator::Emulator, consul_dns::app::Running) {
     let consul = emulator().await;
     for i in 1..=instances {
         http_register(&consul.url(), &web_instance(i, "passing")).await;

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use consul_dns::dev::Fault;
+use consul_emulator::Fault;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{eventually, instance, query, rcode, server_with, LOCAL};
 use consul_dns::config::ConsulTls;
-use consul_dns::dev::{Emulator, EmulatorConfig};
+use consul_emulator::{Emulator, EmulatorConfig};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use pki::{self_signed, Ca, Leaf};

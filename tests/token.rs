@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use consul_dns::dev::{Emulator, EmulatorConfig, Fault};
+use consul_emulator::{Emulator, EmulatorConfig, Fault};
 use pki::Ca;
 use program::{addresses_eventually, poll, ConsulDns, TempDir, BIN, CONSUL_ENV};
 use serde_json::json;

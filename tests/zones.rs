@@ -25,7 +25,7 @@ db   IN A   10.9.0.2
 mail IN MX  10 db
 ";
 
-fn start_emulator(rt: &tokio::runtime::Runtime) -> consul_dns::dev::Emulator {
+fn start_emulator(rt: &tokio::runtime::Runtime) -> consul_emulator::Emulator {
     let emu = rt.block_on(common::emulator());
     emu.seed_demo();
     emu

@@ -94,7 +94,7 @@ struct UdpServer {
 
 #[cfg(feature = "fuzzing")]
 /// The per-datagram path of the socket loop, on its own: for the fuzz harness
-/// (`crate::fuzzing`), which feeds it datagrams directly.
+/// (`fuzzing.rs`), which feeds it datagrams directly.
 #[doc(hidden)]
 pub struct DatagramPath(UdpServer);
 

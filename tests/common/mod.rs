@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use consul_dns::app::{self, Running};
 use consul_dns::config::Config;
-use consul_dns::dev::{Emulator, EmulatorConfig};
+use consul_emulator::{Emulator, EmulatorConfig};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record, RecordType};
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use consul_dns::dev::tls::server_config;
+use consul_emulator::tls::server_config;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,

@@ -21,35 +21,8 @@ use std::sync::OnceLock;
 use super::config_entry::ConfigEntry;
 use super::query::QuerySpec;
 use super::register::{CheckSpec, DeregisterRequest, NodeSpec, RegisterRequest, ServiceSpec};
+use super::versioned::Versioned;
 use super::EmulatorError;
-
-/// A stored value with its Consul bookkeeping indexes.
-#[derive(Debug, Clone)]
-pub(super) struct Versioned<T> {
-    pub spec: T,
-    pub create_index: u64,
-    pub modify_index: u64,
-}
-
-impl<T: PartialEq> Versioned<T> {
-    fn new(spec: T, idx: u64) -> Self {
-        Versioned {
-            spec,
-            create_index: idx,
-            modify_index: idx,
-        }
-    }
-
-    /// Replaces the spec; returns false (and keeps ModifyIndex) when nothing changed.
-    fn update(&mut self, spec: T, idx: u64) -> bool {
-        if self.spec == spec {
-            return false;
-        }
-        self.spec = spec;
-        self.modify_index = idx;
-        true
-    }
-}
 
 #[derive(Debug, Clone)]
 pub(super) struct NodeEntry {

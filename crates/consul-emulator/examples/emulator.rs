@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use clap::Parser;
-use consul_dns::dev::{Emulator, EmulatorConfig};
+use consul_emulator::{Emulator, EmulatorConfig};
 use serde_json::json;
 
 #[derive(Parser)]

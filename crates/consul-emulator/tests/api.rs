@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use consul_dns::dev::{run_dev, Emulator, EmulatorConfig, EmulatorError, Fault};
+use consul_emulator::{run_dev, Emulator, EmulatorConfig, EmulatorError, Fault};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -13,6 +13,7 @@
 
 mod config_entry;
 pub mod demo;
+mod duration;
 mod http;
 mod query;
 mod register;
@@ -20,6 +21,7 @@ mod server;
 mod state;
 pub mod tls;
 mod translate;
+mod versioned;
 mod views;
 
 use std::collections::{HashMap, VecDeque};

@@ -20,7 +20,7 @@ use super::state::{Catalog, Resource};
 use super::translate::{self, Shape};
 use super::views::Select;
 use super::{EmulatorConfig, EmulatorError, Inner};
-use crate::config::parse_go_duration;
+use crate::duration;
 
 type Shared = State<Arc<Inner>>;
 
@@ -484,7 +484,7 @@ fn parse_read_params(inner: &Inner, q: Option<&str>) -> Result<ReadParams, ReadE
     }
     if let Some(wait) = first("wait").filter(|s| !s.is_empty()) {
         let wait =
-            parse_go_duration(wait).map_err(|_| ReadError::BadRequest("Invalid wait time"))?;
+            duration::parse(wait).map_err(|()| ReadError::BadRequest("Invalid wait time"))?;
         p.wait = Some(wait).filter(|w| !w.is_zero());
     }
     p.dc = inner

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value};
 
 use super::register::{CheckSpec, ServiceSpec};
-use super::state::{Catalog, NodeEntry, Versioned};
+use super::state::{Catalog, NodeEntry};
+use super::versioned::Versioned;
 use super::EmulatorConfig;
 
 pub(super) type Instance<'a> = (&'a NodeEntry, &'a Versioned<ServiceSpec>);
@@ -329,5 +330,73 @@ pub(super) fn agent_self_json(cfg: &EmulatorConfig, node_id: &str) -> Value {
             "DelegateCur": 4,
         },
         "Meta": {},
+    })
+}
+
+impl Catalog {
+    /// `GET /v1/query/<id-or-name>/execute` body, `None` for an unknown query.
+    /// Node order is deterministic (by node, then service ID): Consul shuffles.
+    pub fn execute_query_json(&self, id_or_name: &str, limit: usize) -> Option<Value> {
+        let q = &self.resolve_query(id_or_name)?.spec;
+        let select = if q.connect {
+            Select::Connect(&q.service)
+        } else {
+            Select::Service(&q.service)
+        };
+        let mut nodes: Vec<Value> = self
+            .select(&select, &[])
+            .into_iter()
+            .filter(|(node, svc)| {
+                // Consul's CheckServiceNodes.FilterIgnore.
+                self.instance_checks(node, svc).iter().all(|c| {
+                    q.ignore_check_ids.contains(&c.spec.check_id)
+                        || match c.spec.status.as_str() {
+                            "critical" => false,
+                            "passing" => true,
+                            _ => !q.only_passing,
+                        }
+                })
+            })
+            .filter(|(node, _)| meta_matches(q.node_meta.as_ref(), &node.node.spec.meta))
+            .filter(|(_, svc)| meta_matches(q.service_meta.as_ref(), &svc.spec.meta))
+            .filter(|(_, svc)| tags_match(q.tags.as_deref().unwrap_or_default(), &svc.spec.tags))
+            .map(|(node, svc)| self.health_entry_json(node, svc))
+            .collect();
+        if limit > 0 {
+            nodes.truncate(limit);
+        }
+        Some(json!({
+            "Service": q.service,
+            "Nodes": nodes,
+            "DNS": { "TTL": q.dns_ttl },
+            "Datacenter": self.datacenter,
+            "PeerName": "",
+            "Failovers": 0,
+            // Consul embeds QueryMeta in the response struct, so it is marshalled too.
+            "Index": 0,
+            "LastContact": 0,
+            "KnownLeader": true,
+            "ConsistencyLevel": "",
+            "NotModified": false,
+            "Backend": 0,
+            "ResultsFilteredByACLs": false,
+        }))
+    }
+}
+
+fn meta_matches(
+    filter: Option<&BTreeMap<String, String>>,
+    meta: &BTreeMap<String, String>,
+) -> bool {
+    filter.is_none_or(|f| f.iter().all(|(k, v)| meta.get(k) == Some(v)))
+}
+
+/// Consul's prepared-query `tagFilter`: every tag required (case-insensitive), none of the
+/// `!`-prefixed ones present.
+fn tags_match(filter: &[String], tags: &[String]) -> bool {
+    let has = |want: &str| tags.iter().any(|t| t.eq_ignore_ascii_case(want));
+    filter.iter().all(|f| match f.strip_prefix('!') {
+        Some(not) => !has(not),
+        None => has(f),
     })
 }

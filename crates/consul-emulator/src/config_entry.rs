@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::register::Obj;
-use super::state::Versioned;
+use super::versioned::Versioned;
 use super::EmulatorError;
 
 pub(super) const INGRESS_GATEWAY: &str = "ingress-gateway";

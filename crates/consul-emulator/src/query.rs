@@ -11,10 +11,9 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::register::Obj;
-use super::state::{Catalog, Versioned};
-use super::views::Select;
+use super::versioned::Versioned;
 use super::EmulatorError;
-use crate::config::parse_go_duration;
+use crate::duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct QuerySpec {
@@ -112,7 +111,7 @@ pub(super) fn parse_query(body: &Value) -> Result<QuerySpec, EmulatorError> {
             spec.failover_nearest_n
         )));
     }
-    if !spec.dns_ttl.is_empty() && parse_go_duration(&spec.dns_ttl).is_err() {
+    if !spec.dns_ttl.is_empty() && duration::parse(&spec.dns_ttl).is_err() {
         let ttl = &spec.dns_ttl;
         return Err(invalid(&format!(
             "Bad DNS TTL '{ttl}': time: invalid duration \"{ttl}\""
@@ -171,73 +170,5 @@ pub(super) fn query_json(q: &Versioned<QuerySpec>) -> Value {
         "Template": { "Type": "", "Regexp": "", "RemoveEmptyTags": false },
         "CreateIndex": q.create_index,
         "ModifyIndex": q.modify_index,
-    })
-}
-
-impl Catalog {
-    /// `GET /v1/query/<id-or-name>/execute` body, `None` for an unknown query.
-    /// Node order is deterministic (by node, then service ID): Consul shuffles.
-    pub fn execute_query_json(&self, id_or_name: &str, limit: usize) -> Option<Value> {
-        let q = &self.resolve_query(id_or_name)?.spec;
-        let select = if q.connect {
-            Select::Connect(&q.service)
-        } else {
-            Select::Service(&q.service)
-        };
-        let mut nodes: Vec<Value> = self
-            .select(&select, &[])
-            .into_iter()
-            .filter(|(node, svc)| {
-                // Consul's CheckServiceNodes.FilterIgnore.
-                self.instance_checks(node, svc).iter().all(|c| {
-                    q.ignore_check_ids.contains(&c.spec.check_id)
-                        || match c.spec.status.as_str() {
-                            "critical" => false,
-                            "passing" => true,
-                            _ => !q.only_passing,
-                        }
-                })
-            })
-            .filter(|(node, _)| meta_matches(q.node_meta.as_ref(), &node.node.spec.meta))
-            .filter(|(_, svc)| meta_matches(q.service_meta.as_ref(), &svc.spec.meta))
-            .filter(|(_, svc)| tags_match(q.tags.as_deref().unwrap_or_default(), &svc.spec.tags))
-            .map(|(node, svc)| self.health_entry_json(node, svc))
-            .collect();
-        if limit > 0 {
-            nodes.truncate(limit);
-        }
-        Some(json!({
-            "Service": q.service,
-            "Nodes": nodes,
-            "DNS": { "TTL": q.dns_ttl },
-            "Datacenter": self.datacenter,
-            "PeerName": "",
-            "Failovers": 0,
-            // Consul embeds QueryMeta in the response struct, so it is marshalled too.
-            "Index": 0,
-            "LastContact": 0,
-            "KnownLeader": true,
-            "ConsistencyLevel": "",
-            "NotModified": false,
-            "Backend": 0,
-            "ResultsFilteredByACLs": false,
-        }))
-    }
-}
-
-fn meta_matches(
-    filter: Option<&BTreeMap<String, String>>,
-    meta: &BTreeMap<String, String>,
-) -> bool {
-    filter.is_none_or(|f| f.iter().all(|(k, v)| meta.get(k) == Some(v)))
-}
-
-/// Consul's prepared-query `tagFilter`: every tag required (case-insensitive), none of the
-/// `!`-prefixed ones present.
-fn tags_match(filter: &[String], tags: &[String]) -> bool {
-    let has = |want: &str| tags.iter().any(|t| t.eq_ignore_ascii_case(want));
-    filter.iter().all(|f| match f.strip_prefix('!') {
-        Some(not) => !has(not),
-        None => has(f),
     })
 }

@@ -35,16 +35,10 @@ async fn reverse_lookups_of_nodes_and_containers() {
     let url = consul.url();
     http_register(
         &url,
-        &instance(
-            "node1",
-            "192.168.56.11",
-            "web",
-            "web1",
-            "10.2.1.1",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("web", "web1")
+            .on("node1", "192.168.56.11")
+            .at("10.2.1.1", 80)
+            .json(),
     )
     .await;
     let running = server(&url).await;
@@ -95,58 +89,38 @@ async fn several_tags_at_once() {
     let url = consul.url();
     http_register(
         &url,
-        &instance(
-            "n1",
-            "192.168.0.1",
-            "db",
-            "db1",
-            "10.2.3.1",
-            5432,
-            &["primary", "v2"],
-            "passing",
-        ),
+        &Instance::new("db", "db1")
+            .on("n1", "192.168.0.1")
+            .at("10.2.3.1", 5432)
+            .tags(&["primary", "v2"])
+            .json(),
     )
     .await;
     http_register(
         &url,
-        &instance(
-            "n2",
-            "192.168.0.2",
-            "db",
-            "db2",
-            "10.2.3.2",
-            5432,
-            &["primary", "v1"],
-            "passing",
-        ),
+        &Instance::new("db", "db2")
+            .on("n2", "192.168.0.2")
+            .at("10.2.3.2", 5432)
+            .tags(&["primary", "v1"])
+            .json(),
     )
     .await;
     http_register(
         &url,
-        &instance(
-            "n3",
-            "192.168.0.3",
-            "db",
-            "db3",
-            "10.2.3.3",
-            5432,
-            &["secondary", "v2"],
-            "passing",
-        ),
+        &Instance::new("db", "db3")
+            .on("n3", "192.168.0.3")
+            .at("10.2.3.3", 5432)
+            .tags(&["secondary", "v2"])
+            .json(),
     )
     .await;
     http_register(
         &url,
-        &instance(
-            "n4",
-            "192.168.0.4",
-            "db",
-            "db4",
-            "10.2.3.4",
-            5432,
-            &["v1.primary"],
-            "passing",
-        ),
+        &Instance::new("db", "db4")
+            .on("n4", "192.168.0.4")
+            .at("10.2.3.4", 5432)
+            .tags(&["v1.primary"])
+            .json(),
     )
     .await;
     let running = server(&url).await;
@@ -181,30 +155,19 @@ async fn hierarchical_application_names() {
     let url = consul.url();
     http_register(
         &url,
-        &instance(
-            "n1",
-            "192.168.0.1",
-            "/web/customer1/site1",
-            "site1-a",
-            "10.2.4.1",
-            80,
-            &["canary"],
-            "passing",
-        ),
+        &Instance::new("/web/customer1/site1", "site1-a")
+            .on("n1", "192.168.0.1")
+            .at("10.2.4.1", 80)
+            .tags(&["canary"])
+            .json(),
     )
     .await;
     http_register(
         &url,
-        &instance(
-            "n2",
-            "192.168.0.2",
-            "/web/customer1/site2",
-            "site2-a",
-            "10.2.4.2",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("/web/customer1/site2", "site2-a")
+            .on("n2", "192.168.0.2")
+            .at("10.2.4.2", 80)
+            .json(),
     )
     .await;
     let running = server(&url).await;
@@ -265,16 +228,10 @@ async fn internal_cidrs_answer_only_overlay_addresses() {
     // On the overlay.
     http_register(
         &url,
-        &instance(
-            "n1",
-            "192.168.0.1",
-            "app",
-            "app1",
-            "10.2.1.1",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("app", "app1")
+            .on("n1", "192.168.0.1")
+            .at("10.2.1.1", 80)
+            .json(),
     )
     .await;
     // Registered with a bridge address, the overlay one in a tagged address.
@@ -288,16 +245,10 @@ async fn internal_cidrs_answer_only_overlay_addresses() {
     // No overlay address at all: left out.
     http_register(
         &url,
-        &instance(
-            "n3",
-            "192.168.0.3",
-            "app",
-            "app3",
-            "172.17.0.3",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("app", "app3")
+            .on("n3", "192.168.0.3")
+            .at("172.17.0.3", 80)
+            .json(),
     )
     .await;
     let running = server_with(&url, |c| {

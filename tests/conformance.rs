@@ -17,132 +17,71 @@ use serde_json::json;
 async fn catalog(consul: &Emulator) {
     let url = consul.url();
     let regs = [
-        instance(
-            "node1",
-            "192.168.56.11",
-            "web",
-            "web1",
-            "10.2.1.1",
-            80,
-            &["v1", "http"],
-            "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "web",
-            "web2",
-            "10.2.1.2",
-            80,
-            &["v1"],
-            "passing",
-        ),
-        instance(
-            "node3",
-            "192.168.56.13",
-            "web",
-            "web3",
-            "10.2.1.3",
-            80,
-            &["v2"],
-            "critical",
-        ),
-        instance(
-            "node3",
-            "192.168.56.13",
-            "api",
-            "api1",
-            "10.2.2.1",
-            8080,
-            &[],
-            "warning",
-        ),
-        instance(
-            "node1",
-            "192.168.56.11",
-            "db",
-            "db1",
-            "10.2.3.1",
-            5432,
-            &["primary"],
-            "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "db",
-            "db2",
-            "10.2.3.2",
-            5432,
-            &["v1.replica"],
-            "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "redis",
-            "redis1",
-            "",
-            6379,
-            &[],
-            "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "multi",
-            "multi1",
-            "",
-            8001,
-            &[],
-            "passing",
-        ),
-        instance(
-            "node2",
-            "192.168.56.12",
-            "multi",
-            "multi2",
-            "",
-            8002,
-            &[],
-            "passing",
-        ),
-        instance(
-            "node1",
-            "192.168.56.11",
-            "v6svc",
-            "v6svc1",
-            "2001:db8::5",
-            9000,
-            &[],
-            "passing",
-        ),
-        instance(
-            "node3",
-            "192.168.56.13",
-            "dead",
-            "dead1",
-            "10.2.9.1",
-            1,
-            &[],
-            "critical",
-        ),
-        instance(
-            "server1",
-            "127.0.0.2",
-            "consul",
-            "consul",
-            "",
-            8300,
-            &[],
-            "passing",
-        ),
+        Instance::new("web", "web1")
+            .on("node1", "192.168.56.11")
+            .at("10.2.1.1", 80)
+            .tags(&["v1", "http"])
+            .json(),
+        Instance::new("web", "web2")
+            .on("node2", "192.168.56.12")
+            .at("10.2.1.2", 80)
+            .tags(&["v1"])
+            .json(),
+        Instance::new("web", "web3")
+            .on("node3", "192.168.56.13")
+            .at("10.2.1.3", 80)
+            .tags(&["v2"])
+            .status("critical")
+            .json(),
+        Instance::new("api", "api1")
+            .on("node3", "192.168.56.13")
+            .at("10.2.2.1", 8080)
+            .status("warning")
+            .json(),
+        Instance::new("db", "db1")
+            .on("node1", "192.168.56.11")
+            .at("10.2.3.1", 5432)
+            .tags(&["primary"])
+            .json(),
+        Instance::new("db", "db2")
+            .on("node2", "192.168.56.12")
+            .at("10.2.3.2", 5432)
+            .tags(&["v1.replica"])
+            .json(),
+        Instance::new("redis", "redis1")
+            .on("node2", "192.168.56.12")
+            .at("", 6379)
+            .json(),
+        Instance::new("multi", "multi1")
+            .on("node2", "192.168.56.12")
+            .at("", 8001)
+            .json(),
+        Instance::new("multi", "multi2")
+            .on("node2", "192.168.56.12")
+            .at("", 8002)
+            .json(),
+        Instance::new("v6svc", "v6svc1")
+            .on("node1", "192.168.56.11")
+            .at("2001:db8::5", 9000)
+            .json(),
+        Instance::new("dead", "dead1")
+            .on("node3", "192.168.56.13")
+            .at("10.2.9.1", 1)
+            .status("critical")
+            .json(),
+        Instance::new("consul", "consul")
+            .on("server1", "127.0.0.2")
+            .at("", 8300)
+            .json(),
     ];
     for r in &regs {
         http_register(&url, r).await;
     }
     for (id, ip) in [("pair1", "10.2.6.1"), ("pair2", "10.2.6.2")] {
-        let body = instance("node1", "192.168.56.11", "pair", id, ip, 80, &[], "passing");
+        let body = Instance::new("pair", id)
+            .on("node1", "192.168.56.11")
+            .at(ip, 80)
+            .json();
         http_register(&url, &body).await;
     }
     let extra = [
@@ -585,16 +524,10 @@ async fn soa_serial_moves_with_the_data() {
     let before = serial().await;
     http_register(
         &consul.url(),
-        &instance(
-            "node9",
-            "192.168.56.19",
-            "fresh",
-            "fresh1",
-            "10.2.9.19",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("fresh", "fresh1")
+            .on("node9", "192.168.56.19")
+            .at("10.2.9.19", 80)
+            .json(),
     )
     .await;
     eventually(std::time::Duration::from_secs(5), || async {

@@ -52,16 +52,10 @@ async fn answers_are_shuffled() {
         let ip = format!("10.2.5.{i}");
         http_register(
             &consul.url(),
-            &instance(
-                &format!("n{i}"),
-                &format!("192.168.1.{i}"),
-                "big",
-                &format!("big{i}"),
-                &ip,
-                80,
-                &[],
-                "passing",
-            ),
+            &Instance::new("big", &format!("big{i}"))
+                .on(&format!("n{i}"), &format!("192.168.1.{i}"))
+                .at(&ip, 80)
+                .json(),
         )
         .await;
     }

@@ -98,16 +98,10 @@ async fn garbage_from_consul_keeps_known_data() {
     let url = consul.url();
     http_register(
         &url,
-        &instance(
-            "node1",
-            "192.168.56.1",
-            "web",
-            "web1",
-            "10.2.1.1",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("web", "web1")
+            .on("node1", "192.168.56.1")
+            .at("10.2.1.1", 80)
+            .json(),
     )
     .await;
     let running = server(&url).await;
@@ -116,16 +110,12 @@ async fn garbage_from_consul_keeps_known_data() {
     // Every read from now on gets an unreadable body; a change wakes the long polls.
     consul.set_fault(Fault::Body("{\"truncated\": [".into()));
     consul
-        .register(instance(
-            "node2",
-            "192.168.56.2",
-            "web",
-            "web2",
-            "10.2.1.2",
-            80,
-            &[],
-            "passing",
-        ))
+        .register(
+            Instance::new("web", "web2")
+                .on("node2", "192.168.56.2")
+                .at("10.2.1.2", 80)
+                .json(),
+        )
         .unwrap();
     let metrics = Arc::clone(running.syncer().metrics());
     eventually(Duration::from_secs(5), || {

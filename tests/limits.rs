@@ -10,16 +10,13 @@ use hickory_proto::rr::RecordType;
 async fn big_service(consul: &str, n: usize) {
     for i in 0..n {
         let ip = format!("10.2.{}.{}", 6 + i / 250, 1 + i % 250);
-        let body = instance(
-            &format!("n{i}"),
-            &format!("192.168.{}.{}", i / 250, 1 + i % 250),
-            "big",
-            &format!("big{i}"),
-            &ip,
-            80,
-            &[],
-            "passing",
-        );
+        let body = Instance::new("big", &format!("big{i}"))
+            .on(
+                &format!("n{i}"),
+                &format!("192.168.{}.{}", i / 250, 1 + i % 250),
+            )
+            .at(&ip, 80)
+            .json();
         http_register(consul, &body).await;
     }
 }
@@ -380,16 +377,10 @@ async fn queries_waiting_on_consul_are_capped() {
     let consul = emulator().await;
     http_register(
         &consul.url(),
-        &instance(
-            "n1",
-            "192.168.0.1",
-            "cold",
-            "cold1",
-            "10.2.0.1",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("cold", "cold1")
+            .on("n1", "192.168.0.1")
+            .at("10.2.0.1", 80)
+            .json(),
     )
     .await;
     let running = server(&consul.url()).await;

@@ -126,16 +126,10 @@ async fn a_name_that_comes_to_exist_is_answered_and_the_serial_follows() {
 
     http_register(
         &consul.url(),
-        &instance(
-            "node2",
-            "192.168.56.2",
-            "api",
-            "api1",
-            "10.2.2.2",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("api", "api1")
+            .on("node2", "192.168.56.2")
+            .at("10.2.2.2", 80)
+            .json(),
     )
     .await;
     eventually(WAIT, || async {

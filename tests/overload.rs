@@ -68,16 +68,10 @@ async fn ready_server(
     let consul = emulator().await;
     http_register(
         &consul.url(),
-        &instance(
-            "n1",
-            "192.168.0.1",
-            "web",
-            "web1",
-            "10.2.0.1",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("web", "web1")
+            .on("n1", "192.168.0.1")
+            .at("10.2.0.1", 80)
+            .json(),
     )
     .await;
     let running = server_with(&consul.url(), tweak).await;
@@ -230,16 +224,13 @@ async fn slowloris_is_cut_at_the_total_timeout() {
 
 async fn big_service(consul: &str, n: usize) {
     for i in 0..n {
-        let body = instance(
-            &format!("n{i}"),
-            &format!("192.168.{}.{}", i / 250, 1 + i % 250),
-            "big",
-            &format!("big{i}"),
-            &format!("10.2.{}.{}", 6 + i / 250, 1 + i % 250),
-            80,
-            &[],
-            "passing",
-        );
+        let body = Instance::new("big", &format!("big{i}"))
+            .on(
+                &format!("n{i}"),
+                &format!("192.168.{}.{}", i / 250, 1 + i % 250),
+            )
+            .at(&format!("10.2.{}.{}", 6 + i / 250, 1 + i % 250), 80)
+            .json();
         http_register(consul, &body).await;
     }
 }
@@ -318,16 +309,10 @@ async fn pipelined_queries_are_all_answered() {
     // A service not watched yet: its answer waits for a load from Consul.
     http_register(
         &consul.url(),
-        &instance(
-            "n2",
-            "192.168.0.2",
-            "cold",
-            "cold1",
-            "10.2.0.2",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("cold", "cold1")
+            .on("n2", "192.168.0.2")
+            .at("10.2.0.2", 80)
+            .json(),
     )
     .await;
     let dns = running.dns_addrs[0];

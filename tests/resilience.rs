@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::*;
 use consul_emulator::{Emulator, Fault};
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::RecordType;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -20,16 +19,6 @@ const EDNS: Ask = Ask {
     edns: Some(1232),
     rd: true,
 };
-
-/// The RFC 8914 INFO-CODE of the answer's Extended DNS Error, if any.
-fn ede(m: &Message) -> Option<u16> {
-    match m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))? {
-        EdnsOption::Unknown(_, data) if data.len() >= 2 => {
-            Some(u16::from_be_bytes([data[0], data[1]]))
-        }
-        _ => None,
-    }
-}
 
 async fn ask_web(dns: SocketAddr) -> Message {
     query_with(dns, "web.service.consul.", RecordType::A, EDNS).await
@@ -217,16 +206,10 @@ async fn leader_loss_is_measured() {
 
 /// Instance `n` of service `api`, on its own node.
 fn api_instance(n: u8) -> serde_json::Value {
-    instance(
-        &format!("node{}", 6 + n),
-        &format!("192.168.56.{}", 6 + n),
-        "api",
-        &format!("api{n}"),
-        &format!("10.2.2.{n}"),
-        80,
-        &[],
-        "passing",
-    )
+    Instance::new("api", &format!("api{n}"))
+        .on(&format!("node{}", 6 + n), &format!("192.168.56.{}", 6 + n))
+        .at(&format!("10.2.2.{n}"), 80)
+        .json()
 }
 
 /// How many A records `api.service.consul` has.
@@ -298,7 +281,10 @@ async fn register_one_instance_each(consul: &Emulator, names: &[&str], net: &str
         let ip = format!("{net}.{}", i + 1);
         http_register(
             &consul.url(),
-            &instance("node9", "192.168.56.9", name, name, &ip, 80, &[], "passing"),
+            &Instance::new(name, name)
+                .on("node9", "192.168.56.9")
+                .at(&ip, 80)
+                .json(),
         )
         .await;
     }

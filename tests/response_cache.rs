@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::*;
 use consul_emulator::Fault;
 use hickory_proto::op::Message;
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::RecordType;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -144,15 +143,6 @@ async fn cached_answers_still_shuffle() {
         assert!(n > 100, "{ip} first in {n} of {rounds} answers: {first:?}");
     }
     running.shutdown().await;
-}
-
-fn ede(m: &Message) -> Option<u16> {
-    match m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))? {
-        EdnsOption::Unknown(_, data) if data.len() >= 2 => {
-            Some(u16::from_be_bytes([data[0], data[1]]))
-        }
-        _ => None,
-    }
 }
 
 #[tokio::test]

@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use consul_emulator::{Emulator, EmulatorConfig, Fault};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
 use program::{ConsulDns, TempDir};
 use rand::rngs::StdRng;
@@ -408,16 +407,6 @@ impl Q {
     }
 }
 
-/// The RFC 8914 INFO-CODE of the answer's Extended DNS Error, if any.
-fn ede(m: &Message) -> Option<u16> {
-    match m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))? {
-        EdnsOption::Unknown(_, data) if data.len() >= 2 => {
-            Some(u16::from_be_bytes([data[0], data[1]]))
-        }
-        _ => None,
-    }
-}
-
 /// The A/AAAA addresses in the Additional section.
 fn additional_addresses(m: &Message) -> Vec<IpAddr> {
     m.additionals
@@ -615,7 +604,7 @@ impl Shared {
         if !edns && m.edns.is_some() {
             return Err(("OPT without EDNS", "the query had no OPT record".into()));
         }
-        let stale = match ede(m) {
+        let stale = match common::ede(m) {
             None => false,
             Some(3) => true,
             Some(code) => return Err(("unexpected EDE", format!("EDE {code}"))),

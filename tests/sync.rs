@@ -67,16 +67,10 @@ async fn catalog_changes_show_without_restart() {
     );
     http_register(
         &url,
-        &instance(
-            "node9",
-            "192.168.56.9",
-            "fresh",
-            "fresh1",
-            "10.2.9.9",
-            80,
-            &[],
-            "passing",
-        ),
+        &Instance::new("fresh", "fresh1")
+            .on("node9", "192.168.56.9")
+            .at("10.2.9.9", 80)
+            .json(),
     )
     .await;
     answers_are(dns, "fresh.service.consul.", &["10.2.9.9"]).await;
@@ -168,16 +162,10 @@ async fn index_going_backwards_resets_the_watch() {
     for i in 1..=20 {
         http_register(
             &url,
-            &instance(
-                &format!("other{i}"),
-                "192.168.0.1",
-                "other",
-                &format!("o{i}"),
-                "10.9.0.1",
-                1,
-                &[],
-                "passing",
-            ),
+            &Instance::new("other", &format!("o{i}"))
+                .on(&format!("other{i}"), "192.168.0.1")
+                .at("10.9.0.1", 1)
+                .json(),
         )
         .await;
     }
@@ -366,16 +354,10 @@ async fn many_watches_asked_for_stay_and_idle_ones_end() {
     const SERVICES: u8 = 200;
     let consul = emulator().await;
     for i in 0..SERVICES {
-        let body = instance(
-            &format!("node{i}"),
-            &format!("192.168.57.{i}"),
-            &format!("s{i}"),
-            &format!("s{i}-1"),
-            &format!("10.2.3.{i}"),
-            80,
-            &[],
-            "passing",
-        );
+        let body = Instance::new(&format!("s{i}"), &format!("s{i}-1"))
+            .on(&format!("node{i}"), &format!("192.168.57.{i}"))
+            .at(&format!("10.2.3.{i}"), 80)
+            .json();
         http_register(&consul.url(), &body).await;
     }
     let running = server_with(&consul.url(), |c| {

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, instance, query, rcode, server_with, LOCAL};
+use common::{eventually, query, rcode, server_with, Instance, LOCAL};
 use consul_dns::config::ConsulTls;
 use consul_emulator::{Emulator, EmulatorConfig};
 use hickory_proto::op::ResponseCode;
@@ -41,16 +41,12 @@ async fn https_emulator(tls: Arc<rustls::ServerConfig>) -> Emulator {
     let emu = Emulator::start(LOCAL.parse().expect("address"), cfg)
         .await
         .expect("emulator starts");
-    emu.register(instance(
-        "node1",
-        "192.168.56.11",
-        "web",
-        "web1",
-        "10.2.1.1",
-        80,
-        &[],
-        "passing",
-    ))
+    emu.register(
+        Instance::new("web", "web1")
+            .on("node1", "192.168.56.11")
+            .at("10.2.1.1", 80)
+            .json(),
+    )
     .expect("register");
     emu
 }
@@ -409,16 +405,12 @@ fn bad_tls_files_exit_2_naming_the_file() {
 fn tls_options_with_an_http_address_are_ignored_with_a_warning() {
     let rt = runtime();
     let emu = rt.block_on(common::emulator());
-    emu.register(instance(
-        "node1",
-        "192.168.56.11",
-        "web",
-        "web1",
-        "10.2.1.1",
-        80,
-        &[],
-        "passing",
-    ))
+    emu.register(
+        Instance::new("web", "web1")
+            .on("node1", "192.168.56.11")
+            .at("10.2.1.1", 80)
+            .json(),
+    )
     .expect("register");
     let dir = TempDir::new("tls");
     let missing = dir.path().join("missing.pem");

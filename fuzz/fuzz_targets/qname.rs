@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use consul_dns::dns::name::{parse, relative_labels, ConsulName, Locality};
 use consul_dns::view::records::hex_ip;
-use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use libfuzzer_sys::fuzz_target;
 
@@ -35,8 +35,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(full) = name.append_domain(&consul) else {
         return;
     };
-    let lower = LowerName::new(&full);
-    let Some(labels) = relative_labels(&lower, consul.num_labels()) else {
+    let mut buf = [0u8; 255];
+    let Some(labels) = relative_labels(&full, consul.num_labels(), &mut buf) else {
         return;
     };
     let parsed = parse(&labels, srv);

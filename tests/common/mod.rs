@@ -42,26 +42,69 @@ pub async fn server(consul: &str) -> Running {
     server_with(consul, |_| {}).await
 }
 
-/// Registers one instance: `service` on `node` (node address `node_addr`), with the
-/// service address `addr` (may be ""), `port`, `tags` and one service check of `status`.
-#[allow(clippy::too_many_arguments)]
-pub fn instance(
-    node: &str,
-    node_addr: &str,
-    service: &str,
-    id: &str,
-    addr: &str,
+/// One instance as registrator registers it through `PUT /v1/catalog/register`: the
+/// service `service` (instance `id`) on a node, with a service check. Defaults: node
+/// `node1` at 192.168.56.11 with node meta `rack=r1`, no service address, port 80, no
+/// tags, passing.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    node: String,
+    node_addr: String,
+    service: String,
+    id: String,
+    addr: String,
     port: u16,
-    tags: &[&str],
-    status: &str,
-) -> Value {
-    json!({
-        "Node": node,
-        "Address": node_addr,
-        "NodeMeta": {"rack": "r1"},
-        "Service": {"ID": id, "Service": service, "Address": addr, "Port": port, "Tags": tags},
-        "Check": {"CheckID": format!("service:{id}"), "Name": "check", "Status": status, "ServiceID": id}
-    })
+    tags: Vec<String>,
+    status: String,
+}
+
+impl Instance {
+    pub fn new(service: &str, id: &str) -> Self {
+        Instance {
+            node: "node1".into(),
+            node_addr: "192.168.56.11".into(),
+            service: service.into(),
+            id: id.into(),
+            addr: String::new(),
+            port: 80,
+            tags: Vec::new(),
+            status: "passing".into(),
+        }
+    }
+
+    /// On node `node` at `addr`.
+    pub fn on(mut self, node: &str, addr: &str) -> Self {
+        (self.node, self.node_addr) = (node.into(), addr.into());
+        self
+    }
+
+    /// Service address `addr` ("" for none: the node's answers) and `port`.
+    pub fn at(mut self, addr: &str, port: u16) -> Self {
+        (self.addr, self.port) = (addr.into(), port);
+        self
+    }
+
+    pub fn tags(mut self, tags: &[&str]) -> Self {
+        self.tags = tags.iter().map(|t| t.to_string()).collect();
+        self
+    }
+
+    /// The service check's status: passing, warning or critical.
+    pub fn status(mut self, status: &str) -> Self {
+        self.status = status.into();
+        self
+    }
+
+    /// The registration's body.
+    pub fn json(&self) -> Value {
+        json!({
+            "Node": self.node,
+            "Address": self.node_addr,
+            "NodeMeta": {"rack": "r1"},
+            "Service": {"ID": self.id, "Service": self.service, "Address": self.addr, "Port": self.port, "Tags": self.tags},
+            "Check": {"CheckID": format!("service:{}", self.id), "Name": "check", "Status": self.status, "ServiceID": self.id}
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +248,17 @@ pub async fn query_udp_retrying(server: SocketAddr, name: &str, qtype: RecordTyp
     panic!("no answer to {name} after 10 tries");
 }
 
+/// The RFC 8914 INFO-CODE of the answer's Extended DNS Error, if any.
+pub fn ede(m: &Message) -> Option<u16> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))? {
+        EdnsOption::Unknown(_, data) if data.len() >= 2 => {
+            Some(u16::from_be_bytes([data[0], data[1]]))
+        }
+        _ => None,
+    }
+}
+
 /// Records as sorted zone-file lines.
 pub fn lines(records: &[Record]) -> Vec<String> {
     let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
@@ -290,16 +344,11 @@ async fn http_put(consul: &str, path: &str, body: &Value) {
 
 /// Instance `web<i>` of service `web` on node `node<i>`, at 10.2.1.<i>:80.
 pub fn web_instance(i: u8, status: &str) -> Value {
-    instance(
-        &format!("node{i}"),
-        &format!("192.168.56.{i}"),
-        "web",
-        &format!("web{i}"),
-        &format!("10.2.1.{i}"),
-        80,
-        &[],
-        status,
-    )
+    Instance::new("web", &format!("web{i}"))
+        .on(&format!("node{i}"), &format!("192.168.56.{i}"))
+        .at(&format!("10.2.1.{i}"), 80)
+        .status(status)
+        .json()
 }
 
 /// The value of one series of the server's metrics (0 when absent).

@@ -230,8 +230,8 @@ pub struct Syncer {
     preparation: Arc<Preparation>,
     services: Cache<String, Arc<ServiceWatch>>,
     /// The live watches again, for the query path: a read lock and a hash lookup, where
-    /// moka's lookup also does its time-to-idle bookkeeping (7% of a query's time in the
-    /// benchmark). The janitor tells moka which watches were used.
+    /// moka's lookup also does its time-to-idle bookkeeping on every read (its cost:
+    /// bench/README.md). The janitor tells moka which watches were used.
     hot: Arc<HotWatches>,
     /// Janitor ticks; a watch notes the tick it was last used in.
     ticks: Arc<AtomicU64>,

@@ -43,9 +43,8 @@ use crate::view::freshness::ServiceBasis;
 /// Responses kept per question, each with its own shuffle.
 pub const VARIANTS: usize = 8;
 /// One hit in this many rebuilds one of the responses (a new shuffle). A rebuild takes the
-/// full path: at one in 64, the full path's functions were 2.5 % of the CPU profile of the
-/// benchmark's hits (22 % SRV), 1.3 % at one in 256; RFC 2782 clients read no meaning into
-/// the order of SRV records anyway.
+/// full path (its cost at other rates: bench/README.md); RFC 2782 clients read no meaning
+/// into the order of SRV records anyway.
 pub const REFRESH: u32 = 256;
 /// Bounds of the table; past either it is emptied (it refills from the next queries).
 const MAX_ENTRIES: usize = 20_000;

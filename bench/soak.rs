@@ -1,6 +1,7 @@
 //! Soak test (issue 7): the release binary under a steady mixed load for minutes while the
 //! catalog churns and Consul fails in every way the emulator can, with every answer checked
-//! against the truth and the server's memory sampled. Not part of `cargo test` (ignored):
+//! against the truth and the server's memory sampled. Not part of `cargo test` (ignored, and
+//! kept with the benchmarks):
 //! `bench/soak` builds in release, runs it and writes `bench/SOAK.md`.
 //!
 //! - Consul is the in-process emulator (so faults can be injected): 200 services × 3
@@ -24,8 +25,9 @@
 //! only for unknown names or an `eph-<k>` that was absent. Environment: `SOAK_MINUTES` (10,
 //! fractions allowed), `SOAK_QPS` (3000), `SOAK_SEED`, `SOAK_REPORT` (write the summary there).
 
+#[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "common/program.rs"]
+#[path = "../tests/common/program.rs"]
 mod program;
 
 use std::collections::{BTreeMap, HashMap};

@@ -16,7 +16,9 @@
 //! Sizes are measured by encoding with no limit in force.
 
 use hickory_server::proto::op::{Edns, Metadata};
-use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use std::collections::HashSet;
+
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
@@ -177,13 +179,16 @@ fn largest(n: usize, fits: impl Fn(usize) -> bool) -> usize {
 impl Frame<'_> {
     /// Whether the message with `f`'s records encodes, whole, within `size` bytes.
     fn fits(&self, f: &Fitted<'_>, size: usize) -> bool {
-        self.encoded_len(f).is_some_and(|len| len <= size)
+        self.encoded_len(f, size).is_some()
     }
 
-    /// The length of the message with `f`'s records; None when it cannot be encoded whole.
-    fn encoded_len(&self, f: &Fitted<'_>) -> Option<usize> {
+    /// The length of the message with `f`'s records if it encodes whole within `size`
+    /// bytes. The encoder stops at `size` (what it leaves behind is thrown away here), so
+    /// a trial costs no more than the bytes that fit, however many records are tried.
+    fn encoded_len(&self, f: &Fitted<'_>, size: usize) -> Option<usize> {
         let mut bytes = Vec::with_capacity(UDP_MIN_SIZE);
         let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(u16::try_from(size).unwrap_or(u16::MAX));
         let response = MessageResponseBuilder::new(self.queries, self.edns).build(
             self.metadata,
             f.answers.iter(),
@@ -196,7 +201,8 @@ impl Frame<'_> {
             && usize::from(counts.authorities) == f.authority.len()
             && usize::from(counts.additionals)
                 == f.additionals.len() + usize::from(self.edns.is_some());
-        whole.then(|| encoder.offset())
+        let len = encoder.offset();
+        (whole && len <= size).then_some(len)
     }
 
     /// At least the encoded length of the message with `f`'s records, worked out without
@@ -245,23 +251,35 @@ fn record_len(r: &Record) -> usize {
 
 /// The records of `additionals` that the answers point at (SRV, NS, MX and CNAME targets,
 /// following CNAMEs found among the additionals), in their order: Consul's `syncExtra`.
+/// Linear in the records: it runs for each trial of a cut.
 pub fn targets_of<'a>(answers: &[Record], additionals: &'a [Record]) -> Vec<&'a Record> {
-    let mut targets: Vec<&Name> = answers.iter().filter_map(target).collect();
-    let mut i = 0;
-    while i < targets.len() {
-        let t = targets[i];
-        for r in additionals {
-            if let RData::CNAME(c) = &r.data {
-                if r.name.eq_ignore_root(t) && !targets.iter().any(|n| n.eq_ignore_root(&c.0)) {
-                    targets.push(&c.0);
-                }
+    let mut targets: HashSet<LowerName> = answers
+        .iter()
+        .filter_map(target)
+        .map(LowerName::from)
+        .collect();
+    let cnames: Vec<(LowerName, LowerName)> = additionals
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::CNAME(c) => Some((LowerName::from(&r.name), LowerName::from(&c.0))),
+            _ => None,
+        })
+        .collect();
+    // A chain of n CNAMEs is followed in at most n rounds.
+    for _ in 0..cnames.len() {
+        let before = targets.len();
+        for (from, to) in &cnames {
+            if targets.contains(from) {
+                targets.insert(to.clone());
             }
         }
-        i += 1;
+        if targets.len() == before {
+            break;
+        }
     }
     additionals
         .iter()
-        .filter(|r| targets.iter().any(|t| t.eq_ignore_root(&r.name)))
+        .filter(|r| targets.contains(&LowerName::from(&r.name)))
         .collect()
 }
 

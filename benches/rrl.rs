@@ -6,11 +6,12 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use consul_dns::dns::rrl::{Rrl, RrlSettings};
+use consul_dns::config::RrlConfig;
+use consul_dns::dns::rrl::Rrl;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn rrl() -> Rrl {
-    let settings = RrlSettings {
+    let settings = RrlConfig {
         responses_per_second: 100,
         window: Duration::from_secs(5),
         slip: 2,

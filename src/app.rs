@@ -19,13 +19,13 @@ use crate::admin;
 use crate::config::Config;
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
-use crate::dns::consul_zone::{ConsulZone, SoaTimers, ZoneOptions};
+use crate::dns::consul_zone::{ConsulZone, ZoneOptions};
 use crate::dns::forward::{ForwardError, Recursors};
 use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
-use crate::dns::rrl::{Rrl, RrlSettings};
+use crate::dns::rrl::Rrl;
 use crate::dns::sockets::{self, BindError};
 use crate::dns::static_zones::{ZoneError, ZoneSet};
-use crate::dns::tcp::{self, TcpLimits};
+use crate::dns::tcp;
 use crate::dns::udp;
 use crate::metrics::Metrics;
 use crate::view::records::Settings;
@@ -273,12 +273,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             domains,
             node_ttl: dns.node_ttl,
             service_ttl: dns.service_ttl.clone(),
-            soa: SoaTimers {
-                refresh: dns.soa.refresh,
-                retry: dns.soa.retry,
-                expire: dns.soa.expire,
-                min_ttl: dns.soa.min_ttl,
-            },
+            soa: dns.soa,
             a_record_limit: dns.a_record_limit as usize,
             node_meta_txt: dns.enable_additional_node_meta_txt,
             startup_wait: config.startup_wait,
@@ -314,14 +309,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     );
     let handler = Arc::new(handler);
     let stop_dns = CancellationToken::new();
-    let rrl = Rrl::new(RrlSettings {
-        responses_per_second: config.rrl.responses_per_second,
-        window: config.rrl.window,
-        slip: config.rrl.slip,
-        ipv4_prefix_length: config.rrl.ipv4_prefix_length,
-        ipv6_prefix_length: config.rrl.ipv6_prefix_length,
-    })
-    .map(Arc::new);
+    let rrl = Rrl::new(config.rrl).map(Arc::new);
     if let Some(rrl) = &rrl {
         info!(?rrl, "response-rate limiting of UDP answers is on");
     }
@@ -339,12 +327,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         })
         .collect::<Result<_, _>>()
         .map_err(StartError::Udp)?;
-    let limits = TcpLimits {
-        max_connections: config.tcp.max_connections,
-        idle_timeout: config.tcp.idle_timeout,
-        total_timeout: config.tcp.total_timeout,
-        write_timeout: config.tcp.write_timeout,
-    };
     let tcp = sockets
         .tcp
         .into_iter()
@@ -353,7 +335,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 listener,
                 Arc::clone(&handler),
                 Arc::clone(&metrics),
-                limits,
+                config.tcp,
                 stop_dns.clone(),
             ))
         })

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use common::assert_records;
 use consul_dns::config::ServiceTtl;
+use consul_dns::config::SoaConfig;
 use consul_dns::dns::answer::Answer;
-use consul_dns::dns::consul_zone::{ConsulZone, SoaTimers, ZoneOptions};
+use consul_dns::dns::consul_zone::{ConsulZone, ZoneOptions};
 use consul_dns::metrics::Metrics;
 use consul_dns::model::{AgentService, CheckStatus, HealthCheck, Node, ServiceEntry};
 use consul_dns::view::freshness::{ServiceBasis, ServiceData, WatchHealth, WatchStamp};
@@ -161,7 +162,7 @@ fn zone() -> ConsulZone {
         domains: vec![consul],
         node_ttl: 0,
         service_ttl: ServiceTtl::default(),
-        soa: SoaTimers {
+        soa: SoaConfig {
             refresh: 3600,
             retry: 600,
             expire: 86400,

@@ -16,20 +16,11 @@ use super::answer::{find_service, instance_records, node_records, service_record
 use super::fetch::{Fetched, Need};
 use super::forward::Recursors;
 use super::name::{self, ConsulName, Locality};
-use crate::config::ServiceTtl;
+use crate::config::{ServiceTtl, SoaConfig};
 use crate::metrics::Metrics;
 use crate::view::freshness::{ServiceData, WatchHealth};
 use crate::view::records::{generated_name, ip_rdata, NodeRecords, NodeTable, ServiceRecords};
 use crate::view::{Directory, Endpoint, RemoteLists, Source, SourceError, Subject};
-
-/// SOA timers (`dns_config.soa`), in seconds.
-#[derive(Debug, Clone, Copy)]
-pub struct SoaTimers {
-    pub refresh: u32,
-    pub retry: u32,
-    pub expire: u32,
-    pub min_ttl: u32,
-}
 
 /// Answering settings, from the configuration.
 #[derive(Debug, Clone)]
@@ -39,7 +30,7 @@ pub struct ZoneOptions {
     pub node_ttl: u32,
     /// `service_ttl`, for reverse answers naming a service.
     pub service_ttl: ServiceTtl,
-    pub soa: SoaTimers,
+    pub soa: SoaConfig,
     /// `a_record_limit`: most A/AAAA/ANY answers (0: no limit).
     pub a_record_limit: usize,
     /// `enable_additional_node_meta_txt`.

@@ -23,7 +23,9 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::config::RrlConfig;
 
 const SHARDS: usize = 16;
 const SETS_PER_SHARD: usize = 512;
@@ -31,19 +33,6 @@ const WAYS: usize = 4;
 /// Client prefixes tracked at once.
 pub const TABLE_ENTRIES: usize = SHARDS * SETS_PER_SHARD * WAYS;
 const NANOS_PER_SEC: u64 = 1_000_000_000;
-
-/// Settings (see [`crate::config::RrlConfig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RrlSettings {
-    /// Answers per second to one client prefix; 0 = off.
-    pub responses_per_second: u32,
-    /// Seconds of burst credit.
-    pub window: Duration,
-    /// Every `slip`-th limited answer is slipped; 0 = none.
-    pub slip: u32,
-    pub ipv4_prefix_length: u8,
-    pub ipv6_prefix_length: u8,
-}
 
 /// What to do with the answer to one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +80,7 @@ impl std::fmt::Debug for Rrl {
 
 impl Rrl {
     /// The limiter, or None when `responses_per_second` is 0 (off).
-    pub fn new(settings: RrlSettings) -> Option<Rrl> {
+    pub fn new(settings: RrlConfig) -> Option<Rrl> {
         if settings.responses_per_second == 0 {
             return None;
         }
@@ -179,10 +168,12 @@ impl Rrl {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn rrl(rate: u32, window_secs: u64, slip: u32) -> Rrl {
-        match Rrl::new(RrlSettings {
+        match Rrl::new(RrlConfig {
             responses_per_second: rate,
             window: Duration::from_secs(window_secs),
             slip,
@@ -224,7 +215,7 @@ mod tests {
 
     #[test]
     fn off_at_zero() {
-        let settings = RrlSettings {
+        let settings = RrlConfig {
             responses_per_second: 0,
             window: Duration::from_secs(5),
             slip: 2,
@@ -314,7 +305,7 @@ mod tests {
             "another /56"
         );
 
-        let exact = Rrl::new(RrlSettings {
+        let exact = Rrl::new(RrlConfig {
             responses_per_second: 1,
             window: Duration::from_secs(1),
             slip: 0,

@@ -31,6 +31,7 @@ use tracing::debug;
 
 use super::handler::DnsHandler;
 use super::responder::{self, Reply, StoredResponses};
+use crate::config::TcpConfig;
 use crate::metrics::Metrics;
 
 /// Queries of one connection being answered at once; past it, the connection is not read
@@ -45,15 +46,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Bytes of queries buffered per connection before reading pauses: two of the largest.
 const MAX_BUFFERED: usize = 2 * (2 + u16::MAX as usize);
 
-/// The bounds of TCP connections (see [`crate::config::TcpConfig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpLimits {
-    pub max_connections: usize,
-    pub idle_timeout: Duration,
-    pub total_timeout: Duration,
-    pub write_timeout: Duration,
-}
-
 /// Serves `listener` with `handler` until `cancel` fires; then stops accepting and returns
 /// once every connection has written the answers to the queries it had read (each for at
 /// most `SHUTDOWN_DRAIN`).
@@ -61,7 +53,7 @@ pub async fn serve(
     listener: TcpListener,
     handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
-    limits: TcpLimits,
+    limits: TcpConfig,
     cancel: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -133,7 +125,7 @@ type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 struct Connection {
     handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
-    limits: TcpLimits,
+    limits: TcpConfig,
     src: SocketAddr,
     cancel: CancellationToken,
 }

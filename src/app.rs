@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin;
-use crate::config::Config;
+use crate::config::{Config, DnsConfig};
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
 use crate::dns::consul_zone::{ConsulZone, ZoneOptions};
 use crate::dns::forward::{ForwardError, Recursors};
 use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
 use crate::dns::rrl::Rrl;
-use crate::dns::sockets::{self, BindError};
+use crate::dns::sockets::{self, BindError, Sockets};
 use crate::dns::static_zones::{ZoneError, ZoneSet};
 use crate::dns::tcp;
 use crate::dns::udp;
@@ -175,75 +175,154 @@ impl Running {
 /// Starts serving `config`. Consul need not be reachable: the sync retries in the background
 /// and Consul names are SERVFAIL until the first sync.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let mut domains = Vec::new();
-    for d in std::iter::once(&config.domain).chain(config.alt_domain.iter()) {
-        let name = Name::from_ascii(d).map_err(|_| StartError::Domain(d.clone()))?;
-        domains.push(name.to_lowercase());
-    }
-    let dns = &config.dns;
+    let domains = served_domains(config)?;
     let metrics = Arc::new(Metrics::new());
-    let client = ConsulClient::new(
+    let client = consul_client(config, &metrics)?;
+    let sockets = sockets::bind(&config.listen).await?;
+    let http = match config.http_addr {
+        Some(addr) => Some(bind_http(addr).await?),
+        None => None,
+    };
+    warn_unsupported(&config.dns);
+    let zones = load_zones(config, &domains).await?;
+    let recursors = recursors(config)?;
+    let syncer = start_sync(config, client, &domains);
+    let zone = Arc::new(ConsulZone::new(
+        zone_options(config, domains.clone()),
+        Arc::clone(&syncer) as Arc<dyn Source>,
+        Arc::clone(&metrics),
+        recursors.clone(),
+    ));
+    let static_zones = Arc::new(StaticZones {
+        dir: config.zones.clone(),
+        reserved: domains,
+        current: Mutex::new(ZoneSet::default()),
+        catalog: Arc::new(ArcSwap::from_pointee(Catalog::new())),
+    });
+    static_zones
+        .catalog
+        .store(Arc::new(static_zones.catalog(&zones)));
+    *static_zones.current.lock().await = zones;
+    let handler = Arc::new(DnsHandler::new(
+        zone,
+        Arc::clone(&static_zones.catalog),
+        ResponseLimits {
+            udp_answer_limit: config.dns.udp_answer_limit as usize,
+            max_udp_payload: MAX_UDP_PAYLOAD,
+            allow_any: config.allow_any,
+        },
+        RecursionPolicy {
+            recursors,
+            allow: config.allow_recursion.clone(),
+        },
+        Arc::clone(&metrics),
+    ));
+    let stop_dns = CancellationToken::new();
+    let dns_addrs = sockets.addrs.clone();
+    let (udp, tcp) = serve_dns(config, sockets, &handler, &metrics, &stop_dns)?;
+    let stop_http = CancellationToken::new();
+    let http_addr = http.map(|(listener, bound)| {
+        admin::serve(listener, Arc::clone(&syncer), stop_http.clone());
+        info!(addr = %bound, "metrics on http://{bound}/metrics, health on /health/live and /health/ready");
+        bound
+    });
+    Ok(Running {
+        dns_addrs,
+        http_addr,
+        stop_dns,
+        udp,
+        tcp,
+        syncer,
+        zones: static_zones,
+        stop_http,
+        handler,
+    })
+}
+
+/// The served domains (`domain`, then `alt_domain`), lower-case.
+fn served_domains(config: &Config) -> Result<Vec<Name>, StartError> {
+    std::iter::once(&config.domain)
+        .chain(config.alt_domain.iter())
+        .map(|d| {
+            Name::from_ascii(d)
+                .map(|n| n.to_lowercase())
+                .map_err(|_| StartError::Domain(d.clone()))
+        })
+        .collect()
+}
+
+fn consul_client(config: &Config, metrics: &Arc<Metrics>) -> Result<ConsulClient, StartError> {
+    Ok(ConsulClient::new(
         &config.consul_addr,
         config.token.as_ref().map(|t| t.expose()),
         ClientOptions {
-            stale: dns.allow_stale,
+            stale: config.dns.allow_stale,
             wait: config.blocking_wait,
             max_response_bytes: crate::consul::client::MAX_RESPONSE_BYTES,
             tls: config.tls.clone(),
         },
-        Arc::clone(&metrics),
-    )?;
-    let sockets = sockets::bind(&config.listen).await?;
-    let http = match config.http_addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| BindError { addr, source })?;
-            Some((listener, bound))
-        }
-        None => None,
-    };
+        Arc::clone(metrics),
+    )?)
+}
+
+/// The metrics and health endpoint's listener, and the address it got.
+async fn bind_http(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| BindError { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Consul options accepted without effect, said once at start.
+fn warn_unsupported(dns: &DnsConfig) {
     if dns.disable_compression {
         tracing::warn!("disable_compression is not supported: responses are always compressed");
     }
     if dns.prefer_namespace {
         tracing::warn!("prefer_namespace has no effect: namespaces are not supported");
     }
-    let zones = match &config.zones {
-        Some(dir) => {
-            let zones = ZoneSet::load(dir, &domains).await?;
-            for zone in zones.zones() {
-                info!(zone = %zone.origin, file = %zone.path.display(), records = zone.records, "serving zone {}", zone.origin);
-            }
-            if zones.is_empty() {
-                info!("no zone files (*.zone) in {}", dir.display());
-            }
-            zones
-        }
-        None => ZoneSet::default(),
-    };
-    let recursors = if config.recursors.is_empty() {
-        None
-    } else {
-        let recursors = Recursors::new(
-            &config.recursors,
-            dns.recursor_strategy,
-            dns.recursor_timeout,
-        )?;
-        info!(
-            recursors = ?config.recursors,
-            allow_recursion = ?config.allow_recursion,
-            "forwarding other names to the recursors"
-        );
-        Some(Arc::new(recursors))
-    };
+}
 
-    let domains_for_zones = domains.clone();
+async fn load_zones(config: &Config, domains: &[Name]) -> Result<ZoneSet, StartError> {
+    let Some(dir) = &config.zones else {
+        return Ok(ZoneSet::default());
+    };
+    let zones = ZoneSet::load(dir, domains).await?;
+    for zone in zones.zones() {
+        info!(zone = %zone.origin, file = %zone.path.display(), records = zone.records, "serving zone {}", zone.origin);
+    }
+    if zones.is_empty() {
+        info!("no zone files (*.zone) in {}", dir.display());
+    }
+    Ok(zones)
+}
+
+fn recursors(config: &Config) -> Result<Option<Arc<Recursors>>, StartError> {
+    if config.recursors.is_empty() {
+        return Ok(None);
+    }
+    let dns = &config.dns;
+    let recursors = Recursors::new(
+        &config.recursors,
+        dns.recursor_strategy,
+        dns.recursor_timeout,
+    )?;
+    info!(
+        recursors = ?config.recursors,
+        allow_recursion = ?config.allow_recursion,
+        "forwarding other names to the recursors"
+    );
+    Ok(Some(Arc::new(recursors)))
+}
+
+/// Starts keeping the view in sync with Consul.
+fn start_sync(config: &Config, client: ConsulClient, domains: &[Name]) -> Arc<Syncer> {
+    let dns = &config.dns;
     let settings = Settings {
-        domains: domains.clone(),
+        domains: domains.to_vec(),
         datacenter: String::new(),
         only_passing: dns.only_passing,
         node_ttl: dns.node_ttl,
@@ -252,7 +331,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         wan: false,
         srv_suffixes: Default::default(),
     };
-    let syncer = Syncer::start(
+    Syncer::start(
         client,
         View::new(),
         SyncOptions {
@@ -267,48 +346,34 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             translate_wan_addrs: config.translate_wan_addrs,
             query_max_age: dns.cache_max_age,
         },
-    );
-    let zone = Arc::new(ConsulZone::new(
-        ZoneOptions {
-            domains,
-            node_ttl: dns.node_ttl,
-            service_ttl: dns.service_ttl.clone(),
-            soa: dns.soa,
-            a_record_limit: dns.a_record_limit as usize,
-            node_meta_txt: dns.enable_additional_node_meta_txt,
-            startup_wait: config.startup_wait,
-            max_stale: dns.max_stale,
-        },
-        Arc::clone(&syncer) as Arc<dyn Source>,
-        Arc::clone(&metrics),
-        recursors.clone(),
-    ));
-    let static_zones = Arc::new(StaticZones {
-        dir: config.zones.clone(),
-        reserved: domains_for_zones,
-        current: Mutex::new(ZoneSet::default()),
-        catalog: Arc::new(ArcSwap::from_pointee(Catalog::new())),
-    });
-    static_zones
-        .catalog
-        .store(Arc::new(static_zones.catalog(&zones)));
-    *static_zones.current.lock().await = zones;
-    let handler = DnsHandler::new(
-        zone,
-        Arc::clone(&static_zones.catalog),
-        ResponseLimits {
-            udp_answer_limit: dns.udp_answer_limit as usize,
-            max_udp_payload: MAX_UDP_PAYLOAD,
-            allow_any: config.allow_any,
-        },
-        RecursionPolicy {
-            recursors,
-            allow: config.allow_recursion.clone(),
-        },
-        Arc::clone(&metrics),
-    );
-    let handler = Arc::new(handler);
-    let stop_dns = CancellationToken::new();
+    )
+}
+
+fn zone_options(config: &Config, domains: Vec<Name>) -> ZoneOptions {
+    let dns = &config.dns;
+    ZoneOptions {
+        domains,
+        node_ttl: dns.node_ttl,
+        service_ttl: dns.service_ttl.clone(),
+        soa: dns.soa,
+        a_record_limit: dns.a_record_limit as usize,
+        node_meta_txt: dns.enable_additional_node_meta_txt,
+        startup_wait: config.startup_wait,
+        max_stale: dns.max_stale,
+    }
+}
+
+/// The tasks of the UDP loops, or of the TCP servers.
+type Servers = Vec<JoinHandle<()>>;
+
+/// The UDP loops and TCP servers on the bound sockets, until `stop`.
+fn serve_dns(
+    config: &Config,
+    sockets: Sockets,
+    handler: &Arc<DnsHandler>,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<(Servers, Servers), StartError> {
     let rrl = Rrl::new(config.rrl).map(Arc::new);
     if let Some(rrl) = &rrl {
         info!(?rrl, "response-rate limiting of UDP answers is on");
@@ -317,13 +382,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .udp
         .into_iter()
         .map(|socket| {
-            udp::spawn(
-                socket,
-                Arc::clone(&handler),
-                Arc::clone(&metrics),
-                rrl.clone(),
-                &stop_dns,
-            )
+            let (handler, metrics) = (Arc::clone(handler), Arc::clone(metrics));
+            udp::spawn(socket, handler, metrics, rrl.clone(), stop)
         })
         .collect::<Result<_, _>>()
         .map_err(StartError::Udp)?;
@@ -331,33 +391,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .tcp
         .into_iter()
         .map(|listener| {
+            let (handler, metrics) = (Arc::clone(handler), Arc::clone(metrics));
             tokio::spawn(tcp::serve(
                 listener,
-                Arc::clone(&handler),
-                Arc::clone(&metrics),
+                handler,
+                metrics,
                 config.tcp,
-                stop_dns.clone(),
+                stop.clone(),
             ))
         })
         .collect();
     for addr in &sockets.addrs {
         info!(%addr, "listening on {addr} (udp, tcp)");
     }
-    let stop_http = CancellationToken::new();
-    let http_addr = http.map(|(listener, bound)| {
-        admin::serve(listener, Arc::clone(&syncer), stop_http.clone());
-        info!(addr = %bound, "metrics on http://{bound}/metrics, health on /health/live and /health/ready");
-        bound
-    });
-    Ok(Running {
-        dns_addrs: sockets.addrs,
-        http_addr,
-        stop_dns,
-        udp,
-        tcp,
-        syncer,
-        zones: static_zones,
-        stop_http,
-        handler,
-    })
+    Ok((udp, tcp))
 }

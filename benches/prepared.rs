@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use consul_dns::model::{AgentService, CheckStatus, HealthCheck, Node, ServiceEntry};
-use consul_dns::view::records::{ServiceRecords, Settings};
+use consul_dns::view::records::{RecordSettings, ServiceRecords, Settings};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use hickory_server::proto::rr::Name;
 
@@ -20,7 +20,6 @@ fn settings() -> Settings {
         node_meta_txt: true,
         internal_cidrs: Vec::new(),
         wan: false,
-        srv_suffixes: Default::default(),
     }
 }
 
@@ -71,7 +70,7 @@ fn entries(n: u32) -> Vec<ServiceEntry> {
 }
 
 fn bench(c: &mut Criterion) {
-    let settings = std::sync::Arc::new(settings());
+    let settings = std::sync::Arc::new(RecordSettings::new(settings()));
     let mut g = c.benchmark_group("prepared_service_build");
     g.warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));

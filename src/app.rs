@@ -329,7 +329,6 @@ fn start_sync(config: &Config, client: ConsulClient, domains: &[Name]) -> Arc<Sy
         node_meta_txt: dns.enable_additional_node_meta_txt,
         internal_cidrs: config.internal_cidrs.clone(),
         wan: false,
-        srv_suffixes: Default::default(),
     };
     Syncer::start(
         client,

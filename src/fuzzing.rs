@@ -17,7 +17,7 @@ use crate::dns::answer::{find_service, instance_records, node_records, service_r
 use crate::dns::static_zones::{self, StaticZone, ZoneError};
 use crate::dns::udp::DatagramPath;
 use crate::model::{Node, PreparedQueryResult, ServiceDirectory, ServiceEntry};
-use crate::view::records::{generated_name, NodeTable, ServiceRecords, Settings};
+use crate::view::records::{generated_name, NodeTable, RecordSettings, ServiceRecords, Settings};
 use crate::view::{Directory, ReverseIndex};
 use consul_emulator::{Emulator, EmulatorConfig};
 
@@ -136,7 +136,6 @@ fn settings(variant: u8) -> Settings {
         node_meta_txt: true,
         internal_cidrs: Vec::new(),
         wan: false,
-        srv_suffixes: Default::default(),
     };
     if variant & 1 == 1 {
         s.domains.push(name("alt.example."));
@@ -174,7 +173,12 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
             let Ok(entries) = serde_json::from_slice::<Vec<ServiceEntry>>(body) else {
                 return out;
             };
-            let p = ServiceRecords::build(&entries, 5, 1, &std::sync::Arc::new(settings.clone()));
+            let p = ServiceRecords::build(
+                &entries,
+                5,
+                1,
+                &std::sync::Arc::new(RecordSettings::new(settings.clone())),
+            );
             let reverse = ReverseIndex::default();
             let web: std::sync::Arc<str> = "web".into();
             reverse.replace(&web, &[], &p.addresses);
@@ -230,10 +234,10 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
                 return out;
             };
             let ttl = query_ttl(&result.dns.ttl).unwrap_or(0);
-            let settings = std::sync::Arc::new(Settings {
+            let settings = std::sync::Arc::new(RecordSettings::new(Settings {
                 only_passing: false,
                 ..settings
-            });
+            }));
             let p = ServiceRecords::build(&result.nodes, ttl, 1, &settings);
             let order: Vec<usize> = (0..p.instances.len()).collect();
             for qtype in QTYPES {

@@ -18,7 +18,7 @@ use consul_dns::dns::consul_zone::{ConsulZone, ZoneOptions};
 use consul_dns::metrics::Metrics;
 use consul_dns::model::{AgentService, CheckStatus, HealthCheck, Node, ServiceEntry};
 use consul_dns::view::freshness::{ServiceBasis, ServiceData, WatchHealth, WatchStamp};
-use consul_dns::view::records::{ServiceRecords, Settings};
+use consul_dns::view::records::{RecordSettings, ServiceRecords, Settings};
 use consul_dns::view::{Directory, NodeTable, RemoteLists, Source, SourceError, Subject, View};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
@@ -122,12 +122,12 @@ fn entry(node: &Node, service: &str, id: &str, address: &str, tags: &[&str]) -> 
 
 fn zone() -> ConsulZone {
     let consul = Name::from_ascii("consul.").unwrap();
-    let settings = Arc::new(Settings {
+    let settings = Arc::new(RecordSettings::new(Settings {
         domains: vec![consul.clone()],
         datacenter: "dc1".into(),
         node_meta_txt: true,
         ..Settings::default()
-    });
+    }));
     let n1 = node("node1", "192.168.56.11", &[("rack", "r1")]);
     let n2 = node("node2", "192.168.56.12", &[]);
     let web = vec![

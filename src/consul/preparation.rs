@@ -1,4 +1,4 @@
-//! What the view's records of a datacenter are built with (`view::records::Settings`):
+//! What the view's records of a datacenter are built with (`view::records::RecordSettings`):
 //! the configuration's, the local datacenter once learned, and WAN translation for the
 //! others. Shared by the service watches, the other datacenters and the prepared queries.
 
@@ -6,13 +6,13 @@ use std::sync::{Arc, OnceLock};
 
 use super::ConsulError;
 use crate::config::ServiceTtl;
-use crate::view::records::Settings;
+use crate::view::records::{RecordSettings, Settings};
 
 #[derive(Debug)]
 pub struct Preparation {
     /// From the configuration; `datacenter` is filled in once known.
     base: Settings,
-    local: OnceLock<Arc<Settings>>,
+    local: OnceLock<Arc<RecordSettings>>,
     translate_wan_addrs: bool,
     service_ttl: ServiceTtl,
 }
@@ -29,10 +29,10 @@ impl Preparation {
 
     /// The local datacenter is `dc`; it never changes afterwards.
     pub fn set_datacenter(&self, dc: &str) {
-        let _ = self.local.set(Arc::new(Settings {
+        let _ = self.local.set(Arc::new(RecordSettings::new(Settings {
             datacenter: dc.to_ascii_lowercase(),
             ..self.base.clone()
-        }));
+        })));
     }
 
     /// The settings for a datacenter (None: the local one). `translated`: the agent
@@ -41,18 +41,18 @@ impl Preparation {
         &self,
         dc: Option<&str>,
         translated: bool,
-    ) -> Result<Arc<Settings>, ConsulError> {
+    ) -> Result<Arc<RecordSettings>, ConsulError> {
         let local =
             self.local.get().cloned().ok_or_else(|| {
                 ConsulError::Config("the local datacenter is not known yet".into())
             })?;
         Ok(match dc {
             None => local,
-            Some(dc) => Arc::new(Settings {
+            Some(dc) => Arc::new(RecordSettings::new(Settings {
                 datacenter: dc.to_owned(),
                 wan: self.translate_wan_addrs && !translated,
-                ..(*local).clone()
-            }),
+                ..local.settings().clone()
+            })),
         })
     }
 

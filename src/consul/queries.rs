@@ -11,7 +11,7 @@ use super::preparation::Preparation;
 use super::{ConsulClient, ConsulError};
 use crate::config::parse_go_duration;
 use crate::model::PreparedQueryResult;
-use crate::view::records::{ServiceRecords, Settings};
+use crate::view::records::{RecordSettings, ServiceRecords, Settings};
 
 /// Prepared query results by datacenter and name.
 pub struct PreparedQueries {
@@ -70,10 +70,10 @@ impl PreparedQueries {
             .then_some(answered_in.as_str());
         let base = self.preparation.settings_for(remote, meta.translated)?;
         // Health filtering is the query's own (OnlyPassing), not only_passing.
-        let settings = Arc::new(Settings {
+        let settings = Arc::new(RecordSettings::new(Settings {
             only_passing: false,
-            ..(*base).clone()
-        });
+            ..base.settings().clone()
+        }));
         Ok(Some(Arc::new(ServiceRecords::build(
             &result.nodes,
             ttl,

@@ -41,7 +41,7 @@ use crate::config::ServiceTtl;
 use crate::metrics::Metrics;
 use crate::model::{AgentSelf, Node, ServiceDirectory, ServiceEntry};
 use crate::view::freshness::{ServiceBasis, ServiceData, WatchHealth, WatchStamp};
-use crate::view::records::{NodeTable, ServiceRecords, Settings};
+use crate::view::records::{NodeTable, RecordSettings, ServiceRecords, Settings};
 use crate::view::{
     Directory, Endpoint, RemoteLists, ReverseIndex, Source, SourceError, Subject, View,
 };
@@ -107,8 +107,8 @@ struct ServiceWatch {
     datacenter: Option<Box<str>>,
     ttl: u32,
     /// Preparation settings, and those for a response the agent already WAN-translated.
-    settings: Arc<Settings>,
-    untranslated: Arc<Settings>,
+    settings: Arc<RecordSettings>,
+    untranslated: Arc<RecordSettings>,
     stamp: Arc<WatchStamp>,
     current: ArcSwap<ServiceRecords>,
     health: Arc<WatchHealth>,

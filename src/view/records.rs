@@ -29,48 +29,59 @@ pub struct Settings {
     /// Translate to WAN addresses (`translate_wan_addrs` and `datacenter` is remote, and the
     /// agent did not translate already).
     pub wan: bool,
-    /// Worked out from the fields above when first needed (leave it at its default).
-    pub srv_suffixes: SrvSuffixes,
 }
 
-/// `addr.<dc>.<domain>.` and `node.<dc>.<domain>.` for each served domain (None when too
-/// long), worked out once per settings: SRV targets are named when an answer is built. A
-/// clone starts empty, as it may change the datacenter.
-#[derive(Default)]
-pub struct SrvSuffixes(std::sync::OnceLock<Box<[DomainSuffixes]>>);
+/// [`Settings`] with what is worked out from them once: the SRV target suffixes
+/// `addr.<dc>.<domain>.` and `node.<dc>.<domain>.` of each served domain (None when too
+/// long), as SRV targets are named when an answer is built. What records are built with.
+#[derive(Debug)]
+pub struct RecordSettings {
+    settings: Settings,
+    suffixes: Box<[DomainSuffixes]>,
+}
 
 /// `addr.<dc>.<domain>.` and `node.<dc>.<domain>.` of one served domain.
 type DomainSuffixes = (Option<Name>, Option<Name>);
 
-impl Clone for SrvSuffixes {
-    fn clone(&self) -> Self {
-        SrvSuffixes::default()
+impl RecordSettings {
+    pub fn new(settings: Settings) -> Self {
+        let suffix = |kind: &[u8], domain: &Name| {
+            Name::new()
+                .append_label(kind)
+                .and_then(|n| n.append_label(settings.datacenter.as_bytes()))
+                .and_then(|n| n.append_domain(domain))
+                .ok()
+        };
+        let suffixes = settings
+            .domains
+            .iter()
+            .map(|domain| (suffix(b"addr", domain), suffix(b"node", domain)))
+            .collect();
+        RecordSettings { settings, suffixes }
     }
-}
 
-impl std::fmt::Debug for SrvSuffixes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SrvSuffixes")
+    /// The settings they were worked out from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
-}
 
-impl Settings {
     /// The `addr` and `node` suffixes of served domain `d`.
     fn srv_suffixes(&self, d: usize) -> Option<&DomainSuffixes> {
-        let all = self.srv_suffixes.0.get_or_init(|| {
-            let suffix = |kind: &[u8], domain: &Name| {
-                Name::new()
-                    .append_label(kind)
-                    .and_then(|n| n.append_label(self.datacenter.as_bytes()))
-                    .and_then(|n| n.append_domain(domain))
-                    .ok()
-            };
-            self.domains
-                .iter()
-                .map(|domain| (suffix(b"addr", domain), suffix(b"node", domain)))
-                .collect()
-        });
-        all.get(d)
+        self.suffixes.get(d)
+    }
+}
+
+impl Default for RecordSettings {
+    fn default() -> Self {
+        RecordSettings::new(Settings::default())
+    }
+}
+
+impl std::ops::Deref for RecordSettings {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
     }
 }
 
@@ -310,7 +321,12 @@ impl SrvTarget {
 /// The SRV target name of `target` in served domain `d`: `<node>.node.<dc>.<domain>` for a
 /// node's own address (given its lower-case name), else `<hex>.addr.<dc>.<domain>`, or the
 /// hostname. None when the name would not be valid.
-fn srv_name(target: &Target, node: Option<&str>, settings: &Settings, d: usize) -> Option<Name> {
+fn srv_name(
+    target: &Target,
+    node: Option<&str>,
+    settings: &RecordSettings,
+    d: usize,
+) -> Option<Name> {
     match target {
         Target::Ip { ip, node_record } => {
             let by_node = match (node_record, node) {
@@ -343,7 +359,7 @@ fn addr_name(ip: IpAddr, suffix: &Name) -> Option<Name> {
 
 /// `<node>.node.<dc>.<domain>` in served domain `d`. A name of one plain label (the usual)
 /// is prepended to the suffix; others (dots, escapes) are parsed as their text form.
-fn node_name(node: &str, settings: &Settings, d: usize) -> Option<Name> {
+fn node_name(node: &str, settings: &RecordSettings, d: usize) -> Option<Name> {
     let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     if node.is_empty() || !node.bytes().all(plain) {
         let domain = settings.domains.get(d)?;
@@ -453,7 +469,7 @@ pub struct ServiceRecords {
     /// The service's virtual IP (tagged address `consul-virtual`), for `.virtual` names.
     pub virtual_ip: Option<IpAddr>,
     /// What it was prepared with: SRV targets are named from its datacenter and domains.
-    settings: std::sync::Arc<Settings>,
+    settings: std::sync::Arc<RecordSettings>,
     /// By `node_id`, the nodes whose name or meta SRV answers need.
     nodes: Box<[NodeFacts]>,
     /// A and AAAA targets that differ from their instance's `any` target: (instance,
@@ -612,7 +628,7 @@ impl ServiceRecords {
         entries: &[ServiceEntry],
         ttl: u32,
         index: u64,
-        settings: &std::sync::Arc<Settings>,
+        settings: &std::sync::Arc<RecordSettings>,
     ) -> Self {
         let mut duplicates = Duplicates::default();
         let mut tag_index = TagIndex::default();
@@ -676,7 +692,7 @@ impl ServiceRecords {
 /// The instance ready to answer, or None when `internal_cidrs` leaves it no address.
 fn prepare_instance(
     entry: &ServiceEntry,
-    settings: &Settings,
+    settings: &RecordSettings,
     duplicates: &mut Duplicates,
     i: usize,
 ) -> Option<InstanceRecords> {
@@ -894,7 +910,6 @@ mod tests {
             node_meta_txt: true,
             internal_cidrs: Vec::new(),
             wan: false,
-            srv_suffixes: Default::default(),
         }
     }
 
@@ -996,7 +1011,7 @@ mod tests {
                 &[CheckStatus::Passing, CheckStatus::Critical],
             ),
         ];
-        let p = ServiceRecords::build(&entries, 5, 7, &Arc::new(settings()));
+        let p = ServiceRecords::build(&entries, 5, 7, &Arc::new(RecordSettings::new(settings())));
         assert_eq!(p.instances.len(), 2);
         assert_eq!(p.with_tag("primary"), Some(&[0, 1][..]));
         assert!(p.all_tags().contains("primary"));
@@ -1005,7 +1020,7 @@ mod tests {
             ..settings()
         };
         assert_eq!(
-            ServiceRecords::build(&entries, 5, 7, &Arc::new(s))
+            ServiceRecords::build(&entries, 5, 7, &Arc::new(RecordSettings::new(s)))
                 .instances
                 .len(),
             1
@@ -1014,7 +1029,7 @@ mod tests {
 
     #[test]
     fn srv_targets_and_additionals() {
-        let settings = Arc::new(settings());
+        let settings = Arc::new(RecordSettings::new(settings()));
         let p = ServiceRecords::build(&[entry("192.168.0.1", "10.2.0.1", &[])], 5, 1, &settings);
         let srv = p.srv_target(0, 0, &Name::root()).unwrap();
         assert_eq!(srv.name.to_ascii(), "0a020001.addr.dc1.consul.");
@@ -1047,7 +1062,7 @@ mod tests {
 
     #[test]
     fn addr_names_are_built_as_the_text_form_parses() {
-        let settings = settings();
+        let settings = RecordSettings::new(settings());
         let domain = &settings.domains[0];
         for ip in ["10.2.0.1", "255.0.171.9", "2001:db8::1", "fd00::abcd:ef01"] {
             let ip: IpAddr = ip.parse().unwrap();
@@ -1069,12 +1084,11 @@ mod tests {
                 "{node}"
             );
         }
-        // A clone for another datacenter names its targets there.
-        let _ = node_name("node1", &settings, 0);
-        let other = Settings {
+        // Settings for another datacenter name their targets there.
+        let other = RecordSettings::new(Settings {
             datacenter: "dc2".into(),
-            ..settings.clone()
-        };
+            ..settings.settings().clone()
+        });
         assert_eq!(
             node_name("node1", &other, 0).map(|n| n.to_ascii()),
             Some("node1.node.dc2.consul.".to_string())
@@ -1083,7 +1097,7 @@ mod tests {
 
     #[test]
     fn address_targets_by_question_type() {
-        let settings = Arc::new(settings());
+        let settings = Arc::new(RecordSettings::new(settings()));
         // An IPv6 service on an IPv4 node with a lan_ipv4: ANY and AAAA the service
         // address, A its own target.
         let mut tagged = entry("192.168.0.1", "2001:db8::1", &[]);

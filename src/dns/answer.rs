@@ -93,35 +93,43 @@ impl Answer {
     }
 }
 
-/// Finds the service a name means, and the tag filter left: the service named with its
-/// tag as Consul reads it; else a hierarchical name (`site1.customer1.web` for
-/// `/web/customer1/site1`), possibly with tags before it; else the service as named (its
-/// tag then decides NXDOMAIN).
+/// Finds the service a name means, and the tag filter left. For `a.b.c.service…` (`tag`
+/// `a.b`, `service` `c`, as Consul reads it), the longest known service name first: the
+/// service `a.b.c` (dotted, as marathon-consul registers `/a/b/c`… reversed, or any
+/// dotted name), else the app whose path reversed is `a.b.c` (an alias: `/c/b/a` or
+/// `c.b.a`), then `b.c` with tag `a`, and last `c` with tag `a.b`, Consul's reading. At
+/// each length a service's own name wins over an alias. None when no reading names a
+/// known service.
 pub(crate) fn find_service<'a>(
     dir: &'a Directory,
     service: &'a str,
     tag: Option<&'a str>,
 ) -> Option<(&'a str, Option<Cow<'a, str>>)> {
-    let direct = dir.services.get(service);
-    if let (Some(known), Some(tag)) = (direct, tag) {
-        let parts_known = tag.split('.').all(|t| known.tags.contains(t));
-        if known.tags.contains(tag) || parts_known {
-            return Some((service, Some(Cow::Borrowed(tag))));
-        }
+    let known = |name: &str| {
+        dir.services
+            .get_key_value(name)
+            .map(|(key, _)| key.as_str())
+            .or_else(|| dir.aliases.get(name).map(String::as_str))
+    };
+    let Some(tag) = tag else {
+        return known(service).map(|key| (key, None));
+    };
+    let full = format!("{tag}.{service}");
+    // Each reading: a suffix of `full` at a label boundary names the service, what is
+    // left of it the tags.
+    let starts = std::iter::once(0).chain(full.match_indices('.').map(|(i, _)| i + 1));
+    for start in starts {
+        let Some(key) = known(&full[start..]) else {
+            continue;
+        };
+        let rest = match start {
+            0 => None,
+            _ if start == tag.len() + 1 => Some(Cow::Borrowed(tag)),
+            _ => Some(Cow::Owned(full[..start - 1].to_owned())),
+        };
+        return Some((key, rest));
     }
-    if direct.is_some() && tag.is_none() {
-        return Some((service, None));
-    }
-    if let Some(tag) = tag {
-        let parts: Vec<&str> = tag.split('.').chain(std::iter::once(service)).collect();
-        for k in 0..parts.len() - 1 {
-            if let Some(key) = dir.aliases.get(&parts[k..].join(".")) {
-                let rest = (k > 0).then(|| Cow::Owned(parts[..k].join(".")));
-                return Some((key.as_str(), rest));
-            }
-        }
-    }
-    direct.map(|_| (service, tag.map(Cow::Borrowed)))
+    None
 }
 
 /// The healthy instances carrying `tag`: Consul's meaning first (one tag, dots included);

@@ -22,7 +22,9 @@ use consul_emulator::{Emulator, EmulatorConfig};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(about = "Consul HTTP API emulator (catalog, health, agent/self; blocking queries)")]
+#[command(
+    about = "Consul HTTP API emulator (catalog, health, agent API and checks; blocking queries)"
+)]
 struct Args {
     /// Address to listen on (port 0 picks one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8500")]

@@ -36,7 +36,7 @@
 
 use serde_json::{json, Value};
 
-use super::Emulator;
+use super::{Emulator, EmulatorConfig};
 
 /// Node ID reported for the agent's own node.
 pub(super) const AGENT_NODE_ID: &str = "6a5a6f3e-7c2d-4b6e-9a1f-0d3c2b1a0e01";
@@ -88,21 +88,24 @@ fn register(emu: &Emulator, body: Value) {
     }
 }
 
+/// The agent's own node as a catalog register body (no service, no check): what the agent
+/// API registers its services on.
+pub(super) fn agent_node_body(cfg: &EmulatorConfig) -> Value {
+    json!({
+        "ID": AGENT_NODE_ID,
+        "Node": cfg.node_name,
+        "Address": "127.0.0.1",
+        "TaggedAddresses": node_tagged_addresses("127.0.0.1"),
+        "NodeMeta": { "consul-network-segment": "" },
+    })
+}
+
 /// The agent's own node and its `consul` service, present from start like on a real server.
 pub(super) fn register_agent_node(emu: &Emulator) {
-    let cfg = &emu.inner.cfg;
-    register(
-        emu,
-        json!({
-            "ID": AGENT_NODE_ID,
-            "Node": cfg.node_name,
-            "Address": "127.0.0.1",
-            "TaggedAddresses": node_tagged_addresses("127.0.0.1"),
-            "NodeMeta": { "consul-network-segment": "" },
-            "Service": { "ID": "consul", "Service": "consul", "Port": 8300 },
-            "Checks": [serf_health()],
-        }),
-    );
+    let mut body = agent_node_body(&emu.inner.cfg);
+    body["Service"] = json!({ "ID": "consul", "Service": "consul", "Port": 8300 });
+    body["Checks"] = json!([serf_health()]);
+    register(emu, body);
 }
 
 pub(super) fn seed(emu: &Emulator) {

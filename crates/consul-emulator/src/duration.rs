@@ -1,6 +1,7 @@
-//! Go's `time.ParseDuration`, as Consul applies it to `?wait=` and to a prepared query's
-//! `DNS.TTL`. The emulator keeps its own: it is the oracle the server's parser is tested
-//! against, so the two must not share code.
+//! Go's `time.ParseDuration`, as Consul applies it to `?wait=`, to a prepared query's
+//! `DNS.TTL` and to check definitions, and Go's `Duration.String` (how an agent echoes a
+//! check's `Interval` and `Timeout`). The emulator keeps its own: it is the oracle the
+//! server's parser is tested against, so the two must not share code.
 
 use std::time::Duration;
 
@@ -69,6 +70,39 @@ pub fn parse(text: &str) -> Result<Duration, ()> {
     Ok(Duration::from_nanos(nanos as u64))
 }
 
+/// Go's `Duration.String`: `"0s"`, `"300ms"`, `"1.5µs"`, `"15s"`, `"1m0s"`, `"1h30m0s"`.
+pub fn format(d: Duration) -> String {
+    let ns = d.as_nanos();
+    match ns {
+        0 => "0s".to_string(),
+        1..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{}µs", decimal(ns, 1_000)),
+        1_000_000..=999_999_999 => format!("{}ms", decimal(ns, 1_000_000)),
+        _ => {
+            let (hours, minutes) = (ns / 3_600_000_000_000, ns / 60_000_000_000 % 60);
+            let seconds = decimal(ns % 60_000_000_000, 1_000_000_000);
+            if hours > 0 {
+                format!("{hours}h{minutes}m{seconds}s")
+            } else if minutes > 0 {
+                format!("{minutes}m{seconds}s")
+            } else {
+                format!("{seconds}s")
+            }
+        }
+    }
+}
+
+/// `value / unit` with the fraction's trailing zeros dropped (`unit` a power of ten).
+fn decimal(value: u128, unit: u128) -> String {
+    let (whole, fraction) = (value / unit, value % unit);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let width = unit.ilog10() as usize;
+    let digits = format!("{fraction:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +124,26 @@ mod tests {
         ok("1µs", Duration::from_micros(1));
         for bad in ["", "-1s", "5", "1x", "s", "1..5s", ".s", "9999999999999h"] {
             assert_eq!(parse(bad), Err(()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn go_duration_strings() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(12), "12ns"),
+            (Duration::from_nanos(1_500), "1.5µs"),
+            (Duration::from_millis(300), "300ms"),
+            (Duration::from_micros(2_500), "2.5ms"),
+            (Duration::from_secs(15), "15s"),
+            (Duration::from_millis(1_500), "1.5s"),
+            (Duration::from_secs(60), "1m0s"),
+            (Duration::from_secs(90 * 60), "1h30m0s"),
+            (Duration::from_millis(3_723_004), "1h2m3.004s"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(format(d), text);
+            assert_eq!(parse(text), Ok(d), "{text} parses back");
         }
     }
 }

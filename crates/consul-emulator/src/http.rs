@@ -51,6 +51,7 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
             "/v1/config/{kind}/{name}",
             get(config_get).delete(config_delete),
         )
+        .merge(super::agent::routes())
         .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found") })
         .method_not_allowed_fallback(|method: Method| async move {
             text(
@@ -251,11 +252,11 @@ async fn config_delete(
     write_response(result.map(|()| json_text("{}")))
 }
 
-fn decode_body(body: &[u8]) -> Result<Value, EmulatorError> {
+pub(super) fn decode_body(body: &[u8]) -> Result<Value, EmulatorError> {
     serde_json::from_slice::<Value>(body).map_err(|e| EmulatorError::Decode(e.to_string()))
 }
 
-fn json_text(body: &str) -> Response {
+pub(super) fn json_text(body: &str) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
@@ -263,14 +264,16 @@ fn json_text(body: &str) -> Response {
         .into_response()
 }
 
-/// Server-side (RPC) failures are 500 in Consul, request decoding failures 400.
-fn write_response(result: Result<Response, EmulatorError>) -> Response {
+/// Server-side (RPC) failures are 500 in Consul, request decoding failures 400, unknown
+/// agent services and checks 404.
+pub(super) fn write_response(result: Result<Response, EmulatorError>) -> Response {
     match result {
         Ok(resp) => resp,
         Err(EmulatorError::NoPathToDatacenter) => no_path_to_datacenter(),
         Err(e @ EmulatorError::Invalid(_)) => {
             text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
+        Err(e @ EmulatorError::NotFound(_)) => text(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e) => text(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
@@ -518,7 +521,7 @@ async fn wait_for_change(inner: &Inner, p: &ReadParams, res: &Resource) {
 
 /// Consul's RPCQueryTimeout: wait capped at max, default when absent, plus jitter in
 /// [0, timeout/16).
-fn query_timeout(cfg: &EmulatorConfig, wait: Option<Duration>) -> Duration {
+pub(super) fn query_timeout(cfg: &EmulatorConfig, wait: Option<Duration>) -> Duration {
     let base = match wait {
         Some(w) => w.min(cfg.max_query_time),
         None => cfg.default_query_time,
@@ -596,7 +599,7 @@ pub(super) fn text(status: StatusCode, msg: &str) -> Response {
 }
 
 /// Go's `strconv.ParseBool`.
-fn parse_go_bool(s: &str) -> Option<bool> {
+pub(super) fn parse_go_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -604,7 +607,7 @@ fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn first_param(q: Option<&str>, key: &str) -> Option<String> {
+pub(super) fn first_param(q: Option<&str>, key: &str) -> Option<String> {
     query_all(q, key).into_iter().next()
 }
 

@@ -6,11 +6,18 @@
 //! (`EmulatorConfig::node_name`, 127.0.0.1) running the `consul` service with a passing
 //! `serfHealth` check. [`Emulator::seed_demo`] adds the demo catalog described in [`demo`].
 //!
+//! The agent API (`/v1/agent/service*`, `/v1/agent/check*`, maintenance, `/v1/status/*`)
+//! registers on that node as a Consul client agent does, runs TTL, HTTP and TCP checks on
+//! tokio tasks that end with [`Emulator::stop`], and keeps the catalog in step (see
+//! [`agent`]).
+//!
 //! [`EmulatorConfig::extra_datacenters`] adds datacenters reachable with `?dc=`: each is a
 //! separate cluster (own catalog, prepared queries, config entries and indexes) and starts
 //! empty. With [`EmulatorConfig::translate_wan_addrs`] the agent rewrites addresses in
 //! answers about those datacenters as Consul's `translate_wan_addrs` does.
 
+pub mod agent;
+mod checks;
 mod config_entry;
 pub mod demo;
 mod duration;
@@ -132,6 +139,12 @@ pub enum EmulatorError {
     /// A config entry body that does not decode (HTTP 400).
     #[error("Request decoding failed: {0}")]
     ConfigDecode(String),
+    /// A request the agent refuses, with Consul's message as is (HTTP 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// An unknown agent service or check (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Handle to a running emulator; clones share the same server and catalog.
@@ -154,6 +167,8 @@ struct Inner {
     total_requests: AtomicU64,
     stats: Mutex<RequestStats>,
     server: Mutex<Option<server::Server>>,
+    /// The local agent's services and checks, and the tasks running the checks.
+    agent: Mutex<agent::AgentState>,
 }
 
 #[derive(Default)]
@@ -295,6 +310,7 @@ impl Emulator {
             total_requests: AtomicU64::new(0),
             stats: Mutex::new(RequestStats::default()),
             server: Mutex::new(None),
+            agent: Mutex::new(agent::AgentState::new(tokio::runtime::Handle::current())),
             cfg,
         });
         let emu = Emulator { inner };
@@ -411,8 +427,10 @@ impl Emulator {
         self.inner.notify_change();
     }
 
-    /// Closes the listener and every open connection (in-flight long polls are cut).
+    /// Closes the listener and every open connection (in-flight long polls are cut), and
+    /// stops the agent's check tasks (they are gone when this returns).
     pub async fn stop(&self) {
+        self.inner.stop_agent_checks().await;
         let srv = lock(&self.inner.server).take();
         if let Some(srv) = srv {
             srv.shutdown().await;
@@ -426,6 +444,8 @@ impl Emulator {
         }
         let listener = server::bind(self.inner.addr)?;
         let srv = server::spawn(listener, self.inner.clone());
+        // The agent's checks run again, TTLs counting from now (as after an agent restart).
+        self.inner.start_agent_checks();
         let previous = lock(&self.inner.server).replace(srv);
         if let Some(previous) = previous {
             // A concurrent restart won the race; keep ours, drop theirs.

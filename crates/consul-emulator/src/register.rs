@@ -89,6 +89,9 @@ pub(super) struct CheckSpec {
     pub service_id: String,
     /// Echoed as given (`{}` when absent).
     pub definition: Value,
+    /// `Type` as the agent sets it (`ttl`, `http`, `maintenance`…); empty for catalog
+    /// registrations, whose type is read from `definition`.
+    pub check_type: String,
 }
 
 #[derive(Debug)]
@@ -167,7 +170,9 @@ pub(super) fn parse_deregister(body: &Value) -> Result<DeregisterRequest, Emulat
     })
 }
 
-fn parse_service(o: &Obj<'_>) -> Result<ServiceSpec, EmulatorError> {
+/// A catalog `Service` object (also the agent's service definition, once its `Name` is
+/// moved to `Service`).
+pub(super) fn parse_service(o: &Obj<'_>) -> Result<ServiceSpec, EmulatorError> {
     let name = o.string("Service")?;
     let mut id = o.string("ID")?;
     if id.is_empty() {
@@ -306,6 +311,7 @@ fn parse_check(o: &Obj<'_>, request_node: &str) -> Result<CheckSpec, EmulatorErr
         output: o.string("Output")?,
         service_id: o.string("ServiceID")?,
         definition,
+        check_type: String::new(),
     })
 }
 

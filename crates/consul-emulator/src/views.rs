@@ -225,11 +225,15 @@ fn check_json(node: &NodeEntry, check: &Versioned<CheckSpec>) -> Value {
         .map(|s| (s.spec.name.clone(), s.spec.tags.clone()))
         .unwrap_or_default();
     let def = |key: &str| c.definition.get(key).and_then(Value::as_str).unwrap_or("");
-    let check_type = ["HTTP", "TCP", "GRPC", "UDP", "TTL"]
-        .into_iter()
-        .find(|k| c.definition.get(*k).is_some())
-        .map(str::to_lowercase)
-        .unwrap_or_default();
+    let check_type = if c.check_type.is_empty() {
+        ["HTTP", "TCP", "GRPC", "UDP", "TTL"]
+            .into_iter()
+            .find(|k| c.definition.get(*k).is_some())
+            .map(str::to_lowercase)
+            .unwrap_or_default()
+    } else {
+        c.check_type.clone()
+    };
     json!({
         "Node": node.node.spec.name,
         "CheckID": c.check_id,
@@ -250,7 +254,7 @@ fn check_json(node: &NodeEntry, check: &Versioned<CheckSpec>) -> Value {
     })
 }
 
-fn tagged_addresses_json(s: &ServiceSpec) -> Value {
+pub(super) fn tagged_addresses_json(s: &ServiceSpec) -> Value {
     let map: Map<String, Value> = s
         .tagged_addresses
         .iter()
@@ -259,13 +263,13 @@ fn tagged_addresses_json(s: &ServiceSpec) -> Value {
     Value::Object(map)
 }
 
-fn weights_json(s: &ServiceSpec) -> Value {
+pub(super) fn weights_json(s: &ServiceSpec) -> Value {
     json!({ "Passing": s.weights.0, "Warning": s.weights.1 })
 }
 
 /// ConnectProxyConfig: `MeshGateway` and `Expose` are always present (structs), the
 /// registered fields follow Go's `omitempty`.
-fn proxy_json(s: &ServiceSpec) -> Value {
+pub(super) fn proxy_json(s: &ServiceSpec) -> Value {
     let mut map = Map::new();
     map.insert("MeshGateway".into(), json!({}));
     map.insert("Expose".into(), json!({}));
@@ -286,7 +290,7 @@ fn proxy_json(s: &ServiceSpec) -> Value {
 }
 
 /// ServiceConnect: `{"Native": true}` or `{}` (both fields `omitempty`).
-fn connect_json(s: &ServiceSpec) -> Value {
+pub(super) fn connect_json(s: &ServiceSpec) -> Value {
     if s.connect_native {
         json!({ "Native": true })
     } else {

@@ -1,74 +1,18 @@
 //! Integration tests of the Consul HTTP API emulator over real loopback HTTP.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use consul_emulator::{run_dev, Emulator, EmulatorConfig, EmulatorError, Fault};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-async fn start() -> Emulator {
-    Emulator::start(loopback(), EmulatorConfig::default())
-        .await
-        .expect("start emulator")
-}
+use common::*;
 
 async fn demo() -> Emulator {
     run_dev(loopback()).await.expect("start demo emulator")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_else(|| panic!("missing header {name}"))
-    }
-
-    fn index(&self) -> u64 {
-        self.header("x-consul-index")
-            .parse()
-            .expect("numeric index")
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request");
-    Reply {
-        status: resp.status(),
-        headers: resp.headers().clone(),
-        text: resp.text().await.expect("body"),
-    }
-}
-
-async fn get(emu: &Emulator, path_and_query: &str) -> Reply {
-    send(client().get(format!("{}{path_and_query}", emu.url()))).await
-}
-
-async fn put(emu: &Emulator, path: &str, body: impl Into<reqwest::Body>) -> Reply {
-    send(client().put(format!("{}{path}", emu.url())).body(body)).await
 }
 
 fn fixture(name: &str) -> Value {
@@ -639,14 +583,6 @@ async fn bad_parameters_give_documented_errors() {
 
 // ---------------------------------------------------------------------------------------
 // Indexes and blocking queries.
-
-fn blocking(emu: &Emulator, path_and_query: String) -> tokio::task::JoinHandle<(Reply, Instant)> {
-    let url = format!("{}{path_and_query}", emu.url());
-    tokio::spawn(async move {
-        let r = send(client().get(url)).await;
-        (r, Instant::now())
-    })
-}
 
 /// Starts a blocking query for `path_and_query`, checks that it blocks, makes `change`,
 /// and returns the query's reply with how long after the change it came.

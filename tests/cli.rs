@@ -39,6 +39,35 @@ fn malformed_addresses_exit_2_with_one_line() {
     }
 }
 
+/// A password in `--consul-addr` (or the file's `consul_addr`) is refused without being
+/// shown: an error message ends up in logs and terminals.
+#[test]
+fn a_password_in_the_consul_address_is_never_printed() {
+    let dir = std::env::temp_dir().join(format!("consul-dns-cli-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pw.toml");
+    std::fs::write(
+        &path,
+        "consul_addr = \"http://admin:s3cretpw@127.0.0.1:8500\"\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap().to_string();
+    for args in [
+        &["--consul-addr", "http://admin:s3cretpw@127.0.0.1:8500"][..],
+        &["--consul-addr", "http://admin:s3cretpw@"][..],
+        &["--consul-addr", "ftp://admin:s3cretpw@host"][..],
+        &["--config", path.as_str()][..],
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("s3cretpw"), "{args:?}: {err}");
+        assert!(
+            err.contains("***@"),
+            "{args:?}: the address is still named: {err}"
+        );
+    }
+}
+
 #[test]
 fn bad_config_file_exits_2_naming_the_key() {
     let dir = std::env::temp_dir().join(format!("consul-dns-cli-{}", std::process::id()));

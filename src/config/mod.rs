@@ -1137,7 +1137,7 @@ fn describe(file: &Option<FileLocation>, key: &str, value: &Option<String>) -> S
     out.push_str(key);
     if let Some(v) = value {
         out.push(' ');
-        out.push_str(v);
+        out.push_str(&values::redact_userinfo(v));
     }
     out
 }

@@ -250,6 +250,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_in_urls_are_redacted() {
+        let r = redact_userinfo;
+        assert_eq!(
+            r("\"http://user:pw@host:8500\""),
+            "\"http://***@host:8500\""
+        );
+        assert_eq!(r("https://tok@h/v1?x=y"), "https://***@h/v1?x=y");
+        assert_eq!(r("http://host:8500/a@b"), "http://host:8500/a@b");
+        assert_eq!(
+            r("ftp://a:b@x and http://c:d@y:1"),
+            "ftp://***@x and http://***@y:1"
+        );
+        assert_eq!(r("no url here"), "no url here");
+    }
+
+    #[test]
     fn consul_addr_normalisation() {
         let cases = [
             ("http://127.0.0.1:8500", "http://127.0.0.1:8500"),
@@ -445,4 +461,29 @@ mod tests {
         );
         assert!(ttl_seconds(Duration::from_secs(u64::from(u32::MAX) + 1)).is_err());
     }
+}
+
+/// `text` with the credentials of every URL in it (`scheme://user:password@host`) replaced
+/// by `***`, so an error that quotes an address never shows a password.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..authority_end];
+        match authority.rfind('@') {
+            Some(user_end) => {
+                out.push_str("***");
+                out.push_str(&authority[user_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[authority_end..];
+    }
+    out.push_str(rest);
+    out
 }

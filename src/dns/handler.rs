@@ -24,7 +24,7 @@ use hickory_server::net::NetError;
 use hickory_server::proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_server::proto::rr::rdata::HINFO;
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinDecoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder, Queries};
@@ -198,6 +198,12 @@ impl DnsHandler {
         if question_points_into_header(request.queries.as_bytes(), request.queries.len()) {
             return (self.format_error(request), None);
         }
+        if request.metadata.op_code != OpCode::Query {
+            // UPDATE, NOTIFY, STATUS, ...: one answer for every zone, as NSD gives, without
+            // echoing the sections (an UPDATE's are not a question).
+            debug!(client = %request.src(), op_code = ?request.metadata.op_code, "not a query: NOTIMP");
+            return (self.without_question(request, ResponseCode::NotImp), None);
+        }
         let plain_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query
             && request.queries.len() == 1
@@ -207,6 +213,17 @@ impl DnsHandler {
         let Some(query) = query else {
             return (self.other(request, recursion).await, None);
         };
+        if query.query_class() != DNSClass::IN {
+            // Our zones are IN only: another class (CH, HS, ANY, ...) is refused, as NSD
+            // and Knot do; a name we would forward goes on as asked.
+            let ours = self.zone.domain_of(query.name()).is_some()
+                || self.catalog.load().find(query.name()).is_some();
+            if ours || self.recursion.recursors.is_none() {
+                debug!(client = %request.src(), class = %query.query_class(), "query class is not IN: REFUSED");
+                return (self.refuse(request), None);
+            }
+            return (self.other(request, recursion).await, None);
+        }
         // The Consul domain, else a reverse lookup of an address in the view, else the rest.
         let (mut answer, domain) = if let Some(d) = self.zone.domain_of(query.name()) {
             let answer = match answered.filter(|a| a.domain == d) {
@@ -301,12 +318,13 @@ impl DnsHandler {
                 return self.forward(request, recursors).await;
             }
         }
-        if is_query
-            && in_static_zone
-            && question.is_some_and(|q| q.query_type() == RecordType::ANY)
-            && !self.limits.allow_any
-        {
+        let qtype = question.map(|q| q.query_type());
+        if is_query && in_static_zone && qtype == Some(RecordType::ANY) && !self.limits.allow_any {
             return self.minimal_any(request);
+        }
+        if in_static_zone && matches!(qtype, Some(RecordType::AXFR | RecordType::IXFR)) {
+            // Static zones are not transferred (and never over UDP).
+            return self.refuse(request);
         }
         // The Catalog sizes UDP answers by the client's EDNS payload; keep our cap (no IP
         // fragmentation) by handing it a copy of the request with the payload lowered.
@@ -415,13 +433,19 @@ impl DnsHandler {
     /// FORMERR without the question section.
     fn format_error(&self, request: &Request) -> Encoded {
         debug!(client = %request.src(), "question compressed into the header: FORMERR");
+        self.without_question(request, ResponseCode::FormErr)
+    }
+
+    /// `rcode` with the header (and OPT) alone: for a message whose question section we do
+    /// not echo (it points into the header, or it is an UPDATE's zone section).
+    fn without_question(&self, request: &Request, rcode: ResponseCode) -> Encoded {
         let edns = self.response_edns(request);
         let metadata = Metadata::response_from_request(&request.metadata);
         let Ok(no_queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
             return encoder::header_only(encoder::servfail_header(metadata));
         };
         let mut response = MessageResponseBuilder::new(&no_queries, edns.as_ref())
-            .error_msg(&request.metadata, ResponseCode::FormErr);
+            .error_msg(&request.metadata, rcode);
         response.metadata_mut().recursion_available =
             self.recursion.available_to(request.src().ip());
         encoder::encode(response, self.limit(request, RecordType::Unknown(0)).size)

@@ -1,0 +1,173 @@
+//! What NSD and Knot answer to messages that are not ordinary IN queries (issue 18, items 8
+//! to 10): other classes are REFUSED for the zones we serve, ANY for a name outside them
+//! is REFUSED to clients that may not recurse, every opcode but QUERY gets one NOTIMP
+//! without echoing its sections, and static zones are not transferred. Over UDP and TCP,
+//! each reply read strictly (`common::exchange`).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+fn message(name: &str, qtype: RecordType, class: DNSClass, op: OpCode) -> Message {
+    let mut msg = Message::new(rand::random(), MessageType::Query, op);
+    let mut q = Query::query(Name::from_ascii(name).unwrap(), qtype);
+    q.set_query_class(class);
+    msg.add_query(q);
+    msg
+}
+
+async fn server_with_zones(
+    tweak: impl FnOnce(&mut consul_dns::config::Config),
+) -> (consul_emulator::Emulator, consul_dns::app::Running) {
+    let consul = emulator().await;
+    consul.seed_demo();
+    let zones = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
+    let running = server_with(&consul.url(), move |c| {
+        c.zones = Some(zones);
+        tweak(c);
+    })
+    .await;
+    (consul, running)
+}
+
+#[tokio::test]
+async fn classes_other_than_in_are_refused_for_our_zones() {
+    let (_consul, running) = server_with_zones(|_| {}).await;
+    let dns = running.dns_addrs[0];
+    eventually(std::time::Duration::from_secs(5), || async {
+        query(dns, "web.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 3
+    })
+    .await;
+    for transport in [Transport::Udp, Transport::Tcp] {
+        for (name, qtype, class) in [
+            ("web.service.consul.", RecordType::A, DNSClass::CH),
+            ("web.service.consul.", RecordType::A, DNSClass::HS),
+            ("web.service.consul.", RecordType::A, DNSClass::ANY),
+            ("web.service.consul.", RecordType::A, DNSClass::Unknown(42)),
+            ("node1.cluster.internal.", RecordType::A, DNSClass::CH),
+            ("version.bind.", RecordType::TXT, DNSClass::CH),
+            ("id.server.", RecordType::TXT, DNSClass::CH),
+        ] {
+            let (m, _) =
+                exchange(dns, &message(name, qtype, class, OpCode::Query), transport).await;
+            assert_eq!(
+                rcode(&m),
+                ResponseCode::Refused,
+                "{name} {class} over {transport:?}"
+            );
+            assert!(m.answers.is_empty(), "{name} {class}: {m:?}");
+        }
+        // IN still answers.
+        let (m, _) = exchange(
+            dns,
+            &message(
+                "web.service.consul.",
+                RecordType::A,
+                DNSClass::IN,
+                OpCode::Query,
+            ),
+            transport,
+        )
+        .await;
+        assert_eq!(m.answers.len(), 3);
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn any_outside_our_zones_is_refused_to_clients_that_may_not_recurse() {
+    // Without recursors, and with recursors but nobody allowed to use them.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream = silent.local_addr().unwrap();
+    for forwarding in [false, true] {
+        let (_consul, running) = server_with_zones(|c| {
+            if forwarding {
+                c.recursors = vec![upstream];
+                c.allow_recursion = Vec::new();
+            }
+        })
+        .await;
+        let dns = running.dns_addrs[0];
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let (m, _) = exchange(
+                dns,
+                &message("example.org.", RecordType::ANY, DNSClass::IN, OpCode::Query),
+                transport,
+            )
+            .await;
+            assert_eq!(
+                rcode(&m),
+                ResponseCode::Refused,
+                "forwarding {forwarding} {transport:?}"
+            );
+            assert!(m.answers.is_empty(), "no RFC 8482 HINFO: {m:?}");
+            assert!(!m.metadata.recursion_available);
+        }
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn other_opcodes_get_one_notimp_without_their_sections() {
+    let (_consul, running) = server_with_zones(|_| {}).await;
+    let dns = running.dns_addrs[0];
+    for transport in [Transport::Udp, Transport::Tcp] {
+        for (zone, op) in [
+            ("consul.", OpCode::Update),
+            ("cluster.internal.", OpCode::Update),
+            ("consul.", OpCode::Notify),
+            ("cluster.internal.", OpCode::Notify),
+            ("consul.", OpCode::Status),
+        ] {
+            let (m, bytes) = exchange(
+                dns,
+                &message(zone, RecordType::SOA, DNSClass::IN, op),
+                transport,
+            )
+            .await;
+            assert_eq!(
+                rcode(&m),
+                ResponseCode::NotImp,
+                "{op:?} {zone} over {transport:?}"
+            );
+            assert_eq!(m.metadata.op_code, op);
+            assert!(m.queries.is_empty(), "the sections are not echoed: {m:?}");
+            assert!(bytes.len() <= 512);
+        }
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn static_zones_are_not_transferred() {
+    let (_consul, running) = server_with_zones(|_| {}).await;
+    let dns = running.dns_addrs[0];
+    for (transport, qtype) in [
+        (Transport::Udp, RecordType::IXFR),
+        (Transport::Udp, RecordType::AXFR),
+        (Transport::Tcp, RecordType::IXFR),
+        (Transport::Tcp, RecordType::AXFR),
+    ] {
+        let (m, _) = exchange(
+            dns,
+            &message("cluster.internal.", qtype, DNSClass::IN, OpCode::Query),
+            transport,
+        )
+        .await;
+        assert_eq!(
+            rcode(&m),
+            ResponseCode::Refused,
+            "{qtype} over {transport:?}"
+        );
+        assert!(m.answers.is_empty());
+    }
+    running.shutdown().await;
+}

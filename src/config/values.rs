@@ -245,6 +245,31 @@ pub fn ttl_seconds(d: Duration) -> Result<u32, String> {
         .map_err(|_| format!("TTL too large: {}s (at most {}s)", d.as_secs(), u32::MAX))
 }
 
+/// `text` with the credentials of every URL in it (`scheme://user:password@host`) replaced
+/// by `***`, so an error that quotes an address never shows a password.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..authority_end];
+        match authority.rfind('@') {
+            Some(user_end) => {
+                out.push_str("***");
+                out.push_str(&authority[user_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,29 +486,4 @@ mod tests {
         );
         assert!(ttl_seconds(Duration::from_secs(u64::from(u32::MAX) + 1)).is_err());
     }
-}
-
-/// `text` with the credentials of every URL in it (`scheme://user:password@host`) replaced
-/// by `***`, so an error that quotes an address never shows a password.
-pub fn redact_userinfo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
-        out.push_str(before);
-        let authority_end = after
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace())
-            .unwrap_or(after.len());
-        let authority = &after[..authority_end];
-        match authority.rfind('@') {
-            Some(user_end) => {
-                out.push_str("***");
-                out.push_str(&authority[user_end..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &after[authority_end..];
-    }
-    out.push_str(rest);
-    out
 }

@@ -171,3 +171,63 @@ async fn static_zones_are_not_transferred() {
     }
     running.shutdown().await;
 }
+
+/// Prepared-query names come from the network (issue 18, items 1 and 2): a name that is not
+/// a valid query name (a control byte, an escaped dot) is NXDOMAIN without a request to
+/// Consul (before, `pri\tmary` executed `primary`, a label `.` became `/v1/query/execute`),
+/// and the names asked never become metric labels.
+#[tokio::test]
+async fn prepared_query_names_from_the_network_are_bounded() {
+    let consul = emulator().await;
+    consul.seed_demo();
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    eventually(std::time::Duration::from_secs(5), || async {
+        query(dns, "primary-db.query.consul.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 1
+    })
+    .await;
+    let ask = |labels: Vec<&[u8]>| {
+        let name = Name::from_labels(labels).unwrap();
+        let mut msg = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+        msg.add_query(Query::query(name, RecordType::A));
+        async move { exchange(dns, &msg, Transport::Udp).await.0 }
+    };
+    let before = consul.requests_to("/v1/query");
+    for labels in [
+        vec![&b"pri\tmary-db"[..], b"query", b"consul"],
+        vec![&b"primary-db\r"[..], b"query", b"consul"],
+        vec![&b"."[..], b"query", b"consul"],
+        vec![&b".."[..], b"query", b"consul"],
+        vec![&b"a/b"[..], b"query", b"consul"],
+        vec![&b"%41"[..], b"query", b"consul"],
+        vec![&b"has space"[..], b"query", b"consul"],
+    ] {
+        let what = format!("{labels:?}");
+        let m = ask(labels).await;
+        assert_eq!(rcode(&m), ResponseCode::NXDomain, "{what}");
+    }
+    assert_eq!(
+        consul.requests_to("/v1/query"),
+        before,
+        "no request for those names"
+    );
+
+    // Distinct valid names: no metric series of their own.
+    for i in 0..200 {
+        query(dns, &format!("flood-{i}.query.consul."), RecordType::A).await;
+    }
+    let text = running.syncer().metrics().render();
+    assert!(
+        !text.contains("flood-"),
+        "a name from the network became a label"
+    );
+    assert!(
+        text.contains(r#"endpoint="v1/query/*""#),
+        "requests are counted by kind"
+    );
+    running.shutdown().await;
+}

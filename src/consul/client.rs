@@ -178,7 +178,7 @@ impl ConsulClient {
             }
         };
         let path = segments.join("/");
-        let endpoint = segments[..segments.len().min(3)].join("/");
+        let endpoint = endpoint_label(segments);
         let result = self.send::<T>(url, timeout, &path).await;
         let status = match &result {
             Ok(_) => "200".to_string(),
@@ -344,4 +344,34 @@ fn read_meta(headers: &HeaderMap) -> QueryMeta {
         filtered_by_acls: text("X-Consul-Results-Filtered-By-ACLs") == Some("true"),
         translated: text("X-Consul-Translate-Addresses") == Some("true"),
     }
+}
+
+/// The path segments the metrics label requests by; any other segment is a name, from
+/// the catalog or from a DNS question, and becomes `*`: a flood of distinct names must not
+/// grow the metrics' label sets.
+const ENDPOINT_WORDS: [&str; 13] = [
+    "v1",
+    "health",
+    "service",
+    "connect",
+    "ingress",
+    "catalog",
+    "services",
+    "nodes",
+    "node",
+    "datacenters",
+    "query",
+    "agent",
+    "self",
+];
+
+/// The `endpoint` label of a request: its first three path segments, names as `*`
+/// (`v1/health/service`, `v1/query/*`).
+fn endpoint_label(segments: &[&str]) -> String {
+    segments
+        .iter()
+        .take(3)
+        .map(|s| if ENDPOINT_WORDS.contains(s) { *s } else { "*" })
+        .collect::<Vec<_>>()
+        .join("/")
 }

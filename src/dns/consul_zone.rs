@@ -638,6 +638,9 @@ impl ConsulZone {
         dc: Option<&str>,
         f: &Fetched,
     ) -> Lookup<Answer> {
+        if !name::valid_query_name(name) {
+            return Ok(Answer::nxdomain());
+        }
         let query = f
             .prepared_query(name, dc)
             .ok_or_else(|| Need::PreparedQuery(name.to_owned(), dc.map(str::to_owned)))?;

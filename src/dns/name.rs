@@ -167,6 +167,20 @@ enum Reading<'a> {
     Invalid,
 }
 
+/// Whether `name` (a prepared query's name or ID as asked, labels joined by dots) can
+/// name a query: labels of letters, digits, `-` and `_`. Anything else (control bytes,
+/// spaces, `/`, `%`, an empty label from an escaped dot) would be altered or reinterpreted
+/// on its way into the URL `/v1/query/<name>/execute`, and Consul's names are DNS-safe
+/// anyway: such a name is answered NXDOMAIN without asking Consul.
+pub fn valid_query_name(name: &str) -> bool {
+    name.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 /// The labels of `name` left of its last `domain_labels` labels (the served domain),
 /// lower-cased into `buf`, as [`parse`] takes them; None when one is not UTF-8 (no such
 /// name can exist).

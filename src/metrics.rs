@@ -72,6 +72,10 @@ pub struct Metrics {
     pub consul_known_leader: Gauge,
     /// Watches reset because Consul's index went backwards.
     pub index_resets: Counter,
+    /// Prepared-query names answered as unknown from the query list, without a request.
+    pub query_names_unlisted: Counter,
+    /// Prepared-query names the list cannot settle, not asked because over budget.
+    pub query_names_over_budget: Counter,
     /// UDP queries dropped because too many were already waiting.
     pub udp_dropped: Counter,
     /// Answers sent from the response cache, without building them.
@@ -80,8 +84,12 @@ pub struct Metrics {
     pub negative_cache_hits: Counter,
     /// TCP connections open.
     pub tcp_connections: Gauge,
-    /// TCP connections closed at once because `tcp_max_connections` were open.
+    /// TCP connections closed at once because `tcp_max_connections` (or the source's
+    /// `tcp_max_connections_per_source`) were open, none of them idle.
     pub tcp_refused: Counter,
+    /// Idle TCP connections closed to make room for a new one (past
+    /// `tcp_max_connections` or `tcp_max_connections_per_source`).
+    pub tcp_evicted: Counter,
     /// TCP connections closed by `tcp_idle_timeout`.
     pub tcp_idle_timeouts: Counter,
     /// TCP connections closed by `tcp_total_timeout`.
@@ -164,11 +172,14 @@ impl Metrics {
             acl_filtered_ignored: Counter::default(),
             consul_known_leader: Gauge::default(),
             index_resets: Counter::default(),
+            query_names_unlisted: Counter::default(),
+            query_names_over_budget: Counter::default(),
             udp_dropped: Counter::default(),
             response_cache_hits: Counter::default(),
             negative_cache_hits: Counter::default(),
             tcp_connections: Gauge::default(),
             tcp_refused: Counter::default(),
+            tcp_evicted: Counter::default(),
             tcp_idle_timeouts,
             tcp_total_timeouts,
             tcp_write_timeouts,
@@ -281,8 +292,23 @@ impl Metrics {
         );
         r.register(
             "tcp_refused",
-            "TCP connections closed at once because tcp_max_connections were open",
+            "TCP connections closed at once because tcp_max_connections (or the source's tcp_max_connections_per_source) were open, none of them idle",
             m.tcp_refused.clone(),
+        );
+        r.register(
+            "tcp_evicted",
+            "Idle TCP connections closed to make room for a new one, past tcp_max_connections or tcp_max_connections_per_source",
+            m.tcp_evicted.clone(),
+        );
+        r.register(
+            "prepared_query_names_unlisted",
+            "Prepared-query names answered as unknown from the query list, without asking Consul",
+            m.query_names_unlisted.clone(),
+        );
+        r.register(
+            "prepared_query_names_over_budget",
+            "Prepared-query names the query list cannot settle, not asked because too many were",
+            m.query_names_over_budget.clone(),
         );
         r.register(
             "rrl_dropped",

@@ -119,33 +119,46 @@ async fn tcp_connections_are_capped() {
     }
     assert_eq!(m.tcp_connections.get(), 4);
 
-    // Three more: accepted and reset at once, counted.
+    // Three more: each closes the longest-idle connection (the oldest here: all four are
+    // idle) and is served; none is refused (refusals, when every connection is busy, are
+    // in tests/tcp_sources.rs).
     for id in 10..13 {
         let mut s = TcpStream::connect(dns).await.unwrap();
-        let _ = s
-            .write_all(&tcp_frame(id, "web.service.consul.", RecordType::A))
-            .await;
-        closed_by_server(&mut s, Duration::from_secs(2)).await;
+        s.write_all(&tcp_frame(id, "web.service.consul.", RecordType::A))
+            .await
+            .unwrap();
+        assert_eq!(read_answer(&mut s).await.metadata.id, id);
+        open.push(s);
     }
-    assert_eq!(m.tcp_refused.get(), 3);
-    assert_eq!(m.tcp_connections.get(), 4);
+    for s in &mut open[..3] {
+        closed_by_server(s, Duration::from_secs(2)).await;
+    }
+    assert_eq!(m.tcp_evicted.get(), 3);
+    assert_eq!(m.tcp_refused.get(), 0);
+    eventually(Duration::from_secs(5), || {
+        let m = Arc::clone(&m);
+        async move { m.tcp_connections.get() == 4 }
+    })
+    .await;
     let text = m.render();
-    assert!(text.contains("consul_dns_tcp_refused_total 3"), "{text}");
+    assert!(text.contains("consul_dns_tcp_evicted_total 3"), "{text}");
     assert!(text.contains("consul_dns_tcp_connections 4"), "{text}");
 
     // UDP is unaffected.
     let a = query(dns, "web.service.consul.", RecordType::A).await;
     assert_eq!(a.answers.len(), 1);
 
-    // Once two close, new connections are served again.
-    open.truncate(2);
+    // Once two close, new connections are served without closing any other.
+    open.truncate(5);
+    open.drain(..3);
     eventually(Duration::from_secs(5), || {
         let m = Arc::clone(&m);
         async move { m.tcp_connections.get() == 2 }
     })
     .await;
     assert_eq!(tcp_query(dns).await.answers.len(), 1);
-    assert_eq!(m.tcp_refused.get(), 3);
+    assert_eq!(m.tcp_evicted.get(), 3);
+    assert_eq!(m.tcp_refused.get(), 0);
     running.shutdown().await;
 }
 

@@ -70,6 +70,7 @@ macro_rules! raw_structs {
             translate_wan_addrs: Raw,
             allow_any: Raw,
             tcp_max_connections: Raw,
+            tcp_max_connections_per_source: Raw,
             tcp_idle_timeout: Raw,
             tcp_total_timeout: Raw,
             tcp_write_timeout: Raw,
@@ -154,6 +155,7 @@ pub(super) struct FileConfig {
     pub translate_wan_addrs: Option<bool>,
     pub allow_any: Option<bool>,
     pub tcp_max_connections: Option<usize>,
+    pub tcp_max_connections_per_source: Option<usize>,
     pub tcp_idle_timeout: Option<Duration>,
     pub tcp_total_timeout: Option<Duration>,
     pub tcp_write_timeout: Option<Duration>,
@@ -299,6 +301,12 @@ impl FileConfig {
         let tcp_max_connections = f("tcp_max_connections", raw.tcp_max_connections)
             .map(|field| ctx.count(&field))
             .transpose()?;
+        let tcp_max_connections_per_source = f(
+            "tcp_max_connections_per_source",
+            raw.tcp_max_connections_per_source,
+        )
+        .map(|field| ctx.count(&field))
+        .transpose()?;
         let tcp_idle_timeout = f("tcp_idle_timeout", raw.tcp_idle_timeout)
             .map(|field| ctx.positive_duration(&field))
             .transpose()?;
@@ -384,6 +392,7 @@ impl FileConfig {
             translate_wan_addrs,
             allow_any,
             tcp_max_connections,
+            tcp_max_connections_per_source,
             tcp_idle_timeout,
             tcp_total_timeout,
             tcp_write_timeout,

@@ -74,6 +74,19 @@ pub fn default_allow_recursion() -> Vec<IpNet> {
 /// Default cap on open TCP connections. Each is a file descriptor: 500 leaves room for the
 /// Consul connections (`max_watches`) within the common soft limit of 1024 descriptors.
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 500;
+/// Default `tcp_max_connections_per_source`: a quarter of `tcp_max_connections` (at least
+/// 1), so one client address (an IPv6 /64) never holds more than a quarter of the slots
+/// and at least four sources are needed to fill them, while a resolver that gathers many
+/// clients' queries behind one address (a node-local cache, a NAT) still gets plenty of
+/// connections. Its idle connections give way to new ones past it in any case.
+pub const fn default_tcp_max_connections_per_source(max_connections: usize) -> usize {
+    let quarter = max_connections / 4;
+    if quarter == 0 {
+        1
+    } else {
+        quarter
+    }
+}
 /// Default time a TCP connection may go without a complete query (hickory's was 10 s).
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default lifetime of a TCP connection, however busy: a client sending slowly but
@@ -611,8 +624,13 @@ impl Default for DnsConfig {
 /// Limits of DNS over TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpConfig {
-    /// Most connections open at once (≥ 1); past it new ones are closed at once.
+    /// Most connections open at once (≥ 1); past it a new one closes the longest-idle
+    /// connection, or is closed at once when every open one has queries in flight.
     pub max_connections: usize,
+    /// Most connections open at once from one source, an IPv4 address or an IPv6 /64
+    /// (≥ 1); past it a new one closes that source's longest-idle connection, or is closed
+    /// at once when each of them has queries in flight.
+    pub max_connections_per_source: usize,
     /// A connection without a complete query for this long is closed (> 0).
     pub idle_timeout: Duration,
     /// A connection is closed this long after it was accepted, however busy (> 0).
@@ -625,6 +643,9 @@ impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
+            max_connections_per_source: default_tcp_max_connections_per_source(
+                DEFAULT_TCP_MAX_CONNECTIONS,
+            ),
             idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
             total_timeout: DEFAULT_TCP_TOTAL_TIMEOUT,
             write_timeout: DEFAULT_TCP_WRITE_TIMEOUT,
@@ -867,6 +888,10 @@ impl Config {
             None => max_watches.saturating_mul(DEFAULT_SERVICES_PER_WATCH),
         };
 
+        let tcp_max_connections = file
+            .tcp_max_connections
+            .unwrap_or(defaults.tcp.max_connections);
+
         Ok(Config {
             consul_addr,
             token,
@@ -916,9 +941,10 @@ impl Config {
                 .unwrap_or(defaults.translate_wan_addrs),
             allow_any: file.allow_any.unwrap_or(defaults.allow_any),
             tcp: TcpConfig {
-                max_connections: file
-                    .tcp_max_connections
-                    .unwrap_or(defaults.tcp.max_connections),
+                max_connections: tcp_max_connections,
+                max_connections_per_source: file
+                    .tcp_max_connections_per_source
+                    .unwrap_or(default_tcp_max_connections_per_source(tcp_max_connections)),
                 idle_timeout: file.tcp_idle_timeout.unwrap_or(defaults.tcp.idle_timeout),
                 total_timeout: file.tcp_total_timeout.unwrap_or(defaults.tcp.total_timeout),
                 write_timeout: file.tcp_write_timeout.unwrap_or(defaults.tcp.write_timeout),

@@ -107,6 +107,10 @@ fn defaults() {
     assert_eq!(c.log_level, "info");
     assert_eq!(c.dns, DnsConfig::default());
     assert_eq!(c.tcp.max_connections, 500);
+    assert_eq!(
+        c.tcp.max_connections_per_source, 125,
+        "a quarter of the slots"
+    );
     assert_eq!(c.tcp.idle_timeout, Duration::from_secs(10));
     assert_eq!(c.tcp.total_timeout, Duration::from_secs(60));
     assert_eq!(c.tcp.write_timeout, Duration::from_secs(5));
@@ -227,6 +231,7 @@ watch_idle_timeout = "30m"
 startup_wait = 0
 blocking_wait = "1m30s"
 tcp_max_connections = 7
+tcp_max_connections_per_source = 3
 tcp_idle_timeout = "2s"
 tcp_total_timeout = "1m"
 tcp_write_timeout = 3
@@ -308,6 +313,7 @@ fn every_key_from_file() {
         c.tcp,
         TcpConfig {
             max_connections: 7,
+            max_connections_per_source: 3,
             idle_timeout: Duration::from_secs(2),
             total_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(3),
@@ -557,6 +563,14 @@ fn bad_tcp_and_rrl_values_are_rejected() {
     for (text, key) in [
         ("tcp_max_connections = 0", "tcp_max_connections"),
         ("tcp_max_connections = \"10\"", "tcp_max_connections"),
+        (
+            "tcp_max_connections_per_source = 0",
+            "tcp_max_connections_per_source",
+        ),
+        (
+            "tcp_max_connections_per_source = 1.5",
+            "tcp_max_connections_per_source",
+        ),
         ("tcp_idle_timeout = \"0s\"", "tcp_idle_timeout"),
         ("tcp_total_timeout = 0", "tcp_total_timeout"),
         ("tcp_write_timeout = \"-1s\"", "tcp_write_timeout"),
@@ -578,6 +592,28 @@ fn bad_tcp_and_rrl_values_are_rejected() {
     assert_eq!(c.rrl.ipv4_prefix_length, 0);
     assert_eq!(c.rrl.ipv6_prefix_length, 128);
     assert_eq!(c.rrl.window, Duration::from_secs(3600));
+}
+
+#[test]
+fn tcp_per_source_limit_defaults_to_a_quarter_of_the_connections() {
+    for (text, max, per_source) in [
+        ("tcp_max_connections = 20\n", 20, 5),
+        ("tcp_max_connections = 3\n", 3, 1),
+        ("tcp_max_connections = 1\n", 1, 1),
+        (
+            "tcp_max_connections = 20\ntcp_max_connections_per_source = 20\n",
+            20,
+            20,
+        ),
+        ("tcp_max_connections_per_source = 1\n", 500, 1),
+    ] {
+        let c = load_ok(&[], text);
+        assert_eq!(
+            (c.tcp.max_connections, c.tcp.max_connections_per_source),
+            (max, per_source),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -1,9 +1,22 @@
-//! DNS over TCP (RFC 1035 §4.2.2, RFC 7766), with bounds: at most `max_connections` open
-//! (past it a new connection is accepted and reset at once, which keeps the kernel's
-//! backlog moving), each closed when no complete query arrives within `idle_timeout`, when
-//! `total_timeout` has passed since it was accepted (a client trickling bytes cannot hold
-//! a slot), or when an answer cannot be written within `write_timeout` (a client that does
-//! not read). hickory's TCP server has none of these bounds.
+//! DNS over TCP (RFC 1035 §4.2.2, RFC 7766), with bounds: at most `max_connections` open,
+//! and at most `max_connections_per_source` from one source (an IPv4 address, or an IPv6
+//! /64 so that one host cannot dodge the limit by rotating addresses). A new connection
+//! past either limit closes the longest-idle open connection (of its source, or of all),
+//! as Knot and NSD do, so that idle connections piling up from one client never keep the
+//! others out; "idle" means no query in flight, and the longest-idle one is the one whose
+//! last complete query or answer is oldest. Only when every candidate has queries in
+//! flight is the new connection accepted and reset at once instead, which keeps the
+//! kernel's backlog moving. Each connection is also closed when no complete query arrives
+//! within `idle_timeout`, when `total_timeout` has passed since it was accepted (a client
+//! trickling bytes cannot hold a slot), or when an answer cannot be written within
+//! `write_timeout` (a client that does not read). hickory's TCP server has none of these
+//! bounds.
+//!
+//! The accept loop keeps a table of the open connections (`Table`): each publishes when
+//! it went idle in an atomic (or that it is busy), and has a token that closes it, so
+//! choosing one to close is a scan of one source's connections, or of all of them when
+//! the server is full; nothing is locked per query. The table holds one entry per open
+//! connection and one per source with connections open, no more.
 //!
 //! Each connection is a task of its own: a query waiting on Consul never holds up the
 //! accept loop or other connections. Pipelined queries on one connection are answered
@@ -13,17 +26,18 @@
 //! runtime thread, then the handler).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hickory_server::net::xfer::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
@@ -56,7 +70,7 @@ pub async fn serve(
     limits: TcpConfig,
     cancel: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let table = Arc::new(Mutex::new(Table::new(Instant::now())));
     let mut connections = JoinSet::new();
     loop {
         let (stream, src) = tokio::select! {
@@ -78,24 +92,45 @@ pub async fn serve(
             },
         };
         while connections.try_join_next().is_some() {}
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            metrics.tcp_refused.inc();
-            debug!(%src, "TCP connection refused: tcp_max_connections are open");
-            // A reset rather than a close: no TIME_WAIT left here for a refused client.
-            let _ = stream.set_zero_linger();
-            continue;
+        let source = source_of(src.ip());
+        let close = cancel.child_token();
+        let mut evicted = Vec::new();
+        let admitted = lock(&table).admit(source, &limits, close.clone(), &mut evicted);
+        for (victim, token) in evicted {
+            metrics.tcp_evicted.inc();
+            debug!(%src, %victim, "closing the longest-idle TCP connection to make room");
+            token.cancel();
+        }
+        let (id, activity) = match admitted {
+            Ok(admitted) => admitted,
+            Err(full) => {
+                metrics.tcp_refused.inc();
+                match full {
+                    Full::Source => debug!(
+                        %src,
+                        "TCP connection refused: tcp_max_connections_per_source are open, none idle"
+                    ),
+                    Full::Server => debug!(
+                        %src,
+                        "TCP connection refused: tcp_max_connections are open, none idle"
+                    ),
+                }
+                // A reset rather than a close: no TIME_WAIT left here for a refused client.
+                let _ = stream.set_zero_linger();
+                continue;
+            }
         };
-        let open = OpenConnection::new(Arc::clone(&metrics));
+        let slot = Slot::new(Arc::clone(&metrics), Arc::clone(&table), id);
         let conn = Connection {
             handler: Arc::clone(&handler),
             metrics: Arc::clone(&metrics),
             limits,
             src,
-            cancel: cancel.clone(),
+            cancel: close,
+            activity,
         };
         connections.spawn(async move {
             conn.run(stream).await;
-            drop(open);
             drop(slot);
         });
     }
@@ -103,19 +138,178 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// Counts a connection in the gauge while it lives (also if its task is aborted).
-struct OpenConnection(Arc<Metrics>);
+/// `Activity` value of a connection with queries in flight: never closed for room.
+const BUSY: u64 = u64::MAX;
 
-impl OpenConnection {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.tcp_connections.inc();
-        OpenConnection(metrics)
+/// When a connection last went idle, in milliseconds since its table's `base`, or
+/// [`BUSY`]; written by the connection, read by the accept loop when it needs room.
+#[derive(Debug)]
+struct Activity {
+    base: Instant,
+    since: AtomicU64,
+}
+
+impl Activity {
+    fn idle_now(&self) {
+        self.since.store(millis_since(self.base), Ordering::Relaxed);
+    }
+
+    fn busy(&self) {
+        self.since.store(BUSY, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.since.load(Ordering::Relaxed)
     }
 }
 
-impl Drop for OpenConnection {
+fn millis_since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(BUSY - 1)
+}
+
+/// What the limits count as one client: its IPv4 address, or its IPv6 /64 (an IPv4-mapped
+/// IPv6 address, from a dual-stack socket, is the IPv4 address).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        v4 => v4,
+    }
+}
+
+/// A new connection was refused: every connection it could have replaced is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// Its source has `max_connections_per_source` open.
+    Source,
+    /// `max_connections` are open.
+    Server,
+}
+
+/// One open connection, as the table knows it.
+struct Entry {
+    source: IpAddr,
+    activity: Arc<Activity>,
+    close: CancellationToken,
+}
+
+/// The open connections of one listener, by id (accept order) and by source. Sources
+/// with no connection open have no entry, so the table never holds more than the open
+/// connections.
+struct Table {
+    base: Instant,
+    next_id: u64,
+    open: HashMap<u64, Entry>,
+    by_source: HashMap<IpAddr, Vec<u64>>,
+}
+
+fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Table {
+    fn new(base: Instant) -> Self {
+        Table {
+            base,
+            next_id: 0,
+            open: HashMap::new(),
+            by_source: HashMap::new(),
+        }
+    }
+
+    /// Makes room for a connection from `source` (taking out the longest-idle connection
+    /// of `source` past its limit, then the longest-idle of all past the server's) and adds
+    /// it, closed by `close`: its id and where it publishes its activity. Or tells which
+    /// limit is full of busy connections. Either way, the connections taken out are added
+    /// to `evicted` (their source and the token that closes each), for the caller to close.
+    fn admit(
+        &mut self,
+        source: IpAddr,
+        limits: &TcpConfig,
+        close: CancellationToken,
+        evicted: &mut Vec<(IpAddr, CancellationToken)>,
+    ) -> Result<(u64, Arc<Activity>), Full> {
+        while self.by_source.get(&source).map_or(0, Vec::len) >= limits.max_connections_per_source {
+            let ids = self.by_source.get(&source).map_or(&[][..], Vec::as_slice);
+            let victim = self.longest_idle(ids.iter().copied()).ok_or(Full::Source)?;
+            evicted.extend(self.evict(victim));
+        }
+        while self.open.len() >= limits.max_connections {
+            let victim = self
+                .longest_idle(self.open.keys().copied())
+                .ok_or(Full::Server)?;
+            evicted.extend(self.evict(victim));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let activity = Arc::new(Activity {
+            base: self.base,
+            since: AtomicU64::new(millis_since(self.base)),
+        });
+        self.open.insert(
+            id,
+            Entry {
+                source,
+                activity: Arc::clone(&activity),
+                close,
+            },
+        );
+        self.by_source.entry(source).or_default().push(id);
+        Ok((id, activity))
+    }
+
+    /// The connection among `ids` idle for the longest (the first accepted of equals), if
+    /// any is idle.
+    fn longest_idle(&self, ids: impl Iterator<Item = u64>) -> Option<u64> {
+        ids.filter_map(|id| {
+            let since = self.open.get(&id)?.activity.get();
+            (since != BUSY).then_some((since, id))
+        })
+        .min()
+        .map(|(_, id)| id)
+    }
+
+    /// Takes connection `id` out of the table: its source and the token that closes it.
+    fn evict(&mut self, id: u64) -> Option<(IpAddr, CancellationToken)> {
+        let entry = self.remove(id)?;
+        Some((entry.source, entry.close))
+    }
+
+    /// Takes connection `id` out (when it ended, or was evicted), and its source with it
+    /// when that was its last connection.
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.open.remove(&id)?;
+        if let Some(ids) = self.by_source.get_mut(&entry.source) {
+            if let Some(i) = ids.iter().position(|&x| x == id) {
+                ids.swap_remove(i);
+            }
+            if ids.is_empty() {
+                self.by_source.remove(&entry.source);
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// A connection's place: counted in the gauge and kept in the table while it lives (also
+/// if its task is aborted).
+struct Slot {
+    metrics: Arc<Metrics>,
+    table: Arc<Mutex<Table>>,
+    id: u64,
+}
+
+impl Slot {
+    fn new(metrics: Arc<Metrics>, table: Arc<Mutex<Table>>, id: u64) -> Self {
+        metrics.tcp_connections.inc();
+        Slot { metrics, table, id }
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.tcp_connections.dec();
+        self.metrics.tcp_connections.dec();
+        // Already gone when it was evicted.
+        lock(&self.table).remove(self.id);
     }
 }
 
@@ -127,7 +321,10 @@ struct Connection {
     metrics: Arc<Metrics>,
     limits: TcpConfig,
     src: SocketAddr,
+    /// Fires at shutdown, or when the connection is closed to make room for another.
     cancel: CancellationToken,
+    /// Published for the accept loop: when this connection went idle, or that it is busy.
+    activity: Arc<Activity>,
 }
 
 /// What the read buffer starts with.
@@ -151,7 +348,11 @@ impl Connection {
         let mut answers: FuturesUnordered<Answer> = FuturesUnordered::new();
         let mut reading = true;
         let mut drain_until = None;
+        // What `activity` says: busy (queries in flight), or idle since a time.
+        let mut busy = false;
         loop {
+            // A complete query read, or an answer written: the connection is not idle.
+            let mut active = false;
             while reading && answers.len() < MAX_IN_FLIGHT {
                 match next_frame(&mut buf) {
                     Frame::Partial => break,
@@ -161,11 +362,21 @@ impl Connection {
                     }
                     Frame::Message(message) => {
                         idle_until = Instant::now() + self.limits.idle_timeout;
+                        active = true;
                         if let Some(answer) = self.answer(message) {
                             answers.push(answer);
                         }
                     }
                 }
+            }
+            if !answers.is_empty() {
+                if !busy {
+                    self.activity.busy();
+                    busy = true;
+                }
+            } else if busy || active {
+                self.activity.idle_now();
+                busy = false;
             }
             if !reading && answers.is_empty() {
                 return;
@@ -304,5 +515,146 @@ mod tests {
         buf.push(0);
         assert!(matches!(next_frame(&mut buf), Frame::Invalid), "{buf:?}");
         assert_eq!(frame(vec![7, 8]), vec![0, 2, 7, 8]);
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_of(ip("2001:db8:1:2:a:b:c:d")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            source_of(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            source_of(ip("2001:db8:1:3::1")),
+            source_of(ip("2001:db8:1:2::1"))
+        );
+    }
+
+    fn limits(max_connections: usize, max_connections_per_source: usize) -> TcpConfig {
+        TcpConfig {
+            max_connections,
+            max_connections_per_source,
+            ..TcpConfig::default()
+        }
+    }
+
+    /// Admits a connection from `source` whose activity is `since`; returns its id and
+    /// the ids evicted for it.
+    fn add(table: &mut Table, limits: &TcpConfig, source: &str, since: u64) -> (u64, Vec<u64>) {
+        let source: IpAddr = source.parse().unwrap();
+        let before: Vec<u64> = table.open.keys().copied().collect();
+        let mut tokens = Vec::new();
+        let (id, activity) = table
+            .admit(
+                source_of(source),
+                limits,
+                CancellationToken::new(),
+                &mut tokens,
+            )
+            .unwrap_or_else(|full| panic!("{source} refused: {full:?}"));
+        activity.since.store(since, Ordering::Relaxed);
+        let mut evicted: Vec<u64> = before
+            .into_iter()
+            .filter(|id| !table.open.contains_key(id))
+            .collect();
+        evicted.sort_unstable();
+        assert_eq!(tokens.len(), evicted.len());
+        (id, evicted)
+    }
+
+    fn set(table: &Table, id: u64, since: u64) {
+        table.open[&id]
+            .activity
+            .since
+            .store(since, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_source_at_its_limit_replaces_its_longest_idle_connection() {
+        let l = limits(10, 3);
+        let mut t = Table::new(Instant::now());
+        let (a, _) = add(&mut t, &l, "10.0.0.1", 100);
+        let (b, _) = add(&mut t, &l, "10.0.0.1", 50);
+        let (c, _) = add(&mut t, &l, "10.0.0.1", 200);
+        let (other, _) = add(&mut t, &l, "10.0.0.2", 1);
+        // b went idle first; the other source's older connection is not its to close.
+        let (d, evicted) = add(&mut t, &l, "10.0.0.1", 300);
+        assert_eq!(evicted, [b]);
+        // A busy connection is never chosen, however old its last activity.
+        set(&t, a, BUSY);
+        let (_, evicted) = add(&mut t, &l, "10.0.0.1", 400);
+        assert_eq!(evicted, [c]);
+        assert!(t.open.contains_key(&a) && t.open.contains_key(&d));
+        // All busy: refused, nothing closed.
+        for id in t.by_source[&"10.0.0.1".parse::<IpAddr>().unwrap()].clone() {
+            set(&t, id, BUSY);
+        }
+        let mut evicted = Vec::new();
+        let r = t.admit(
+            "10.0.0.1".parse().unwrap(),
+            &l,
+            CancellationToken::new(),
+            &mut evicted,
+        );
+        assert_eq!(r.err(), Some(Full::Source));
+        assert!(evicted.is_empty());
+        assert_eq!(t.open.len(), 4);
+        assert!(t.open.contains_key(&other));
+    }
+
+    #[test]
+    fn a_full_server_replaces_its_longest_idle_connection() {
+        let l = limits(4, 2);
+        let mut t = Table::new(Instant::now());
+        let (a, _) = add(&mut t, &l, "10.0.0.1", 10);
+        let (b, _) = add(&mut t, &l, "10.0.0.2", 5);
+        let (c, _) = add(&mut t, &l, "10.0.0.3", 20);
+        let (_, _) = add(&mut t, &l, "10.0.0.4", 30);
+        let (_, evicted) = add(&mut t, &l, "10.0.0.5", 40);
+        assert_eq!(evicted, [b], "the longest idle of all");
+        // Equal activity: the first accepted goes.
+        set(&t, c, 10);
+        let (_, evicted) = add(&mut t, &l, "10.0.0.6", 50);
+        assert_eq!(evicted, [a]);
+        for id in t.open.keys().copied().collect::<Vec<_>>() {
+            set(&t, id, BUSY);
+        }
+        let mut evicted = Vec::new();
+        let r = t.admit(
+            "10.0.0.7".parse().unwrap(),
+            &l,
+            CancellationToken::new(),
+            &mut evicted,
+        );
+        assert_eq!(r.err(), Some(Full::Server));
+        assert!(evicted.is_empty());
+        assert_eq!(t.open.len(), 4);
+    }
+
+    #[test]
+    fn the_table_holds_only_open_connections_and_their_sources() {
+        let l = limits(8, 2);
+        let mut t = Table::new(Instant::now());
+        for i in 0..1000u32 {
+            let source = format!("2001:db8:{:x}:{:x}::1", i >> 8, i & 0xff);
+            add(&mut t, &l, &source, u64::from(i));
+            assert!(t.open.len() <= 8 && t.by_source.len() <= 8, "after {i}");
+            let ids: usize = t.by_source.values().map(Vec::len).sum();
+            assert_eq!(ids, t.open.len());
+        }
+        for id in t.open.keys().copied().collect::<Vec<_>>() {
+            assert!(t.remove(id).is_some());
+            assert!(t.remove(id).is_none(), "removed once");
+        }
+        assert!(t.open.is_empty() && t.by_source.is_empty());
+        // One host rotating addresses within its /64 is one source.
+        for i in 0..10u32 {
+            add(&mut t, &l, &format!("2001:db8::{i:x}"), u64::from(i));
+        }
+        assert_eq!(t.open.len(), 2);
+        assert_eq!(t.by_source.len(), 1);
     }
 }

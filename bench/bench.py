@@ -283,7 +283,7 @@ class Server:
     """One DNS server under test, pinned to SERVER_CPU."""
 
     def __init__(self, kind, procs, zone, emulator=None, max_watches=None, tag="",
-                 blocking_wait=None, max_services=None):
+                 blocking_wait=None, max_services=None, extra=()):
         self.kind, self.procs = kind, procs
         self.port = free_port()
         tmp = procs.tmp
@@ -298,6 +298,7 @@ class Server:
                 lines.append(f"max_services = {max_services}")
             if blocking_wait:
                 lines.append(f'blocking_wait = "{blocking_wait}"')
+            lines += list(extra)
             if lines:
                 cfg = os.path.join(tmp, f"consul-dns{tag}.toml")
                 with open(cfg, "w") as f:
@@ -555,6 +556,42 @@ def check_same_answers(servers, services):
 # the measurements
 
 
+QTYPE_CODES = {"A": 1, "NS": 2, "SOA": 6, "TXT": 16, "AAAA": 28, "SRV": 33, "ANY": 255}
+AMPLIFICATION_SHAPES = [
+    ("svc-0.service.consul", "A", None), ("svc-0.service.consul", "A", 512),
+    ("svc-0.service.consul", "A", 1232), ("svc-0.service.consul", "A", 4096),
+    ("svc-0.service.consul", "AAAA", 1232), ("svc-0.service.consul", "ANY", 1232),
+    ("svc-0.service.consul", "SRV", 1232), ("svc-0.service.consul", "SRV", 4096),
+    ("_svc-0._tcp.service.consul", "SRV", 1232), ("consul", "SOA", 1232),
+    ("consul", "NS", 1232), ("nosvc-1.service.consul", "A", 1232),
+    ("consul-dev.node.dc1.consul", "A", 1232), ("consul-dev.node.dc1.consul", "ANY", 1232),
+]
+
+
+def udp_query(name, qtype, payload):
+    """A query in wire format: RD clear, EDNS with `payload` unless None."""
+    import struct
+    q = struct.pack(">HHHHHH", random.randrange(65536), 0, 1, 0, 0, 1 if payload else 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\0" + struct.pack(">HH", QTYPE_CODES[qtype], 1)
+    if payload:
+        q += b"\0" + struct.pack(">HHIH", 41, payload, 0, 0)
+    return q
+
+
+def udp_exchange(port, q):
+    """The size of the UDP reply to `q`, and whether TC was set (None: no reply in 2 s)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(q, ("127.0.0.1", port))
+        try:
+            reply = sock.recv(65535)
+        except socket.timeout:
+            return None
+    return {"bytes": len(reply), "tc": bool(reply[2] & 0x02)}
+
+
 class Bench:
     def __init__(self, args, procs):
         self.a = args
@@ -659,6 +696,21 @@ class Bench:
                            "consul_requests": after["requests"] - before["requests"],
                            "by_path": path_delta(before, after)}
 
+        log("prepared-query name flood: 100k distinct .query. names")
+        qflood = os.path.join(qdir, "query-flood.txt")
+        r = random.Random(5)
+        with open(qflood, "w") as f:
+            for k in range(100_000):
+                f.write(f"pq-{k}-{r.getrandbits(32):08x}.query.consul A\n")
+        rss0, before = cd.memory_kb(), emu.requests()
+        res = dnsperf(cd, qflood, 60, once=True)
+        time.sleep(1)
+        after, rss1 = emu.requests(), cd.memory_kb()
+        self.r["query_flood"] = {"queries": res["completed"], "qps": res["qps"],
+                                 "consul_requests": after["requests"] - before["requests"],
+                                 "by_path": path_delta(before, after),
+                                 "rss_before_kb": rss0, "rss_after_kb": rss1}
+
         if self.a.perf:
             self.profile(cd, files["mix"])
 
@@ -708,6 +760,37 @@ class Bench:
         self.r["profile"] = lines[:30]
 
     # §5
+    def amplification(self):
+        """Bytes out per byte in over UDP, per query shape: consul-dns to a client in
+        allow_recursion (trusted: Consul's partial answers) and outside it (untrusted: at
+        most 4x, all or nothing), NSD and Knot, on a catalog of 10 services x 60 instances."""
+        shape = "10x60"
+        log(f"amplification {shape}: consul-dns trusted and untrusted, NSD, Knot")
+        emu = Emulator(self.procs, shape)
+        zone = self.zone(shape)
+        servers = [
+            Server("consul-dns", self.procs, zone, emulator=emu, tag="-trusted"),
+            Server("consul-dns", self.procs, zone, emulator=emu, tag="-untrusted",
+                   extra=['allow_recursion = ["10.99.0.0/16"]']),
+            Server("NSD", self.procs, zone, tag="-amp"),
+            Server("Knot", self.procs, zone, tag="-amp"),
+        ]
+        labels = ["consul-dns, trusted", "consul-dns, untrusted", "NSD", "Knot"]
+        for s in servers:
+            # 60 addresses do not fit in 4x a query: a node's one address does.
+            s.wait_ready(name="consul-dev.node.dc1.consul.")
+        rows = []
+        for name, qtype, payload in AMPLIFICATION_SHAPES:
+            q = udp_query(name, qtype, payload)
+            row = {"name": name, "qtype": qtype, "payload": payload, "query": len(q)}
+            for label, s in zip(labels, servers):
+                row[label] = udp_exchange(s.port, q)
+            rows.append(row)
+        for s in servers:
+            s.stop()
+        emu.stop()
+        self.r["amplification"] = {"labels": labels, "rows": rows}
+
     def scale(self):
         shapes = [("1000x1", 1000, True), ("1000x10", 1000, True)]
         if not self.quick:
@@ -978,7 +1061,19 @@ def report(b, started, argv, elapsed):
           f"{fmt(ratio(f['consul_requests'], f['queries']) * 1e6, 2)} |")
         w(f"| 1,000 concurrent queries of one cold service | {st['concurrency']} | "
           f"{st['consul_requests']} | – |")
+        qf = r.get("query_flood")
+        if qf:
+            w(f"| 100k distinct prepared-query names `pq-<n>-<random>.query.consul` "
+              f"(dnsperf `-n 1`, {fmt(qf['qps'])} qps) | {fmt(qf['queries'])} | "
+              f"{qf['consul_requests']} | "
+              f"{fmt(ratio(qf['consul_requests'], qf['queries']) * 1e6, 2)} |")
         w("")
+        if qf:
+            w(f"Prepared-query flood: consul-dns RSS {fmt(qf['rss_before_kb'] / 1024, 1)} MB "
+              f"before, {fmt(qf['rss_after_kb'] / 1024, 1)} MB after; by path "
+              + (paths(qf.get("by_path")) or "none") + ". Names not in the watched query "
+              "list (`GET /v1/query`) are NXDOMAIN without a request.")
+            w("")
         w("By path: steady state " + (paths(s.get("by_path")) or "none") + "; flood "
           + (paths(f.get("by_path")) or "none") + "; stampede "
           + (paths(st.get("by_path")) or "none") + ". `/v1/catalog/datacenters` is polled "
@@ -1047,6 +1142,35 @@ def report(b, started, argv, elapsed):
               f"NSD {fmt(n['qps'])} ({fmt(n['cpu'], 3)}), Knot {fmt(k['qps'])} "
               f"({fmt(k['cpu'], 3)}).")
             w("")
+
+    amp = r.get("amplification")
+    if amp:
+        labels = amp["labels"]
+        w("## 6. Amplification (UDP bytes out per byte in, 10 services × 60 instances)")
+        w("")
+        w("One query per shape, RD clear; `TC` marks a truncated reply. consul-dns "
+          "*trusted*: the client is in `allow_recursion` (the default, loopback); "
+          "*untrusted*: it is not (`allow_recursion = [\"10.99.0.0/16\"]`), so its replies "
+          "are held to 4× its query, answers all or nothing.")
+        w("")
+        w("| query | EDNS | bytes in | " + " | ".join(labels) + " |")
+        w("|---|---:|---:|" + "---:|" * len(labels))
+        worst = {label: 0.0 for label in labels}
+        for row in amp["rows"]:
+            cells = []
+            for label in labels:
+                res = row[label]
+                if res is None:
+                    cells.append("no reply")
+                    continue
+                x = res["bytes"] / row["query"]
+                worst[label] = max(worst[label], x)
+                cells.append(f"{res['bytes']} ({fmt(x, 1)}×{', TC' if res['tc'] else ''})")
+            w(f"| {row['name']} {row['qtype']} | {row['payload'] or 'none'} | {row['query']} | "
+              + " | ".join(cells) + " |")
+        w("| **worst ratio** | | | " + " | ".join(f"**{fmt(worst[l], 1)}×**" for l in labels)
+          + " |")
+        w("")
 
     w("## Targets (issue 3)")
     w("")
@@ -1179,6 +1303,7 @@ def main():
     ap.add_argument("--perf", action="store_true", help="profile consul-dns with perf")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-main", action="store_true")
+    ap.add_argument("--skip-amplification", action="store_true")
     ap.add_argument("--argv", default="bench/run")
     ap.add_argument("--workdir", help="an empty directory for configs, zones, logs")
     args = ap.parse_args()
@@ -1200,6 +1325,8 @@ def main():
         log(f"work directory {tmp}")
         if not args.skip_main:
             b.main_catalog()
+        if not args.skip_amplification:
+            b.amplification()
         if not args.skip_scale:
             b.scale()
         ok = True

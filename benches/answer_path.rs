@@ -13,7 +13,7 @@ use std::time::Duration;
 use consul_dns::app;
 use consul_dns::config::Config;
 use consul_dns::dns::handler::Ahead;
-use consul_dns::dns::response_cache::Question;
+use consul_dns::dns::response_cache::{ClientShape, Question};
 use consul_emulator::{Emulator, EmulatorConfig};
 use criterion::{criterion_group, criterion_main, Criterion};
 use hickory_proto::op::{Edns, Message, Query};
@@ -62,14 +62,15 @@ fn bench(c: &mut Criterion) {
     ] {
         let bytes = datagram(name, qtype);
         // The first answer loads the service; the benchmark measures the ones after.
-        let ahead = Question::read(&bytes, 4096, || false)
+        let ahead = Question::read(&bytes, 4096, ClientShape::default)
             .and_then(|q| handler.answer_ahead(q.name(), q.qtype()));
         if let Some(Ahead::Pending(pending)) = ahead {
             runtime.block_on(pending);
         }
         g.bench_function(what, |b| {
             b.iter(|| {
-                let q = Question::read(black_box(&bytes), 4096, || false).expect("a question");
+                let q = Question::read(black_box(&bytes), 4096, ClientShape::default)
+                    .expect("a question");
                 match handler.answer_ahead(q.name(), q.qtype()) {
                     Some(Ahead::Ready(answered)) => answered,
                     _ => panic!("{name} is not answered from memory"),

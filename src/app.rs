@@ -259,6 +259,7 @@ fn consul_client(config: &Config, metrics: &Arc<Metrics>) -> Result<ConsulClient
             stale: config.dns.allow_stale,
             wait: config.blocking_wait,
             max_response_bytes: crate::consul::client::MAX_RESPONSE_BYTES,
+            body_budget: crate::consul::client::BODY_BUDGET_BYTES,
             tls: config.tls.clone(),
         },
         Arc::clone(metrics),

@@ -35,6 +35,8 @@ struct Harness {
     /// The client's side, non-blocking: responses are read from it.
     client: StdUdpSocket,
     client_addr: SocketAddr,
+    /// The server's listening address (UDP and TCP).
+    server: SocketAddr,
 }
 
 fn harness() -> &'static Harness {
@@ -69,11 +71,16 @@ fn start_harness() -> Result<Harness, String> {
         let handler = Arc::clone(running.handler());
         let metrics = Arc::clone(running.syncer().metrics());
         let socket = StdUdpSocket::bind(local).map_err(|e| format!("socket: {e}"))?;
+        let server = running.dns_addrs[0];
         // Both live as long as the process.
         Box::leak(Box::new(emulator));
         Box::leak(Box::new(running));
-        Ok::<_, String>(DatagramPath::new(Arc::new(socket), handler, metrics))
+        Ok::<_, String>((
+            DatagramPath::new(Arc::new(socket), handler, metrics),
+            server,
+        ))
     })?;
+    let (path, server) = path;
     let client = StdUdpSocket::bind(local).map_err(|e| e.to_string())?;
     client.set_nonblocking(true).map_err(|e| e.to_string())?;
     let client_addr = client.local_addr().map_err(|e| e.to_string())?;
@@ -82,6 +89,7 @@ fn start_harness() -> Result<Harness, String> {
         path: tokio::sync::Mutex::new(path),
         client,
         client_addr,
+        server,
     })
 }
 
@@ -104,6 +112,27 @@ pub fn request_datagrams(bytes: &[u8]) -> Vec<Vec<u8>> {
         out.push(buf[..n].to_vec());
     }
     out
+}
+
+/// Everything the server's TCP listener writes back on a connection that sends `stream`
+/// and then closes its sending side (the server answers what it read, then closes). None
+/// when the connection cannot be made or the server neither answers nor closes within
+/// `ANSWER_WAIT`.
+pub fn request_stream(stream: &[u8]) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = harness();
+    h.runtime.block_on(async {
+        let mut conn = tokio::net::TcpStream::connect(h.server).await.ok()?;
+        // The server may close while input is still being written (a zero length): what
+        // it wrote before is still read.
+        let _ = conn.write_all(stream).await;
+        let _ = conn.shutdown().await;
+        let mut out = Vec::new();
+        match tokio::time::timeout(ANSWER_WAIT, conn.read_to_end(&mut out)).await {
+            Ok(_) => Some(out),
+            Err(_) => None,
+        }
+    })
 }
 
 /// The response to `bytes` (see [`request_datagrams`]); the first if there were several.

@@ -9,6 +9,7 @@ pub mod dns;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod log_limit;
 pub mod metrics;
 pub mod model;
 pub mod view;

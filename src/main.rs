@@ -37,12 +37,21 @@ fn main() -> ExitCode {
     runtime.block_on(run(config))
 }
 
-/// `RUST_LOG` wins over `--log-level`. hickory's per-query log lines are at info; they are
-/// kept at warn unless asked for by name, as they cost more than answering.
+/// hickory's crates log what a packet or an upstream's reply makes them do, at info and
+/// warn, once per message ("request edns version greater than 0", malformed EDNS options,
+/// replies from the wrong address): lines anyone can have written by the thousand a second,
+/// costing more than the answers. Our own lines say what matters; theirs are kept to errors
+/// unless `RUST_LOG` asks for them.
+const HICKORY_LOGS: &str =
+    "hickory_server=error,hickory_proto=error,hickory_net=error,hickory_resolver=error";
+
+/// `RUST_LOG` wins over `--log-level`; `--log-level` applies to our lines, not hickory's
+/// ([`HICKORY_LOGS`]) unless it names them (a later directive for a target replaces one
+/// before it).
 fn init_tracing(level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{level},hickory_server=warn,hickory_proto=warn")))
-        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
+        .or_else(|_| EnvFilter::try_new(format!("{HICKORY_LOGS},{level}")))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{HICKORY_LOGS}")));
     use std::io::IsTerminal;
     // Colours only on a terminal: journald, files and pipes get plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -185,6 +185,26 @@ pub struct QueryDns {
     pub ttl: String,
 }
 
+/// One entry of `GET /v1/query` (only what tells which names resolve).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PreparedQueryListing {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Template")]
+    pub template: QueryTemplate,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct QueryTemplate {
+    /// `name_prefix_match`, or empty for a plain query.
+    #[serde(rename = "Type")]
+    pub kind: String,
+}
+
 /// `GET /v1/catalog/datacenters`.
 pub type Datacenters = Vec<String>;
 

@@ -172,12 +172,12 @@ async fn static_zones_are_not_transferred() {
     running.shutdown().await;
 }
 
-/// Prepared-query names come from the network (issue 18, items 1 and 2): a name that is not
-/// a valid query name (a control byte, an escaped dot) is NXDOMAIN without a request to
-/// Consul (before, `pri\tmary` executed `primary`, a label `.` became `/v1/query/execute`),
-/// and the names asked never become metric labels.
-#[tokio::test]
-async fn prepared_query_names_from_the_network_are_bounded() {
+/// The demo catalog and a server answering its prepared query `primary-db`.
+async fn with_prepared_query() -> (
+    consul_emulator::Emulator,
+    consul_dns::app::Running,
+    std::net::SocketAddr,
+) {
     let consul = emulator().await;
     consul.seed_demo();
     let running = server(&consul.url()).await;
@@ -190,6 +190,16 @@ async fn prepared_query_names_from_the_network_are_bounded() {
             == 1
     })
     .await;
+    (consul, running, dns)
+}
+
+/// Prepared-query names come from the network (issue 18, items 1 and 2): a name that is not
+/// a valid query name (a control byte, an escaped dot) is NXDOMAIN without a request to
+/// Consul (before, `pri\tmary` executed `primary`, a label `.` became `/v1/query/execute`),
+/// and the names asked never become metric labels.
+#[tokio::test]
+async fn prepared_query_names_from_the_network_are_bounded() {
+    let (consul, running, dns) = with_prepared_query().await;
     let ask = |labels: Vec<&[u8]>| {
         let name = Name::from_labels(labels).unwrap();
         let mut msg = Message::new(rand::random(), MessageType::Query, OpCode::Query);
@@ -228,6 +238,90 @@ async fn prepared_query_names_from_the_network_are_bounded() {
     assert!(
         text.contains(r#"endpoint="v1/query/*""#),
         "requests are counted by kind"
+    );
+    running.shutdown().await;
+}
+
+/// Distinct names of queries that do not exist are answered from the watched query list:
+/// no request to Consul however many are asked, and a query created meanwhile is answered
+/// as soon as the list says so.
+#[tokio::test]
+async fn unknown_prepared_queries_are_answered_without_asking_consul() {
+    let (consul, running, dns) = with_prepared_query().await;
+    let executed = || consul.requests_to("/v1/query/");
+    let before = executed();
+    for i in 0..2_000 {
+        let name = format!("flood-{i:x}-{}.query.consul.", rand::random::<u32>());
+        let m = query(dns, &name, RecordType::A).await;
+        assert_eq!(rcode(&m), ResponseCode::NXDomain, "{name}");
+    }
+    assert_eq!(executed(), before, "unknown names were asked of Consul");
+    assert!(metric(&running, "consul_dns_prepared_query_names_unlisted_total") >= 2_000);
+
+    // Asked before it exists, then created: answered once the list has it.
+    let m = query(dns, "late.query.consul.", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    consul
+        .create_query(serde_json::json!({ "Name": "late", "Service": { "Service": "web" } }))
+        .unwrap();
+    let took = eventually(std::time::Duration::from_secs(2), || async {
+        !query(dns, "late.query.consul.", RecordType::A)
+            .await
+            .answers
+            .is_empty()
+    })
+    .await;
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    running.shutdown().await;
+}
+
+/// A template (`name_prefix_match`) answers every name it matches; names that only a
+/// request can settle are asked within a budget, so a flood of them is not a flood of
+/// requests.
+#[tokio::test]
+async fn template_matches_are_asked_within_a_budget() {
+    let consul = emulator().await;
+    consul.seed_demo();
+    consul
+        .create_query(serde_json::json!({
+            "Name": "geo-",
+            "Template": { "Type": "name_prefix_match" },
+            "Service": { "Service": "${name.suffix}" },
+        }))
+        .unwrap();
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    eventually(std::time::Duration::from_secs(5), || async {
+        !query(dns, "geo-web.query.consul.", RecordType::A)
+            .await
+            .answers
+            .is_empty()
+    })
+    .await;
+    let before = consul.requests_to("/v1/query/");
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    for i in 0..500 {
+        let m = query(dns, &format!("geo-x{i}.query.consul."), RecordType::A).await;
+        match rcode(&m) {
+            ResponseCode::NXDomain => {}
+            ResponseCode::ServFail => refused += 1,
+            other => panic!("geo-x{i}: {other:?}"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let asked = consul.requests_to("/v1/query/") - before;
+    let budget = 20.0 + 10.0 * secs;
+    assert!(
+        (asked as f64) <= budget + 1.0,
+        "{asked} requests in {secs:.1} s (budget {budget:.0})"
+    );
+    assert!(refused > 0, "the budget never ran out");
+    assert!(
+        metric(
+            &running,
+            "consul_dns_prepared_query_names_over_budget_total"
+        ) > 0
     );
     running.shutdown().await;
 }

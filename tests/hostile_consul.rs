@@ -35,10 +35,15 @@ async fn raw_http(response: Vec<u8>) -> String {
 }
 
 fn client(url: &str, limit: usize) -> ConsulClient {
+    client_with_budget(url, limit, 1 << 30)
+}
+
+fn client_with_budget(url: &str, limit: usize, budget: usize) -> ConsulClient {
     let options = ClientOptions {
         stale: true,
         wait: Duration::from_secs(1),
         max_response_bytes: limit,
+        body_budget: budget,
         tls: Default::default(),
     };
     ConsulClient::new(url, None, options, Arc::new(Metrics::new())).unwrap()
@@ -70,6 +75,117 @@ async fn oversized_bodies_are_refused() {
         .unwrap_err();
     assert!(matches!(err, ConsulError::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("larger than 1000 bytes"), "{err}");
+}
+
+/// A 200-instance health entry list of about `approx` bytes, as JSON.
+fn health_list(approx: usize) -> (Vec<u8>, usize) {
+    let entry = |i: usize| {
+        serde_json::json!({
+            "Node": { "Node": format!("node{i}"), "Address": format!("10.2.{}.{}", i / 250, i % 250),
+                      "Meta": { "padding": "x".repeat(200) } },
+            "Service": { "ID": format!("web-{i}"), "Service": "web", "Port": 80, "Tags": ["v1"] },
+            "Checks": [],
+        })
+    };
+    let one = entry(0).to_string().len() + 1;
+    let n = approx / one + 1;
+    let list: Vec<_> = (0..n).map(entry).collect();
+    (serde_json::to_vec(&list).unwrap(), n)
+}
+
+/// Bodies past the in-place size are parsed as they stream in: the same result.
+#[tokio::test]
+async fn large_bodies_are_parsed_as_they_stream_in() {
+    let (body, n) = health_list(3 << 20);
+    let mut response =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_vec();
+    response.extend_from_slice(&body);
+    let url = raw_http(response).await;
+    let (entries, _) = client(&url, 64 << 20)
+        .get::<Vec<ServiceEntry>>(&["v1", "health", "service", "web"], 0)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), n);
+    assert_eq!(entries[n - 1].service.id, format!("web-{}", n - 1));
+    // Cut short: an error, not a partial list.
+    let mut cut =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_vec();
+    cut.extend_from_slice(&body[..body.len() - 10]);
+    let url = raw_http(cut).await;
+    let err = client(&url, 64 << 20)
+        .get::<Vec<ServiceEntry>>(&["v1", "health", "service", "web"], 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConsulError::Decode { .. }), "{err}");
+}
+
+/// Each endpoint has a limit of its own: a service list (names and tags) is refused at half
+/// the size a health list may have.
+#[tokio::test]
+async fn the_service_list_has_a_limit_of_its_own() {
+    let mut response =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{".to_vec();
+    response.extend(b"\"svc\":[\"tag\"],".repeat(3 << 20 >> 4));
+    response.extend_from_slice(b"\"last\":[]}");
+    let url = raw_http(response).await;
+    let err = client(&url, 4 << 20)
+        .get::<std::collections::BTreeMap<String, Vec<String>>>(&["v1", "catalog", "services"], 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConsulError::TooLarge { limit, .. } if limit == 2 << 20),
+        "{err}"
+    );
+}
+
+/// All bodies being read at once share a budget: past it a body is refused (and counted),
+/// and the budget is given back once bodies are read.
+#[tokio::test]
+async fn bodies_read_at_once_share_a_budget() {
+    let (body, _) = health_list(1500 << 10);
+    let mut head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_vec();
+    head.extend_from_slice(&body[..1200 << 10]);
+    let rest = body[1200 << 10..].to_vec();
+    // Sends most of the body, pauses, then the rest.
+    let listener = TcpListener::bind(LOCAL).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (head, rest) = (head.clone(), rest.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(&head).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = sock.write_all(&rest).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    let url = format!("http://{addr}");
+    let client = client_with_budget(&url, 64 << 20, 2 << 20);
+    let path = ["v1", "health", "service", "web"];
+    let (a, b) = tokio::join!(
+        client.get::<Vec<ServiceEntry>>(&path, 0),
+        client.get::<Vec<ServiceEntry>>(&path, 0)
+    );
+    let refused = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Err(ConsulError::OverBodyBudget { .. })))
+        .count();
+    assert_eq!(
+        refused,
+        1,
+        "{:?} / {:?}",
+        a.as_ref().err(),
+        b.as_ref().err()
+    );
+    assert!(a.is_ok() || b.is_ok(), "one body fits the budget");
+    let text = client.metrics().render();
+    assert!(text.contains(r#"status="over_budget""#), "{text}");
+    // Given back: one at a time, both fit.
+    assert!(client.get::<Vec<ServiceEntry>>(&path, 0).await.is_ok());
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use consul_emulator::{Emulator, Fault};
+use futures_util::StreamExt;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
@@ -308,6 +309,43 @@ async fn max_services_bounds_the_services_kept_in_memory() {
     // One that left memory is read again when asked.
     let m = query_with(dns, "b1.service.consul.", RecordType::A, EDNS).await;
     assert_eq!(m.answers.len(), 1);
+    running.shutdown().await;
+}
+
+/// Many services asked for at once, past `max_services`: the watches and polls left
+/// running settle at the cap at once (each service beyond it was started, answered, and
+/// ended), and none is left running past it.
+#[tokio::test]
+async fn max_services_holds_under_concurrent_cold_lookups() {
+    let (consul, running, dns, http) = setup(|c| {
+        c.max_watches = 10;
+        c.max_services = 20;
+        c.watch_idle_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let names: Vec<String> = (0..150).map(|i| format!("many{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    register_one_instance_each(&consul, &refs, "10.2.5").await;
+    let lookups = names.iter().map(|name| async move {
+        let qname = format!("{name}.service.consul.");
+        query_with(dns, &qname, RecordType::A, EDNS).await
+    });
+    let answered = futures_util::stream::iter(lookups)
+        .buffer_unordered(16)
+        .filter(|m| futures_util::future::ready(m.answers.len() == 1))
+        .count()
+        .await;
+    assert_eq!(answered, names.len(), "every service answered once");
+    let held = || async {
+        metric(http, "consul_dns_watches_blocking").await
+            + metric(http, "consul_dns_watches_polling").await
+    };
+    // Within a second, not at the janitor's next tick (5 s here).
+    eventually(Duration::from_secs(1), || async { held().await <= 20.0 }).await;
+    // And it stays there: nothing held past the cap comes back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = held().await;
+    assert!(now <= 20.0, "{now} services held, max_services is 20");
     running.shutdown().await;
 }
 

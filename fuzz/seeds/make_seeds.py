@@ -55,6 +55,29 @@ for i, (name, qtype) in enumerate(QUESTIONS):
     write("request", f"e{i:02}", query(0x2000 + i, name, qtype, edns=4096))
     write("qname", f"q{i:02}", bytes([1 if qtype == "SRV" else 0]) + wire(name))
 
+# Prepared-query names a client controls: unknown, control bytes, dots inside a label.
+RAW_QUERY_NAMES = [b"flood-1", b"pri\tmary-db", b"primary-db\r", b".", b"..", b"a/b",
+                   b"%41", b"\x00", b"geo-web"]
+for i, label in enumerate(RAW_QUERY_NAMES):
+    qname = bytes([len(label)]) + label + b"\x05query\x06consul\x00"
+    msg = struct.pack(">HHHHHH", 0x3000 + i, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", 1, 1)
+    write("request", f"pq{i:02}", msg)
+
+
+def framed(*messages):
+    return b"".join(struct.pack(">H", len(m)) + m for m in messages)
+
+
+# TCP streams: one query, pipelined queries, a frame cut short, a zero length, a length
+# longer than what follows.
+q0, q1 = query(0x4000, "web.service.consul", "SRV"), query(0x4001, "consul", "SOA", edns=4096)
+write("request_tcp", "one", framed(q0))
+write("request_tcp", "pipelined", framed(q0, q1, query(0x4002, "nope.service.consul", "A")))
+write("request_tcp", "cut", framed(q0) + framed(q1)[:-5])
+write("request_tcp", "zero", framed(q0) + b"\0\0" + framed(q1))
+write("request_tcp", "long", struct.pack(">H", 600) + q0)
+write("request_tcp", "big", framed(query(0x4003, "web.service.consul", "ANY", edns=65535)))
+
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "consul")
 for sel, fixture in [(0, "health-service-my-service.json"), (1, "catalog-services.json"),
                      (2, "catalog-nodes.json"), (0, "real-catalog-service-order-ms.json")]:

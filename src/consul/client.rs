@@ -10,6 +10,7 @@ use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
+use super::body::{self, BodyBudget};
 use super::{tls, ConsulError};
 use crate::config::ConsulTls;
 use crate::metrics::Metrics;
@@ -21,9 +22,12 @@ const BLOCKING_SLACK: Duration = Duration::from_secs(10);
 const PLAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest error body kept for a log line.
 const MAX_ERROR_BODY: usize = 200;
-/// The largest response body read from Consul: a hostile or broken agent cannot make us
-/// buffer more. A health list of 100,000 instances is about 100 MB.
-pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// The default largest body of the lists that grow with the catalog (a health list, the
+/// node list): about 60,000 instances of one service. Smaller endpoints have smaller
+/// limits (`body::endpoint_limit`).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// The default budget of all bodies being read at once.
+pub const BODY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
 
 /// Metadata Consul returns with every read (`X-Consul-*` headers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,8 +51,10 @@ pub struct ClientOptions {
     pub stale: bool,
     /// The `wait` of blocking queries.
     pub wait: Duration,
-    /// The largest response body accepted.
+    /// The largest response body accepted from the endpoints that grow with the catalog.
     pub max_response_bytes: usize,
+    /// Bytes of all bodies being read at once.
+    pub body_budget: usize,
     /// TLS, for an `https://` address.
     pub tls: ConsulTls,
 }
@@ -59,6 +65,7 @@ pub struct ConsulClient {
     http: reqwest::Client,
     base: Url,
     options: ClientOptions,
+    budget: Arc<BodyBudget>,
     metrics: Arc<Metrics>,
 }
 
@@ -126,6 +133,7 @@ impl ConsulClient {
         Ok(ConsulClient {
             http,
             base,
+            budget: BodyBudget::new(options.body_budget),
             options,
             metrics,
         })
@@ -145,7 +153,7 @@ impl ConsulClient {
     }
 
     /// A read. With `index > 0` it is a blocking query of `options.wait`.
-    pub async fn get<T: DeserializeOwned>(
+    pub async fn get<T: DeserializeOwned + Send + 'static>(
         &self,
         segments: &[&str],
         index: u64,
@@ -154,7 +162,7 @@ impl ConsulClient {
     }
 
     /// A read in datacenter `dc` (`?dc=`; None: the agent's own).
-    pub async fn get_in<T: DeserializeOwned>(
+    pub async fn get_in<T: DeserializeOwned + Send + 'static>(
         &self,
         segments: &[&str],
         dc: Option<&str>,
@@ -179,24 +187,27 @@ impl ConsulClient {
         };
         let path = segments.join("/");
         let endpoint = endpoint_label(segments);
-        let result = self.send::<T>(url, timeout, &path).await;
+        let limit = body::endpoint_limit(segments, self.options.max_response_bytes);
+        let result = self.send::<T>(url, timeout, &path, limit).await;
         let status = match &result {
             Ok(_) => "200".to_string(),
             Err(ConsulError::Status { status, .. }) => status.to_string(),
             Err(ConsulError::Timeout { .. }) => "timeout".to_string(),
             Err(ConsulError::Decode { .. }) => "invalid".to_string(),
             Err(ConsulError::TooLarge { .. }) => "too_large".to_string(),
+            Err(ConsulError::OverBodyBudget { .. }) => "over_budget".to_string(),
             Err(_) => "error".to_string(),
         };
         self.metrics.consul_request(&endpoint, &status);
         result
     }
 
-    async fn send<T: DeserializeOwned>(
+    async fn send<T: DeserializeOwned + Send + 'static>(
         &self,
         url: Url,
         timeout: Duration,
         path: &str,
+        limit: usize,
     ) -> Result<(T, QueryMeta), ConsulError> {
         let mut retried = false;
         let response = loop {
@@ -231,11 +242,7 @@ impl ConsulClient {
                 body,
             });
         }
-        let bytes = read_capped(response, path, self.options.max_response_bytes).await?;
-        let body = serde_json::from_slice(&bytes).map_err(|e| ConsulError::Decode {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let body = body::read_json(response, path, limit, &self.budget).await?;
         Ok((body, meta))
     }
 }
@@ -304,33 +311,6 @@ impl reqwest::dns::Resolve for ServerNameResolver {
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
-}
-
-/// The body, refused as soon as it would exceed `limit` bytes (declared or received).
-async fn read_capped(
-    mut response: reqwest::Response,
-    path: &str,
-    limit: usize,
-) -> Result<Vec<u8>, ConsulError> {
-    let too_large = || ConsulError::TooLarge {
-        path: path.to_owned(),
-        limit,
-    };
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| ConsulError::from_transport(path, e))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 fn read_meta(headers: &HeaderMap) -> QueryMeta {

@@ -2,6 +2,7 @@
 //! blocking-query watch loop, and the sync that writes the view (`crate::view`) and
 //! answers the DNS side's requests through `view::Source`.
 
+pub mod body;
 pub mod client;
 mod polled;
 pub mod preparation;
@@ -34,10 +35,14 @@ pub enum ConsulError {
     Decode { path: String, reason: String },
     #[error("GET /{path}: response larger than {limit} bytes, refused")]
     TooLarge { path: String, limit: usize },
+    #[error("GET /{path}: refused, bodies being read would exceed {budget} bytes")]
+    OverBodyBudget { path: String, budget: usize },
+    #[error("{0}: not asked, too many such requests in the last second")]
+    OverBudget(&'static str),
 }
 
 impl ConsulError {
-    fn from_transport(path: &str, e: reqwest::Error) -> Self {
+    pub(crate) fn from_transport(path: &str, e: reqwest::Error) -> Self {
         if e.is_timeout() {
             return ConsulError::Timeout { path: path.into() };
         }

@@ -35,6 +35,11 @@ impl Preparation {
         })));
     }
 
+    /// The local datacenter, once learned.
+    pub fn local_datacenter(&self) -> Option<&str> {
+        self.local.get().map(|s| s.datacenter.as_str())
+    }
+
     /// The settings for a datacenter (None: the local one). `translated`: the agent
     /// already applied WAN translation to the response.
     pub fn settings_for(

@@ -1,22 +1,96 @@
 //! Prepared queries (`<name>.query[.<dc>].<domain>`): `/v1/query/<name>/execute`, whose
 //! result cannot be watched, reused for `cache_max_age` (at least a second; concurrent
-//! lookups share one request), an unknown query remembered as such for as long.
+//! lookups share one request).
+//!
+//! Names come from the network, so a flood of distinct names must not become a flood of
+//! requests: which queries exist in the local datacenter is watched (`GET /v1/query`, a
+//! blocking query), and a name that is neither a listed query's name or ID nor matched by
+//! a template is unknown without asking Consul. What the list cannot settle (a template's
+//! match, another datacenter, a list hidden by ACLs or not read yet) is asked within a
+//! budget of [`UNLISTED_BURST`] requests, then [`UNLISTED_PER_SECOND`] a second.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use moka::future::Cache;
 
 use super::preparation::Preparation;
+use super::watch::RateLimit;
 use super::{ConsulClient, ConsulError};
 use crate::config::parse_go_duration;
-use crate::model::PreparedQueryResult;
+use crate::model::{PreparedQueryListing, PreparedQueryResult};
 use crate::view::records::{RecordSettings, ServiceRecords, Settings};
+
+/// Requests for names the list cannot settle, at once and then per second.
+pub const UNLISTED_BURST: u32 = 20;
+pub const UNLISTED_PER_SECOND: f64 = 10.0;
+/// Results kept (each bounded by the size of a Consul answer).
+const MAX_RESULTS: u64 = 10_000;
+
+/// Which prepared queries exist, from `GET /v1/query`.
+#[derive(Debug, Default)]
+pub struct QueryNames {
+    /// Lower-case names and IDs of plain queries and templates.
+    exact: HashSet<String>,
+    /// Lower-case names of `name_prefix_match` templates (empty: matches every name).
+    prefixes: Vec<String>,
+    /// ACLs hid some queries: a name not listed may still exist.
+    partial: bool,
+}
+
+/// What the list says of a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listed {
+    /// A query of that name or ID exists.
+    Yes,
+    /// No query answers to it.
+    No,
+    /// Only Consul can tell (a template's match, a hidden or unread list).
+    Maybe,
+}
+
+impl QueryNames {
+    pub fn build(list: &[PreparedQueryListing], filtered_by_acls: bool) -> Self {
+        let mut names = QueryNames {
+            partial: filtered_by_acls,
+            ..QueryNames::default()
+        };
+        for q in list {
+            names.exact.insert(q.id.to_ascii_lowercase());
+            if q.template.kind == "name_prefix_match" {
+                names.prefixes.push(q.name.to_ascii_lowercase());
+            } else if !q.template.kind.is_empty() {
+                // A template type this server does not know: let Consul decide.
+                names.partial = true;
+            }
+            if !q.name.is_empty() {
+                names.exact.insert(q.name.to_ascii_lowercase());
+            }
+        }
+        names
+    }
+
+    /// `name` in lower case.
+    fn lookup(&self, name: &str) -> Listed {
+        if self.exact.contains(name) {
+            Listed::Yes
+        } else if self.partial || self.prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            Listed::Maybe
+        } else {
+            Listed::No
+        }
+    }
+}
 
 /// Prepared query results by datacenter and name.
 pub struct PreparedQueries {
     client: ConsulClient,
     preparation: Arc<Preparation>,
+    /// The local datacenter's queries; None until first read.
+    names: ArcSwapOption<QueryNames>,
+    unlisted: Mutex<RateLimit>,
     /// None: no such query.
     results: Cache<String, Option<Arc<ServiceRecords>>>,
 }
@@ -27,11 +101,20 @@ impl PreparedQueries {
         PreparedQueries {
             client,
             preparation,
+            names: ArcSwapOption::empty(),
+            unlisted: Mutex::new(RateLimit::new(UNLISTED_BURST, UNLISTED_PER_SECOND)),
             results: Cache::builder()
-                .max_capacity(10_000)
+                .max_capacity(MAX_RESULTS)
                 .time_to_live(max_age.max(Duration::from_secs(1)))
                 .build(),
         }
+    }
+
+    /// The local datacenter's list changed: results read before may be of a query since
+    /// changed or deleted.
+    pub fn set_names(&self, names: QueryNames) {
+        self.names.store(Some(Arc::new(names)));
+        self.results.invalidate_all();
     }
 
     /// The query's instances, in the order Consul gave them; None when there is no such
@@ -41,8 +124,43 @@ impl PreparedQueries {
         name: &str,
         dc: Option<&str>,
     ) -> Result<Option<Arc<ServiceRecords>>, Arc<ConsulError>> {
+        let name = name.to_ascii_lowercase();
         let key = format!("{}\0{}", dc.unwrap_or(""), name);
-        self.results.try_get_with(key, self.read(name, dc)).await
+        if let Some(known) = self.results.get(&key).await {
+            return Ok(known);
+        }
+        match self.listed(&name, dc) {
+            Listed::Yes => {}
+            Listed::No => {
+                self.client.metrics().query_names_unlisted.inc();
+                return Ok(None);
+            }
+            Listed::Maybe => {
+                let allowed = self
+                    .unlisted
+                    .lock()
+                    .map(|mut b| b.try_take())
+                    .unwrap_or(false);
+                if !allowed {
+                    self.client.metrics().query_names_over_budget.inc();
+                    return Err(Arc::new(ConsulError::OverBudget(
+                        "a prepared query the query list does not name",
+                    )));
+                }
+            }
+        }
+        self.results.try_get_with(key, self.read(&name, dc)).await
+    }
+
+    fn listed(&self, name: &str, dc: Option<&str>) -> Listed {
+        let local = self.preparation.local_datacenter();
+        if dc.is_some_and(|dc| Some(dc) != local) {
+            return Listed::Maybe;
+        }
+        self.names
+            .load()
+            .as_deref()
+            .map_or(Listed::Maybe, |names| names.lookup(name))
     }
 
     async fn read(
@@ -90,4 +208,47 @@ pub(crate) fn query_ttl(ttl: &str) -> Option<u32> {
     }
     let d = parse_go_duration(ttl).ok()?;
     Some(u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::QueryTemplate;
+
+    fn q(id: &str, name: &str, template: &str) -> PreparedQueryListing {
+        PreparedQueryListing {
+            id: id.into(),
+            name: name.into(),
+            template: QueryTemplate {
+                kind: template.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn names_ids_and_templates() {
+        let list = [
+            q("8f246b77-f3e1-ff88-5b48-8ec93abf3e05", "Primary", ""),
+            q(
+                "2b2b2b2b-0000-0000-0000-000000000000",
+                "geo-",
+                "name_prefix_match",
+            ),
+        ];
+        let names = QueryNames::build(&list, false);
+        assert_eq!(names.lookup("primary"), Listed::Yes);
+        assert_eq!(
+            names.lookup("8f246b77-f3e1-ff88-5b48-8ec93abf3e05"),
+            Listed::Yes
+        );
+        assert_eq!(names.lookup("geo-"), Listed::Yes);
+        assert_eq!(names.lookup("geo-web"), Listed::Maybe);
+        assert_eq!(names.lookup("secondary"), Listed::No);
+        assert_eq!(
+            QueryNames::build(&list, true).lookup("secondary"),
+            Listed::Maybe
+        );
+        let catch_all = QueryNames::build(&[q("1", "", "name_prefix_match")], false);
+        assert_eq!(catch_all.lookup("anything"), Listed::Maybe);
+    }
 }

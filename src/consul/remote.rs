@@ -104,6 +104,7 @@ impl RemoteDatacenters {
             cancel: stop.child_token(),
         };
         let (target, metrics) = (Arc::clone(&lists), Arc::clone(self.client.metrics()));
+        let dc_name = dc.to_owned();
         tokio::spawn(watch::run(
             ctx(&lists.directory_health),
             services_path.map(String::from).to_vec(),
@@ -112,7 +113,9 @@ impl RemoteDatacenters {
             move |services: ServiceDirectory, meta: QueryMeta, _| {
                 let had = !target.directory.load().services.is_empty();
                 if acl_would_empty(&meta, services.is_empty(), had, &metrics) {
-                    error!("Consul answered an empty service list for another datacenter and says ACLs filtered it; keeping the known services");
+                    if let Some(suppressed) = watch::ACL_KEPT_LINES.allow() {
+                        error!(datacenter = %dc_name, suppressed, "Consul answered an empty service list for another datacenter and says ACLs filtered it; keeping the known services");
+                    }
                     return;
                 }
                 target
@@ -121,6 +124,7 @@ impl RemoteDatacenters {
             },
         ));
         let (target, metrics) = (Arc::clone(&lists), Arc::clone(self.client.metrics()));
+        let dc_name = dc.to_owned();
         let translate = self.preparation.translate_wan_addrs();
         tokio::spawn(watch::run(
             ctx(&lists.nodes_health),
@@ -130,7 +134,9 @@ impl RemoteDatacenters {
             move |nodes: Vec<Node>, meta: QueryMeta, _| {
                 let had = !target.nodes.load().by_name.is_empty();
                 if acl_would_empty(&meta, nodes.is_empty(), had, &metrics) {
-                    error!("Consul answered an empty node list for another datacenter and says ACLs filtered it; keeping the known nodes");
+                    if let Some(suppressed) = watch::ACL_KEPT_LINES.allow() {
+                        error!(datacenter = %dc_name, suppressed, "Consul answered an empty node list for another datacenter and says ACLs filtered it; keeping the known nodes");
+                    }
                     return;
                 }
                 let wan = translate && !meta.translated;

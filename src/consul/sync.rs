@@ -33,13 +33,14 @@ use tracing::{debug, error, info, warn};
 
 use super::polled::PollQueue;
 use super::preparation::Preparation;
-use super::queries::PreparedQueries;
+use super::queries::{PreparedQueries, QueryNames};
 use super::remote::RemoteDatacenters;
 use super::watch::{self, acl_would_empty, Backoff, IndexStep, Slot, WatchContext, WatchSlots};
 use super::{ConsulClient, ConsulError, QueryMeta};
 use crate::config::ServiceTtl;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
-use crate::model::{AgentSelf, Node, ServiceDirectory, ServiceEntry};
+use crate::model::{AgentSelf, Node, PreparedQueryListing, ServiceDirectory, ServiceEntry};
 use crate::view::freshness::{ServiceBasis, ServiceData, WatchHealth, WatchStamp};
 use crate::view::records::{NodeTable, RecordSettings, ServiceRecords, Settings};
 use crate::view::{
@@ -156,11 +157,14 @@ impl ServiceWatch {
     fn apply(&self, entries: &[ServiceEntry], meta: &QueryMeta) {
         let old = self.current.load();
         if acl_would_empty(meta, entries.is_empty(), old.total > 0, &self.metrics) {
-            error!(
-                service = %self.name,
-                "Consul answered no instances and says ACLs filtered the result; keeping the {} known instances (check the token's service:read and node:read rights)",
-                old.total
-            );
+            if let Some(suppressed) = watch::ACL_KEPT_LINES.allow() {
+                error!(
+                    service = %self.name,
+                    suppressed,
+                    "Consul answered no instances and says ACLs filtered the result; keeping the {} known instances (check the token's service:read and node:read rights)",
+                    old.total
+                );
+            }
             return;
         }
         let settings = if meta.translated {
@@ -242,6 +246,7 @@ pub struct Syncer {
     poll_failures: AtomicU32,
     directory_health: Arc<WatchHealth>,
     nodes_health: Arc<WatchHealth>,
+    queries_health: Arc<WatchHealth>,
     reverse: Arc<ReverseIndex>,
     /// Other datacenters: which exist, and the lists of those asked for.
     remote: Arc<RemoteDatacenters>,
@@ -293,6 +298,7 @@ impl Syncer {
             poll_failures: AtomicU32::new(0),
             directory_health: Arc::default(),
             nodes_health: Arc::default(),
+            queries_health: Arc::default(),
             reverse: Arc::default(),
             remote: Arc::new(remote),
             queries,
@@ -360,12 +366,22 @@ impl Syncer {
             }
             None => {
                 self.metrics().view_misses.inc();
-                self.services
+                let w = self
+                    .services
                     .try_get_with_by_ref(key, self.start_service_watch(subject))
-                    .await?
+                    .await?;
+                // moka applies `max_services` in its maintenance, which otherwise runs
+                // only on the janitor's tick: until then watches past the cap would run.
+                self.services.run_pending_tasks().await;
+                w
             }
         };
         self.hot.insert(key, &w);
+        // Evicted (or never admitted) before it was put in `hot`: the eviction listener
+        // has already run, so it must not stay there (it would run on, past the cap).
+        if !self.services.contains_key(key) {
+            self.hot.remove(key, &w);
+        }
         Ok(w.data())
     }
 
@@ -477,7 +493,7 @@ impl Syncer {
                 match result {
                     Ok((entries, meta)) => {
                         if me.poll_failures.swap(0, Ordering::Relaxed) > 0 {
-                            info!("polled services: Consul answers again");
+                            watch::answers_again("polled services");
                         }
                         let index = w.current.load().index;
                         let (step, _) =
@@ -531,7 +547,9 @@ impl Syncer {
             move |services: ServiceDirectory, meta: QueryMeta, _| {
                 let had = me.view.directory().is_some_and(|d| !d.services.is_empty());
                 if acl_would_empty(&meta, services.is_empty(), had, me.metrics()) {
-                    error!("Consul answered an empty service list and says ACLs filtered it; keeping the known services (check the token's service:read rights)");
+                    if let Some(suppressed) = watch::ACL_KEPT_LINES.allow() {
+                        error!(suppressed, "Consul answered an empty service list and says ACLs filtered it; keeping the known services (check the token's service:read rights)");
+                    }
                     return;
                 }
                 debug!(
@@ -546,6 +564,22 @@ impl Syncer {
                 }
             },
         ));
+        let me = Arc::clone(&self);
+        tokio::spawn(watch::run(
+            ctx(&self.queries_health),
+            vec!["v1".into(), "query".into()],
+            0,
+            None,
+            move |list: Vec<PreparedQueryListing>, meta: QueryMeta, _| {
+                debug!(
+                    queries = list.len(),
+                    index = meta.index,
+                    "prepared query list updated"
+                );
+                me.queries
+                    .set_names(QueryNames::build(&list, meta.filtered_by_acls));
+            },
+        ));
         let view = Arc::clone(&self.view);
         let metrics = Arc::clone(self.metrics());
         tokio::spawn(watch::run(
@@ -556,7 +590,9 @@ impl Syncer {
             move |nodes: Vec<Node>, meta: QueryMeta, _| {
                 let had = view.nodes().is_some_and(|n| !n.by_name.is_empty());
                 if acl_would_empty(&meta, nodes.is_empty(), had, &metrics) {
-                    error!("Consul answered an empty node list and says ACLs filtered it; keeping the known nodes (check the token's node:read rights)");
+                    if let Some(suppressed) = watch::ACL_KEPT_LINES.allow() {
+                        error!(suppressed, "Consul answered an empty node list and says ACLs filtered it; keeping the known nodes (check the token's node:read rights)");
+                    }
                     return;
                 }
                 debug!(nodes = nodes.len(), index = meta.index, "node list updated");
@@ -601,7 +637,13 @@ impl Syncer {
                 Ok((agent, _)) if !agent.config.datacenter.is_empty() => {
                     return Some(agent.config.datacenter)
                 }
-                Ok(_) => warn!("/v1/agent/self names no datacenter; retrying"),
+                Ok(_) => {
+                    // Retried as fast as the backoff lets: one line per interval.
+                    static NO_DATACENTER: LogLimit = LogLimit::every_interval();
+                    if let Some(suppressed) = NO_DATACENTER.allow() {
+                        warn!(suppressed, "/v1/agent/self names no datacenter; retrying");
+                    }
+                }
                 Err(e) => {
                     if backoff.failures() == 0 {
                         warn!(error = %e, "cannot reach Consul to learn the datacenter; retrying");

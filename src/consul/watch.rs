@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{ConsulClient, ConsulError, QueryMeta};
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::view::freshness::WatchHealth;
 
@@ -73,6 +74,20 @@ impl RateLimit {
             burst: f64::from(burst),
             per_second,
             last: Instant::now(),
+        }
+    }
+
+    /// Takes a token if one is left; never goes into debt.
+    pub fn try_take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
@@ -197,7 +212,7 @@ pub async fn run<T, F>(
     _slot: Option<Slot>,
     mut on_change: F,
 ) where
-    T: DeserializeOwned,
+    T: DeserializeOwned + Send + 'static,
     F: FnMut(T, QueryMeta, IndexStep),
 {
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
@@ -226,7 +241,7 @@ pub async fn run<T, F>(
         match result {
             Ok((body, meta)) => {
                 if backoff.failures() > 0 {
-                    info!(resource = %what, "Consul answers again");
+                    answers_again(&what);
                     backoff.reset();
                 }
                 let (step, next) = read_answered(&metrics, &what, &ctx.health, index, &meta);
@@ -264,7 +279,12 @@ pub(super) fn read_answered(
     let (step, next) = next_index(index, meta.index);
     if step == IndexStep::Reset {
         metrics.index_resets.inc();
-        info!(resource = %what, from = index, to = meta.index, "Consul index went backwards; watch reset");
+        // A Consul answering `X-Consul-Index: 0` does this on every read.
+        if let Some(suppressed) = lines_of(what).index_reset.allow() {
+            info!(resource = %what, from = index, to = meta.index, suppressed, "Consul index went backwards; watch reset");
+        } else {
+            debug!(resource = %what, from = index, to = meta.index, "Consul index went backwards; watch reset");
+        }
     }
     (step, next)
 }
@@ -278,24 +298,86 @@ pub(super) fn view_updated(metrics: &Metrics, meta: &QueryMeta) {
     }
 }
 
+/// The lines of the watches of one kind of resource. How often their events happen is up
+/// to Consul (an index of 0 resets a watch on every read, a flapping agent fails and
+/// recovers as fast as the backoff lets it retry): each goes at most once per
+/// [`LOG_INTERVAL`](crate::log_limit::LOG_INTERVAL) per kind, with the count of those held
+/// back; the others are at debug.
+struct WatchLines {
+    index_reset: LogLimit,
+    read_failed: LogLimit,
+    answers_again: LogLimit,
+}
+
+impl WatchLines {
+    const fn new() -> WatchLines {
+        WatchLines {
+            index_reset: LogLimit::every_interval(),
+            read_failed: LogLimit::every_interval(),
+            answers_again: LogLimit::every_interval(),
+        }
+    }
+}
+
+/// The service list, the node list, and every other resource (services' health, the
+/// prepared queries, the polled services), in every datacenter.
+static WATCH_LINES: [WatchLines; 3] = [WatchLines::new(), WatchLines::new(), WatchLines::new()];
+
+fn lines_of(what: &str) -> &'static WatchLines {
+    let kind = match what {
+        "v1/catalog/services" => 0,
+        "v1/catalog/nodes" => 1,
+        _ => 2,
+    };
+    &WATCH_LINES[kind]
+}
+
+/// Consul's leader is one for every resource: its changes are limited apart from the kinds.
+static LEADER_LOST: LogLimit = LogLimit::every_interval();
+static LEADER_BACK: LogLimit = LogLimit::every_interval();
+
 fn note_leader(metrics: &Metrics, what: &str, known_leader: Option<bool>) {
     let Some(known) = known_leader else { return };
     let before = metrics.consul_known_leader.set(i64::from(known));
     if before == 1 && !known {
-        warn!(resource = %what, "Consul reports no known leader; its answers may be stale");
+        if let Some(suppressed) = LEADER_LOST.allow() {
+            warn!(resource = %what, suppressed, "Consul reports no known leader; its answers may be stale");
+        } else {
+            debug!(resource = %what, "Consul reports no known leader");
+        }
     } else if before == 0 && known {
-        info!(resource = %what, "Consul has a leader again");
+        if let Some(suppressed) = LEADER_BACK.allow() {
+            info!(resource = %what, suppressed, "Consul has a leader again");
+        } else {
+            debug!(resource = %what, "Consul has a leader again");
+        }
+    }
+}
+
+pub(super) fn answers_again(what: &str) {
+    if let Some(suppressed) = lines_of(what).answers_again.allow() {
+        info!(resource = %what, suppressed, "Consul answers again");
+    } else {
+        debug!(resource = %what, "Consul answers again");
     }
 }
 
 pub(super) fn log_failure(what: &str, e: &ConsulError, failures: u32, retry_in: Duration) {
-    // The first failure and then every 30th are worth a warning; the rest are noise.
+    // The first failure and then every 30th are worth a warning (one per interval: a
+    // flapping Consul fails for the first time over and over); the rest are noise.
     if failures == 1 || failures.is_multiple_of(30) {
-        warn!(resource = %what, error = %e, failures, ?retry_in, "Consul read failed; serving last good data");
-    } else {
-        debug!(resource = %what, error = %e, failures, ?retry_in, "Consul read failed");
+        if let Some(suppressed) = lines_of(what).read_failed.allow() {
+            warn!(resource = %what, error = %e, failures, ?retry_in, suppressed, "Consul read failed; serving last good data");
+            return;
+        }
     }
+    debug!(resource = %what, error = %e, failures, ?retry_in, "Consul read failed");
 }
+
+/// The lines of the callers of [`acl_would_empty`] when it holds: Consul may answer so on
+/// every read, so they go once per interval for every resource together, with the count of
+/// those held back.
+pub(super) static ACL_KEPT_LINES: LogLimit = LogLimit::every_interval();
 
 /// Whether an answer is an ACL-filtered empty result that would wipe data we had; counts it.
 pub fn acl_would_empty(meta: &QueryMeta, empty: bool, had_data: bool, metrics: &Metrics) -> bool {

@@ -23,7 +23,7 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
 }
 
-/// Encodes within `max` bytes. A response that does not fit is decoded again and fitted
+/// Encodes within `limit`. A response that does not fit is decoded again and fitted
 /// record by record (`truncation`): only responses built elsewhere (the static zones, a
 /// recursor's reply) can be that large, as the Consul zone fits its answers before they
 /// get here. A response that cannot be encoded becomes a bare SERVFAIL.
@@ -36,8 +36,9 @@ pub fn encode<'a>(
         impl Iterator<Item = &'a Record> + Send + 'a,
         impl Iterator<Item = &'a Record> + Send + 'a,
     >,
-    max: usize,
+    limit: Limit,
 ) -> Encoded {
+    let max = limit.size;
     let metadata = *response.metadata();
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
@@ -51,7 +52,7 @@ pub fn encode<'a>(
             if len <= max && !cut_by_encoder {
                 return Encoded { info, bytes };
             }
-            match refit(&bytes, max) {
+            match refit(&bytes, limit) {
                 Some(fitted) if fitted.bytes.len() <= max => fitted,
                 // Not even the question section fits (a query of many questions): the
                 // header alone, cut (TC).
@@ -90,8 +91,8 @@ pub fn header_only(header: Header) -> Encoded {
     }
 }
 
-/// An encoded response over `max` bytes, fitted to them record by record.
-fn refit(bytes: &[u8], max: usize) -> Option<Encoded> {
+/// An encoded response over `limit`'s size, fitted to it record by record.
+fn refit(bytes: &[u8], limit: Limit) -> Option<Encoded> {
     let message = Message::from_vec(bytes).ok()?;
     // The question section as sent (it follows the 12-byte header).
     let queries = Queries::read(
@@ -105,8 +106,8 @@ fn refit(bytes: &[u8], max: usize) -> Option<Encoded> {
         edns: message.edns.as_ref(),
     };
     let limit = Limit {
-        size: max,
         answers: usize::MAX,
+        ..limit
     };
     let fitted = truncation::fit(
         &frame,
@@ -124,7 +125,7 @@ fn refit(bytes: &[u8], max: usize) -> Option<Encoded> {
         std::iter::empty(),
         fitted.additionals.iter().copied(),
     );
-    let mut out = Vec::with_capacity(max);
+    let mut out = Vec::with_capacity(limit.size.min(truncation::TCP_MAX_SIZE));
     let mut encoder = BinEncoder::new(&mut out);
     let info = response.destructive_emit(&mut encoder).ok()?;
     let len = encoder.offset();
@@ -138,7 +139,7 @@ pub(super) fn formerr(header: &Header, max: usize) -> Option<Vec<u8>> {
     metadata.response_code = ResponseCode::FormErr;
     let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
     let response = MessageResponseBuilder::new(&queries, None).build_no_records(metadata);
-    Some(encode(response, max).bytes).filter(|b| !b.is_empty())
+    Some(encode(response, Limit::bytes(max)).bytes).filter(|b| !b.is_empty())
 }
 
 /// An empty response with TC set and the question echoed: a real client retries over TCP,
@@ -156,7 +157,7 @@ pub fn truncated(request: &Request) -> Option<Vec<u8>> {
     });
     let response =
         MessageResponseBuilder::new(&request.queries, edns.as_ref()).build_no_records(metadata);
-    Some(encode(response, truncation::UDP_MIN_SIZE).bytes).filter(|b| !b.is_empty())
+    Some(encode(response, Limit::bytes(truncation::UDP_MIN_SIZE)).bytes).filter(|b| !b.is_empty())
 }
 
 /// A bare SERVFAIL header answering `metadata`'s message.

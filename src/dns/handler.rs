@@ -35,6 +35,7 @@ use super::answer::Answer;
 use super::consul_zone::ConsulZone;
 use super::encoder::{self, Encoded};
 use super::forward::Recursors;
+use super::response_cache::ClientShape;
 use super::truncation::{self, Frame, Limit};
 use crate::metrics::Metrics;
 use crate::view::freshness::ServiceBasis;
@@ -66,8 +67,14 @@ pub struct RecursionPolicy {
 impl RecursionPolicy {
     /// Recursion is available to a client at `ip` (RA set, other names forwarded).
     pub fn available_to(&self, ip: IpAddr) -> bool {
+        self.recursors.is_some() && self.trusts(ip)
+    }
+
+    /// A client at `ip` is in `allow_recursion`: the networks the operator trusts (with
+    /// recursion, and with UDP replies larger than their queries).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.recursors.is_some() && self.allow.iter().any(|net| net.contains(&ip))
+        self.allow.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -142,6 +149,20 @@ impl DnsHandler {
     /// Whether a client at `ip` may recurse (RA is set in its answers).
     pub fn recursion_available_to(&self, ip: IpAddr) -> bool {
         self.recursion.available_to(ip)
+    }
+
+    /// What a response to a client at `src` over `protocol` whose query is `query_len`
+    /// bytes depends on: RA, and for an untrusted UDP client the size it is held to.
+    pub fn client_shape(&self, src: IpAddr, protocol: Protocol, query_len: usize) -> ClientShape {
+        let trusted = self.recursion.trusts(src);
+        ClientShape {
+            recursion_available: trusted && self.recursion.recursors.is_some(),
+            cap: if protocol == Protocol::Udp && !trusted {
+                u16::try_from(truncation::untrusted_cap(query_len)).unwrap_or(u16::MAX)
+            } else {
+                0
+            },
+        }
     }
 
     /// The answer to a plain IN query for `name`/`qtype` when the name is under the Consul
@@ -297,7 +318,7 @@ impl DnsHandler {
             std::iter::empty(),
             fitted.additionals.iter().copied(),
         );
-        let encoded = encoder::encode(response, limit.size);
+        let encoded = encoder::encode(response, limit);
         (encoded, basis)
     }
 
@@ -337,7 +358,7 @@ impl DnsHandler {
             None => request,
         };
         let capture = Capture {
-            max: self.limit(request, RecordType::Unknown(0)).size,
+            max: self.limit(request, RecordType::Unknown(0)),
             recursion_available: recursion,
             encoded: Arc::default(),
         };
@@ -361,7 +382,7 @@ impl DnsHandler {
     /// may recurse; AA clear); SERVFAIL when every one failed. The OPT record is ours (it is
     /// hop-by-hop, RFC 6891 §6.1.1), with the upstream's DO bit and options.
     async fn forward(&self, request: &Request, recursors: &Recursors) -> Encoded {
-        let max = self.limit(request, RecordType::Unknown(0)).size;
+        let max = self.limit(request, RecordType::Unknown(0));
         let mut edns = self.response_edns(request);
         let Some(reply) = recursors
             .forward(request, self.limits.max_udp_payload)
@@ -418,7 +439,7 @@ impl DnsHandler {
             std::iter::empty(),
             std::iter::empty(),
         );
-        encoder::encode(response, self.limit(request, RecordType::ANY).size)
+        encoder::encode(response, self.limit(request, RecordType::ANY))
     }
 
     fn refuse(&self, request: &Request) -> Encoded {
@@ -427,7 +448,7 @@ impl DnsHandler {
             .error_msg(&request.metadata, ResponseCode::Refused);
         response.metadata_mut().recursion_available =
             self.recursion.available_to(request.src().ip());
-        encoder::encode(response, self.limit(request, RecordType::Unknown(0)).size)
+        encoder::encode(response, self.limit(request, RecordType::Unknown(0)))
     }
 
     /// FORMERR without the question section.
@@ -448,7 +469,7 @@ impl DnsHandler {
             .error_msg(&request.metadata, rcode);
         response.metadata_mut().recursion_available =
             self.recursion.available_to(request.src().ip());
-        encoder::encode(response, self.limit(request, RecordType::Unknown(0)).size)
+        encoder::encode(response, self.limit(request, RecordType::Unknown(0)))
     }
 
     /// A UDP request advertising more than `max_udp_payload`, re-encoded advertising that.
@@ -497,11 +518,18 @@ impl DnsHandler {
     /// What a reply to `request` may carry.
     fn limit(&self, request: &Request, qtype: RecordType) -> Limit {
         match request.protocol() {
-            Protocol::Udp => Limit::udp(
-                request.edns.as_ref().map(Edns::max_payload),
-                self.limits.max_udp_payload,
-                self.limits.udp_answer_limit,
-            ),
+            Protocol::Udp => {
+                let limit = Limit::udp(
+                    request.edns.as_ref().map(Edns::max_payload),
+                    self.limits.max_udp_payload,
+                    self.limits.udp_answer_limit,
+                );
+                if self.recursion.trusts(request.src().ip()) {
+                    limit
+                } else {
+                    limit.untrusted(request.as_slice().len())
+                }
+            }
             _ => Limit::tcp(qtype),
         }
     }
@@ -532,7 +560,7 @@ impl DnsHandler {
 /// it on its authoritative answers).
 #[derive(Clone)]
 struct Capture {
-    max: usize,
+    max: Limit,
     recursion_available: bool,
     encoded: Arc<Mutex<Option<Encoded>>>,
 }

@@ -68,7 +68,7 @@ pub fn respond(
     }
     let metrics = handler.metrics();
     let question = Question::read(message, handler.max_udp_payload(), || {
-        handler.recursion_available_to(src.ip())
+        handler.client_shape(src.ip(), protocol, message.len())
     });
     let mut ahead = None;
     if let Some(q) = &question {

@@ -70,7 +70,16 @@ pub struct Shape {
     pub flags: u16,
     /// The payload size the response advertises and fits in; 0 without EDNS.
     pub payload: u16,
+    pub client: ClientShape,
+}
+
+/// What a response depends on of its client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ClientShape {
     pub recursion_available: bool,
+    /// The size a UDP response to a client outside `allow_recursion` is held to (a
+    /// multiple of its query's: `truncation::Limit::untrusted`); 0: none.
+    pub cap: u16,
 }
 
 /// A cacheable question read from a datagram.
@@ -91,7 +100,7 @@ impl Question {
     pub fn read(
         bytes: &[u8],
         max_payload: u16,
-        recursion_available: impl FnOnce() -> bool,
+        client: impl FnOnce() -> ClientShape,
     ) -> Option<Question> {
         let mut decoder = BinDecoder::new(bytes);
         let header = Header::read(&mut decoder).ok()?;
@@ -136,7 +145,7 @@ impl Question {
                     qtype,
                     flags,
                     payload,
-                    recursion_available: recursion_available(),
+                    client: client(),
                 },
             },
             name_len,

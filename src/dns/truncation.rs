@@ -10,6 +10,11 @@
 //! needed, with the additional section rebuilt to the targets of the answers kept
 //! (Consul's `syncExtra`), and TC set.
 //!
+//! A UDP reply to a client outside `allow_recursion` (whose source address may be forged)
+//! is also held to [`AMPLIFICATION`] times the size of its query, and its answers are all
+//! or nothing: answers that do not fit are left out whole, with TC, as NSD and Knot do, so
+//! a forged query cannot draw a large reply at a victim.
+//!
 //! hickory's encoder can cut a message at a size limit, but it rolls a record that does
 //! not fit back without shortening its buffer and goes on with the next sections, so its
 //! counts and bytes can disagree and the OPT record can be lost: nothing here lets it cut.
@@ -33,6 +38,9 @@ const TCP_MAX_SRV_ANSWERS: usize = 1024;
 /// (RFC 6891 §6.2.5).
 pub const UDP_MIN_SIZE: usize = 512;
 
+/// The most bytes a UDP reply to an untrusted client carries per byte of its query.
+pub const AMPLIFICATION: usize = 4;
+
 /// What one reply may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
@@ -40,6 +48,8 @@ pub struct Limit {
     pub size: usize,
     /// Answer records.
     pub answers: usize,
+    /// Answers that do not all fit are all left out (else as many as fit are sent).
+    pub whole: bool,
 }
 
 impl Limit {
@@ -50,11 +60,31 @@ impl Limit {
             Some(p) => Limit {
                 size: usize::from(p.min(max_payload)).max(UDP_MIN_SIZE),
                 answers: usize::MAX,
+                whole: false,
             },
             None => Limit {
                 size: UDP_MIN_SIZE,
                 answers: udp_answer_limit,
+                whole: false,
             },
+        }
+    }
+
+    /// `size` bytes, nothing else.
+    pub fn bytes(size: usize) -> Limit {
+        Limit {
+            size,
+            answers: usize::MAX,
+            whole: false,
+        }
+    }
+
+    /// This limit for a client outside `allow_recursion` whose query is `query_len` bytes.
+    pub fn untrusted(self, query_len: usize) -> Limit {
+        Limit {
+            size: self.size.min(untrusted_cap(query_len)),
+            whole: true,
+            ..self
         }
     }
 
@@ -67,8 +97,14 @@ impl Limit {
             } else {
                 TCP_MAX_ANSWERS
             },
+            whole: false,
         }
     }
+}
+
+/// The size of a UDP reply to an untrusted client whose query is `query_len` bytes.
+pub fn untrusted_cap(query_len: usize) -> usize {
+    AMPLIFICATION.saturating_mul(query_len)
 }
 
 /// The parts of a reply besides its records: they are measured with them.
@@ -136,6 +172,14 @@ pub fn fit<'a>(
         });
         best.additionals = extra[..kept].to_vec();
         return best;
+    }
+    if limit.whole {
+        return Fitted {
+            answers: &[],
+            authority: &[],
+            additionals: Vec::new(),
+            truncated: true,
+        };
     }
     // The answers do not all fit: as many as fit with their targets' records, else as many
     // as fit alone (else none).

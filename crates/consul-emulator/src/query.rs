@@ -3,7 +3,9 @@
 //! Supported: `Name`, `Session` (not checked), `Token` (echoed), `Service.{Service,
 //! OnlyPassing, IgnoreCheckIDs, Tags, NodeMeta, ServiceMeta, Connect}`, `DNS.TTL`.
 //! `Service.Failover` and `Service.Near` are stored and echoed but not acted on (no
-//! failover, no RTT sort); templates are refused.
+//! failover, no RTT sort). Templates of type `name_prefix_match` match the longest prefix of
+//! the name asked for (the empty name matches every name) and interpolate `${name.full}`,
+//! `${name.prefix}` and `${name.suffix}` into `Service.Service`; `Regexp` is refused.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +36,37 @@ pub(super) struct QuerySpec {
     pub failover_nearest_n: i64,
     pub failover_datacenters: Option<Vec<String>>,
     pub dns_ttl: String,
+    /// `Template.Type`: empty, or `name_prefix_match`.
+    pub template_type: String,
+}
+
+/// Consul's only template type.
+pub(super) const NAME_PREFIX_MATCH: &str = "name_prefix_match";
+
+impl QuerySpec {
+    pub fn is_template(&self) -> bool {
+        self.template_type == NAME_PREFIX_MATCH
+    }
+
+    /// The query a template stands for when asked as `asked` (Consul's `Render` with the
+    /// `name.*` variables); a plain query unchanged.
+    pub fn rendered(&self, asked: &str) -> QuerySpec {
+        if !self.is_template() {
+            return self.clone();
+        }
+        let asked = asked.to_lowercase();
+        let prefix = self.name.to_lowercase();
+        let suffix = asked.strip_prefix(prefix.as_str()).unwrap_or_default();
+        let service = self
+            .service
+            .replace("${name.full}", &asked)
+            .replace("${name.prefix}", &prefix)
+            .replace("${name.suffix}", suffix);
+        QuerySpec {
+            service,
+            ..self.clone()
+        }
+    }
 }
 
 /// Consul's `PreparedQuery.Apply` checks for create and update (`parseQuery`).
@@ -54,13 +87,20 @@ pub(super) fn parse_query(body: &Value) -> Result<QuerySpec, EmulatorError> {
         ),
         _ => (0, None),
     };
-    let (ttl, template_type) = (
+    let template = o.object("Template")?;
+    let (ttl, template_type, regexp) = (
         o.object("DNS")?
             .map(|d| d.string("TTL"))
             .transpose()?
             .unwrap_or_default(),
-        o.object("Template")?
+        template
+            .as_ref()
             .map(|t| t.string("Type"))
+            .transpose()?
+            .unwrap_or_default(),
+        template
+            .as_ref()
+            .map(|t| t.string("Regexp"))
             .transpose()?
             .unwrap_or_default(),
     );
@@ -93,13 +133,18 @@ pub(super) fn parse_query(body: &Value) -> Result<QuerySpec, EmulatorError> {
         failover_nearest_n: nearest_n,
         failover_datacenters: datacenters,
         dns_ttl: ttl,
+        template_type,
     };
-    if !template_type.is_empty() {
-        return Err(invalid(
-            "emulator: prepared query templates are not supported",
-        ));
+    if !spec.template_type.is_empty() && !spec.is_template() {
+        return Err(invalid(&format!(
+            "Bad Template: unsupported template type '{}'",
+            spec.template_type
+        )));
     }
-    if spec.name.is_empty() && spec.session.is_empty() {
+    if !regexp.is_empty() {
+        return Err(invalid("emulator: template Regexp is not supported"));
+    }
+    if spec.name.is_empty() && spec.session.is_empty() && !spec.is_template() {
         return Err(invalid("Must be bound to a session"));
     }
     if spec.service.is_empty() {
@@ -167,7 +212,7 @@ pub(super) fn query_json(q: &Versioned<QuerySpec>) -> Value {
             "Connect": s.connect,
         },
         "DNS": { "TTL": s.dns_ttl },
-        "Template": { "Type": "", "Regexp": "", "RemoveEmptyTags": false },
+        "Template": { "Type": s.template_type, "Regexp": "", "RemoveEmptyTags": false },
         "CreateIndex": q.create_index,
         "ModifyIndex": q.modify_index,
     })

@@ -443,15 +443,24 @@ impl Catalog {
         }
     }
 
-    /// Prepared query by UUID (case-insensitive), else by name (case-insensitive).
+    /// Prepared query by UUID (case-insensitive), else by name (case-insensitive), else the
+    /// template whose name is the longest prefix of it (Consul's `PreparedQueryResolve`).
     pub fn resolve_query(&self, id_or_name: &str) -> Option<&Versioned<QuerySpec>> {
         if id_or_name.is_empty() {
             return None;
         }
-        self.queries.get(&id_or_name.to_lowercase()).or_else(|| {
+        let asked = id_or_name.to_lowercase();
+        self.queries.get(&asked).or_else(|| {
             self.queries
                 .values()
                 .find(|q| !q.spec.name.is_empty() && q.spec.name.eq_ignore_ascii_case(id_or_name))
+                .or_else(|| {
+                    self.queries
+                        .values()
+                        .filter(|q| q.spec.is_template())
+                        .filter(|q| asked.starts_with(&q.spec.name.to_lowercase()))
+                        .max_by_key(|q| q.spec.name.len())
+                })
         })
     }
 

@@ -341,7 +341,7 @@ impl Catalog {
     /// `GET /v1/query/<id-or-name>/execute` body, `None` for an unknown query.
     /// Node order is deterministic (by node, then service ID): Consul shuffles.
     pub fn execute_query_json(&self, id_or_name: &str, limit: usize) -> Option<Value> {
-        let q = &self.resolve_query(id_or_name)?.spec;
+        let q = &self.resolve_query(id_or_name)?.spec.rendered(id_or_name);
         let select = if q.connect {
             Select::Connect(&q.service)
         } else {

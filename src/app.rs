@@ -258,8 +258,8 @@ fn consul_client(config: &Config, metrics: &Arc<Metrics>) -> Result<ConsulClient
         ClientOptions {
             stale: config.dns.allow_stale,
             wait: config.blocking_wait,
-            max_response_bytes: crate::consul::client::MAX_RESPONSE_BYTES,
-            body_budget: crate::consul::client::BODY_BUDGET_BYTES,
+            max_response_bytes: config.consul_max_body_bytes,
+            body_budget: config.consul_body_budget_bytes,
             tls: config.tls.clone(),
         },
         Arc::clone(metrics),

@@ -60,6 +60,8 @@ macro_rules! raw_structs {
             zones: Raw,
             max_watches: Raw,
             max_services: Raw,
+            consul_max_body_bytes: Raw,
+            consul_body_budget_bytes: Raw,
             watch_idle_timeout: Raw,
             startup_wait: Raw,
             blocking_wait: Raw,
@@ -145,6 +147,8 @@ pub(super) struct FileConfig {
     pub zones: Option<PathBuf>,
     pub max_watches: Option<usize>,
     pub max_services: Option<usize>,
+    pub consul_max_body_bytes: Option<usize>,
+    pub consul_body_budget_bytes: Option<usize>,
     pub watch_idle_timeout: Option<Duration>,
     pub startup_wait: Option<Duration>,
     pub blocking_wait: Option<Duration>,
@@ -295,6 +299,12 @@ impl FileConfig {
         let max_watches = f("max_watches", raw.max_watches)
             .map(|field| ctx.count(&field))
             .transpose()?;
+        let consul_max_body_bytes = f("consul_max_body_bytes", raw.consul_max_body_bytes)
+            .map(|field| ctx.count(&field))
+            .transpose()?;
+        let consul_body_budget_bytes = f("consul_body_budget_bytes", raw.consul_body_budget_bytes)
+            .map(|field| ctx.count(&field))
+            .transpose()?;
         let max_services = f("max_services", raw.max_services)
             .map(|field| ctx.count(&field))
             .transpose()?;
@@ -382,6 +392,8 @@ impl FileConfig {
             zones,
             max_watches,
             max_services,
+            consul_max_body_bytes,
+            consul_body_budget_bytes,
             watch_idle_timeout,
             startup_wait,
             blocking_wait,

@@ -47,6 +47,10 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// one client address: 150 leaves room for the list watches, other datacenters and other
 /// clients on the same host. Raise both together.
 pub const DEFAULT_MAX_WATCHES: usize = 150;
+/// Default `consul_max_body_bytes`: a health list of about 60,000 instances.
+pub const DEFAULT_CONSUL_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default `consul_body_budget_bytes`: four of the largest bodies at once.
+pub const DEFAULT_CONSUL_BODY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
 /// Default `max_services`, as a multiple of `max_watches`.
 pub const DEFAULT_SERVICES_PER_WATCH: usize = 10;
 /// Default time after which an unqueried service stops being watched.
@@ -712,6 +716,11 @@ pub struct Config {
     pub max_watches: usize,
     /// Cap on services kept in memory, watched or polled (≥ `max_watches`).
     pub max_services: usize,
+    /// The largest Consul response body of the lists that grow with the catalog (health,
+    /// nodes, prepared query results); smaller endpoints get a fraction of it.
+    pub consul_max_body_bytes: usize,
+    /// Bytes of all Consul bodies being read at once (≥ `consul_max_body_bytes`).
+    pub consul_body_budget_bytes: usize,
     /// A service nobody asked for this long stops being watched (> 0).
     pub watch_idle_timeout: Duration,
     /// How long a query waits for the first catalog sync before SERVFAIL.
@@ -760,6 +769,8 @@ impl Default for Config {
             dns: DnsConfig::default(),
             max_watches: DEFAULT_MAX_WATCHES,
             max_services: DEFAULT_MAX_WATCHES * DEFAULT_SERVICES_PER_WATCH,
+            consul_max_body_bytes: DEFAULT_CONSUL_MAX_BODY_BYTES,
+            consul_body_budget_bytes: DEFAULT_CONSUL_BODY_BUDGET_BYTES,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
             startup_wait: DEFAULT_STARTUP_WAIT,
             blocking_wait: DEFAULT_BLOCKING_WAIT,
@@ -888,6 +899,26 @@ impl Config {
             None => max_watches.saturating_mul(DEFAULT_SERVICES_PER_WATCH),
         };
 
+        let consul_max_body_bytes = file
+            .consul_max_body_bytes
+            .unwrap_or(defaults.consul_max_body_bytes);
+        let consul_body_budget_bytes = match file.consul_body_budget_bytes {
+            Some(n) if n < consul_max_body_bytes => {
+                return Err(ConfigError::Invalid {
+                    key: "consul_body_budget_bytes".to_string(),
+                    value: Some(n.to_string()),
+                    file: None,
+                    reason: format!(
+                        "must be at least consul_max_body_bytes ({consul_max_body_bytes}): the largest body must fit in it"
+                    ),
+                })
+            }
+            Some(n) => n,
+            None => defaults
+                .consul_body_budget_bytes
+                .max(consul_max_body_bytes),
+        };
+
         let tcp_max_connections = file
             .tcp_max_connections
             .unwrap_or(defaults.tcp.max_connections);
@@ -924,6 +955,8 @@ impl Config {
             dns: apply_dns(DnsConfig::default(), file.dns),
             max_watches,
             max_services,
+            consul_max_body_bytes,
+            consul_body_budget_bytes,
             watch_idle_timeout: file
                 .watch_idle_timeout
                 .unwrap_or(defaults.watch_idle_timeout),

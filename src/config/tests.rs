@@ -1108,3 +1108,34 @@ fn max_services_defaults_to_ten_per_watch_and_cannot_be_below_max_watches() {
     let (e, _) = load_err(&[], "max_services = 0\n");
     assert_eq!(invalid_key(&e), "max_services");
 }
+
+#[test]
+fn consul_body_limits_default_and_the_budget_holds_the_largest_body() {
+    let c = load_ok(&[], "");
+    assert_eq!(c.consul_max_body_bytes, 64 << 20);
+    assert_eq!(c.consul_body_budget_bytes, 256 << 20);
+    // A larger body limit alone raises the budget with it.
+    let c = load_ok(&[], "consul_max_body_bytes = 536870912\n");
+    assert_eq!(c.consul_body_budget_bytes, 512 << 20);
+    let c = load_ok(
+        &[],
+        "consul_max_body_bytes = 1000\nconsul_body_budget_bytes = 5000\n",
+    );
+    assert_eq!(
+        (c.consul_max_body_bytes, c.consul_body_budget_bytes),
+        (1000, 5000)
+    );
+    let (e, s) = load_err(
+        &[],
+        "consul_max_body_bytes = 1000\nconsul_body_budget_bytes = 999\n",
+    );
+    assert_eq!(invalid_key(&e), "consul_body_budget_bytes");
+    assert!(s.contains("at least consul_max_body_bytes (1000)"), "{s}");
+    for text in [
+        "consul_max_body_bytes = 0",
+        "consul_body_budget_bytes = \"1MB\"",
+    ] {
+        let (e, _) = load_err(&[], &format!("{text}\n"));
+        assert!(invalid_key(&e).starts_with("consul_"), "{text}");
+    }
+}

@@ -22,13 +22,6 @@ const BLOCKING_SLACK: Duration = Duration::from_secs(10);
 const PLAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest error body kept for a log line.
 const MAX_ERROR_BODY: usize = 200;
-/// The default largest body of the lists that grow with the catalog (a health list, the
-/// node list): about 60,000 instances of one service. Smaller endpoints have smaller
-/// limits (`body::endpoint_limit`).
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// The default budget of all bodies being read at once.
-pub const BODY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
-
 /// Metadata Consul returns with every read (`X-Consul-*` headers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueryMeta {

@@ -168,6 +168,27 @@ def cpu_seconds(pid):
     return total / CLK_TCK
 
 
+def thread_cpu(pid):
+    """utime + stime per thread of pid (and its descendants), in seconds, by thread id."""
+    out = {}
+    for p in proc_tree(pid):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/stat") as f:
+                    s = f.read()
+                with open(f"/proc/{p}/task/{tid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            fields = s[s.rindex(")") + 2 :].split()
+            out[(tid, comm)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def memory_kb(pid):
     """VmRSS of a single process; for a tree (NSD forks its server and xfrd processes),
     the sum of Pss, so shared pages are not counted twice."""
@@ -283,7 +304,8 @@ class Server:
     """One DNS server under test, pinned to SERVER_CPU."""
 
     def __init__(self, kind, procs, zone, emulator=None, max_watches=None, tag="",
-                 blocking_wait=None, max_services=None, extra=()):
+                 blocking_wait=None, max_services=None, extra=(), workers=1,
+                 cpu=SERVER_CPU):
         self.kind, self.procs = kind, procs
         self.port = free_port()
         tmp = procs.tmp
@@ -299,6 +321,9 @@ class Server:
             if blocking_wait:
                 lines.append(f'blocking_wait = "{blocking_wait}"')
             lines += list(extra)
+            if cpu is None:
+                # Unpinned: as many workers as asked (pinned, the default sees one CPU).
+                lines.append(f"workers = {workers}")
             if lines:
                 cfg = os.path.join(tmp, f"consul-dns{tag}.toml")
                 with open(cfg, "w") as f:
@@ -309,7 +334,8 @@ class Server:
             os.makedirs(d, exist_ok=True)
             cfg = os.path.join(d, "nsd.conf")
             with open(cfg, "w") as f:
-                f.write(NSD_CONF.format(port=self.port, dir=d, zone=zone))
+                f.write(NSD_CONF.format(port=self.port, dir=d, zone=zone, server_count=workers,
+                                        reuseport="yes" if workers > 1 else "no"))
             argv = ["nsd", "-d", "-c", cfg]
         elif kind == "Knot":
             d = os.path.join(tmp, f"knot{tag}")
@@ -320,12 +346,13 @@ class Server:
 
             user = f"{pwd.getpwuid(os.getuid()).pw_name}:{grp.getgrgid(os.getgid()).gr_name}"
             with open(cfg, "w") as f:
-                f.write(KNOT_CONF.format(port=self.port, dir=d, zone=zone, user=user))
+                f.write(KNOT_CONF.format(port=self.port, dir=d, zone=zone, user=user,
+                                         udp_workers=workers))
             argv = ["knotd", "-c", cfg]
         else:
             raise ValueError(kind)
         self.spawn_unix_ms = time.time() * 1000
-        self.p = procs.start(name, argv, cpu=SERVER_CPU)
+        self.p = procs.start(name, argv, cpu=cpu)
         self.addr = f"127.0.0.1:{self.port}"
 
     def wait_ready(self, name="svc-0.service.consul.", timeout=300):
@@ -368,7 +395,8 @@ NSD_CONF = """server:
   ip-address: 127.0.0.1@{port}
   port: {port}
   do-ip6: no
-  server-count: 1
+  server-count: {server_count}
+  reuseport: {reuseport}
   username: ""
   chroot: ""
   zonesdir: "{dir}"
@@ -394,7 +422,7 @@ KNOT_CONF = """server:
     user: {user}
     pidfile: "{dir}/knot.pid"
     listen: 127.0.0.1@{port}
-    udp-workers: 1
+    udp-workers: {udp_workers}
     tcp-workers: 1
     background-workers: 1
 log:
@@ -493,6 +521,26 @@ def dnsperf(server, qfile, seconds, tcp=False, qps=None, verbose=False, once=Fal
         res["max_ms"] = lat[-1] if lat else float("nan")
     if not server.alive():
         raise BenchError(f"{server.kind} died during dnsperf:\n{server.stderr_tail()}")
+    return res
+
+
+def dnsperf_unpinned(server, qfile, seconds, clients=8):
+    """dnsperf with `clients` sockets, nothing pinned: qps, the server's CPU per 100k
+    queries, and its threads' shares of that CPU."""
+    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(server.port), "-d", qfile, "-e",
+            "-c", str(clients), "-q", "100", "-t", "2", "-l", str(seconds)]
+    threads0, cpu0, rcv0 = thread_cpu(server.p.pid), server.cpu(), udp_errors()
+    r = run(argv, timeout=seconds + 60)
+    threads1, cpu1, rcv1 = thread_cpu(server.p.pid), server.cpu(), udp_errors()
+    res = parse_dnsperf(r.stdout)
+    res["rcvbuf_errors"] = rcv1 - rcv0
+    res["server_cpu_s"] = cpu1 - cpu0
+    res["cpu_per_100k"] = (
+        res["server_cpu_s"] / res["completed"] * 100_000 if res["completed"] else float("nan"))
+    used = {k: threads1[k] - threads0.get(k, 0.0) for k in threads1}
+    total = sum(used.values()) or float("nan")
+    res["threads"] = sorted(([k[1], v / total] for k, v in used.items() if v / total >= 0.01),
+                            key=lambda x: -x[1])
     return res
 
 
@@ -760,6 +808,49 @@ class Bench:
         self.r["profile"] = lines[:30]
 
     # §5
+    def cores(self):
+        """Every core (issue 19), nothing pinned: consul-dns with 1 and 2 workers, NSD with
+        server-count 2 and reuseport, Knot with 2 UDP workers, on the 1000 x 3 catalog under
+        dnsperf with 8 sockets; then 1,000 simultaneous TCP connections, one query each."""
+        shape, services = "1000x3", 1000
+        log("every core: consul-dns 1 and 2 workers, NSD and Knot with 2, unpinned")
+        emu = Emulator(self.procs, shape)
+        zone = self.zone(shape)
+        servers = [
+            ("consul-dns, 1 worker", Server("consul-dns", self.procs, zone, emulator=emu,
+                                            tag="-w1", cpu=None, workers=1,
+                                            max_watches=services + 1000)),
+            ("consul-dns, 2 workers", Server("consul-dns", self.procs, zone, emulator=emu,
+                                             tag="-w2", cpu=None, workers=2,
+                                             max_watches=services + 1000)),
+            ("NSD, server-count 2", Server("NSD", self.procs, zone, tag="-w2", cpu=None,
+                                           workers=2)),
+            ("Knot, udp-workers 2", Server("Knot", self.procs, zone, tag="-w2", cpu=None,
+                                           workers=2)),
+        ]
+        for _, s in servers:
+            s.wait_ready()
+        for _, s in servers[:2]:
+            benchtool(["warm", "--dns", s.addr, "--count", str(services)], timeout=600)
+        qf = write_queries(os.path.join(self.tmp, "mix-cores.txt"), 100_000, services,
+                           (70, 20, 10), 1)
+        runs = {label: [] for label, _ in servers}
+        for rep in range(self.reps):
+            for label, s in servers:
+                log(f"every core rep {rep + 1}/{self.reps}: {label}")
+                runs[label].append(dnsperf_unpinned(s, qf, self.secs))
+        burst = {}
+        for label, s in servers[1:]:
+            log(f"TCP burst: 1,000 connections at once: {label}")
+            burst[label] = benchtool(["tcp-burst", "--dns", s.addr, "--name",
+                                      "svc-0.service.consul.", "--connections", "1000"],
+                                     timeout=120)
+            time.sleep(1)
+        for _, s in servers:
+            s.stop()
+        emu.stop()
+        self.r["cores"] = {"runs": runs, "burst": burst}
+
     def amplification(self):
         """Bytes out per byte in over UDP, per query shape: consul-dns to a client in
         allow_recursion (trusted: Consul's partial answers) and outside it (untrusted: at
@@ -1172,6 +1263,32 @@ def report(b, started, argv, elapsed):
           + " |")
         w("")
 
+    cores = r.get("cores")
+    if cores:
+        w("## 7. Every core (nothing pinned, dnsperf with 8 sockets, 1,000 services × 3)")
+        w("")
+        w("The servers share the machine's cores with dnsperf: the CPU per query is the "
+          "figure to compare; qps depends on what dnsperf leaves. Medians of the runs.")
+        w("")
+        w("| server | qps | CPU s/100k | lost | busiest threads (share of the server's CPU) |")
+        w("|---|---:|---:|---:|---|")
+        for label, runs in cores["runs"].items():
+            c = summary_row(runs)
+            shares = ", ".join(f"{n} {fmt(x * 100)}%" for n, x in runs[-1]["threads"][:4])
+            w(f"| {label} | {fmt(c['qps'])} | {fmt(c['cpu'], 3)} | {c['lost']} | {shares} |")
+        w("")
+        if cores.get("burst"):
+            w("TCP: 1,000 connections opened at once, one query each (`benchtool tcp-burst`): "
+              "time until the last answer, and connections that took a second or more (a "
+              "SYN retransmitted).")
+            w("")
+            w("| server | answered | failed | ≥ 1 s | p50 ms | last ms |")
+            w("|---|---:|---:|---:|---:|---:|")
+            for label, b_ in cores["burst"].items():
+                w(f"| {label} | {b_['answered']} | {b_['failed']} | {b_['over_1s']} | "
+                  f"{fmt(b_['p50_ms'], 1)} | {fmt(b_['max_ms'], 1)} |")
+            w("")
+
     w("## Targets (issue 3)")
     w("")
     for line in targets(r):
@@ -1304,6 +1421,7 @@ def main():
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-main", action="store_true")
     ap.add_argument("--skip-amplification", action="store_true")
+    ap.add_argument("--skip-cores", action="store_true")
     ap.add_argument("--argv", default="bench/run")
     ap.add_argument("--workdir", help="an empty directory for configs, zones, logs")
     args = ap.parse_args()
@@ -1327,6 +1445,8 @@ def main():
             b.main_catalog()
         if not args.skip_amplification:
             b.amplification()
+        if not args.skip_cores:
+            b.cores()
         if not args.skip_scale:
             b.scale()
         ok = True

@@ -85,6 +85,19 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
     },
+    /// CONNECTIONS TCP connections opened at once, each sending one query for NAME (A)
+    /// and reading its answer: the time until every one is answered, and how many took
+    /// a second or more (a SYN retransmitted: the listener's queue overflowed).
+    TcpBurst {
+        #[arg(long)]
+        dns: SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 1000)]
+        connections: u32,
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+    },
     /// Polls NAME (A) every ms until it is answered NOERROR with at least one record.
     Ready {
         #[arg(long)]
@@ -145,6 +158,12 @@ async fn main() -> std::process::ExitCode {
             name,
             timeout_s,
         } => ready(dns, &name, Duration::from_secs(timeout_s)).await,
+        Cmd::TcpBurst {
+            dns,
+            name,
+            connections,
+            timeout_s,
+        } => tcp_burst(dns, &name, connections, Duration::from_secs(timeout_s)).await,
     };
     match result {
         Ok(v) => {
@@ -481,6 +500,66 @@ async fn freshness(o: FreshnessOpts) -> Result<Value, String> {
         "max_ms": s["max_ms"],
         "min_ms": s["min_ms"],
         "by_kind": by_kind,
+    }))
+}
+
+async fn tcp_burst(
+    dns: SocketAddr,
+    name: &str,
+    connections: u32,
+    timeout: Duration,
+) -> Result<Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut msg = Message::new(0, MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(
+        Name::from_ascii(name).map_err(|e| e.to_string())?,
+        RecordType::A,
+    ));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            let mut msg = msg.clone();
+            msg.metadata.id = i as u16;
+            tokio::spawn(async move {
+                let one = async {
+                    let bytes = msg.to_vec().map_err(|e| e.to_string())?;
+                    let mut s = tokio::net::TcpStream::connect(dns)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
+                    frame.extend_from_slice(&bytes);
+                    s.write_all(&frame).await.map_err(|e| e.to_string())?;
+                    let mut len = [0u8; 2];
+                    s.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+                    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+                    Message::from_vec(&buf).map_err(|e| e.to_string())
+                };
+                let r = tokio::time::timeout(timeout, one).await;
+                (r, start.elapsed().as_secs_f64() * 1000.0)
+            })
+        })
+        .collect();
+    let (mut times, mut failed, mut slow) = (Vec::new(), 0u32, 0u32);
+    for t in tasks {
+        match t.await {
+            Ok((Ok(Ok(m)), ms)) if m.metadata.response_code == ResponseCode::NoError => {
+                if ms >= 1000.0 {
+                    slow += 1;
+                }
+                times.push(ms);
+            }
+            _ => failed += 1,
+        }
+    }
+    let s = summary(times);
+    Ok(json!({
+        "connections": connections,
+        "answered": connections - failed,
+        "failed": failed,
+        "over_1s": slow,
+        "p50_ms": s["p50_ms"],
+        "max_ms": s["max_ms"],
     }))
 }
 

@@ -178,7 +178,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let domains = served_domains(config)?;
     let metrics = Arc::new(Metrics::new());
     let client = consul_client(config, &metrics)?;
-    let sockets = sockets::bind(&config.listen).await?;
+    let sockets = sockets::bind(&config.listen, config.workers).await?;
     let http = match config.http_addr {
         Some(addr) => Some(bind_http(addr).await?),
         None => None,
@@ -381,9 +381,10 @@ fn serve_dns(
     let udp = sockets
         .udp
         .into_iter()
-        .map(|socket| {
+        .enumerate()
+        .map(|(worker, socket)| {
             let (handler, metrics) = (Arc::clone(handler), Arc::clone(metrics));
-            udp::spawn(socket, handler, metrics, rrl.clone(), stop)
+            udp::spawn(worker, socket, handler, metrics, rrl.clone(), stop)
         })
         .collect::<Result<_, _>>()
         .map_err(StartError::Udp)?;
@@ -402,7 +403,7 @@ fn serve_dns(
         })
         .collect();
     for addr in &sockets.addrs {
-        info!(%addr, "listening on {addr} (udp, tcp)");
+        info!(%addr, workers = config.workers, "listening on {addr} (udp: {} sockets, each with its thread; tcp)", config.workers);
     }
     Ok((udp, tcp))
 }

@@ -68,6 +68,7 @@ macro_rules! raw_structs {
             watch_all_services: Raw,
             watch_poll_interval: Raw,
             http_addr: Raw,
+            workers: Raw,
             internal_cidrs: Raw,
             translate_wan_addrs: Raw,
             allow_any: Raw,
@@ -155,6 +156,7 @@ pub(super) struct FileConfig {
     pub watch_all_services: Option<bool>,
     pub watch_poll_interval: Option<Duration>,
     pub http_addr: Option<SocketAddr>,
+    pub workers: Option<usize>,
     pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub translate_wan_addrs: Option<bool>,
     pub allow_any: Option<bool>,
@@ -371,6 +373,9 @@ impl FileConfig {
         let internal_cidrs = f("internal_cidrs", raw.internal_cidrs)
             .map(|field| ctx.cidrs(&field))
             .transpose()?;
+        let workers = f("workers", raw.workers)
+            .map(|field| ctx.count(&field))
+            .transpose()?;
         let http_addr = f("http_addr", raw.http_addr)
             .map(|field| {
                 let s = ctx.string(&field)?;
@@ -400,6 +405,7 @@ impl FileConfig {
             watch_all_services,
             watch_poll_interval,
             http_addr,
+            workers,
             internal_cidrs,
             translate_wan_addrs,
             allow_any,

@@ -51,6 +51,15 @@ pub const DEFAULT_MAX_WATCHES: usize = 150;
 pub const DEFAULT_CONSUL_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Default `consul_body_budget_bytes`: four of the largest bodies at once.
 pub const DEFAULT_CONSUL_BODY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+/// Default `workers`: the CPUs this process may use (cgroup quota and affinity honoured),
+/// one if that cannot be told.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_WORKERS)
+}
+/// The most `workers` (a thread and a socket each, per listen address).
+pub const MAX_WORKERS: usize = 1024;
 /// Default `max_services`, as a multiple of `max_watches`.
 pub const DEFAULT_SERVICES_PER_WATCH: usize = 10;
 /// Default time after which an unqueried service stops being watched.
@@ -272,6 +281,16 @@ pub struct Cli {
                 [default: any address]"
     )]
     pub internal_cidrs: Vec<ipnet::IpNet>,
+
+    /// UDP sockets (each with its own thread) per listen address.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=1024),
+        help = "UDP sockets per --listen address, bound with SO_REUSEPORT, each answered by \
+                a thread of its own [default: the CPUs this process may use]"
+    )]
+    pub workers: Option<u16>,
 
     /// Metrics and health endpoint.
     #[arg(
@@ -733,6 +752,8 @@ pub struct Config {
     pub watch_poll_interval: Duration,
     /// Address of the metrics and health HTTP endpoint; `None` = off.
     pub http_addr: Option<SocketAddr>,
+    /// UDP sockets, each with its own thread, per listen address (≥ 1).
+    pub workers: usize,
     /// Only addresses inside these networks are answered (empty: any).
     pub internal_cidrs: Vec<ipnet::IpNet>,
     /// Consul's `translate_wan_addrs`: answers for other datacenters use WAN addresses.
@@ -777,6 +798,7 @@ impl Default for Config {
             watch_all_services: false,
             watch_poll_interval: DEFAULT_WATCH_POLL_INTERVAL,
             http_addr: None,
+            workers: default_workers(),
             internal_cidrs: Vec::new(),
             translate_wan_addrs: false,
             allow_any: false,
@@ -815,6 +837,9 @@ impl Config {
             consul_addr,
             listen: vec![SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))],
             startup_wait: Duration::from_secs(2),
+            // Whatever the machine: several sockets in a SO_REUSEPORT group, as in
+            // production, without a thread per core per test server.
+            workers: 2,
             ..Config::default()
         }
     }
@@ -919,6 +944,15 @@ impl Config {
                 .max(consul_max_body_bytes),
         };
 
+        if let Some(n) = file.workers.filter(|&n| n > MAX_WORKERS) {
+            return Err(ConfigError::Invalid {
+                key: "workers".to_string(),
+                value: Some(n.to_string()),
+                file: None,
+                reason: format!("must be at most {MAX_WORKERS}"),
+            });
+        }
+
         let tcp_max_connections = file
             .tcp_max_connections
             .unwrap_or(defaults.tcp.max_connections);
@@ -969,6 +1003,11 @@ impl Config {
                 .watch_poll_interval
                 .unwrap_or(defaults.watch_poll_interval),
             http_addr: cli.http_addr.or(file.http_addr),
+            workers: cli
+                .workers
+                .map(usize::from)
+                .or(file.workers)
+                .unwrap_or(defaults.workers),
             translate_wan_addrs: file
                 .translate_wan_addrs
                 .unwrap_or(defaults.translate_wan_addrs),

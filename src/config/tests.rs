@@ -1139,3 +1139,15 @@ fn consul_body_limits_default_and_the_budget_holds_the_largest_body() {
         assert!(invalid_key(&e).starts_with("consul_"), "{text}");
     }
 }
+
+#[test]
+fn workers_default_to_the_usable_cpus_and_are_bounded() {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(load_ok(&[], "").workers, cpus.min(1024));
+    assert_eq!(load_ok(&[], "workers = 3\n").workers, 3);
+    assert_eq!(load_ok(&["--workers", "5"], "workers = 3\n").workers, 5);
+    for text in ["workers = 0", "workers = 1025", "workers = \"2\""] {
+        let (e, _) = load_err(&[], &format!("{text}\n"));
+        assert_eq!(invalid_key(&e), "workers", "{text}");
+    }
+}

@@ -33,11 +33,11 @@ use hickory_server::proto::op::{Edns, Header, MessageType, OpCode, Query};
 use hickory_server::proto::rr::rdata::opt::EdnsCode;
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
-use prometheus_client::metrics::counter::Counter;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 
+use crate::metrics::StripedCounter;
 use crate::view::freshness::ServiceBasis;
 
 /// Responses kept per question, each with its own shuffle.
@@ -313,7 +313,7 @@ struct Entry {
     reshuffled: bool,
     basis: ServiceBasis,
     /// The `dns_queries` counter a hit counts in.
-    counter: Counter,
+    counter: StripedCounter,
 }
 
 /// The stored responses of one UDP socket, or of TCP on one thread (no locking).
@@ -371,7 +371,13 @@ impl ResponseCache {
     }
 
     /// Keeps `response`, the full path's answer to `q`, built from `basis`.
-    pub fn store(&mut self, q: Question, response: Vec<u8>, basis: ServiceBasis, counter: Counter) {
+    pub fn store(
+        &mut self,
+        q: Question,
+        response: Vec<u8>,
+        basis: ServiceBasis,
+        counter: StripedCounter,
+    ) {
         let size = response.len();
         let Some(response) = Stored::new(response, q.name_len, basis.uniform_order) else {
             return;

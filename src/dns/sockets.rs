@@ -1,4 +1,6 @@
-//! Sockets: one UDP socket and one TCP listener on each `--listen` address.
+//! Sockets: on each `--listen` address, `workers` UDP sockets (bound with `SO_REUSEPORT`
+//! when more than one, so the kernel spreads the queries over them by source address and
+//! port, each served by a thread of its own) and one TCP listener (backlog 4096).
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,6 +10,7 @@ use tokio::net::{TcpListener, UdpSocket};
 /// Bound sockets, ready to be handed to the server.
 #[derive(Debug)]
 pub struct Sockets {
+    /// Every address's UDP sockets, `workers` per address.
     pub udp: Vec<UdpSocket>,
     pub tcp: Vec<TcpListener>,
     /// The bound addresses (port 0 resolved), one per `--listen`.
@@ -42,21 +45,23 @@ fn grow_receive_buffer(udp: &UdpSocket) {
 /// benchmark), 10 tries all failed now and then.
 const PORT_0_ATTEMPTS: u32 = 100;
 
-/// Binds UDP and TCP on every address. With port 0 the system picks a port free for UDP,
-/// and TCP takes the same one (another is picked while TCP already has it).
-pub async fn bind(addrs: &[SocketAddr]) -> Result<Sockets, BindError> {
+/// Binds UDP (`workers` sockets) and TCP on every address. With port 0 the system picks
+/// a port free for UDP, and TCP takes the same one (another is picked while TCP already
+/// has it).
+pub async fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Sockets, BindError> {
     let mut out = Sockets {
         udp: Vec::new(),
         tcp: Vec::new(),
         addrs: Vec::new(),
     };
+    let shared = workers > 1;
     for &addr in addrs {
         let err = |source| BindError { addr, source };
         let mut attempts = 0;
         let (udp, tcp) = loop {
-            let udp = UdpSocket::bind(addr).await.map_err(err)?;
+            let udp = udp_socket(addr, shared).map_err(err)?;
             let bound = udp.local_addr().map_err(err)?;
-            match TcpListener::bind(bound).await {
+            match tcp_listener(bound) {
                 Ok(tcp) => break (udp, tcp),
                 Err(e) if addr.port() == 0 && attempts < PORT_0_ATTEMPTS => {
                     attempts += 1;
@@ -65,10 +70,49 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Sockets, BindError> {
                 Err(e) => return Err(err(e)),
             }
         };
-        grow_receive_buffer(&udp);
-        out.addrs.push(udp.local_addr().map_err(err)?);
+        let bound = udp.local_addr().map_err(err)?;
         out.udp.push(udp);
+        for _ in 1..workers {
+            out.udp.push(udp_socket(bound, shared).map_err(err)?);
+        }
+        out.addrs.push(bound);
         out.tcp.push(tcp);
     }
     Ok(out)
+}
+
+/// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`, 4096 by
+/// default): a burst of a thousand connects waits there rather than having its SYNs
+/// dropped and retransmitted a second later. tokio's `bind` asks for 1024.
+const TCP_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with a [`TCP_BACKLOG`] backlog.
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server rebinds despite TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(TCP_BACKLOG)
+}
+
+/// A UDP socket bound to `addr`, in a `SO_REUSEPORT` group when `shared`, with a grown
+/// receive buffer.
+fn udp_socket(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let udp = UdpSocket::from_std(socket.into())?;
+    grow_receive_buffer(&udp);
+    Ok(udp)
 }

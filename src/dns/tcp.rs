@@ -4,13 +4,15 @@
 //! past either limit closes the longest-idle open connection (of its source, or of all),
 //! as Knot and NSD do, so that idle connections piling up from one client never keep the
 //! others out; "idle" means no query in flight, and the longest-idle one is the one whose
-//! last complete query or answer is oldest. Only when every candidate has queries in
-//! flight is the new connection accepted and reset at once instead, which keeps the
-//! kernel's backlog moving. Each connection is also closed when no complete query arrives
-//! within `idle_timeout`, when `total_timeout` has passed since it was accepted (a client
-//! trickling bytes cannot hold a slot), or when an answer cannot be written within
-//! `write_timeout` (a client that does not read). hickory's TCP server has none of these
-//! bounds.
+//! last complete query or answer is oldest. A connection just accepted counts as busy for
+//! a moment ([`FRESH_GRACE`]), so that a burst of connections does not close its own
+//! members before their queries arrive. When every candidate is busy, the new connection
+//! waits for room (a connection closing, or going idle) for up to [`ROOM_WAIT`], as in a
+//! listen backlog, and is reset only then; at most `max_connections` wait at once. Each
+//! connection is also closed when no complete query arrives within `idle_timeout`, when
+//! `total_timeout` has passed since it was accepted (a client trickling bytes cannot hold
+//! a slot), or when an answer cannot be written within `write_timeout` (a client that does
+//! not read). hickory's TCP server has none of these bounds.
 //!
 //! The accept loop keeps a table of the open connections (`Table`): each publishes when
 //! it went idle in an atomic (or that it is busy), and has a token that closes it, so
@@ -30,7 +32,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use hickory_server::net::xfer::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +60,12 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 /// Pause after an accept error other than a connection aborted by its client (out of file
 /// descriptors, say), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest a new connection counts as busy before its first query ([`fresh_grace`]).
+const FRESH_GRACE: Duration = Duration::from_millis(500);
+/// The longest a new connection waits for room (or `idle_timeout` if shorter).
+const ROOM_WAIT: Duration = Duration::from_secs(2);
+/// How often a connection waiting for room looks again (besides being told of a close).
+const ROOM_POLL: Duration = Duration::from_millis(50);
 /// Bytes of queries buffered per connection before reading pauses: two of the largest.
 const MAX_BUFFERED: usize = 2 * (2 + u16::MAX as usize);
 
@@ -70,7 +79,11 @@ pub async fn serve(
     limits: TcpConfig,
     cancel: CancellationToken,
 ) {
-    let table = Arc::new(Mutex::new(Table::new(Instant::now())));
+    let shared = Arc::new(Shared {
+        table: Mutex::new(Table::new(Instant::now(), fresh_grace(&limits))),
+        room: Notify::new(),
+        waiting: AtomicUsize::new(0),
+    });
     let mut connections = JoinSet::new();
     loop {
         let (stream, src) = tokio::select! {
@@ -92,54 +105,48 @@ pub async fn serve(
             },
         };
         while connections.try_join_next().is_some() {}
-        let source = source_of(src.ip());
-        let close = cancel.child_token();
-        let mut evicted = Vec::new();
-        let admitted = lock(&table).admit(source, &limits, close.clone(), &mut evicted);
-        for (victim, token) in evicted {
-            metrics.tcp_evicted.inc();
-            debug!(%src, %victim, "closing the longest-idle TCP connection to make room");
-            token.cancel();
+        if shared.waiting.load(Ordering::Relaxed) >= limits.max_connections {
+            metrics.tcp_refused.inc();
+            debug!(%src, "TCP connection refused: as many are already waiting for room as may be open");
+            // A reset rather than a close: no TIME_WAIT left here for a refused client.
+            let _ = stream.set_zero_linger();
+            continue;
         }
-        let (id, activity) = match admitted {
-            Ok(admitted) => admitted,
-            Err(full) => {
-                metrics.tcp_refused.inc();
-                match full {
-                    Full::Source => debug!(
-                        %src,
-                        "TCP connection refused: tcp_max_connections_per_source are open, none idle"
-                    ),
-                    Full::Server => debug!(
-                        %src,
-                        "TCP connection refused: tcp_max_connections are open, none idle"
-                    ),
-                }
-                // A reset rather than a close: no TIME_WAIT left here for a refused client.
-                let _ = stream.set_zero_linger();
-                continue;
-            }
-        };
-        let slot = Slot::new(Arc::clone(&metrics), Arc::clone(&table), id);
+        shared.waiting.fetch_add(1, Ordering::Relaxed);
         let conn = Connection {
             handler: Arc::clone(&handler),
             metrics: Arc::clone(&metrics),
             limits,
             src,
-            cancel: close,
-            activity,
+            cancel: cancel.child_token(),
+            activity: Arc::default(),
         };
-        connections.spawn(async move {
-            conn.run(stream).await;
-            drop(slot);
-        });
+        connections.spawn(conn.admit_and_run(stream, Arc::clone(&shared)));
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
 }
 
+/// How long a connection just accepted counts as busy, so that a burst of new connections
+/// (which send their queries within milliseconds) is not closed to make room for itself;
+/// past it, one that sent nothing is idle since it was accepted.
+fn fresh_grace(limits: &TcpConfig) -> u64 {
+    let grace = FRESH_GRACE.min(limits.idle_timeout / 2);
+    u64::try_from(grace.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
+/// What the accept loop and the connections share: the table, a signal that room was
+/// made, and how many accepted connections wait for room.
+struct Shared {
+    table: Mutex<Table>,
+    room: Notify,
+    waiting: AtomicUsize,
+}
+
 /// `Activity` value of a connection with queries in flight: never closed for room.
 const BUSY: u64 = u64::MAX;
+/// Marks the `Activity` of a connection that has sent no query yet (with its accept time).
+const UNSPOKEN: u64 = 1 << 62;
 
 /// When a connection last went idle, in milliseconds since its table's `base`, or
 /// [`BUSY`]; written by the connection, read by the accept loop when it needs room.
@@ -147,6 +154,15 @@ const BUSY: u64 = u64::MAX;
 struct Activity {
     base: Instant,
     since: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            base: Instant::now(),
+            since: AtomicU64::new(BUSY),
+        }
+    }
 }
 
 impl Activity {
@@ -197,6 +213,8 @@ struct Entry {
 /// connections.
 struct Table {
     base: Instant,
+    /// Milliseconds a new connection counts as busy (`fresh_grace`).
+    grace: u64,
     next_id: u64,
     open: HashMap<u64, Entry>,
     by_source: HashMap<IpAddr, Vec<u64>>,
@@ -207,9 +225,10 @@ fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
 }
 
 impl Table {
-    fn new(base: Instant) -> Self {
+    fn new(base: Instant, grace: u64) -> Self {
         Table {
             base,
+            grace,
             next_id: 0,
             open: HashMap::new(),
             by_source: HashMap::new(),
@@ -221,29 +240,34 @@ impl Table {
     /// it, closed by `close`: its id and where it publishes its activity. Or tells which
     /// limit is full of busy connections. Either way, the connections taken out are added
     /// to `evicted` (their source and the token that closes each), for the caller to close.
+    /// `now`: milliseconds since `base`.
     fn admit(
         &mut self,
         source: IpAddr,
         limits: &TcpConfig,
         close: CancellationToken,
         evicted: &mut Vec<(IpAddr, CancellationToken)>,
+        now: u64,
     ) -> Result<(u64, Arc<Activity>), Full> {
         while self.by_source.get(&source).map_or(0, Vec::len) >= limits.max_connections_per_source {
             let ids = self.by_source.get(&source).map_or(&[][..], Vec::as_slice);
-            let victim = self.longest_idle(ids.iter().copied()).ok_or(Full::Source)?;
+            let victim = self
+                .longest_idle(ids.iter().copied(), now)
+                .ok_or(Full::Source)?;
             evicted.extend(self.evict(victim));
         }
         while self.open.len() >= limits.max_connections {
             let victim = self
-                .longest_idle(self.open.keys().copied())
+                .longest_idle(self.open.keys().copied(), now)
                 .ok_or(Full::Server)?;
             evicted.extend(self.evict(victim));
         }
         let id = self.next_id;
         self.next_id += 1;
+        // Idle since it was accepted, but not closed for room during the grace.
         let activity = Arc::new(Activity {
             base: self.base,
-            since: AtomicU64::new(millis_since(self.base)),
+            since: AtomicU64::new(now | UNSPOKEN),
         });
         self.open.insert(
             id,
@@ -258,11 +282,17 @@ impl Table {
     }
 
     /// The connection among `ids` idle for the longest (the first accepted of equals), if
-    /// any is idle.
-    fn longest_idle(&self, ids: impl Iterator<Item = u64>) -> Option<u64> {
+    /// any is idle at `now`.
+    fn longest_idle(&self, ids: impl Iterator<Item = u64>, now: u64) -> Option<u64> {
         ids.filter_map(|id| {
             let since = self.open.get(&id)?.activity.get();
-            (since != BUSY).then_some((since, id))
+            if since == BUSY {
+                return None;
+            }
+            // Nothing since it was accepted, within the grace: its query may be on its way.
+            let (since, unspoken) = (since & !UNSPOKEN, since & UNSPOKEN != 0);
+            let fresh = unspoken && now < since.saturating_add(self.grace);
+            (since <= now && !fresh).then_some((since, id))
         })
         .min()
         .map(|(_, id)| id)
@@ -294,14 +324,18 @@ impl Table {
 /// if its task is aborted).
 struct Slot {
     metrics: Arc<Metrics>,
-    table: Arc<Mutex<Table>>,
+    shared: Arc<Shared>,
     id: u64,
 }
 
 impl Slot {
-    fn new(metrics: Arc<Metrics>, table: Arc<Mutex<Table>>, id: u64) -> Self {
+    fn new(metrics: Arc<Metrics>, shared: Arc<Shared>, id: u64) -> Self {
         metrics.tcp_connections.inc();
-        Slot { metrics, table, id }
+        Slot {
+            metrics,
+            shared,
+            id,
+        }
     }
 }
 
@@ -309,7 +343,8 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.metrics.tcp_connections.dec();
         // Already gone when it was evicted.
-        lock(&self.table).remove(self.id);
+        lock(&self.shared.table).remove(self.id);
+        self.shared.room.notify_one();
     }
 }
 
@@ -338,6 +373,49 @@ enum Frame {
 }
 
 impl Connection {
+    /// Makes room for the connection (waiting for it, up to [`ROOM_WAIT`], while every
+    /// connection it could replace is busy), then serves it.
+    async fn admit_and_run(mut self, stream: TcpStream, shared: Arc<Shared>) {
+        let source = source_of(self.src.ip());
+        let give_up = Instant::now() + ROOM_WAIT.min(self.limits.idle_timeout);
+        let admitted = loop {
+            let mut evicted = Vec::new();
+            let result = {
+                let mut table = lock(&shared.table);
+                let now = millis_since(table.base);
+                table.admit(source, &self.limits, self.cancel.clone(), &mut evicted, now)
+            };
+            for (victim, token) in evicted {
+                self.metrics.tcp_evicted.inc();
+                debug!(src = %self.src, %victim, "closing the longest-idle TCP connection to make room");
+                token.cancel();
+            }
+            match result {
+                Ok(admitted) => break Some(admitted),
+                Err(full) if Instant::now() >= give_up || self.cancel.is_cancelled() => {
+                    debug!(src = %self.src, ?full, "TCP connection refused: no room made for it in time");
+                    break None;
+                }
+                Err(_) => tokio::select! {
+                    _ = shared.room.notified() => {}
+                    _ = tokio::time::sleep(ROOM_POLL) => {}
+                    _ = self.cancel.cancelled() => {}
+                },
+            }
+        };
+        shared.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Some((id, activity)) = admitted else {
+            self.metrics.tcp_refused.inc();
+            // A reset rather than a close: no TIME_WAIT left here for a refused client.
+            let _ = stream.set_zero_linger();
+            return;
+        };
+        let slot = Slot::new(Arc::clone(&self.metrics), shared, id);
+        self.activity = activity;
+        self.run(stream).await;
+        drop(slot);
+    }
+
     async fn run(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
@@ -533,6 +611,9 @@ mod tests {
         );
     }
 
+    /// The tests' clock: every activity they set is before it.
+    const NOW: u64 = 1_000_000;
+
     fn limits(max_connections: usize, max_connections_per_source: usize) -> TcpConfig {
         TcpConfig {
             max_connections,
@@ -553,6 +634,7 @@ mod tests {
                 limits,
                 CancellationToken::new(),
                 &mut tokens,
+                NOW,
             )
             .unwrap_or_else(|full| panic!("{source} refused: {full:?}"));
         activity.since.store(since, Ordering::Relaxed);
@@ -575,7 +657,7 @@ mod tests {
     #[test]
     fn a_source_at_its_limit_replaces_its_longest_idle_connection() {
         let l = limits(10, 3);
-        let mut t = Table::new(Instant::now());
+        let mut t = Table::new(Instant::now(), 1000);
         let (a, _) = add(&mut t, &l, "10.0.0.1", 100);
         let (b, _) = add(&mut t, &l, "10.0.0.1", 50);
         let (c, _) = add(&mut t, &l, "10.0.0.1", 200);
@@ -598,6 +680,7 @@ mod tests {
             &l,
             CancellationToken::new(),
             &mut evicted,
+            NOW,
         );
         assert_eq!(r.err(), Some(Full::Source));
         assert!(evicted.is_empty());
@@ -608,7 +691,7 @@ mod tests {
     #[test]
     fn a_full_server_replaces_its_longest_idle_connection() {
         let l = limits(4, 2);
-        let mut t = Table::new(Instant::now());
+        let mut t = Table::new(Instant::now(), 1000);
         let (a, _) = add(&mut t, &l, "10.0.0.1", 10);
         let (b, _) = add(&mut t, &l, "10.0.0.2", 5);
         let (c, _) = add(&mut t, &l, "10.0.0.3", 20);
@@ -628,6 +711,7 @@ mod tests {
             &l,
             CancellationToken::new(),
             &mut evicted,
+            NOW,
         );
         assert_eq!(r.err(), Some(Full::Server));
         assert!(evicted.is_empty());
@@ -637,7 +721,7 @@ mod tests {
     #[test]
     fn the_table_holds_only_open_connections_and_their_sources() {
         let l = limits(8, 2);
-        let mut t = Table::new(Instant::now());
+        let mut t = Table::new(Instant::now(), 1000);
         for i in 0..1000u32 {
             let source = format!("2001:db8:{:x}:{:x}::1", i >> 8, i & 0xff);
             add(&mut t, &l, &source, u64::from(i));
@@ -656,5 +740,25 @@ mod tests {
         }
         assert_eq!(t.open.len(), 2);
         assert_eq!(t.by_source.len(), 1);
+    }
+
+    #[test]
+    fn a_fresh_connection_is_not_closed_for_room_before_its_grace() {
+        let l = limits(10, 1);
+        let mut t = Table::new(Instant::now(), 1000);
+        let src: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut evicted = Vec::new();
+        assert!(t
+            .admit(src, &l, CancellationToken::new(), &mut evicted, NOW)
+            .is_ok());
+        // Its first query may still be on its way.
+        let r = t.admit(src, &l, CancellationToken::new(), &mut evicted, NOW + 999);
+        assert_eq!(r.err(), Some(Full::Source));
+        assert!(evicted.is_empty());
+        // Past the grace without a query: idle since it was accepted.
+        assert!(t
+            .admit(src, &l, CancellationToken::new(), &mut evicted, NOW + 1000)
+            .is_ok());
+        assert_eq!(evicted.len(), 1);
     }
 }

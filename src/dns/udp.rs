@@ -46,11 +46,12 @@ pub const STOP_CHECK: Duration = Duration::from_millis(100);
 const SEND_RETRY: Duration = Duration::from_millis(2);
 const SEND_TRIES: u32 = 50;
 
-/// Serves `socket` with `handler` on a thread of its own until `cancel` fires or the
+/// Serves `socket` with `handler` on a thread of its own (named after `worker`) until `cancel` fires or the
 /// runtime this is called on shuts down; `rrl` limits the answers. Answers that must wait
 /// continue on tasks of that runtime. The task returned ends when the thread has (the
 /// socket is then closed).
 pub fn spawn(
+    worker: usize,
     socket: tokio::net::UdpSocket,
     handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
@@ -66,7 +67,7 @@ pub fn spawn(
     let (done, finished) = oneshot::channel::<()>();
     let thread_stop = stop.clone();
     std::thread::Builder::new()
-        .name("consul-dns-udp".to_string())
+        .name(format!("dns-udp-{worker}"))
         .spawn(move || {
             let _runtime = runtime.enter();
             server.run(&thread_stop);

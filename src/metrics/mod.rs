@@ -4,6 +4,10 @@
 //! Query counters are created up front and indexed by (qtype, rcode), so counting a query
 //! is one atomic add with no lookup or lock.
 
+mod striped;
+
+pub use striped::StripedCounter;
+
 use std::sync::atomic::AtomicU64;
 
 use hickory_server::proto::op::ResponseCode;
@@ -40,11 +44,11 @@ const RCODES: [(ResponseCode, &str); 6] = [
 pub struct Metrics {
     registry: Registry,
     /// `(QTYPES.len() + 1) × (RCODES.len() + 1)` counters; the last of each is "other".
-    queries: Vec<Counter>,
+    queries: Vec<StripedCounter>,
     /// Time from a query's arrival to its answer being handed to the socket.
     pub answer_seconds: Histogram,
     /// Service lookups answered from a live watch.
-    pub view_hits: Counter,
+    pub view_hits: StripedCounter,
     /// Service lookups that found no live watch and waited for a load (shared or not).
     pub view_misses: Counter,
     /// Loads of a service from Consul (the first read of a watch).
@@ -79,9 +83,9 @@ pub struct Metrics {
     /// UDP queries dropped because too many were already waiting.
     pub udp_dropped: Counter,
     /// Answers sent from the response cache, without building them.
-    pub response_cache_hits: Counter,
+    pub response_cache_hits: StripedCounter,
     /// Negative answers written from a stored response of their shape, without building them.
-    pub negative_cache_hits: Counter,
+    pub negative_cache_hits: StripedCounter,
     /// TCP connections open.
     pub tcp_connections: Gauge,
     /// TCP connections closed at once because `tcp_max_connections` (or the source's
@@ -117,7 +121,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("consul_dns");
-        let query_family = Family::<Labels, Counter>::default();
+        let query_family = Family::<Labels, StripedCounter>::default();
         let mut queries = Vec::new();
         let qtype_names = QTYPES
             .iter()
@@ -157,7 +161,7 @@ impl Metrics {
         let m = Metrics {
             queries,
             answer_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
-            view_hits: Counter::default(),
+            view_hits: StripedCounter::default(),
             view_misses: Counter::default(),
             service_loads: Counter::default(),
             watches_blocking: Gauge::default(),
@@ -175,8 +179,8 @@ impl Metrics {
             query_names_unlisted: Counter::default(),
             query_names_over_budget: Counter::default(),
             udp_dropped: Counter::default(),
-            response_cache_hits: Counter::default(),
-            negative_cache_hits: Counter::default(),
+            response_cache_hits: StripedCounter::default(),
+            negative_cache_hits: StripedCounter::default(),
             tcp_connections: Gauge::default(),
             tcp_refused: Counter::default(),
             tcp_evicted: Counter::default(),
@@ -331,7 +335,7 @@ impl Metrics {
     }
 
     /// The `dns_queries` counter of a qtype and rcode.
-    pub fn query_counter(&self, qtype: RecordType, rcode: ResponseCode) -> Option<&Counter> {
+    pub fn query_counter(&self, qtype: RecordType, rcode: ResponseCode) -> Option<&StripedCounter> {
         let t = QTYPES
             .iter()
             .position(|q| *q == qtype)

@@ -809,24 +809,25 @@ class Bench:
 
     # §5
     def cores(self):
-        """Every core (issue 19), nothing pinned: consul-dns with 1 and 2 workers, NSD with
-        server-count 2 and reuseport, Knot with 2 UDP workers, on the 1000 x 3 catalog under
+        """Every core (issue 19), nothing pinned: consul-dns with 1 and N (--workers, 2)
+        workers, NSD with server-count N and reuseport, Knot with N UDP workers, on the 1000 x 3 catalog under
         dnsperf with 8 sockets; then 1,000 simultaneous TCP connections, one query each."""
         shape, services = "1000x3", 1000
         log("every core: consul-dns 1 and 2 workers, NSD and Knot with 2, unpinned")
         emu = Emulator(self.procs, shape)
         zone = self.zone(shape)
+        n = self.a.workers
         servers = [
             ("consul-dns, 1 worker", Server("consul-dns", self.procs, zone, emulator=emu,
                                             tag="-w1", cpu=None, workers=1,
                                             max_watches=services + 1000)),
-            ("consul-dns, 2 workers", Server("consul-dns", self.procs, zone, emulator=emu,
-                                             tag="-w2", cpu=None, workers=2,
-                                             max_watches=services + 1000)),
-            ("NSD, server-count 2", Server("NSD", self.procs, zone, tag="-w2", cpu=None,
-                                           workers=2)),
-            ("Knot, udp-workers 2", Server("Knot", self.procs, zone, tag="-w2", cpu=None,
-                                           workers=2)),
+            (f"consul-dns, {n} workers", Server("consul-dns", self.procs, zone, emulator=emu,
+                                                tag=f"-w{n}", cpu=None, workers=n,
+                                                max_watches=services + 1000)),
+            (f"NSD, server-count {n}", Server("NSD", self.procs, zone, tag=f"-w{n}", cpu=None,
+                                              workers=n)),
+            (f"Knot, udp-workers {n}", Server("Knot", self.procs, zone, tag=f"-w{n}", cpu=None,
+                                              workers=n)),
         ]
         for _, s in servers:
             s.wait_ready()
@@ -1265,7 +1266,8 @@ def report(b, started, argv, elapsed):
 
     cores = r.get("cores")
     if cores:
-        w("## 7. Every core (nothing pinned, dnsperf with 8 sockets, 1,000 services × 3)")
+        w(f"## 7. Every core (nothing pinned, dnsperf with 8 sockets, 1,000 services × 3, "
+          f"`--workers {b.a.workers}`)")
         w("")
         w("The servers share the machine's cores with dnsperf: the CPU per query is the "
           "figure to compare; qps depends on what dnsperf leaves. Medians of the runs.")
@@ -1422,6 +1424,8 @@ def main():
     ap.add_argument("--skip-main", action="store_true")
     ap.add_argument("--skip-amplification", action="store_true")
     ap.add_argument("--skip-cores", action="store_true")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="workers of consul-dns, NSD and Knot in section 7 (default 2)")
     ap.add_argument("--argv", default="bench/run")
     ap.add_argument("--workdir", help="an empty directory for configs, zones, logs")
     args = ap.parse_args()

@@ -383,7 +383,8 @@ async fn queries_waiting_on_consul_are_capped() {
             .json(),
     )
     .await;
-    let running = server(&consul.url()).await;
+    // The cap is per socket: one worker, so every datagram meets the same one.
+    let running = server_with(&consul.url(), |c| c.workers = 1).await;
     let dns = running.dns_addrs[0];
     eventually(std::time::Duration::from_secs(5), || async {
         rcode(&query(dns, "nosuch.service.consul.", RecordType::A).await) == ResponseCode::NXDomain

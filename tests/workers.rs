@@ -1,6 +1,6 @@
 //! Every core answers (issue 19): each listen address is served by `workers` UDP sockets
-//! in a SO_REUSEPORT group, each with a thread of its own; queries from many source ports
-//! are spread over them by the kernel, every reply read strictly; on shutdown every
+//! in a SO_REUSEPORT group, each with a thread of its own; queries, from many source ports
+//! or from one, are spread over them by the kernel, every reply read strictly; on shutdown every
 //! worker stops and the port is free again. One test per process: it reads the CPU time of
 //! this process's worker threads from /proc.
 
@@ -37,6 +37,15 @@ fn worker_ticks() -> Vec<(String, u64)> {
     }
     out.sort();
     out
+}
+
+/// Ticks each worker spent between two readings of [`worker_ticks`].
+fn spent(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<u64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((_, a), (_, b))| b - a)
+        .collect()
 }
 
 /// `n` queries for web's A record from one socket (one source port), each answered.
@@ -87,17 +96,24 @@ async fn queries_from_many_ports_are_spread_over_the_workers() {
         c.await.unwrap();
     }
     let after = worker_ticks();
-    let busy: Vec<u64> = before
-        .iter()
-        .zip(&after)
-        .map(|((_, a), (_, b))| b - a)
-        .collect();
+    let busy = spent(&before, &after);
     let total: u64 = busy.iter().sum();
     println!("CPU ticks per worker: {busy:?}");
     assert!(total > 0, "the workers did the work");
     assert!(
         busy.iter().filter(|&&t| t > 0).count() >= 2,
         "the load was not spread: {busy:?}"
+    );
+
+    // One client socket (one flow): spread too, as datagrams go to a random worker.
+    let before = worker_ticks();
+    ask_from_one_port(dns, 8_000).await;
+    let after = worker_ticks();
+    let busy = spent(&before, &after);
+    println!("CPU ticks per worker, one client port: {busy:?}");
+    assert!(
+        busy.iter().filter(|&&t| t > 0).count() >= 2,
+        "one flow went to one worker: {busy:?}"
     );
 
     // Shutdown stops every worker and closes every socket of the group.

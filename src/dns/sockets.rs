@@ -1,6 +1,6 @@
 //! Sockets: on each `--listen` address, `workers` UDP sockets (bound with `SO_REUSEPORT`
-//! when more than one, so the kernel spreads the queries over them by source address and
-//! port, each served by a thread of its own) and one TCP listener (backlog 4096).
+//! when more than one, each served by a thread of its own; the kernel hands each datagram
+//! to one of them at random, `spread_evenly`) and one TCP listener (backlog 4096).
 
 use std::io;
 use std::net::SocketAddr;
@@ -71,14 +71,96 @@ pub async fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Sockets, BindE
             }
         };
         let bound = udp.local_addr().map_err(err)?;
+        let first = out.udp.len();
         out.udp.push(udp);
         for _ in 1..workers {
             out.udp.push(udp_socket(bound, shared).map_err(err)?);
+        }
+        if shared {
+            spread_evenly(&out.udp[first], workers);
         }
         out.addrs.push(bound);
         out.tcp.push(tcp);
     }
     Ok(out)
+}
+
+/// Makes the kernel hand each datagram to a random socket of `first`'s `SO_REUSEPORT`
+/// group of `n`, rather than by a hash of its source address and port: a few busy clients
+/// (a resolver forwarding from one port, a benchmark's eight sockets) would otherwise load
+/// the workers as unevenly as their flows hash. A UDP query keeps no state between
+/// datagrams, so nothing ties a client to a worker. Where this cannot be set, the
+/// kernel's hash stays.
+fn spread_evenly(first: &UdpSocket, n: usize) {
+    if let Err(e) = attach_random_steering(first, n) {
+        tracing::debug!(error = %e, "UDP workers: kept the kernel's flow hash");
+    }
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` with the classic BPF program `A = random; A %= n; return A`
+/// (Linux on the architectures whose socket options are asm-generic's).
+fn attach_random_steering(socket: &UdpSocket, n: usize) -> io::Result<()> {
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "arm",
+            target_arch = "x86"
+        )
+    ))]
+    {
+        use std::os::fd::AsRawFd;
+        const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+        let n = u32::try_from(n).map_err(|_| io::Error::other("too many workers"))?;
+        let op = |code: u32, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let program = [
+            op(
+                libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+                (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+            ),
+            op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n),
+            op(libc::BPF_RET | libc::BPF_A, 0),
+        ];
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_ptr().cast_mut(),
+        };
+        // SAFETY: `fprog` points at `program`, both alive for the call; the kernel copies
+        // the program and reads `size_of::<sock_fprog>()` bytes of `fprog`.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_ATTACH_REUSEPORT_CBPF,
+                std::ptr::from_ref(&fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "arm",
+            target_arch = "x86"
+        )
+    )))]
+    {
+        let _ = (socket, n);
+        Err(io::Error::other("not supported on this platform"))
+    }
 }
 
 /// The listen backlog asked for (the kernel caps it at `net.core.somaxconn`, 4096 by

@@ -289,8 +289,14 @@ fn warn_unsupported(dns: &DnsConfig) {
 
 async fn load_zones(config: &Config, domains: &[Name]) -> Result<ZoneSet, StartError> {
     let Some(dir) = &config.zones else {
+        info!(
+            "no zones directory: static zones off (--zones DIR, or ./{} in the working directory)",
+            crate::config::DEFAULT_ZONES_DIR
+        );
         return Ok(ZoneSet::default());
     };
+    let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+    info!(dir = %shown.display(), "zones directory");
     let zones = ZoneSet::load(dir, domains).await?;
     for zone in zones.zones() {
         info!(zone = %zone.origin, file = %zone.path.display(), records = zone.records, "serving zone {}", zone.origin);

@@ -3,10 +3,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod service_manager;
+
 use clap::Parser;
 use consul_dns::app;
 use consul_dns::config::{Cli, Config};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for configuration and environment errors (bad flag, bad config, port in use).
@@ -75,6 +77,12 @@ async fn run(mut config: Config) -> ExitCode {
         match consul_emulator::run_dev(config.dev_http).await {
             Ok(emulator) => {
                 info!(addr = %emulator.addr(), "--dev: Consul HTTP API emulator with demo data on http://{}", emulator.addr());
+                if let Some(given) = &config.dev_replaced {
+                    warn!(
+                        "--dev: answering from the embedded emulator; the Consul address {} (--consul-addr, CONSUL_HTTP_ADDR or consul_addr) is not used",
+                        consul_dns::config::redact_userinfo(given)
+                    );
+                }
                 config.consul_addr = emulator.url();
                 Some(emulator)
             }
@@ -97,8 +105,19 @@ async fn run(mut config: Config) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let synced = running
+        .syncer()
+        .view()
+        .wait_ready(config.startup_wait)
+        .await;
+    service_manager::ready(if synced {
+        "answering"
+    } else {
+        "answering; not synced with Consul yet (Consul names are SERVFAIL until then)"
+    });
     signals.wait(&running).await;
     info!("shutting down");
+    service_manager::stopping();
     if tokio::time::timeout(SHUTDOWN_GRACE, running.shutdown())
         .await
         .is_err()
@@ -148,7 +167,9 @@ impl Signals {
                     _ = term.recv() => return,
                     _ = hup.recv() => {
                         info!("SIGHUP: reloading the zones");
+                        service_manager::reloading();
                         running.reload_zones().await;
+                        service_manager::ready("answering");
                     }
                 }
             }

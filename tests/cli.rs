@@ -5,6 +5,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+#[path = "common/program.rs"]
+mod program;
+
 const BIN: &str = env!("CARGO_BIN_EXE_consul-dns");
 
 fn run(args: &[&str]) -> (i32, String) {
@@ -254,4 +258,38 @@ fn dig_against_dev_mode() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The log says what `--dev` set aside and where the zones come from (issue 21's rough
+/// edges): a Consul address given with `--dev` is not used, and says so; started where
+/// there is no `zones/`, the log says static zones are off.
+#[test]
+fn dev_mode_says_what_it_ignores_and_where_zones_come_from() {
+    let dir = program::TempDir::new("devlog");
+    let mut cmd = Command::new(BIN);
+    for var in program::CONSUL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.env("CONSUL_HTTP_ADDR", "http://consul.example:8500")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .args([
+            "--dev",
+            "--dev-http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path());
+    let mut server = program::ConsulDns::start_command("consul-dns", cmd);
+    let out = server
+        .program
+        .wait_for_output("no zones directory", Duration::from_secs(10));
+    assert!(
+        out.contains("consul.example:8500") && out.contains("is not used"),
+        "{out}"
+    );
+    server.program.signal(libc::SIGTERM);
+    let (code, _) = server.program.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
 }

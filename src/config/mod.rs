@@ -26,7 +26,7 @@ use file::FileConfig;
 pub use duration::parse_go_duration;
 pub use values::{
     normalize_consul_addr, normalize_datacenter, normalize_domain, normalize_tls_server_name,
-    parse_bool, parse_listen_addr, parse_network, parse_recursor,
+    parse_bool, parse_listen_addr, parse_network, parse_recursor, redact_userinfo,
 };
 
 /// Default Consul HTTP API address (as Consul's CLI).
@@ -766,6 +766,8 @@ pub struct Config {
     pub rrl: RrlConfig,
     /// Run the embedded Consul API emulator.
     pub dev: bool,
+    /// The Consul address given (flag, environment or file) that `--dev` replaced.
+    pub dev_replaced: Option<String>,
     /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
     /// `consul_addr` at the bound port).
     pub dev_http: SocketAddr,
@@ -805,6 +807,7 @@ impl Default for Config {
             tcp: TcpConfig::default(),
             rrl: RrlConfig::default(),
             dev: false,
+            dev_replaced: None,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
         }
@@ -847,6 +850,7 @@ impl Config {
     fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         let defaults = Config::default();
 
+        let consul_addr_given = cli.consul_addr.is_some() || file.consul_addr.is_some();
         let consul_addr = match &cli.consul_addr {
             Some(v) => flag("--consul-addr", v, normalize_consul_addr(v))?,
             None => file.consul_addr.unwrap_or(defaults.consul_addr),
@@ -902,6 +906,7 @@ impl Config {
         let dev_http = cli.dev_http.unwrap_or(defaults.dev_http);
         // In dev mode the DNS server reads from the embedded emulator, whatever
         // --consul-addr / CONSUL_HTTP_ADDR / consul_addr say.
+        let dev_replaced = (cli.dev && consul_addr_given).then(|| consul_addr.clone());
         let consul_addr = if cli.dev {
             format!("http://{dev_http}")
         } else {
@@ -1040,6 +1045,7 @@ impl Config {
                 cli.internal_cidrs
             },
             dev: cli.dev,
+            dev_replaced,
             dev_http,
             log_level: cli.log_level.unwrap_or(defaults.log_level),
         })

@@ -268,12 +268,16 @@ fn consul_client(config: &Config, metrics: &Arc<Metrics>) -> Result<ConsulClient
 
 /// The metrics and health endpoint's listener, and the address it got.
 async fn bind_http(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| BindError { addr, source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| BindError {
+        addr,
+        flag: "--http-addr",
+        source,
+    })?;
+    let bound = listener.local_addr().map_err(|source| BindError {
+        addr,
+        flag: "--http-addr",
+        source,
+    })?;
     Ok((listener, bound))
 }
 

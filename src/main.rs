@@ -25,7 +25,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_tracing(&config.log_level);
+    if let Err(e) = init_tracing(&config.log_level) {
+        eprintln!("consul-dns: invalid log filter {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,11 +52,15 @@ const HICKORY_LOGS: &str =
 
 /// `RUST_LOG` wins over `--log-level`; `--log-level` applies to our lines, not hickory's
 /// ([`HICKORY_LOGS`]) unless it names them (a later directive for a target replaces one
-/// before it).
-fn init_tracing(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{HICKORY_LOGS},{level}")))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{HICKORY_LOGS}")));
+/// before it). A filter that does not parse is an error, not silence.
+fn init_tracing(level: &str) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).map_err(|e| format!("RUST_LOG={v:?}: {e}"))?
+        }
+        _ => EnvFilter::try_new(format!("{HICKORY_LOGS},{level}"))
+            .map_err(|e| format!("--log-level {level:?}: {e}"))?,
+    };
     use std::io::IsTerminal;
     // Colours only on a terminal: journald, files and pipes get plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -61,7 +68,11 @@ fn init_tracing(level: &str) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
+        // A closed stderr (`2>&1 | head -1`) loses the lines; reporting that on the same
+        // stderr would panic.
+        .log_internal_errors(false)
         .init();
+    Ok(())
 }
 
 #[cfg_attr(not(feature = "dev"), allow(unused_mut))]

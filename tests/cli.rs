@@ -10,6 +10,14 @@ mod common;
 mod program;
 
 const BIN: &str = env!("CARGO_BIN_EXE_consul-dns");
+/// `--dev` on ports of its own.
+const DEV: [&str; 5] = [
+    "--dev",
+    "--dev-http",
+    "127.0.0.1:0",
+    "--listen",
+    "127.0.0.1:0",
+];
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN)
@@ -91,6 +99,25 @@ fn port_in_use_exits_2() {
     let (code, err) = run(&["--listen", &addr, "--consul-addr", "http://127.0.0.1:1"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(&addr), "{err}");
+    assert!(
+        err.contains("another program listens there") && err.contains("--listen"),
+        "says what to do: {err}"
+    );
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("consul-dns: cannot listen on"), "{err}");
+}
+
+/// The default port is the local Consul agent's DNS port: taken, the error says how to
+/// take it over.
+#[test]
+fn the_consul_agents_port_taken_says_how_to_take_it_over() {
+    let Ok(_taken) = std::net::UdpSocket::bind("127.0.0.1:8600") else {
+        println!("SKIPPED the_consul_agents_port_taken_says_how_to_take_it_over: 127.0.0.1:8600 is in use here");
+        return;
+    };
+    let (code, err) = run(&["--consul-addr", "http://127.0.0.1:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ports { dns = -1 }"), "{err}");
 }
 
 /// Starts the binary and returns it with the DNS address read from its log.
@@ -273,13 +300,7 @@ fn dev_mode_says_what_it_ignores_and_where_zones_come_from() {
     cmd.env("CONSUL_HTTP_ADDR", "http://consul.example:8500")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .args([
-            "--dev",
-            "--dev-http",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(DEV)
         .current_dir(dir.path());
     let mut server = program::ConsulDns::start_command("consul-dns", cmd);
     let out = server
@@ -292,4 +313,39 @@ fn dev_mode_says_what_it_ignores_and_where_zones_come_from() {
     server.program.signal(libc::SIGTERM);
     let (code, _) = server.program.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0));
+}
+
+/// A log filter that does not parse stops the start (it used to silence every line), and
+/// a closed stderr does not kill the server (`2>&1 | head -1`).
+#[test]
+fn bad_log_filters_exit_2_and_a_closed_stderr_is_survived() {
+    let out = Command::new(BIN)
+        .args(DEV)
+        .env("RUST_LOG", "consul_dns=loud=yes")
+        .output()
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RUST_LOG"));
+    let (code, err) = run(&["--log-level", "verbose"]);
+    assert_eq!(code, 2, "{err}");
+
+    let mut child = Command::new(BIN)
+        .args(DEV)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    drop(stderr);
+    // It logs on (the sync, the listening line) into the closed pipe, and keeps running.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited: {:?}",
+        child.try_wait()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -131,6 +131,7 @@ async fn beyond_max_stale_is_servfail() {
     // Unknown names rest on the service list, just as stale: SERVFAIL too, not NXDOMAIN.
     let m = query_with(dns, "nosuch.service.consul.", RecordType::A, EDNS).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(ede(&m), Some(22), "says why: No Reachable Authority");
     assert!(metric(http, "consul_dns_max_stale_exceeded_total").await >= 2.0);
     consul.restart().await.unwrap();
     eventually(WAIT, || async { ask_web(dns).await.answers.len() == 1 }).await;

@@ -372,7 +372,9 @@ pub struct Cli {
     #[arg(
         long,
         value_name = "LEVEL",
-        help = "Log level: error, warn, info, debug or trace [default: info]"
+        value_parser = ["off", "error", "warn", "info", "debug", "trace"],
+        help = "Log level: off, error, warn, info, debug or trace [default: info]. RUST_LOG, \
+                when set, wins (tracing's filter syntax, e.g. consul_dns=debug)"
     )]
     pub log_level: Option<String>,
 }

@@ -39,6 +39,9 @@ pub struct Answer {
     /// It points at host names (a CNAME, SRV targets without an address) whose records
     /// are still to be added (`ConsulZone::chase`).
     pub hostnames: bool,
+    /// Why there is no answer (a SERVFAIL): an RFC 8914 Extended DNS Error code and its
+    /// text, sent to clients that sent EDNS.
+    pub error: Option<(u16, String)>,
 }
 
 impl Answer {

@@ -82,11 +82,50 @@ pub enum LookupError {
     Loop,
 }
 
+impl LookupError {
+    /// The RFC 8914 Extended DNS Error saying why: 14 "Not Ready" before the first sync,
+    /// 22 "No Reachable Authority" when Consul could not give the data, 0 "Other" else;
+    /// with a text for whoever reads it. The text never carries Consul's own error (its
+    /// body may name tokens' accessors, hosts, paths): that goes to the log.
+    fn extended_error(&self) -> (u16, String) {
+        match self {
+            LookupError::NotSynced | LookupError::NoList => {
+                (EDE_NOT_READY, "not synced with Consul yet".into())
+            }
+            LookupError::TooStale(age) => (
+                EDE_NO_REACHABLE_AUTHORITY,
+                format!("Consul unreachable for {}s, past max_stale", age.as_secs()),
+            ),
+            LookupError::Remote { datacenter, .. } => (
+                EDE_NO_REACHABLE_AUTHORITY,
+                format!("Consul did not give datacenter {datacenter}'s lists"),
+            ),
+            LookupError::Service { .. } => (
+                EDE_NO_REACHABLE_AUTHORITY,
+                "Consul did not give this service's instances".into(),
+            ),
+            LookupError::Query { .. } => (
+                EDE_NO_REACHABLE_AUTHORITY,
+                "Consul did not execute this prepared query".into(),
+            ),
+            LookupError::Loop => (EDE_OTHER, "internal error".into()),
+        }
+    }
+}
+
+/// RFC 8914 INFO-CODEs.
+const EDE_OTHER: u16 = 0;
+const EDE_NOT_READY: u16 = 14;
+const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
+
 impl From<LookupError> for Answer {
-    /// SERVFAIL, and the one log line saying why.
+    /// SERVFAIL with an Extended DNS Error saying why, and the one log line.
     fn from(e: LookupError) -> Answer {
         debug!(error = %e, "SERVFAIL");
-        Answer::code(ResponseCode::ServFail)
+        Answer {
+            error: Some(e.extended_error()),
+            ..Answer::code(ResponseCode::ServFail)
+        }
     }
 }
 

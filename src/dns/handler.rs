@@ -82,6 +82,8 @@ impl RecursionPolicy {
 const EDE_OPTION: u16 = 15;
 /// RFC 8914 INFO-CODE "Stale Answer".
 const EDE_STALE_ANSWER: u16 = 3;
+/// RFC 8914 INFO-CODE "No Reachable Authority".
+const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
 /// A reply, encoded, with what it rests on when it may be sent again unchanged while its
 /// data is (a positive answer about a local service).
@@ -283,6 +285,9 @@ impl DnsHandler {
         if let (Some(e), Some(age)) = (edns.as_mut(), answer.stale) {
             e.options_mut().insert(stale_answer_option(age));
         }
+        if let (Some(e), Some((code, text))) = (edns.as_mut(), &answer.error) {
+            e.options_mut().insert(extended_error(*code, text));
+        }
         let frame = Frame {
             queries: &request.queries,
             metadata,
@@ -391,6 +396,12 @@ impl DnsHandler {
             let mut metadata = Metadata::response_from_request(&request.metadata);
             metadata.response_code = ResponseCode::ServFail;
             metadata.recursion_available = true;
+            if let Some(e) = edns.as_mut() {
+                e.options_mut().insert(extended_error(
+                    EDE_NO_REACHABLE_AUTHORITY,
+                    "no recursor answered",
+                ));
+            }
             let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
                 .build_no_records(metadata);
             return encoder::encode(response, max);
@@ -632,8 +643,13 @@ fn question_points_into_header(questions: &[u8], count: usize) -> bool {
 
 /// RFC 8914 Extended DNS Error 3 "Stale Answer", with the age in its text.
 fn stale_answer_option(age: Duration) -> EdnsOption {
-    let mut data = EDE_STALE_ANSWER.to_be_bytes().to_vec();
     let text = format!("Consul unreachable for {}s; last known data", age.as_secs());
+    extended_error(EDE_STALE_ANSWER, &text)
+}
+
+/// An RFC 8914 Extended DNS Error option: INFO-CODE and EXTRA-TEXT.
+fn extended_error(code: u16, text: &str) -> EdnsOption {
+    let mut data = code.to_be_bytes().to_vec();
     data.extend_from_slice(text.as_bytes());
     EdnsOption::Unknown(EDE_OPTION, data)
 }

@@ -18,11 +18,37 @@ pub struct Sockets {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error(
+    "cannot listen on {addr} ({flag}): {source}{}",
+    hint(source, addr, flag)
+)]
 pub struct BindError {
     pub addr: SocketAddr,
+    /// The option that named the address (`--listen`, `--http-addr`).
+    pub flag: &'static str,
     #[source]
     pub source: io::Error,
+}
+
+/// What to do about the usual reasons a bind fails.
+fn hint(source: &io::Error, addr: &SocketAddr, flag: &str) -> String {
+    match source.kind() {
+        io::ErrorKind::AddrInUse if addr.port() == 8600 => format!(
+            "; port 8600 is the local Consul agent's DNS port: disable the agent's DNS \
+             (`ports {{ dns = -1 }}` in its configuration) so consul-dns answers there \
+             instead, or give {flag} another port"
+        ),
+        io::ErrorKind::AddrInUse => {
+            format!("; another program listens there: stop it, or give {flag} another port")
+        }
+        io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "; ports below 1024 need the CAP_NET_BIND_SERVICE capability: \
+             `sudo setcap cap_net_bind_service=+ep $(command -v consul-dns)`, or \
+             `AmbientCapabilities=CAP_NET_BIND_SERVICE` in the systemd unit"
+                .to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 /// The UDP receive buffer asked for. The default (208 KiB on Linux) holds a few hundred
@@ -56,7 +82,11 @@ pub async fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Sockets, BindE
     };
     let shared = workers > 1;
     for &addr in addrs {
-        let err = |source| BindError { addr, source };
+        let err = |source| BindError {
+            addr,
+            flag: "--listen",
+            source,
+        };
         let mut attempts = 0;
         let (udp, tcp) = loop {
             let udp = udp_socket(addr, shared).map_err(err)?;

@@ -40,6 +40,8 @@ pub struct View {
     ready: watch::Sender<bool>,
     /// `ready`'s value, read by every answer without the channel's lock.
     is_ready: AtomicBool,
+    /// When the view was made: the first sync's log line says how long it took.
+    created: std::time::Instant,
 }
 
 impl Default for View {
@@ -53,6 +55,7 @@ impl Default for View {
             datacenter: OnceLock::new(),
             ready: watch::channel(false).0,
             is_ready: AtomicBool::new(false),
+            created: std::time::Instant::now(),
         }
     }
 }
@@ -145,9 +148,18 @@ impl View {
         let ready = self.datacenter.get().is_some()
             && self.directory.load().is_some()
             && self.nodes.load().is_some();
-        if ready && !*self.ready.borrow() {
-            self.is_ready.store(true, Ordering::Release);
+        // Once, whichever list arrives last.
+        if ready && !self.is_ready.swap(true, Ordering::AcqRel) {
             self.ready.send_replace(true);
+            let directory = self.directory.load();
+            let nodes = self.nodes.load();
+            tracing::info!(
+                services = directory.as_ref().map_or(0, |d| d.services.len()),
+                nodes = nodes.as_ref().map_or(0, |n| n.by_name.len()),
+                index = directory.as_ref().map_or(0, |d| d.index),
+                took_ms = self.created.elapsed().as_millis() as u64,
+                "synced with Consul: answering Consul names"
+            );
         }
     }
 }

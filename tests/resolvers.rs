@@ -432,6 +432,7 @@ fn glibc_resolver_in_a_network_namespace() {
         let body = json!({
             "Node": "node1",
             "Address": "192.168.56.11",
+            "SkipNodeUpdate": true,
             "Service": {"ID": "app1", "Service": "app", "Address": "10.2.7.1", "Port": 8080}
         });
         common::http_register(&url, &body).await;

@@ -382,3 +382,41 @@ async fn many_watches_asked_for_stay_and_idle_ones_end() {
     eventually(WAIT, || async { running.syncer().live_watches() == 0 }).await;
     running.shutdown().await;
 }
+
+/// The README's "register a container" request, against the demo catalog: the new service
+/// answers at once, and node1 keeps its node meta (without `SkipNodeUpdate` the request
+/// would replace node1's registration, meta and tagged addresses with it).
+#[tokio::test]
+async fn the_readmes_registration_keeps_the_nodes_meta() {
+    let consul = emulator().await;
+    consul.seed_demo();
+    let running = server(&consul.url()).await;
+    let dns = running.dns_addrs[0];
+    let txt = || async {
+        query(dns, "node1.node.consul.", RecordType::TXT)
+            .await
+            .answers
+            .len()
+    };
+    eventually(std::time::Duration::from_secs(5), || async {
+        txt().await > 0
+    })
+    .await;
+    let before = txt().await;
+    http_register(
+        &consul.url(),
+        &serde_json::json!({"Node":"node1","Address":"192.168.56.11","SkipNodeUpdate":true,
+            "Service":{"ID":"app1","Service":"app","Address":"10.2.7.1","Port":8080}}),
+    )
+    .await;
+    eventually(std::time::Duration::from_secs(2), || async {
+        query(dns, "app.service.consul.", RecordType::A)
+            .await
+            .answers
+            .len()
+            == 1
+    })
+    .await;
+    assert_eq!(txt().await, before, "node1's meta is kept");
+    running.shutdown().await;
+}

@@ -232,7 +232,7 @@ impl FileConfig {
         let mut raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             line: e.span().map(|s| ctx.line_of(s.start)),
-            message: one_line(e.message()),
+            message: suggest_key(&one_line(e.message())),
         })?;
         let top_dns = raw.take_dns();
         let section = raw.dns_config.take().unwrap_or_default();
@@ -795,4 +795,28 @@ fn one_line(message: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`, …" (some sixty keys on one line)
+/// as "unknown key `x`: did you mean `a`?" when one key is close, else with the list
+/// pointed at.
+fn suggest_key(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once("`, expected one of ") else {
+        return message.to_string();
+    };
+    let closest = expected
+        .split(", ")
+        .map(|k| k.trim_matches('`'))
+        .map(|k| (strsim::jaro_winkler(unknown, k), k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match closest {
+        Some((_, key)) => format!("unknown key `{unknown}`: did you mean `{key}`?"),
+        None => format!(
+            "unknown key `{unknown}` (every key is in consul-dns.example.toml and the README)"
+        ),
+    }
 }

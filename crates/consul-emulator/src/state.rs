@@ -292,7 +292,9 @@ impl Catalog {
         let mut touched = BTreeSet::new();
         let node_lc = req.node.name.to_lowercase();
 
-        if !req.skip_node_update {
+        // SkipNodeUpdate keeps a registered node as it is; a node not registered yet is
+        // created all the same (Consul's documentation of the parameter).
+        if !req.skip_node_update || !self.nodes.contains_key(&node_lc) {
             match self.nodes.get_mut(&node_lc) {
                 None => {
                     let entry = NodeEntry {
@@ -371,11 +373,6 @@ impl Catalog {
     /// Everything that can fail is checked before anything is written.
     fn validate_register(&self, req: &RegisterRequest) -> Result<(), EmulatorError> {
         let node_lc = req.node.name.to_lowercase();
-        let node_exists = self.nodes.contains_key(&node_lc);
-        let will_exist = node_exists || !req.skip_node_update;
-        if !will_exist && (req.service.is_some() || !req.checks.is_empty()) {
-            return Err(EmulatorError::MissingNodeRegistration);
-        }
         for check in &req.checks {
             let check_node = check.node.to_lowercase();
             let on_request_node = check_node == node_lc;

@@ -406,10 +406,6 @@ async fn register_errors_are_consul_messages() {
             r#"{"Node": "n", "Address": "a", "Check": {"Name": "c", "ServiceID": "nope"}}"#,
             "Missing service registration",
         ),
-        (
-            r#"{"Node": "ghost", "SkipNodeUpdate": true, "Service": {"Service": "s"}}"#,
-            "Missing node registration",
-        ),
     ];
     for (body, msg) in cases {
         let r = put(&emu, "/v1/catalog/register", body).await;
@@ -436,6 +432,16 @@ async fn register_errors_are_consul_messages() {
     assert!(matches!(err, EmulatorError::MissingNode));
     assert_eq!(err.to_string(), "Must provide node");
     assert_eq!(emu.index(), 1, "failed writes change nothing");
+
+    // SkipNodeUpdate on a node not registered yet creates it (Consul's documentation of
+    // the parameter: "it will still be created").
+    let body = r#"{"Node": "ghost", "SkipNodeUpdate": true, "Service": {"Service": "s"}}"#;
+    let r = put(&emu, "/v1/catalog/register", body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        get(&emu, "/v1/catalog/node/ghost").await.json()["Services"]["s"]["Service"],
+        "s"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

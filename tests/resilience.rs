@@ -428,11 +428,18 @@ async fn health_endpoints_follow_the_first_sync() {
     let http = running.http_addr.unwrap();
     assert_eq!(http_get(http, "/health/live").await.0, 200);
     assert_eq!(http_get(http, "/health/ready").await.0, 503);
+    // Never reached: no value says all is well.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stale = r#"consul_dns_watch_stale_seconds{watch="catalog/services"}"#;
+    assert_eq!(metric(http, "consul_dns_consul_known_leader").await, 0.0);
+    assert!(metric(http, stale).await > 0.0, "stale since the start");
     consul.restart().await.unwrap();
     eventually(WAIT, || async {
         http_get(http, "/health/ready").await.0 == 200
     })
     .await;
+    assert_eq!(metric(http, "consul_dns_consul_known_leader").await, 1.0);
+    assert_eq!(metric(http, stale).await, 0.0);
 
     let dns = running.dns_addrs[0];
     ask_web(dns).await;

@@ -304,6 +304,10 @@ impl Syncer {
             queries,
             cancel,
         });
+        // Not read yet: stale since the start, so that neither the metrics nor a stored
+        // answer take the lists for fresh before Consul has answered.
+        syncer.directory_health.failed();
+        syncer.nodes_health.failed();
         tokio::spawn(Arc::clone(&syncer).bootstrap());
         tokio::spawn(Arc::clone(&syncer).janitor());
         tokio::spawn(Arc::clone(&syncer).poll_services());

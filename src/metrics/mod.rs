@@ -191,7 +191,9 @@ impl Metrics {
             rrl_slipped: Counter::default(),
             registry: Registry::default(),
         };
-        m.consul_known_leader.set(1);
+        // Not 1 before Consul has said so: a server that never reached Consul must not
+        // look healthy.
+        m.consul_known_leader.set(0);
         let r = &mut registry;
         r.register(
             "answer_seconds",
@@ -265,7 +267,7 @@ impl Metrics {
         );
         r.register(
             "consul_known_leader",
-            "Whether Consul last reported a known leader",
+            "1 when Consul last reported a known leader; 0 when it did not, or has not answered yet",
             m.consul_known_leader.clone(),
         );
         r.register(

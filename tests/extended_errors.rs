@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::*;
 use consul_emulator::Fault;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::RecordType;
 
 const EDNS: Ask = Ask {
@@ -18,18 +17,6 @@ const EDNS: Ask = Ask {
     edns: Some(1232),
     rd: true,
 };
-
-/// The Extended DNS Error's text.
-fn ede_text(m: &hickory_proto::op::Message) -> String {
-    match m
-        .edns
-        .as_ref()
-        .and_then(|e| e.options().get(EdnsCode::Unknown(15)))
-    {
-        Some(EdnsOption::Unknown(_, data)) => String::from_utf8_lossy(&data[2..]).into_owned(),
-        _ => String::new(),
-    }
-}
 
 #[tokio::test]
 async fn not_synced_yet_is_not_ready() {

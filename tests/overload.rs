@@ -65,16 +65,7 @@ fn metrics(running: &Running) -> Arc<Metrics> {
 async fn ready_server(
     tweak: impl FnOnce(&mut consul_dns::config::Config),
 ) -> (consul_emulator::Emulator, Running) {
-    let consul = emulator().await;
-    http_register(
-        &consul.url(),
-        &Instance::new("web", "web1")
-            .on("n1", "192.168.0.1")
-            .at("10.2.0.1", 80)
-            .json(),
-    )
-    .await;
-    let running = server_with(&consul.url(), tweak).await;
+    let (consul, running) = web_server(tweak).await;
     let dns = running.dns_addrs[0];
     let tcp = Ask {
         transport: Transport::Tcp,

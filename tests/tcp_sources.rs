@@ -31,16 +31,7 @@ async fn ready_server(
     per_source: usize,
     tweak: impl FnOnce(&mut consul_dns::config::Config),
 ) -> (consul_emulator::Emulator, Running) {
-    let consul = emulator().await;
-    http_register(
-        &consul.url(),
-        &Instance::new("web", "web1")
-            .on("n1", "192.168.0.1")
-            .at("10.2.0.1", 80)
-            .json(),
-    )
-    .await;
-    let running = server_with(&consul.url(), |c| {
+    let (consul, running) = web_server(|c| {
         c.tcp.max_connections = max;
         c.tcp.max_connections_per_source = per_source;
         tweak(c);

@@ -77,12 +77,17 @@ impl RateLimit {
         }
     }
 
-    /// Takes a token if one is left; never goes into debt.
-    pub fn try_take(&mut self) -> bool {
+    /// Adds the tokens earned since the last call, up to the burst.
+    fn refill(&mut self) {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+    }
+
+    /// Takes a token if one is left; never goes into debt.
+    pub fn try_take(&mut self) -> bool {
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -93,10 +98,7 @@ impl RateLimit {
 
     /// How long to wait before the next request (and takes its token).
     pub fn take(&mut self) -> Duration {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.refill();
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Duration::ZERO

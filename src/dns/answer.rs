@@ -39,9 +39,18 @@ pub struct Answer {
     /// It points at host names (a CNAME, SRV targets without an address) whose records
     /// are still to be added (`ConsulZone::chase`).
     pub hostnames: bool,
-    /// Why there is no answer (a SERVFAIL): an RFC 8914 Extended DNS Error code and its
-    /// text, sent to clients that sent EDNS.
+    /// Why there is no answer (a SERVFAIL): an RFC 8914 Extended DNS Error code
+    /// ([`ede`]) and its text, sent to clients that sent EDNS.
     pub error: Option<(u16, String)>,
+}
+
+/// RFC 8914 Extended DNS Errors: the option code and the INFO-CODEs we send.
+pub mod ede {
+    pub const OPTION: u16 = 15;
+    pub const OTHER: u16 = 0;
+    pub const STALE_ANSWER: u16 = 3;
+    pub const NOT_READY: u16 = 14;
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
 }
 
 impl Answer {

@@ -12,7 +12,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use tracing::debug;
 
-use super::answer::{find_service, instance_records, node_records, service_records, Answer};
+use super::answer::{ede, find_service, instance_records, node_records, service_records, Answer};
 use super::fetch::{Fetched, Need};
 use super::forward::Recursors;
 use super::name::{self, ConsulName, Locality};
@@ -90,33 +90,28 @@ impl LookupError {
     fn extended_error(&self) -> (u16, String) {
         match self {
             LookupError::NotSynced | LookupError::NoList => {
-                (EDE_NOT_READY, "not synced with Consul yet".into())
+                (ede::NOT_READY, "not synced with Consul yet".into())
             }
             LookupError::TooStale(age) => (
-                EDE_NO_REACHABLE_AUTHORITY,
+                ede::NO_REACHABLE_AUTHORITY,
                 format!("Consul unreachable for {}s, past max_stale", age.as_secs()),
             ),
             LookupError::Remote { datacenter, .. } => (
-                EDE_NO_REACHABLE_AUTHORITY,
+                ede::NO_REACHABLE_AUTHORITY,
                 format!("Consul did not give datacenter {datacenter}'s lists"),
             ),
             LookupError::Service { .. } => (
-                EDE_NO_REACHABLE_AUTHORITY,
+                ede::NO_REACHABLE_AUTHORITY,
                 "Consul did not give this service's instances".into(),
             ),
             LookupError::Query { .. } => (
-                EDE_NO_REACHABLE_AUTHORITY,
+                ede::NO_REACHABLE_AUTHORITY,
                 "Consul did not execute this prepared query".into(),
             ),
-            LookupError::Loop => (EDE_OTHER, "internal error".into()),
+            LookupError::Loop => (ede::OTHER, "internal error".into()),
         }
     }
 }
-
-/// RFC 8914 INFO-CODEs.
-const EDE_OTHER: u16 = 0;
-const EDE_NOT_READY: u16 = 14;
-const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
 impl From<LookupError> for Answer {
     /// SERVFAIL with an Extended DNS Error saying why, and the one log line.

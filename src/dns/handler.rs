@@ -31,7 +31,7 @@ use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuil
 use ipnet::IpNet;
 use tracing::debug;
 
-use super::answer::Answer;
+use super::answer::{ede, Answer};
 use super::consul_zone::ConsulZone;
 use super::encoder::{self, Encoded};
 use super::forward::Recursors;
@@ -77,13 +77,6 @@ impl RecursionPolicy {
         self.allow.iter().any(|net| net.contains(&ip))
     }
 }
-
-/// RFC 8914 Extended DNS Error option code.
-const EDE_OPTION: u16 = 15;
-/// RFC 8914 INFO-CODE "Stale Answer".
-const EDE_STALE_ANSWER: u16 = 3;
-/// RFC 8914 INFO-CODE "No Reachable Authority".
-const EDE_NO_REACHABLE_AUTHORITY: u16 = 22;
 
 /// A reply, encoded, with what it rests on when it may be sent again unchanged while its
 /// data is (a positive answer about a local service).
@@ -398,7 +391,7 @@ impl DnsHandler {
             metadata.recursion_available = true;
             if let Some(e) = edns.as_mut() {
                 e.options_mut().insert(extended_error(
-                    EDE_NO_REACHABLE_AUTHORITY,
+                    ede::NO_REACHABLE_AUTHORITY,
                     "no recursor answered",
                 ));
             }
@@ -644,12 +637,12 @@ fn question_points_into_header(questions: &[u8], count: usize) -> bool {
 /// RFC 8914 Extended DNS Error 3 "Stale Answer", with the age in its text.
 fn stale_answer_option(age: Duration) -> EdnsOption {
     let text = format!("Consul unreachable for {}s; last known data", age.as_secs());
-    extended_error(EDE_STALE_ANSWER, &text)
+    extended_error(ede::STALE_ANSWER, &text)
 }
 
 /// An RFC 8914 Extended DNS Error option: INFO-CODE and EXTRA-TEXT.
 fn extended_error(code: u16, text: &str) -> EdnsOption {
     let mut data = code.to_be_bytes().to_vec();
     data.extend_from_slice(text.as_bytes());
-    EdnsOption::Unknown(EDE_OPTION, data)
+    EdnsOption::Unknown(ede::OPTION, data)
 }

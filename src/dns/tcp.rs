@@ -113,15 +113,32 @@ pub async fn serve(
             continue;
         }
         shared.waiting.fetch_add(1, Ordering::Relaxed);
-        let conn = Connection {
-            handler: Arc::clone(&handler),
-            metrics: Arc::clone(&metrics),
-            limits,
-            src,
-            cancel: cancel.child_token(),
-            activity: Arc::default(),
-        };
-        connections.spawn(conn.admit_and_run(stream, Arc::clone(&shared)));
+        let (handler, metrics, shared) = (
+            Arc::clone(&handler),
+            Arc::clone(&metrics),
+            Arc::clone(&shared),
+        );
+        let close = cancel.child_token();
+        connections.spawn(async move {
+            let Some((id, activity)) = shared.make_room(src, &limits, &close, &metrics).await
+            else {
+                metrics.tcp_refused.inc();
+                // A reset rather than a close: no TIME_WAIT left here for a refused client.
+                let _ = stream.set_zero_linger();
+                return;
+            };
+            let slot = Slot::new(Arc::clone(&metrics), shared, id);
+            let conn = Connection {
+                handler,
+                metrics,
+                limits,
+                src,
+                cancel: close,
+                activity,
+            };
+            conn.run(stream).await;
+            drop(slot);
+        });
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
@@ -143,6 +160,49 @@ struct Shared {
     waiting: AtomicUsize,
 }
 
+impl Shared {
+    /// Makes room for a connection from `src` (waiting for it, up to [`ROOM_WAIT`], while
+    /// every connection it could replace is busy): its id and where it publishes its
+    /// activity, or None when no room was made in time. It stops counting as waiting.
+    async fn make_room(
+        &self,
+        src: SocketAddr,
+        limits: &TcpConfig,
+        close: &CancellationToken,
+        metrics: &Metrics,
+    ) -> Option<(u64, Arc<Activity>)> {
+        let source = source_of(src.ip());
+        let give_up = Instant::now() + ROOM_WAIT.min(limits.idle_timeout);
+        let admitted = loop {
+            let mut evicted = Vec::new();
+            let result = {
+                let mut table = lock(&self.table);
+                let now = millis_since(table.base);
+                table.admit(source, limits, close.clone(), &mut evicted, now)
+            };
+            for (victim, token) in evicted {
+                metrics.tcp_evicted.inc();
+                debug!(%src, %victim, "closing the longest-idle TCP connection to make room");
+                token.cancel();
+            }
+            match result {
+                Ok(admitted) => break Some(admitted),
+                Err(full) if Instant::now() >= give_up || close.is_cancelled() => {
+                    debug!(%src, ?full, "TCP connection refused: no room made for it in time");
+                    break None;
+                }
+                Err(_) => tokio::select! {
+                    _ = self.room.notified() => {}
+                    _ = tokio::time::sleep(ROOM_POLL) => {}
+                    _ = close.cancelled() => {}
+                },
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        admitted
+    }
+}
+
 /// `Activity` value of a connection with queries in flight: never closed for room.
 const BUSY: u64 = u64::MAX;
 /// Marks the `Activity` of a connection that has sent no query yet (with its accept time).
@@ -154,15 +214,6 @@ const UNSPOKEN: u64 = 1 << 62;
 struct Activity {
     base: Instant,
     since: AtomicU64,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity {
-            base: Instant::now(),
-            since: AtomicU64::new(BUSY),
-        }
-    }
 }
 
 impl Activity {
@@ -373,49 +424,6 @@ enum Frame {
 }
 
 impl Connection {
-    /// Makes room for the connection (waiting for it, up to [`ROOM_WAIT`], while every
-    /// connection it could replace is busy), then serves it.
-    async fn admit_and_run(mut self, stream: TcpStream, shared: Arc<Shared>) {
-        let source = source_of(self.src.ip());
-        let give_up = Instant::now() + ROOM_WAIT.min(self.limits.idle_timeout);
-        let admitted = loop {
-            let mut evicted = Vec::new();
-            let result = {
-                let mut table = lock(&shared.table);
-                let now = millis_since(table.base);
-                table.admit(source, &self.limits, self.cancel.clone(), &mut evicted, now)
-            };
-            for (victim, token) in evicted {
-                self.metrics.tcp_evicted.inc();
-                debug!(src = %self.src, %victim, "closing the longest-idle TCP connection to make room");
-                token.cancel();
-            }
-            match result {
-                Ok(admitted) => break Some(admitted),
-                Err(full) if Instant::now() >= give_up || self.cancel.is_cancelled() => {
-                    debug!(src = %self.src, ?full, "TCP connection refused: no room made for it in time");
-                    break None;
-                }
-                Err(_) => tokio::select! {
-                    _ = shared.room.notified() => {}
-                    _ = tokio::time::sleep(ROOM_POLL) => {}
-                    _ = self.cancel.cancelled() => {}
-                },
-            }
-        };
-        shared.waiting.fetch_sub(1, Ordering::Relaxed);
-        let Some((id, activity)) = admitted else {
-            self.metrics.tcp_refused.inc();
-            // A reset rather than a close: no TIME_WAIT left here for a refused client.
-            let _ = stream.set_zero_linger();
-            return;
-        };
-        let slot = Slot::new(Arc::clone(&self.metrics), shared, id);
-        self.activity = activity;
-        self.run(stream).await;
-        drop(slot);
-    }
-
     async fn run(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();

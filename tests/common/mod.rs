@@ -38,6 +38,22 @@ pub async fn server_with(consul: &str, tweak: impl FnOnce(&mut Config)) -> Runni
     app::start(&config).await.expect("server starts")
 }
 
+/// The emulator with service `web` (one instance, 10.2.0.1:80 on node n1 at 192.168.0.1)
+/// and a server against it tweaked by `tweak`; not waited for.
+pub async fn web_server(tweak: impl FnOnce(&mut Config)) -> (Emulator, Running) {
+    let consul = emulator().await;
+    http_register(
+        &consul.url(),
+        &Instance::new("web", "web1")
+            .on("n1", "192.168.0.1")
+            .at("10.2.0.1", 80)
+            .json(),
+    )
+    .await;
+    let running = server_with(&consul.url(), tweak).await;
+    (consul, running)
+}
+
 pub async fn server(consul: &str) -> Running {
     server_with(consul, |_| {}).await
 }
@@ -256,6 +272,21 @@ pub fn ede(m: &Message) -> Option<u16> {
             Some(u16::from_be_bytes([data[0], data[1]]))
         }
         _ => None,
+    }
+}
+
+/// The Extended DNS Error's text (EXTRA-TEXT); empty without one.
+pub fn ede_text(m: &Message) -> String {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match m
+        .edns
+        .as_ref()
+        .and_then(|e| e.options().get(EdnsCode::Unknown(15)))
+    {
+        Some(EdnsOption::Unknown(_, data)) if data.len() >= 2 => {
+            String::from_utf8_lossy(&data[2..]).into_owned()
+        }
+        _ => String::new(),
     }
 }
 

@@ -118,10 +118,10 @@ async fn queries_from_many_ports_are_spread_over_the_workers() {
 
     // Shutdown stops every worker and closes every socket of the group.
     running.shutdown().await;
-    assert!(
-        worker_ticks().is_empty(),
-        "worker threads left: {:?}",
-        worker_ticks()
-    );
+    // A joined thread can stay listed in /proc for an instant while the kernel reaps it.
+    eventually(Duration::from_secs(1), || async {
+        worker_ticks().is_empty()
+    })
+    .await;
     std::net::UdpSocket::bind(dns).expect("the port is free again");
 }

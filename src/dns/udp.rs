@@ -66,7 +66,7 @@ pub fn spawn(
     let stop = cancel.child_token();
     let (done, finished) = oneshot::channel::<()>();
     let thread_stop = stop.clone();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("dns-udp-{worker}"))
         .spawn(move || {
             let _runtime = runtime.enter();
@@ -79,6 +79,8 @@ pub fn spawn(
         if finished.await.is_err() {
             tracing::error!("the UDP loop panicked: UDP queries are no longer answered");
         }
+        // The thread is past its loop; waiting for its exit makes "stopped" mean gone.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }))
 }
 

@@ -26,6 +26,7 @@ use crate::dns::rrl::Rrl;
 use crate::dns::sockets::{self, BindError, Sockets};
 use crate::dns::static_zones::{ZoneError, ZoneSet};
 use crate::dns::tcp;
+use crate::dns::transfer::Transfers;
 use crate::dns::udp;
 use crate::metrics::Metrics;
 use crate::view::records::Settings;
@@ -203,6 +204,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .catalog
         .store(Arc::new(static_zones.catalog(&zones)));
     *static_zones.current.lock().await = zones;
+    let stop_dns = CancellationToken::new();
+    let transfers = config.transfer.enabled().then(|| {
+        Transfers::start(
+            &zone,
+            Arc::clone(&syncer) as Arc<dyn Source>,
+            config.transfer.clone(),
+            Arc::clone(&metrics),
+            &stop_dns,
+        )
+    });
     let handler = Arc::new(DnsHandler::new(
         zone,
         Arc::clone(&static_zones.catalog),
@@ -216,8 +227,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             allow: config.allow_recursion.clone(),
         },
         Arc::clone(&metrics),
+        transfers,
     ));
-    let stop_dns = CancellationToken::new();
     let dns_addrs = sockets.addrs.clone();
     let (udp, tcp) = serve_dns(config, sockets, &handler, &metrics, &stop_dns)?;
     let stop_http = CancellationToken::new();
@@ -352,7 +363,8 @@ fn start_sync(config: &Config, client: ConsulClient, domains: &[Name]) -> Arc<Sy
             max_services: config.max_services.max(config.max_watches),
             watch_idle_timeout: config.watch_idle_timeout,
             watch_poll_interval: config.watch_poll_interval,
-            watch_all_services: config.watch_all_services,
+            // A transfer holds every service: each is watched.
+            watch_all_services: config.watch_all_services || config.transfer.enabled(),
             translate_wan_addrs: config.translate_wan_addrs,
             query_max_age: dns.cache_max_age,
         },
@@ -370,6 +382,7 @@ fn zone_options(config: &Config, domains: Vec<Name>) -> ZoneOptions {
         node_meta_txt: dns.enable_additional_node_meta_txt,
         startup_wait: config.startup_wait,
         max_stale: dns.max_stale,
+        complete: false,
     }
 }
 

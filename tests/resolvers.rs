@@ -19,12 +19,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use consul_emulator::Emulator;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use program::{
-    addresses, addresses_eventually, ask, free_port, is_root, poll, tool, ConsulDns, NetNs,
-    Program, TempDir, BIN,
+    addresses, addresses_eventually, ask, free_port, is_root, poll, tool, world, ConsulDns, NetNs,
+    Program, TempDir, World, BIN,
 };
 use serde_json::json;
 
@@ -34,37 +33,6 @@ const ROOT_HINTS: &str = "\
 .                   3600000 IN NS a.root-servers.net.
 a.root-servers.net. 3600000 IN A  127.0.0.254
 ";
-
-/// The emulator with the demo catalog and consul-dns (the binary) reading from it.
-struct World {
-    rt: tokio::runtime::Runtime,
-    emu: Emulator,
-    dir: TempDir,
-    dns: ConsulDns,
-}
-
-fn world(test: &str) -> World {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let emu = rt.block_on(common::emulator());
-    emu.seed_demo();
-    let dir = TempDir::new(test);
-    let dns = ConsulDns::start(
-        &[
-            "--consul-addr",
-            &emu.url(),
-            "--listen",
-            "127.0.0.1:0",
-            "--zones",
-            "",
-        ],
-        dir.path(),
-    );
-    World { rt, emu, dir, dns }
-}
 
 fn register_app(w: &World, address: &str) {
     let body = json!({
@@ -145,7 +113,7 @@ fn unbound_stub_zone() {
             "unbound is not installed (apt-get install unbound; CI installs it)"
         );
     };
-    let w = world(test);
+    let w = world(test, &[]);
     let port = free_port();
     let dir = w.dir.path();
     std::fs::write(dir.join("root.hints"), ROOT_HINTS).expect("write");
@@ -230,7 +198,7 @@ fn dnsmasq_server_for_the_consul_domain() {
             "dnsmasq is not installed (apt-get install dnsmasq-base; CI installs it)"
         );
     };
-    let w = world(test);
+    let w = world(test, &[]);
     let port = free_port();
     let mut cmd = Command::new(dnsmasq);
     cmd.args([
@@ -267,7 +235,7 @@ fn bind_forward_only_zone() {
             "BIND is not installed (apt-get install bind9; CI installs it)"
         );
     };
-    let w = world(test);
+    let w = world(test, &[]);
     let port = free_port();
     let dir = w.dir.path();
     std::fs::write(dir.join("root.hints"), ROOT_HINTS).expect("write");

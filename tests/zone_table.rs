@@ -172,6 +172,7 @@ fn zone() -> ConsulZone {
         node_meta_txt: true,
         startup_wait: Duration::ZERO,
         max_stale: Duration::from_secs(3600),
+        complete: false,
     };
     ConsulZone::new(options, Arc::new(source), Arc::new(Metrics::new()), None)
 }

@@ -57,6 +57,10 @@ macro_rules! raw_structs {
             datacenter: Raw,
             recursors: Raw,
             allow_recursion: Raw,
+            allow_transfer: Raw,
+            notify: Raw,
+            notify_interval: Raw,
+            transfer_journal_bytes: Raw,
             zones: Raw,
             max_watches: Raw,
             max_services: Raw,
@@ -145,6 +149,10 @@ pub(super) struct FileConfig {
     pub datacenter: Option<String>,
     pub recursors: Option<Vec<SocketAddr>>,
     pub allow_recursion: Option<Vec<IpNet>>,
+    pub allow_transfer: Option<Vec<IpNet>>,
+    pub notify: Option<Vec<SocketAddr>>,
+    pub notify_interval: Option<Duration>,
+    pub transfer_journal_bytes: Option<usize>,
     pub zones: Option<PathBuf>,
     pub max_watches: Option<usize>,
     pub max_services: Option<usize>,
@@ -295,6 +303,18 @@ impl FileConfig {
         let allow_recursion = f("allow_recursion", raw.allow_recursion)
             .map(|field| ctx.networks(&field))
             .transpose()?;
+        let allow_transfer = f("allow_transfer", raw.allow_transfer)
+            .map(|field| ctx.networks(&field))
+            .transpose()?;
+        let notify = f("notify", raw.notify)
+            .map(|field| ctx.recursors(&field))
+            .transpose()?;
+        let notify_interval = f("notify_interval", raw.notify_interval)
+            .map(|field| ctx.positive_duration(&field))
+            .transpose()?;
+        let transfer_journal_bytes = f("transfer_journal_bytes", raw.transfer_journal_bytes)
+            .map(|field| ctx.count(&field))
+            .transpose()?;
         let zones = f("zones", raw.zones)
             .map(|field| ctx.string(&field).map(PathBuf::from))
             .transpose()?;
@@ -394,6 +414,10 @@ impl FileConfig {
             datacenter: map_string("datacenter", raw.datacenter, normalize_datacenter)?,
             recursors,
             allow_recursion,
+            allow_transfer,
+            notify,
+            notify_interval,
+            transfer_journal_bytes,
             zones,
             max_watches,
             max_services,

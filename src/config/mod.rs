@@ -244,6 +244,29 @@ pub struct Cli {
     )]
     pub allow_recursion: Vec<IpNet>,
 
+    /// Networks allowed to transfer the Consul zone.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        value_parser = values::parse_network_arg,
+        help = "Network whose clients may transfer the Consul domain's zone (AXFR and IXFR \
+                over TCP), e.g. the secondaries' 10.0.0.0/8; repeat for several; overrides \
+                `allow_transfer` in the config file; while set, every service is watched \
+                [default: none: transfers are refused]"
+    )]
+    pub allow_transfer: Vec<IpNet>,
+
+    /// Secondaries to notify of changes.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_parser = values::parse_recursor_arg,
+        help = "Secondary server to send a NOTIFY when the zone changes (port 53 unless \
+                given), e.g. 10.0.0.53 or 10.0.0.53:5353; repeat for several; overrides \
+                `notify` in the config file; needs --allow-transfer [default: none]"
+    )]
+    pub notify: Vec<SocketAddr>,
+
     /// Config file.
     #[arg(
         long,
@@ -646,6 +669,40 @@ impl Default for DnsConfig {
     }
 }
 
+/// Zone transfers of the Consul domain, and NOTIFY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferConfig {
+    /// Clients that may transfer (empty: transfers are off and refused).
+    pub allow: Vec<IpNet>,
+    /// Secondaries sent a NOTIFY on each change.
+    pub notify: Vec<SocketAddr>,
+    /// The shortest time between two NOTIFYs to one secondary (> 0).
+    pub notify_interval: Duration,
+    /// Bytes of zone differences kept for IXFR, roughly.
+    pub journal_bytes: usize,
+}
+
+/// Default `transfer_journal_bytes`.
+pub const DEFAULT_TRANSFER_JOURNAL_BYTES: usize = 16 << 20;
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            allow: Vec::new(),
+            notify: Vec::new(),
+            notify_interval: Duration::from_millis(100),
+            journal_bytes: DEFAULT_TRANSFER_JOURNAL_BYTES,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// Whether zone transfers are served.
+    pub fn enabled(&self) -> bool {
+        !self.allow.is_empty()
+    }
+}
+
 /// Limits of DNS over TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpConfig {
@@ -764,6 +821,8 @@ pub struct Config {
     pub allow_any: bool,
     /// Limits of DNS over TCP.
     pub tcp: TcpConfig,
+    /// Zone transfers and NOTIFY.
+    pub transfer: TransferConfig,
     /// Response-rate limiting of UDP answers.
     pub rrl: RrlConfig,
     /// Run the embedded Consul API emulator.
@@ -807,6 +866,7 @@ impl Default for Config {
             translate_wan_addrs: false,
             allow_any: false,
             tcp: TcpConfig::default(),
+            transfer: TransferConfig::default(),
             rrl: RrlConfig::default(),
             dev: false,
             dev_replaced: None,
@@ -899,6 +959,34 @@ impl Config {
                 value: Some(format!("{domain:?}")),
                 file: None,
                 reason: "must differ from the domain".to_string(),
+            });
+        }
+        let transfer = TransferConfig {
+            allow: if cli.allow_transfer.is_empty() {
+                file.allow_transfer.unwrap_or_default()
+            } else {
+                cli.allow_transfer.iter().map(IpNet::trunc).collect()
+            },
+            notify: if cli.notify.is_empty() {
+                file.notify.unwrap_or_default()
+            } else {
+                cli.notify.clone()
+            },
+            notify_interval: file
+                .notify_interval
+                .unwrap_or(defaults.transfer.notify_interval),
+            journal_bytes: file
+                .transfer_journal_bytes
+                .unwrap_or(defaults.transfer.journal_bytes),
+        };
+        if !transfer.notify.is_empty() && !transfer.enabled() {
+            return Err(ConfigError::Invalid {
+                key: "notify".to_string(),
+                value: None,
+                file: None,
+                reason: "needs allow_transfer (--allow-transfer): secondaries notified must \
+                         be able to transfer the zone"
+                    .to_string(),
             });
         }
         let datacenter = match &cli.datacenter {
@@ -1019,6 +1107,7 @@ impl Config {
                 .translate_wan_addrs
                 .unwrap_or(defaults.translate_wan_addrs),
             allow_any: file.allow_any.unwrap_or(defaults.allow_any),
+            transfer,
             tcp: TcpConfig {
                 max_connections: tcp_max_connections,
                 max_connections_per_source: file

@@ -1151,3 +1151,41 @@ fn workers_default_to_the_usable_cpus_and_are_bounded() {
         assert_eq!(invalid_key(&e), "workers", "{text}");
     }
 }
+
+// ---- zone transfers ----
+
+#[test]
+fn transfers_are_off_unless_allowed() {
+    let c = load_ok(&[], "");
+    assert!(!c.transfer.enabled());
+    assert_eq!(c.transfer, TransferConfig::default());
+}
+
+#[test]
+fn transfer_keys_from_file_and_flags() {
+    let file = "allow_transfer = [\"10.0.0.0/8\"]\nnotify = [\"10.0.0.53\", \"10.0.1.53:5353\"]\n\
+                notify_interval = \"250ms\"\ntransfer_journal_bytes = 1000000\n";
+    let c = load_ok(&[], file);
+    assert_eq!(c.transfer.allow, vec![net("10.0.0.0/8")]);
+    assert_eq!(
+        c.transfer.notify,
+        vec![addr("10.0.0.53:53"), addr("10.0.1.53:5353")]
+    );
+    assert_eq!(c.transfer.notify_interval, Duration::from_millis(250));
+    assert_eq!(c.transfer.journal_bytes, 1_000_000);
+    let c = load_ok(
+        &["--allow-transfer", "192.0.2.0/24", "--notify", "192.0.2.53"],
+        file,
+    );
+    assert_eq!(c.transfer.allow, vec![net("192.0.2.0/24")]);
+    assert_eq!(c.transfer.notify, vec![addr("192.0.2.53:53")]);
+}
+
+#[test]
+fn notify_without_allow_transfer_is_rejected() {
+    let (e, s) = load_err(&[], "notify = [\"10.0.0.53\"]\n");
+    assert_eq!(invalid_key(&e), "notify");
+    assert!(s.contains("allow_transfer"), "{s}");
+    let (e, _) = load_err(&[], "allow_transfer = [\"10.0.0.0/33\"]\n");
+    assert_eq!(invalid_key(&e), "allow_transfer[0]");
+}

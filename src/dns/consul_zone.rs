@@ -39,6 +39,9 @@ pub struct ZoneOptions {
     pub startup_wait: Duration,
     /// `max_stale`: data whose watch has been failing longer than this is not served.
     pub max_stale: Duration,
+    /// Answers for a zone transfer: every name server at the apex, in a stable order,
+    /// rather than three drawn at random.
+    pub complete: bool,
 }
 
 /// The service list or the node list of one datacenter.
@@ -239,6 +242,32 @@ impl ConsulZone {
             .map(|(i, _)| i)
     }
 
+    /// Served domain `d`.
+    pub fn domain(&self, d: usize) -> &Name {
+        &self.options.domains[d]
+    }
+
+    /// The number of served domains.
+    pub fn domains(&self) -> usize {
+        self.options.domains.len()
+    }
+
+    /// This zone answering as for a zone transfer: complete RRsets (no `a_record_limit`),
+    /// every name server.
+    pub fn complete(&self) -> ConsulZone {
+        let options = ZoneOptions {
+            a_record_limit: 0,
+            complete: true,
+            ..self.options.clone()
+        };
+        ConsulZone::new(
+            options,
+            Arc::clone(&self.source),
+            Arc::clone(&self.metrics),
+            self.recursors.clone(),
+        )
+    }
+
     /// Length on the wire of domain `d` (its labels and the root).
     pub fn domain_len(&self, d: usize) -> usize {
         self.options
@@ -250,6 +279,11 @@ impl ConsulZone {
     /// The SOA serial: it follows the catalog.
     pub fn serial(&self) -> u32 {
         self.source.view().serial()
+    }
+
+    /// The SOA of domain `d` with serial 0.
+    pub fn soa_template(&self, d: usize) -> Record {
+        self.soas[d].clone()
     }
 
     /// The SOA of domain `d`.
@@ -429,7 +463,8 @@ impl ConsulZone {
             return Err(LookupError::NotSynced.into());
         }
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-            return Ok(Answer::code(ResponseCode::NotImp));
+            // Served over TCP to `allow_transfer` before this (`transfer`); refused here.
+            return Ok(Answer::code(ResponseCode::Refused));
         }
         let mut lower = [0; 255];
         let domain_labels = self.lower_domains[d].num_labels();
@@ -609,10 +644,15 @@ impl ConsulZone {
         };
         let prepared = data.records;
         let mut order: Vec<usize> = (0..prepared.instances.len()).collect();
-        order.shuffle(&mut rand::rng());
+        let most = if self.options.complete {
+            order.len()
+        } else {
+            order.shuffle(&mut rand::rng());
+            3
+        };
         let ttl = self.options.node_ttl;
         let (mut ns, mut glue) = (Vec::new(), Vec::new());
-        for i in order.into_iter().take(3) {
+        for i in order.into_iter().take(most) {
             let Some(target) = prepared.srv_target(i, d, domain) else {
                 continue;
             };

@@ -12,7 +12,7 @@
 //! limits, SRV additional records rebuilt after a cut, and the TC bit.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use super::consul_zone::ConsulZone;
 use super::encoder::{self, Encoded};
 use super::forward::Recursors;
 use super::response_cache::ClientShape;
+use super::transfer::{Framed, Transfers};
 use super::truncation::{self, Frame, Limit};
 use crate::metrics::Metrics;
 use crate::view::freshness::ServiceBasis;
@@ -112,6 +113,8 @@ pub struct DnsHandler {
     limits: ResponseLimits,
     recursion: RecursionPolicy,
     metrics: Arc<Metrics>,
+    /// Zone transfers, when `allow_transfer` is set.
+    transfers: Option<Arc<Transfers>>,
 }
 
 impl DnsHandler {
@@ -122,6 +125,7 @@ impl DnsHandler {
         limits: ResponseLimits,
         recursion: RecursionPolicy,
         metrics: Arc<Metrics>,
+        transfers: Option<Arc<Transfers>>,
     ) -> Self {
         DnsHandler {
             zone,
@@ -129,7 +133,14 @@ impl DnsHandler {
             limits,
             recursion,
             metrics,
+            transfers,
         }
+    }
+
+    /// The framed response to `request` over TCP from `src` if it asks for a zone
+    /// transfer of the Consul domain (transfers configured); None otherwise.
+    pub fn transfer(&self, request: &[u8], src: SocketAddr) -> Option<Framed> {
+        self.transfers.as_ref()?.serve(request, src)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

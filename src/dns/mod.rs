@@ -16,6 +16,7 @@ pub mod rrl;
 pub mod sockets;
 pub mod static_zones;
 pub mod tcp;
+pub mod transfer;
 pub mod truncation;
 pub mod udp;
 pub mod udp_batch;

@@ -527,6 +527,9 @@ impl Connection {
     /// be sent: shorter than a header, or a response (answering those makes reflection
     /// loops).
     fn answer(&self, message: Vec<u8>) -> Option<Answer> {
+        if let Some(transfer) = self.handler.transfer(&message, self.src) {
+            return Some(transfer);
+        }
         let mut out = Vec::new();
         let reply = STORED.with_borrow_mut(|stored| {
             responder::respond(

@@ -104,6 +104,22 @@ pub struct Metrics {
     pub rrl_dropped: Counter,
     /// UDP responses replaced by an empty truncated one because of response-rate limiting.
     pub rrl_slipped: Counter,
+    /// Zone transfers served in full (AXFR, or IXFR from a serial no longer journaled).
+    pub transfers_full: Counter,
+    /// IXFRs served from the journal (or answered "up to date").
+    pub transfers_incremental: Counter,
+    /// Transfer requests refused (source outside `allow_transfer`, or TSIG).
+    pub transfers_refused: Counter,
+    /// The serial of the transferable zone (0 before its first version).
+    pub zone_serial: Gauge,
+    /// Records of the transferable zone (of the primary domain).
+    pub zone_records: Gauge,
+    /// Bytes the IXFR journal holds, roughly.
+    pub transfer_journal_bytes: Gauge,
+    /// NOTIFY messages sent, acknowledged, and given up on after every retry.
+    pub notify_sent: Counter,
+    pub notify_acknowledged: Counter,
+    pub notify_failed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -189,6 +205,15 @@ impl Metrics {
             tcp_write_timeouts,
             rrl_dropped: Counter::default(),
             rrl_slipped: Counter::default(),
+            transfers_full: Counter::default(),
+            transfers_incremental: Counter::default(),
+            transfers_refused: Counter::default(),
+            zone_serial: Gauge::default(),
+            zone_records: Gauge::default(),
+            transfer_journal_bytes: Gauge::default(),
+            notify_sent: Counter::default(),
+            notify_acknowledged: Counter::default(),
+            notify_failed: Counter::default(),
             registry: Registry::default(),
         };
         // Not 1 before Consul has said so: a server that never reached Consul must not
@@ -326,6 +351,61 @@ impl Metrics {
             "UDP responses sent as an empty truncated answer by response-rate limiting",
             m.rrl_slipped.clone(),
         );
+        let counters = [
+            (
+                "transfers_full",
+                "Zone transfers served in full (AXFR, or IXFR from an unjournaled serial)",
+                &m.transfers_full,
+            ),
+            (
+                "transfers_incremental",
+                "IXFRs served from the journal",
+                &m.transfers_incremental,
+            ),
+            (
+                "transfers_refused",
+                "Zone transfer requests refused (allow_transfer, TSIG)",
+                &m.transfers_refused,
+            ),
+            (
+                "notify_sent",
+                "NOTIFY messages sent to secondaries",
+                &m.notify_sent,
+            ),
+            (
+                "notify_acknowledged",
+                "NOTIFY messages acknowledged by secondaries",
+                &m.notify_acknowledged,
+            ),
+            (
+                "notify_failed",
+                "NOTIFYs given up on after every retry",
+                &m.notify_failed,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
+        let gauges = [
+            (
+                "zone_serial",
+                "Serial of the transferable Consul zone",
+                &m.zone_serial,
+            ),
+            (
+                "zone_records",
+                "Records of the transferable Consul zone",
+                &m.zone_records,
+            ),
+            (
+                "transfer_journal_bytes",
+                "Bytes held by the IXFR journal, roughly",
+                &m.transfer_journal_bytes,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            r.register(name, help, gauge.clone());
+        }
         Metrics { registry, ..m }
     }
 

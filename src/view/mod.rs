@@ -33,6 +33,8 @@ pub struct View {
     nodes: ArcSwapOption<NodeTable>,
     /// The SOA serial, worked out when a list changes (read by every negative answer).
     serial: AtomicU32,
+    /// Set once zone transfers publish their serial: it is then the SOA's serial.
+    transferred: AtomicBool,
     /// Held while a list is replaced and the serial worked out again, so that the last
     /// serial stored is the one of the last lists stored.
     replacing: Mutex<()>,
@@ -51,6 +53,7 @@ impl Default for View {
             directory_version: AtomicU64::new(0),
             nodes: ArcSwapOption::empty(),
             serial: AtomicU32::new(0),
+            transferred: AtomicBool::new(false),
             replacing: Mutex::new(()),
             datacenter: OnceLock::new(),
             ready: watch::channel(false).0,
@@ -135,7 +138,17 @@ impl View {
         self.serial.load(Ordering::Acquire)
     }
 
+    /// The serial of the transferable zone's new version: from now on the SOA's serial
+    /// (a secondary compares the SOA it is answered with the one it transferred).
+    pub fn publish_serial(&self, serial: u32) {
+        self.transferred.store(true, Ordering::Release);
+        self.serial.store(serial, Ordering::Release);
+    }
+
     fn update_serial(&self) {
+        if self.transferred.load(Ordering::Acquire) {
+            return;
+        }
         let d = self.directory.load().as_ref().map_or(0, |d| d.index);
         let n = self.nodes.load().as_ref().map_or(0, |n| n.index);
         // Consul indexes are u64; the serial is the low 32 bits of their sum, which is

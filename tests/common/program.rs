@@ -278,6 +278,39 @@ impl ConsulDns {
     }
 }
 
+/// The emulator with the demo catalog and consul-dns (the binary) reading from it,
+/// started with `extra` arguments besides the Consul address, a loopback port and no
+/// static zones.
+pub struct World {
+    pub rt: tokio::runtime::Runtime,
+    pub emu: consul_emulator::Emulator,
+    pub dir: TempDir,
+    pub dns: ConsulDns,
+}
+
+pub fn world(test: &str, extra: &[&str]) -> World {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let emu = rt.block_on(crate::common::emulator());
+    emu.seed_demo();
+    let dir = TempDir::new(test);
+    let url = emu.url();
+    let mut args = vec![
+        "--consul-addr",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--zones",
+        "",
+    ];
+    args.extend_from_slice(extra);
+    let dns = ConsulDns::start(&args, dir.path());
+    World { rt, emu, dir, dns }
+}
+
 /// One DNS query over UDP from `bind` (retried every `retry` until `timeout`); `None` if
 /// nothing answered.
 pub fn ask_from(

@@ -1,0 +1,217 @@
+//! Versions of a zone: the current records with their serial, and a journal of the
+//! differences between consecutive versions for IXFR (RFC 1995), bounded in bytes.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use hickory_proto::rr::Record;
+
+/// One version of the zone.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub serial: u32,
+    /// Sorted, without duplicates, without the SOA.
+    pub records: Arc<[Record]>,
+}
+
+/// The difference from version `from` to version `to`.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    pub from: u32,
+    pub to: u32,
+    pub removed: Vec<Record>,
+    pub added: Vec<Record>,
+}
+
+impl Delta {
+    /// Roughly what it holds in memory.
+    fn size(&self) -> usize {
+        self.removed
+            .iter()
+            .chain(&self.added)
+            .map(record_size)
+            .sum::<usize>()
+            + std::mem::size_of::<Delta>()
+    }
+}
+
+/// A record's memory, roughly: the struct and its names' labels.
+fn record_size(r: &Record) -> usize {
+    std::mem::size_of::<Record>() + r.name.len() + 32
+}
+
+/// What an IXFR from a serial gets.
+pub enum Since {
+    /// The client has the current version.
+    Current,
+    /// The differences from the client's version to the current one, oldest first.
+    Deltas(Vec<Delta>),
+    /// Not in the journal: the whole zone.
+    Unknown,
+}
+
+/// The current version and the journal behind it.
+#[derive(Debug)]
+pub struct Journal {
+    current: Version,
+    deltas: VecDeque<Delta>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Journal {
+    pub fn new(first: Version, max_bytes: usize) -> Self {
+        Journal {
+            current: first,
+            deltas: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    pub fn current(&self) -> &Version {
+        &self.current
+    }
+
+    /// Makes `next` current and journals the difference (empty when only the serial
+    /// moved: another served domain's zone changed).
+    pub fn push(&mut self, next: Version) {
+        let (removed, added) = difference(&self.current.records, &next.records);
+        let delta = Delta {
+            from: self.current.serial,
+            to: next.serial,
+            removed,
+            added,
+        };
+        self.bytes += delta.size();
+        self.deltas.push_back(delta);
+        while self.bytes > self.max_bytes {
+            match self.deltas.pop_front() {
+                Some(old) => self.bytes -= old.size(),
+                None => break,
+            }
+        }
+        self.current = next;
+    }
+
+    /// Memory the journal holds, roughly.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What a client at `serial` needs to reach the current version.
+    pub fn since(&self, serial: u32) -> Since {
+        if serial == self.current.serial {
+            return Since::Current;
+        }
+        match self.deltas.iter().position(|d| d.from == serial) {
+            Some(first) => Since::Deltas(self.deltas.range(first..).cloned().collect()),
+            None => Since::Unknown,
+        }
+    }
+}
+
+/// The records of `old` not in `new`, and of `new` not in `old` (both sorted).
+pub fn difference(old: &[Record], new: &[Record]) -> (Vec<Record>, Vec<Record>) {
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < new.len() {
+        match old[i].cmp(&new[j]) {
+            Ordering::Less => {
+                removed.push(old[i].clone());
+                i += 1;
+            }
+            Ordering::Greater => {
+                added.push(new[j].clone());
+                j += 1;
+            }
+            Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    removed.extend_from_slice(&old[i..]);
+    added.extend_from_slice(&new[j..]);
+    (removed, added)
+}
+
+/// RFC 1982: whether serial `a` is greater than `b`.
+pub fn serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
+/// The serial of a version following one at `previous` (None: the first), whose data
+/// comes from Consul indexes up to `index`: the index's low 32 bits when they move
+/// forward (so a restart continues where the last run was), else one more.
+pub fn next_serial(previous: Option<u32>, index: u64) -> u32 {
+    let from_index = (index & u64::from(u32::MAX)) as u32;
+    match previous {
+        None => from_index.max(1),
+        Some(p) if serial_gt(from_index, p) => from_index,
+        Some(p) => p.wrapping_add(1).max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData};
+
+    fn a(last: u8) -> Record {
+        Record::from_rdata(
+            Name::from_ascii("web.service.consul.").unwrap(),
+            0,
+            RData::A(A::new(10, 0, 0, last)),
+        )
+    }
+
+    fn version(serial: u32, last: &[u8]) -> Version {
+        let mut records: Vec<Record> = last.iter().map(|&l| a(l)).collect();
+        records.sort();
+        Version {
+            serial,
+            records: records.into(),
+        }
+    }
+
+    #[test]
+    fn deltas_chain_from_a_known_serial_and_the_journal_is_bounded() {
+        let mut j = Journal::new(version(1, &[1, 2]), 10_000);
+        j.push(version(2, &[1, 3]));
+        j.push(version(3, &[1, 3, 4]));
+        let Since::Deltas(d) = j.since(1) else {
+            panic!("serial 1 is journaled")
+        };
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (d[0].removed.clone(), d[0].added.clone()),
+            (vec![a(2)], vec![a(3)])
+        );
+        assert_eq!((d[1].removed.len(), d[1].added.clone()), (0, vec![a(4)]));
+        assert!(matches!(j.since(3), Since::Current));
+        assert!(matches!(j.since(7), Since::Unknown));
+
+        let mut small = Journal::new(version(1, &[1]), 1);
+        small.push(version(2, &[2]));
+        assert!(
+            matches!(small.since(1), Since::Unknown),
+            "dropped beyond its bytes"
+        );
+        assert_eq!(small.bytes(), 0);
+    }
+
+    #[test]
+    fn serials_move_forward_with_the_index_and_wrap_as_rfc_1982_says() {
+        assert_eq!(next_serial(None, 0), 1);
+        assert_eq!(next_serial(None, 500), 500);
+        assert_eq!(next_serial(Some(500), 800), 800);
+        assert_eq!(next_serial(Some(800), 700), 801, "never backwards");
+        assert_eq!(next_serial(Some(800), 800), 801);
+        assert_eq!(next_serial(Some(u32::MAX), 5), 5, "5 follows u32::MAX");
+        assert!(serial_gt(1, u32::MAX));
+        assert!(!serial_gt(u32::MAX, 1));
+    }
+}

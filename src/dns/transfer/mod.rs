@@ -1,0 +1,280 @@
+//! Zone transfers of the Consul domain (each served domain a zone of its own): versions
+//! built when the catalog changes (`content`), journaled for IXFR (`journal`), served
+//! over TCP to `allow_transfer` as AXFR (RFC 5936) and IXFR (RFC 1995) (`xfr`), and
+//! announced to the `notify` targets (RFC 1996, `notify`).
+//!
+//! The version's serial is the SOA serial every answer carries from its first version
+//! on, so a secondary polling the SOA sees what it would transfer.
+
+mod content;
+mod journal;
+mod notify;
+mod xfr;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::{Name, Record};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::TransferConfig;
+use crate::dns::consul_zone::ConsulZone;
+use crate::metrics::Metrics;
+use crate::view::{freshness, Source};
+use content::ContentBuilder;
+pub use journal::{serial_gt, Journal, Since, Version};
+
+/// How often the builder looks whether the catalog changed.
+const CHECK: Duration = Duration::from_millis(20);
+
+/// How long the first version waits for every service's data before it is built
+/// without the ones still loading.
+const FIRST_VERSION_WAIT: Duration = Duration::from_secs(10);
+
+/// Framed (TCP, length-prefixed) messages answering a transfer request.
+pub type Framed = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+
+/// The transferable zones and who may have them.
+pub struct Transfers {
+    config: TransferConfig,
+    /// Served domains (lower-case), index as in [`ConsulZone`].
+    domains: Vec<Name>,
+    /// Per served domain, its versions; empty before the first version.
+    journals: Mutex<Vec<Journal>>,
+    /// The SOA of each domain, with serial 0.
+    soas: Vec<Record>,
+    metrics: Arc<Metrics>,
+}
+
+impl Transfers {
+    /// Starts building versions from `zone`'s answers and notifying, until `cancel`.
+    pub fn start(
+        zone: &ConsulZone,
+        source: Arc<dyn Source>,
+        config: TransferConfig,
+        metrics: Arc<Metrics>,
+        cancel: &CancellationToken,
+    ) -> Arc<Self> {
+        let complete = Arc::new(zone.complete());
+        let domains: Vec<Name> = (0..zone.domains())
+            .map(|d| zone.domain(d).to_lowercase())
+            .collect();
+        let soas = (0..zone.domains()).map(|d| zone.soa_template(d)).collect();
+        let transfers = Arc::new(Transfers {
+            config,
+            domains: domains.clone(),
+            journals: Mutex::new(Vec::new()),
+            soas,
+            metrics,
+        });
+        let builders = (0..domains.len())
+            .map(|d| ContentBuilder::new(Arc::clone(&complete), Arc::clone(&source), d))
+            .collect();
+        let (serials, watching) = watch::channel(0u32);
+        for &target in &transfers.config.notify {
+            tokio::spawn(notify::notifier(
+                target,
+                domains.clone(),
+                watching.clone(),
+                Arc::clone(&transfers.metrics),
+                transfers.config.notify_interval,
+                cancel.clone(),
+            ));
+        }
+        tokio::spawn(Arc::clone(&transfers).keep_versions(
+            builders,
+            source,
+            serials,
+            cancel.clone(),
+        ));
+        transfers
+    }
+
+    fn journals(&self) -> MutexGuard<'_, Vec<Journal>> {
+        self.journals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current version of domain `d`'s zone, once there is one.
+    pub fn current(&self, d: usize) -> Option<Version> {
+        self.journals().get(d).map(|j| j.current().clone())
+    }
+
+    /// Builds a version whenever the catalog changed, until `cancel`.
+    async fn keep_versions(
+        self: Arc<Self>,
+        mut builders: Vec<ContentBuilder>,
+        source: Arc<dyn Source>,
+        serials: watch::Sender<u32>,
+        cancel: CancellationToken,
+    ) {
+        let view = Arc::clone(source.view());
+        let mut seen = None;
+        let mut first_try: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(CHECK) => {}
+            }
+            let lists = (view.directory(), view.nodes());
+            let now = (
+                freshness::changes(),
+                lists.0.as_ref().map(|d| Arc::as_ptr(d) as usize),
+                lists.1.as_ref().map(|n| Arc::as_ptr(n) as usize),
+            );
+            if seen == Some(now) || !view.is_ready() {
+                continue;
+            }
+            let started = Instant::now();
+            let built = tokio::task::spawn_blocking(move || {
+                let built: Vec<_> = builders.iter_mut().map(ContentBuilder::build).collect();
+                (builders, built)
+            })
+            .await;
+            let Ok((back, built)) = built else {
+                warn!("the zone builder panicked: zone transfers stay at their last version");
+                return;
+            };
+            builders = back;
+            let Some(built) = built.into_iter().collect::<Option<Vec<_>>>() else {
+                continue;
+            };
+            let missing = built.first().map_or(0, |b| b.missing);
+            let first = self.journals().is_empty();
+            if first && missing > 0 {
+                let since = *first_try.get_or_insert(started);
+                if since.elapsed() < FIRST_VERSION_WAIT {
+                    debug!(missing, "zone transfers wait for every service's data");
+                    continue;
+                }
+            }
+            seen = Some(now);
+            if let Some(serial) = self.publish(built) {
+                view.publish_serial(serial);
+                serials.send_replace(serial);
+                let records = self.current(0).map_or(0, |v| v.records.len());
+                self.metrics.zone_records.set(records as i64);
+                self.metrics.zone_serial.set(i64::from(serial));
+                debug!(
+                    serial,
+                    records,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "new zone version"
+                );
+                if first {
+                    info!(serial, records, missing, "zone transfers ready");
+                }
+            }
+        }
+    }
+
+    /// Makes `built` the current versions when they differ from the current ones; the
+    /// new serial, or None when nothing changed.
+    fn publish(&self, built: Vec<content::Built>) -> Option<u32> {
+        let mut journals = self.journals();
+        let index = built.iter().map(|b| b.index).max().unwrap_or(0);
+        let changed = journals.len() != built.len()
+            || journals
+                .iter()
+                .zip(&built)
+                .any(|(j, b)| !same(&j.current().records, &b.records));
+        if !changed {
+            return None;
+        }
+        let previous = journals.first().map(|j| j.current().serial);
+        let serial = journal::next_serial(previous, index);
+        if journals.is_empty() {
+            *journals = built
+                .into_iter()
+                .map(|b| {
+                    let version = Version {
+                        serial,
+                        records: b.records.into(),
+                    };
+                    Journal::new(version, self.config.journal_bytes)
+                })
+                .collect();
+        } else {
+            for (j, b) in journals.iter_mut().zip(built) {
+                j.push(Version {
+                    serial,
+                    records: b.records.into(),
+                });
+            }
+        }
+        let bytes: usize = journals.iter().map(Journal::bytes).sum();
+        self.metrics.transfer_journal_bytes.set(bytes as i64);
+        Some(serial)
+    }
+
+    /// The answer to `request` from `src` when it asks for a transfer of a served
+    /// domain's zone (AXFR, IXFR); None otherwise (the usual answer path answers it).
+    pub fn serve(self: &Arc<Self>, request: &[u8], src: SocketAddr) -> Option<Framed> {
+        let (kind, d) = xfr::transfer_question(request, &self.domains)?;
+        let transfers = Arc::clone(self);
+        let request = request.to_vec();
+        Some(Box::pin(async move {
+            tokio::task::spawn_blocking(move || transfers.answer(&request, kind, d, src))
+                .await
+                .unwrap_or_default()
+        }))
+    }
+
+    fn answer(&self, request: &[u8], kind: xfr::Kind, d: usize, src: SocketAddr) -> Vec<u8> {
+        let ip = src.ip().to_canonical();
+        if !self.config.allow.iter().any(|net| net.contains(&ip)) {
+            self.metrics.transfers_refused.inc();
+            debug!(%src, "zone transfer refused: not in allow_transfer");
+            return xfr::refused(request);
+        }
+        let (version, since) = {
+            let journals = self.journals();
+            let Some(journal) = journals.get(d) else {
+                return xfr::not_ready(request);
+            };
+            let since = match kind {
+                xfr::Kind::Ixfr(serial) => Some(journal.since(serial)),
+                xfr::Kind::Axfr => None,
+            };
+            (journal.current().clone(), since)
+        };
+        let soa = |serial| xfr::with_serial(&self.soas[d], serial);
+        match since {
+            Some(Since::Current) => {
+                self.metrics.transfers_incremental.inc();
+                xfr::respond(request, [soa(version.serial)].iter())
+            }
+            Some(Since::Deltas(deltas)) => {
+                self.metrics.transfers_incremental.inc();
+                info!(%src, serial = version.serial, deltas = deltas.len(), "IXFR");
+                let mut records = vec![soa(version.serial)];
+                for delta in deltas {
+                    records.push(soa(delta.from));
+                    records.extend(delta.removed);
+                    records.push(soa(delta.to));
+                    records.extend(delta.added);
+                }
+                records.push(soa(version.serial));
+                xfr::respond(request, records.iter())
+            }
+            Some(Since::Unknown) | None => {
+                self.metrics.transfers_full.inc();
+                info!(%src, serial = version.serial, records = version.records.len(), "full zone transfer");
+                let head = soa(version.serial);
+                let all = std::iter::once(&head)
+                    .chain(version.records.iter())
+                    .chain(std::iter::once(&head));
+                xfr::respond(request, all)
+            }
+        }
+    }
+}
+
+/// Whether two sorted record lists hold the same records (TTLs included).
+fn same(a: &[Record], b: &[Record]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.cmp(y).is_eq())
+}

@@ -1,0 +1,135 @@
+//! NOTIFY (RFC 1996) to one secondary: each new serial is announced for every zone, at
+//! most once per interval (changes in between are coalesced into the latest serial), and
+//! retried with backoff until the secondary answers; a newer serial replaces the one being
+//! retried. It runs on its own task: nothing on the answer path waits for it.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::metrics::Metrics;
+
+/// The first wait for an answer before sending again; doubled on each retry up to
+/// [`MAX_BACKOFF`].
+const FIRST_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Announces every serial `serials` takes (0: none yet) for each of `zones` to `target`.
+pub async fn notifier(
+    target: SocketAddr,
+    zones: Vec<Name>,
+    mut serials: watch::Receiver<u32>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let local: SocketAddr = if target.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = match UdpSocket::bind(local).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%target, error = %e, "cannot open a socket to NOTIFY: not notifying");
+            return;
+        }
+    };
+    // A newer serial arrived while announcing one (`changed` has marked it seen).
+    let mut pending = false;
+    loop {
+        if !pending {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = serials.changed() => if changed.is_err() { return },
+            }
+        }
+        pending = false;
+        let serial = *serials.borrow_and_update();
+        if serial == 0 {
+            continue;
+        }
+        for zone in &zones {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = serials.changed() => {
+                    pending = changed.is_ok();
+                    break;
+                }
+                () = announce(&socket, target, zone, serial, &metrics) => {}
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Sends the NOTIFY of `zone` at `serial` until `target` answers it.
+async fn announce(
+    socket: &UdpSocket,
+    target: SocketAddr,
+    zone: &Name,
+    serial: u32,
+    metrics: &Metrics,
+) {
+    let mut wait = FIRST_TIMEOUT;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let id: u16 = rand::random();
+        let mut message = Message::new(id, MessageType::Query, OpCode::Notify);
+        message.metadata.authoritative = true;
+        message.add_query(Query::query(zone.clone(), RecordType::SOA));
+        let Ok(bytes) = message.to_vec() else {
+            return;
+        };
+        metrics.notify_sent.inc();
+        if let Err(e) = socket.send_to(&bytes, target).await {
+            debug!(%target, error = %e, "NOTIFY not sent");
+        } else if acknowledged(socket, target, id, &mut buf, wait).await {
+            metrics.notify_acknowledged.inc();
+            debug!(%target, %zone, serial, "NOTIFY acknowledged");
+            return;
+        }
+        metrics.notify_failed.inc();
+        debug!(%target, %zone, serial, waited = ?wait, "NOTIFY not answered: sending again");
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Whether `target` answers NOTIFY `id` within `wait` (other datagrams are ignored).
+async fn acknowledged(
+    socket: &UdpSocket,
+    target: SocketAddr,
+    id: u16,
+    buf: &mut [u8],
+    wait: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let Ok(Ok((len, from))) = tokio::time::timeout_at(deadline, socket.recv_from(buf)).await
+        else {
+            return false;
+        };
+        if from != target {
+            continue;
+        }
+        let Ok(reply) = Message::from_vec(&buf[..len]) else {
+            continue;
+        };
+        if reply.metadata.id == id
+            && reply.metadata.message_type == MessageType::Response
+            && reply.metadata.op_code == OpCode::Notify
+        {
+            return true;
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! consul-dns as the primary of the Consul domain (issue 20): NSD and Knot, run for real on
+//! loopback as its secondaries, transfer the zone (AXFR), answer every name of it as
+//! consul-dns does, and follow a registration and a deregistration through NOTIFY and
+//! IXFR; a client outside `--allow-transfer` is refused, over TCP and UDP.
+//!
+//! The secondaries know only consul-dns (no root hints, no upstream): nothing leaves the
+//! machine. A missing program skips the test, or fails it with `CONSUL_DNS_TESTS_NO_SKIP`.
+
+mod common;
+#[path = "common/program.rs"]
+mod program;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use program::{ask, ask_from, free_port, poll, tool, world, Program, TempDir, World};
+use serde_json::json;
+
+/// The demo catalog and consul-dns as the primary, with `extra` arguments.
+fn primary(test: &str, extra: &[&str]) -> World {
+    world(test, extra)
+}
+
+/// Registrations through the Consul HTTP API.
+trait Catalog {
+    fn register(&self, id: &str, address: &str);
+    fn deregister(&self, id: &str);
+}
+
+impl Catalog for World {
+    fn register(&self, id: &str, address: &str) {
+        let body = json!({
+            "Node": "node1",
+            "Address": "192.168.56.11",
+            "Service": {"ID": id, "Service": "app", "Address": address, "Port": 8080}
+        });
+        self.rt
+            .block_on(common::http_register(&self.emu.url(), &body));
+    }
+
+    fn deregister(&self, id: &str) {
+        let body = json!({"Node": "node1", "ServiceID": id});
+        self.rt
+            .block_on(common::http_deregister(&self.emu.url(), &body));
+    }
+}
+
+/// A transfer request for `consul.` of `qtype`; for IXFR with the client's `serial`.
+fn transfer_request(qtype: RecordType, serial: Option<u32>) -> Vec<u8> {
+    let consul = Name::from_ascii("consul.").expect("name");
+    let mut msg = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(consul.clone(), qtype));
+    if let Some(serial) = serial {
+        let soa = SOA::new(consul.clone(), consul.clone(), serial, 0, 0, 0, 0);
+        msg.add_authority(Record::from_rdata(consul, 0, RData::SOA(soa)));
+    }
+    msg.to_vec().expect("encodes")
+}
+
+/// The messages answering a transfer request over TCP from `from`, each read strictly,
+/// until the closing SOA (or the first error response).
+fn transfer(server: SocketAddr, from: IpAddr, request: &[u8]) -> Vec<Message> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .expect("bind the client address");
+    socket.connect(&server.into()).expect("connect");
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(&(request.len() as u16).to_be_bytes())
+        .expect("write");
+    s.write_all(request).expect("write");
+    let mut messages = Vec::new();
+    let mut soas = 0;
+    loop {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).expect("a framed message");
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).expect("the message");
+        let m = common::decode(&buf);
+        let code = m.metadata.response_code;
+        soas += m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .count();
+        let single_soa = messages.is_empty() && soas == 1 && m.answers.len() == 1;
+        messages.push(m);
+        if code != ResponseCode::NoError || soas >= 2 || single_soa {
+            return messages;
+        }
+    }
+}
+
+/// Waits until consul-dns has its first version of the zone (SERVFAIL before), and
+/// returns its serial.
+fn transferable(server: SocketAddr) -> u32 {
+    let request = transfer_request(RecordType::AXFR, None);
+    poll(Duration::from_secs(15), || {
+        let m = transfer(server, IpAddr::V4(Ipv4Addr::LOCALHOST), &request);
+        match m[0].answers.first().map(|r| &r.data) {
+            Some(RData::SOA(soa)) => Some(soa.serial),
+            _ => None,
+        }
+    })
+    .expect("the zone becomes transferable")
+}
+
+/// The zone consul-dns transfers: its records without the SOA, by (name, type).
+fn zone(server: SocketAddr) -> (u32, BTreeMap<(String, RecordType), Vec<String>>) {
+    let messages = transfer(
+        server,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        &transfer_request(RecordType::AXFR, None),
+    );
+    let records: Vec<&Record> = messages.iter().flat_map(|m| &m.answers).collect();
+    let serial = match records.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("an AXFR starts with the SOA, not {other:?}"),
+    };
+    assert!(
+        matches!(records.last().map(|r| &r.data), Some(RData::SOA(s)) if s.serial == serial),
+        "and ends with it"
+    );
+    let mut rrsets: BTreeMap<(String, RecordType), Vec<String>> = BTreeMap::new();
+    for r in &records[1..records.len() - 1] {
+        rrsets
+            .entry((r.name.to_lowercase().to_string(), r.record_type()))
+            .or_default()
+            .push(r.data.to_string());
+    }
+    for v in rrsets.values_mut() {
+        v.sort();
+    }
+    (serial, rrsets)
+}
+
+/// The RRset `server` answers for `name`/`qtype` over UDP, as text, sorted.
+fn rrset(server: SocketAddr, name: &str, qtype: RecordType) -> Vec<String> {
+    let m = ask(server, name, qtype);
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter(|r| r.record_type() == qtype && r.name.to_lowercase().to_string() == name)
+        .map(|r| r.data.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn soa_serial(server: SocketAddr) -> Option<u32> {
+    let m = ask_from(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        server,
+        "consul.",
+        RecordType::SOA,
+        false,
+        Duration::from_secs(1),
+    )?;
+    m.answers.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    })
+}
+
+/// `addr` as NSD and Knot write it: `IP@PORT`.
+fn at(addr: SocketAddr) -> String {
+    format!("{}@{}", addr.ip(), addr.port())
+}
+
+/// NSD as a secondary of consul-dns on 127.0.0.1:`port`.
+fn nsd(dir: &TempDir, port: u16, primary: SocketAddr) -> Option<Program> {
+    let nsd = tool("nsd")?;
+    let d = dir.path().join("nsd");
+    std::fs::create_dir_all(&d).expect("dir");
+    let d = d.display();
+    let conf = format!(
+        r#"server:
+  ip-address: 127.0.0.1@{port}
+  port: {port}
+  do-ip6: no
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "{d}"
+  database: ""
+  pidfile: "{d}/nsd.pid"
+  xfrdfile: "{d}/xfrd.state"
+  xfrdir: "{d}"
+  zonelistfile: "{d}/zone.list"
+  logfile: "{d}/nsd.log"
+  verbosity: 2
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: "consul."
+  zonefile: "{d}/consul.zone"
+  request-xfr: {primary} NOKEY
+  allow-notify: 127.0.0.1 NOKEY
+"#,
+        primary = at(primary),
+    );
+    let path = dir.write("nsd.conf", &conf);
+    let mut cmd = std::process::Command::new(nsd);
+    cmd.args(["-d", "-c"]).arg(path);
+    Some(Program::spawn("nsd", cmd))
+}
+
+/// Knot as a secondary of consul-dns on 127.0.0.1:`port`.
+fn knot(dir: &TempDir, port: u16, primary: SocketAddr) -> Option<Program> {
+    let knotd = tool("knotd")?;
+    let d = dir.path().join("knot");
+    std::fs::create_dir_all(&d).expect("dir");
+    let d = d.display();
+    let id = |flag: &str| {
+        let out = std::process::Command::new("id")
+            .arg(flag)
+            .output()
+            .expect("id");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (uid, gid) = (id("-un"), id("-gn"));
+    let conf = format!(
+        r#"server:
+    rundir: "{d}"
+    user: {uid}:{gid}
+    pidfile: "{d}/knot.pid"
+    listen: 127.0.0.1@{port}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{d}/db"
+remote:
+  - id: primary
+    address: {primary}
+acl:
+  - id: notify_from_primary
+    address: 127.0.0.1
+    action: notify
+template:
+  - id: default
+    storage: "{d}"
+    zonefile-sync: -1
+    journal-content: changes
+zone:
+  - domain: consul.
+    master: primary
+    acl: notify_from_primary
+"#,
+        primary = at(primary),
+    );
+    let path = dir.write("knot.conf", &conf);
+    let mut cmd = std::process::Command::new(knotd);
+    cmd.arg("-c").arg(path);
+    Some(Program::spawn("knotd", cmd))
+}
+
+/// The whole check against one secondary, started by `start` on a port consul-dns
+/// notifies.
+fn secondary_follows(test: &str, start: fn(&TempDir, u16, SocketAddr) -> Option<Program>) {
+    let port = free_port();
+    let secondary = SocketAddr::from(([127, 0, 0, 1], port));
+    let notify = secondary.to_string();
+    let p = primary(
+        test,
+        &[
+            "--allow-transfer",
+            "127.0.0.1/32",
+            "--notify",
+            &notify,
+            "--log-level",
+            "debug",
+        ],
+    );
+    let primary_addr = p.dns.addr;
+    // The first version, once every service is in memory.
+    let serial = transferable(primary_addr);
+    let Some(_secondary) = start(&p.dir, port, primary_addr) else {
+        skip!(
+            test,
+            "{test} needs its server installed (CI installs nsd and knot)"
+        );
+    };
+    let transferred = poll(Duration::from_secs(20), || {
+        (soa_serial(secondary).is_some_and(|s| s == soa_serial(primary_addr).unwrap_or(0)))
+            .then_some(())
+    });
+    assert!(
+        transferred.is_some(),
+        "{test}: the secondary never had serial {serial} (has {:?})",
+        soa_serial(secondary)
+    );
+
+    // Every RRset of the zone is answered by the secondary as by consul-dns.
+    let (_, rrsets) = zone(primary_addr);
+    assert!(
+        rrsets.len() > 20,
+        "{test}: a zone of the demo catalog: {rrsets:?}"
+    );
+    for kind in [
+        "web.service.consul.",
+        "_web._tcp.service.consul.",
+        "node1.node.consul.",
+    ] {
+        assert!(
+            rrsets.keys().any(|(n, _)| n == kind),
+            "{test}: {kind} is in the zone"
+        );
+    }
+    for ((name, qtype), records) in &rrsets {
+        let direct = rrset(primary_addr, name, *qtype);
+        assert_eq!(
+            &direct, records,
+            "{test}: consul-dns's {name} {qtype} and its zone"
+        );
+        assert_eq!(
+            rrset(secondary, name, *qtype),
+            direct,
+            "{test}: the secondary's {name} {qtype}"
+        );
+    }
+
+    // A registration reaches the secondary (NOTIFY, then IXFR), then a deregistration.
+    let changed = Instant::now();
+    p.register("app-1", "10.2.7.1");
+    let seen = poll(Duration::from_secs(5), || {
+        (rrset(secondary, "app.service.consul.", RecordType::A) == ["10.2.7.1"]).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "{test}: the registration never reached the secondary"
+    );
+    println!(
+        "{test}: registration seen by the secondary after {:?}",
+        changed.elapsed()
+    );
+    let changed = Instant::now();
+    p.deregister("app-1");
+    let gone = poll(Duration::from_secs(5), || {
+        let m = ask(secondary, "app.service.consul.", RecordType::A);
+        (m.metadata.response_code == ResponseCode::NXDomain).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{test}: the deregistration never reached the secondary"
+    );
+    println!(
+        "{test}: deregistration seen by the secondary after {:?}",
+        changed.elapsed()
+    );
+    let metrics = p.dns.program.output();
+    assert!(
+        metrics.contains("IXFR"),
+        "{test}: the changes went by IXFR:\n{metrics}"
+    );
+}
+
+#[test]
+fn nsd_is_a_secondary() {
+    secondary_follows("nsd_is_a_secondary", nsd);
+}
+
+#[test]
+fn knot_is_a_secondary() {
+    secondary_follows("knot_is_a_secondary", knot);
+}
+
+#[test]
+fn transfers_are_refused_outside_allow_transfer_and_over_udp() {
+    let p = primary("transfers_refused", &["--allow-transfer", "127.0.0.1/32"]);
+    let dns = p.dns.addr;
+    transferable(dns);
+    // Inside: served. From 127.0.0.2, outside the network: REFUSED.
+    let inside = transfer(
+        dns,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        &transfer_request(RecordType::AXFR, None),
+    );
+    assert_eq!(inside[0].metadata.response_code, ResponseCode::NoError);
+    let outside = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    for qtype in [RecordType::AXFR, RecordType::IXFR] {
+        let refused = transfer(dns, outside, &transfer_request(qtype, Some(1)));
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            refused[0].metadata.response_code,
+            ResponseCode::Refused,
+            "{qtype}"
+        );
+        assert!(refused[0].answers.is_empty());
+        // Over UDP, from anywhere.
+        let m = ask_from(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            dns,
+            "consul.",
+            qtype,
+            false,
+            Duration::from_secs(2),
+        )
+        .expect("answered");
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::Refused,
+            "{qtype} over UDP"
+        );
+    }
+}
+
+#[test]
+fn ixfr_sends_the_difference_and_an_unknown_serial_gets_the_whole_zone() {
+    let p = primary("ixfr_difference", &["--allow-transfer", "127.0.0.0/8"]);
+    let dns = p.dns.addr;
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let before = transferable(dns);
+    assert_eq!(
+        soa_serial(dns),
+        Some(before),
+        "the SOA answered is the zone's"
+    );
+    let (_, whole) = zone(dns);
+    p.register("app-1", "10.2.7.1");
+    let after = poll(Duration::from_secs(5), || {
+        soa_serial(dns).filter(|&s| s != before)
+    })
+    .expect("the serial moves with the registration");
+    assert!(
+        after > before,
+        "the serial moves forward: {before} -> {after}"
+    );
+
+    let ixfr = transfer(
+        dns,
+        localhost,
+        &transfer_request(RecordType::IXFR, Some(before)),
+    );
+    let records: Vec<&Record> = ixfr.iter().flat_map(|m| &m.answers).collect();
+    let soas: Vec<u32> = records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SOA(s) => Some(s.serial),
+            _ => None,
+        })
+        .collect();
+    // RFC 1995 framing: the new SOA, then per version the old SOA, what went, the new
+    // SOA, what came; the new SOA again at the end.
+    assert_eq!(soas.first(), Some(&after), "{records:?}");
+    assert_eq!(soas.get(1), Some(&before), "{records:?}");
+    assert_eq!(soas.last(), Some(&after), "{records:?}");
+    assert!(soas.len() >= 4 && soas.len().is_multiple_of(2), "{soas:?}");
+    let added: Vec<String> = records
+        .iter()
+        .filter(|r| r.record_type() != RecordType::SOA)
+        .map(|r| format!("{} {}", r.name, r.record_type()))
+        .collect();
+    assert!(
+        added.len() < whole.len() / 2 && !added.is_empty(),
+        "a few records, not the zone: {added:?}"
+    );
+    assert!(
+        added.iter().any(|r| r == "app.service.consul. A"),
+        "{added:?}"
+    );
+
+    // Up to date: the SOA alone.
+    let current = transfer(
+        dns,
+        localhost,
+        &transfer_request(RecordType::IXFR, Some(after)),
+    );
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].answers.len(), 1);
+    // A serial the journal never had: the whole zone, AXFR-style.
+    let unknown = transfer(dns, localhost, &transfer_request(RecordType::IXFR, Some(7)));
+    let n: usize = unknown.iter().map(|m| m.answers.len()).sum();
+    assert!(
+        n > whole.len(),
+        "{n} records for a zone of {} RRsets",
+        whole.len()
+    );
+}

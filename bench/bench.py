@@ -267,6 +267,168 @@ def http_json(port, path):
 
 
 # ---------------------------------------------------------------------------------------
+# zone transfers (§8)
+
+
+def dig_xfr(port, qtype):
+    """`dig AXFR` (or `IXFR=<serial>`) of consul. from consul-dns: wall time and dig's
+    XFR size line."""
+    t = time.time()
+    out = os.path.join(tempfile.gettempdir(), f"consul-dns-bench-dig-{os.getpid()}.txt")
+    r = run(["dig", "@127.0.0.1", "-p", str(port), "consul.", qtype, "+tries=1",
+             "+time=600"], timeout=900, cpu=LOAD_CPU, stdout_path=out)
+    os.unlink(out)
+    took = time.time() - t
+    m = re.search(r"XFR size: (\d+) records \(messages (\d+), bytes (\d+)\)", r.stdout)
+    if not m:
+        raise BenchError(f"dig {qtype}: no XFR size in {r.stdout[-500:]!r}")
+    return {"seconds": took, "records": int(m.group(1)), "messages": int(m.group(2)),
+            "bytes": int(m.group(3))}
+
+
+def soa_serial(port):
+    try:
+        r = run(["dig", "@127.0.0.1", "-p", str(port), "consul.", "SOA", "+short", "+tries=1",
+                 "+time=1"], timeout=10, check=False)
+        return int(r.stdout.split()[2])
+    except (IndexError, ValueError, BenchError):
+        return None
+
+
+def wait_for(check, timeout, every=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        if check():
+            return True
+        time.sleep(every)
+    return False
+
+
+def prometheus(port):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def wait_zone_settled(http, quiet=5, timeout=900):
+    """Seconds until the transferable zone's record count has not moved for `quiet` s."""
+    t0 = time.time()
+    last, since = None, time.time()
+    while time.time() - t0 < timeout:
+        n = prometheus(http).get("consul_dns_zone_records")
+        if n and n == last:
+            if time.time() - since >= quiet:
+                return since - t0
+        else:
+            last, since = n, time.time()
+        time.sleep(0.5)
+    raise BenchError("the zone never settled")
+
+
+def register_instance(emu, service, sid, address):
+    import urllib.request
+
+    body = json.dumps({"Node": "bench-ixfr", "Address": "10.250.255.1",
+                       "Service": {"ID": sid, "Service": service, "Address": address,
+                                   "Port": 80}}).encode()
+    req = urllib.request.Request(f"{emu.url}/v1/catalog/register", data=body, method="PUT")
+    urllib.request.urlopen(req, timeout=30).read()
+
+
+class Secondary:
+    """NSD or Knot as a secondary of consul-dns (unpinned)."""
+
+    def __init__(self, kind, procs, port, primary_port, tag):
+        d = os.path.join(procs.tmp, f"{kind.lower()}-secondary-{tag}")
+        os.makedirs(os.path.join(d, "db"), exist_ok=True)
+        cfg = os.path.join(d, "conf")
+        primary = f"127.0.0.1@{primary_port}"
+        if kind == "NSD":
+            text = NSD_SECONDARY.format(port=port, dir=d, primary=primary)
+            argv = ["nsd", "-d", "-c", cfg]
+        else:
+            import grp
+            import pwd
+
+            user = f"{pwd.getpwuid(os.getuid()).pw_name}:{grp.getgrgid(os.getgid()).gr_name}"
+            text = KNOT_SECONDARY.format(port=port, dir=d, primary=primary, user=user)
+            argv = ["knotd", "-c", cfg]
+        with open(cfg, "w") as f:
+            f.write(text)
+        self.procs = procs
+        self.p = procs.start(f"{kind}-secondary-{tag}", argv)
+
+    def stop(self):
+        self.procs.stop(self.p)
+
+
+NSD_SECONDARY = """server:
+  ip-address: 127.0.0.1@{port}
+  port: {port}
+  do-ip6: no
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "{dir}"
+  database: ""
+  pidfile: "{dir}/nsd.pid"
+  xfrdfile: "{dir}/xfrd.state"
+  xfrdir: "{dir}"
+  zonelistfile: "{dir}/zone.list"
+  logfile: "{dir}/nsd.log"
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
+  # NSD reloads at most once a second after transfers by default: 0 applies each at once.
+  xfrd-reload-timeout: 0
+remote-control:
+  control-enable: no
+zone:
+  name: "consul."
+  zonefile: "{dir}/consul.zone"
+  request-xfr: {primary} NOKEY
+  allow-notify: 127.0.0.1 NOKEY
+"""
+
+KNOT_SECONDARY = """server:
+    rundir: "{dir}"
+    user: {user}
+    pidfile: "{dir}/knot.pid"
+    listen: 127.0.0.1@{port}
+log:
+  - target: stderr
+    any: notice
+database:
+    storage: "{dir}/db"
+remote:
+  - id: primary
+    address: {primary}
+acl:
+  - id: notify_from_primary
+    address: 127.0.0.1
+    action: notify
+template:
+  - id: default
+    storage: "{dir}"
+    zonefile-sync: -1
+    journal-content: changes
+zone:
+  - domain: consul.
+    master: primary
+    acl: notify_from_primary
+"""
+
+
+# ---------------------------------------------------------------------------------------
 # servers
 
 
@@ -946,6 +1108,62 @@ class Bench:
             log(f"scale {shape}: {row}")
         self.r["scale"] = rows
 
+    def transfers(self):
+        """§8: consul-dns as the primary of NSD and Knot: zone size, AXFR time, the first
+        transfer, IXFR bytes of a one-instance change, freshness at the secondaries."""
+        shapes = ["1000x3"] if self.quick else ["1000x3", "100000x3"]
+        rows = []
+        for shape in shapes:
+            log(f"transfers {shape}")
+            emu = Emulator(self.procs, shape)
+            zone = self.zone(shape)
+            nsd_port, knot_port, http = free_port(), free_port(), free_port()
+            extra = ['allow_transfer = ["127.0.0.1/32"]',
+                     f'notify = ["127.0.0.1:{nsd_port}", "127.0.0.1:{knot_port}"]',
+                     f'http_addr = "127.0.0.1:{http}"']
+            cd = Server("consul-dns", self.procs, zone, emulator=emu, tag=f"-xfr-{shape}",
+                        extra=extra)
+            cd.wait_ready()
+            row = {"shape": shape}
+            row["zone_ready_s"] = wait_zone_settled(http)
+            row["cd_rss_kb"] = cd.memory_kb()
+            axfrs = [dig_xfr(cd.port, "AXFR") for _ in range(3)]
+            row["axfr_s"] = median([a["seconds"] for a in axfrs])
+            row.update({k: axfrs[-1][k] for k in ("records", "messages", "bytes")})
+            secondaries = {}
+            for kind, port in (("NSD", nsd_port), ("Knot", knot_port)):
+                t = time.time()
+                secondaries[kind] = Secondary(kind, self.procs, port, cd.port, shape)
+                serial = soa_serial(cd.port)
+                waited = wait_for(lambda: soa_serial(port) == serial, timeout=900)
+                if not waited:
+                    raise BenchError(f"{kind} never transferred the zone at {shape}")
+                row[f"{kind.lower()}_first_transfer_s"] = time.time() - t
+                row[f"{kind.lower()}_rss_kb"] = memory_kb(secondaries[kind].p.pid)
+            before = soa_serial(cd.port)
+            register_instance(emu, "svc-0", "svc-0-ixfr", "10.250.0.1")
+            if not wait_for(lambda: soa_serial(cd.port) != before, timeout=60):
+                raise BenchError("the serial did not move with a registration")
+            ixfr = dig_xfr(cd.port, f"IXFR={before}")
+            row["ixfr_records"], row["ixfr_bytes"] = ixfr["records"], ixfr["bytes"]
+            for kind, port in (("NSD", nsd_port), ("Knot", knot_port)):
+                log(f"transfers {shape}: freshness at {kind}")
+                row[f"{kind.lower()}_freshness"] = benchtool(
+                    ["freshness", "--consul", emu.url, "--dns", f"127.0.0.1:{port}",
+                     "--changes", str(self.a.changes)], timeout=1800)
+            metrics = prometheus(http)
+            row["journal_bytes"] = metrics.get("consul_dns_transfer_journal_bytes")
+            row["transfers_incremental"] = metrics.get("consul_dns_transfers_incremental_total")
+            row["transfers_full"] = metrics.get("consul_dns_transfers_full_total")
+            row["cd_rss_end_kb"] = cd.memory_kb()
+            for s in secondaries.values():
+                s.stop()
+            cd.stop()
+            emu.stop()
+            rows.append(row)
+            log(f"transfers {shape}: {row}")
+        self.r["transfers"] = rows
+
     @staticmethod
     def ask_every_service(cd, services, row, key):
         """Asks svc-0..svc-<services-1> once; records the time, memory and descriptors."""
@@ -1291,6 +1509,38 @@ def report(b, started, argv, elapsed):
                   f"{fmt(b_['p50_ms'], 1)} | {fmt(b_['max_ms'], 1)} |")
             w("")
 
+    transfers = r.get("transfers")
+    if transfers:
+        w("## 8. Zone transfers (consul-dns the primary, NSD and Knot its secondaries)")
+        w("")
+        w("consul-dns with `allow_transfer` and `notify` naming both secondaries; AXFR time "
+          "is `dig AXFR` wall time (dig decoding and printing included, median of 3); the "
+          "first transfer is from starting the secondary to it answering the primary's "
+          "serial; IXFR is `dig IXFR=<serial>` after registering one instance; freshness is "
+          "`benchtool freshness` (catalog change through the HTTP API to the secondary "
+          "answering it: NOTIFY, then IXFR).")
+        w("")
+        w("| catalog | records | AXFR MB | messages | AXFR s | zone ready s | consul-dns RSS MB | "
+          "IXFR records | IXFR bytes | journal KB |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for t in transfers:
+            w(f"| {t['shape']} | {t['records']} | {fmt(t['bytes'] / 1e6, 1)} | {t['messages']} | "
+              f"{fmt(t['axfr_s'], 2)} | {fmt(t['zone_ready_s'], 1)} | "
+              f"{fmt(t['cd_rss_end_kb'] / 1024)} | {t['ixfr_records']} | {t['ixfr_bytes']} | "
+              f"{fmt((t['journal_bytes'] or 0) / 1024)} |")
+        w("")
+        w("| catalog | secondary | first transfer s | RSS MB | freshness p50 ms | p99 ms | "
+          "max ms | timeouts |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|")
+        for t in transfers:
+            for kind in ("NSD", "Knot"):
+                k = kind.lower()
+                f = t[f"{k}_freshness"]
+                w(f"| {t['shape']} | {kind} | {fmt(t[f'{k}_first_transfer_s'], 1)} | "
+                  f"{fmt((t[f'{k}_rss_kb'] or 0) / 1024)} | {fmt(f['p50_ms'], 1)} | "
+                  f"{fmt(f['p99_ms'], 1)} | {fmt(f['max_ms'], 1)} | {f['timeouts']} |")
+        w("")
+
     w("## Targets (issue 3)")
     w("")
     for line in targets(r):
@@ -1424,6 +1674,7 @@ def main():
     ap.add_argument("--skip-main", action="store_true")
     ap.add_argument("--skip-amplification", action="store_true")
     ap.add_argument("--skip-cores", action="store_true")
+    ap.add_argument("--skip-transfers", action="store_true")
     ap.add_argument("--workers", type=int, default=2,
                     help="workers of consul-dns, NSD and Knot in section 7 (default 2)")
     ap.add_argument("--argv", default="bench/run")
@@ -1453,6 +1704,8 @@ def main():
             b.cores()
         if not args.skip_scale:
             b.scale()
+        if not args.skip_transfers:
+            b.transfers()
         ok = True
     except BenchError as e:
         log(f"FAILED: {e}")

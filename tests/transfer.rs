@@ -198,6 +198,7 @@ fn nsd(dir: &TempDir, port: u16, primary: SocketAddr) -> Option<Program> {
   logfile: "{d}/nsd.log"
   verbosity: 2
   rrl-ratelimit: 0
+  xfrd-reload-timeout: 0
 remote-control:
   control-enable: no
 zone:
@@ -218,7 +219,7 @@ zone:
 fn knot(dir: &TempDir, port: u16, primary: SocketAddr) -> Option<Program> {
     let knotd = tool("knotd")?;
     let d = dir.path().join("knot");
-    std::fs::create_dir_all(&d).expect("dir");
+    std::fs::create_dir_all(d.join("db")).expect("dir");
     let d = d.display();
     let id = |flag: &str| {
         let out = std::process::Command::new("id")
@@ -488,4 +489,151 @@ fn ixfr_sends_the_difference_and_an_unknown_serial_gets_the_whole_zone() {
         "{n} records for a zone of {} RRsets",
         whole.len()
     );
+}
+
+/// A zone as a set of record lines (SOA left out).
+type ZoneText = std::collections::BTreeSet<String>;
+
+fn line(r: &Record) -> String {
+    format!(
+        "{} {} {} {}",
+        r.name.to_lowercase(),
+        r.ttl,
+        r.record_type(),
+        r.data
+    )
+}
+
+/// The zone an AXFR gives now, and its serial.
+fn axfr_text(dns: SocketAddr) -> (u32, ZoneText) {
+    let messages = transfer(
+        dns,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        &transfer_request(RecordType::AXFR, None),
+    );
+    let records: Vec<&Record> = messages.iter().flat_map(|m| &m.answers).collect();
+    let RData::SOA(soa) = &records[0].data else {
+        panic!("an AXFR starts with the SOA")
+    };
+    let text = records[1..records.len() - 1]
+        .iter()
+        .map(|r| line(r))
+        .collect();
+    (soa.serial, text)
+}
+
+/// `zone` with the IXFR from `serial` applied (RFC 1995: per version the old SOA, what
+/// goes, the new SOA, what comes); each removed record must be there, each added one
+/// must not, as NSD and Knot require.
+fn apply_ixfr(dns: SocketAddr, serial: u32, mut zone: ZoneText) -> (u32, ZoneText) {
+    let messages = transfer(
+        dns,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        &transfer_request(RecordType::IXFR, Some(serial)),
+    );
+    let records: Vec<&Record> = messages.iter().flat_map(|m| &m.answers).collect();
+    let soa = |r: &Record| match &r.data {
+        RData::SOA(s) => Some(s.serial),
+        _ => None,
+    };
+    let last = soa(records[0]).expect("starts with the SOA");
+    assert!(
+        records.len() > 1,
+        "IXFR from {serial} answered 'up to date'"
+    );
+    assert_ne!(soa(records[1]), None, "IXFR from {serial}: not AXFR-style");
+    // Each version's old SOA starts what goes, its new SOA what comes.
+    let mut removing = false;
+    for r in &records[1..records.len() - 1] {
+        if soa(r).is_some() {
+            removing = !removing;
+            continue;
+        }
+        let l = line(r);
+        if removing {
+            assert!(
+                zone.remove(&l),
+                "IXFR from {serial} removes {l}, not in the zone"
+            );
+        } else {
+            assert!(
+                zone.insert(l.clone()),
+                "IXFR from {serial} adds {l}, already there"
+            );
+        }
+    }
+    (last, zone)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_ixfr_turns_its_version_into_the_current_zone() {
+    let consul = common::emulator().await;
+    consul.seed_demo();
+    let running = common::server_with(&consul.url(), |c| {
+        c.transfer.allow = vec!["127.0.0.0/8".parse().expect("net")];
+    })
+    .await;
+    let dns = running.dns_addrs[0];
+    let url = consul.url();
+    tokio::task::block_in_place(|| transferable(dns));
+    let mut versions: Vec<(u32, ZoneText)> = Vec::new();
+    let changes: Vec<(serde_json::Value, bool)> = vec![
+        (common::web_instance(4, "passing"), true),
+        (common::web_instance(4, "critical"), true),
+        (
+            common::Instance::new("app", "app1")
+                .at("10.2.7.1", 8080)
+                .tags(&["v1"])
+                .json(),
+            true,
+        ),
+        (common::web_instance(4, "passing"), true),
+        (
+            common::Instance::new("app", "app2")
+                .on("node9", "192.168.56.9")
+                .at("10.2.7.1", 8080)
+                .json(),
+            true,
+        ),
+        (json!({"Node": "node4", "ServiceID": "web4"}), false),
+        (
+            common::Instance::new("app", "app1")
+                .at("10.2.7.3", 8080)
+                .tags(&["v2"])
+                .json(),
+            true,
+        ),
+        (json!({"Node": "node9"}), false),
+        (json!({"Node": "node1", "ServiceID": "app1"}), false),
+    ];
+    for (body, register) in changes {
+        let before = tokio::task::block_in_place(|| axfr_text(dns));
+        versions.push(before.clone());
+        if register {
+            common::http_register(&url, &body).await;
+        } else {
+            common::http_deregister(&url, &body).await;
+        }
+        let moved = tokio::task::block_in_place(|| {
+            poll(Duration::from_secs(5), || {
+                soa_serial(dns).filter(|&s| s != before.0)
+            })
+        });
+        assert!(moved.is_some(), "the serial moves with {body}");
+    }
+    let (serial, now) = tokio::task::block_in_place(|| axfr_text(dns));
+    for (from, zone) in versions {
+        if from == serial {
+            continue;
+        }
+        let (to, applied) = tokio::task::block_in_place(|| apply_ixfr(dns, from, zone));
+        assert_eq!(to, serial);
+        let missing: Vec<_> = now.difference(&applied).collect();
+        let extra: Vec<_> = applied.difference(&now).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "IXFR from {from}: missing {missing:?}, extra {extra:?}"
+        );
+    }
+    running.shutdown().await;
 }

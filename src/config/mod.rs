@@ -1016,6 +1016,8 @@ impl Config {
                 })
             }
             Some(n) => n,
+            // A zone transfer holds every service: none may leave memory.
+            None if transfer.enabled() => usize::MAX,
             None => max_watches.saturating_mul(DEFAULT_SERVICES_PER_WATCH),
         };
 

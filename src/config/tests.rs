@@ -1189,3 +1189,11 @@ fn notify_without_allow_transfer_is_rejected() {
     let (e, _) = load_err(&[], "allow_transfer = [\"10.0.0.0/33\"]\n");
     assert_eq!(invalid_key(&e), "allow_transfer[0]");
 }
+
+#[test]
+fn transfers_keep_every_service_unless_max_services_is_set() {
+    let c = load_ok(&["--allow-transfer", "10.0.0.0/8"], "");
+    assert_eq!(c.max_services, usize::MAX);
+    let c = load_ok(&["--allow-transfer", "10.0.0.0/8"], "max_services = 5000\n");
+    assert_eq!(c.max_services, 5000);
+}

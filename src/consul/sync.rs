@@ -721,6 +721,11 @@ impl Source for Syncer {
         Some(w.data())
     }
 
+    fn records_in_memory(&self, subject: Subject<'_>) -> Option<Arc<ServiceRecords>> {
+        let w = self.hot.get(cache_key(&subject).as_ref())?;
+        Some(w.current.load_full())
+    }
+
     async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, SourceError> {
         self.load(subject).await.map_err(shared)
     }

@@ -84,6 +84,12 @@ pub trait Source: Send + Sync {
     /// A service's data when it is in memory and asked for lately (no waiting, no lock).
     fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData>;
 
+    /// A service's records when in memory, without counting a lookup or a use (for
+    /// zone transfers, which read every service whenever the catalog changes).
+    fn records_in_memory(&self, subject: Subject<'_>) -> Option<Arc<ServiceRecords>> {
+        self.instances_in_memory(subject).map(|data| data.records)
+    }
+
     /// A service's data, loaded if it is not in memory (concurrent callers share the
     /// load) and kept fresh from then on.
     async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, SourceError>;

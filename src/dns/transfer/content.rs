@@ -12,14 +12,15 @@
 //! A service's records are kept between builds and made again only when its data (its
 //! `ServiceRecords`), the service list or the node list changed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::journal::{difference, Delta};
 use crate::dns::consul_zone::ConsulZone;
 use crate::view::records::{NodeTable, ServiceRecords};
-use crate::view::{Directory, Source, Subject};
+use crate::view::{Directory, KnownService, Source, Subject};
 
 /// The types asked for each kind of name.
 const SERVICE_TYPES: [RecordType; 4] = [
@@ -31,33 +32,64 @@ const SERVICE_TYPES: [RecordType; 4] = [
 const NODE_TYPES: [RecordType; 3] = [RecordType::A, RecordType::AAAA, RecordType::TXT];
 const ADDR_TYPES: [RecordType; 2] = [RecordType::A, RecordType::AAAA];
 
-/// One service's part of the zone, and what it was made from.
-struct ServicePart {
+/// What a part of the zone is made from; each part's records are sorted and free of
+/// duplicates. A name the zone holds belongs to one part (but for rare collisions of a
+/// tag form with a dotted service name, whose records are then the same).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// The apex NS.
+    Apex,
+    /// A service's names.
+    Service(String),
+    /// A node's names.
+    Node(String),
+    /// An `addr` name an SRV record points at.
+    Addr(Name),
+}
+
+/// The zone, by part.
+pub type Parts = HashMap<Part, Arc<[Record]>>;
+
+/// What a service's part was made from.
+struct ServiceSource {
     data: Arc<ServiceRecords>,
-    records: Vec<Record>,
+    tags: HashSet<String>,
+    aliases: Vec<String>,
     /// The `addr` names its SRV records point at.
     addrs: Vec<Name>,
 }
 
-/// Builds the zone of one served domain, keeping each service's part between builds.
+/// Builds the zone of one served domain, part by part: a part is made again only when
+/// what it is made from changed.
 pub struct ContentBuilder {
     zone: Arc<ConsulZone>,
     source: Arc<dyn Source>,
     domain: usize,
-    /// The lists the kept parts were made with (held, so a pointer cannot be reused).
+    /// The lists the parts were made with (held, so a pointer cannot be reused).
     lists: Option<(Arc<Directory>, Arc<NodeTable>)>,
-    parts: HashMap<String, ServicePart>,
+    services: HashMap<String, ServiceSource>,
+    /// How many services point at each `addr` name.
+    addr_refs: HashMap<Name, usize>,
+    parts: Parts,
+    records: usize,
 }
 
 /// What a build found.
 pub struct Built {
-    /// Sorted (RFC 4034 canonical order), without duplicates, without the SOA.
-    pub records: Vec<Record>,
+    /// The zone now.
+    pub parts: Arc<Parts>,
+    /// Its records.
+    pub records: usize,
+    /// What changed since the previous build (from and to left for the journal).
+    pub delta: Delta,
     /// Services of the list whose data is not in memory (left out of this build).
     pub missing: usize,
     /// The highest Consul index among the data the records come from.
     pub index: u64,
 }
+
+/// Parts made again in one build: the new records (None: the part is gone).
+type Changes = Vec<(Part, Option<Vec<Record>>)>;
 
 impl ContentBuilder {
     /// `zone` must answer without `a_record_limit`; `domain` is its index of the domain.
@@ -67,7 +99,10 @@ impl ContentBuilder {
             source,
             domain,
             lists: None,
+            services: HashMap::new(),
+            addr_refs: HashMap::new(),
             parts: HashMap::new(),
+            records: 0,
         }
     }
 
@@ -78,89 +113,176 @@ impl ContentBuilder {
             return None;
         }
         let (directory, nodes) = (view.directory()?, view.nodes()?);
-        let same_lists = self
-            .lists
-            .as_ref()
-            .is_some_and(|(d, n)| Arc::ptr_eq(d, &directory) && Arc::ptr_eq(n, &nodes));
-        if !same_lists {
-            self.parts.clear();
-            self.lists = Some((Arc::clone(&directory), Arc::clone(&nodes)));
-        }
         let dc = view.datacenter()?.to_owned();
         let domain = self.zone.domain(self.domain).clone();
-        let addr_suffix = Name::from_ascii(format!("addr.{dc}"))
-            .and_then(|n| n.append_domain(&domain))
-            .ok();
+        let at = NamesOf {
+            addr_suffix: Name::from_ascii(format!("addr.{dc}"))
+                .and_then(|n| n.append_domain(&domain))
+                .ok(),
+            dc,
+            domain,
+        };
+        let (same_directory, same_nodes) = match &self.lists {
+            Some((d, n)) => (Arc::ptr_eq(d, &directory), Arc::ptr_eq(n, &nodes)),
+            None => (false, false),
+        };
+        let mut changes = Changes::new();
+        let mut addr_moves: Vec<(Name, bool)> = Vec::new();
         let mut missing = 0;
         let mut index = directory.index.max(nodes.index);
-        let mut kept = HashMap::with_capacity(directory.services.len());
-        for (key, known) in &directory.services {
-            let subject = Subject::local_service(key, &known.name);
-            let Some(data) = self.source.instances_in_memory(subject) else {
-                missing += 1;
-                continue;
-            };
-            index = index.max(data.records.index);
-            let part = match self.parts.remove(key) {
-                Some(part) if Arc::ptr_eq(&part.data, &data.records) => part,
-                _ => {
-                    let names = NamesOf {
-                        dc: &dc,
-                        domain: &domain,
-                        addr_suffix: addr_suffix.as_ref(),
-                    };
-                    self.service_part(key, &known.tags, &directory, &names, data.records)
-                }
-            };
-            kept.insert(key.clone(), part);
-        }
-        self.parts = kept;
 
-        let mut records: Vec<Record> = Vec::new();
-        let mut addrs = BTreeSet::new();
-        for part in self.parts.values() {
-            records.extend(part.records.iter().cloned());
-            addrs.extend(part.addrs.iter().cloned());
-        }
-        for addr in addrs {
-            self.collect(&addr, &ADDR_TYPES, &mut records, None, None);
-        }
-        for node in nodes.by_name.keys() {
-            for name in with_and_without_dc(&[node.as_str(), "node"], &dc, &domain) {
-                self.collect(&name, &NODE_TYPES, &mut records, None, None);
+        let mut aliases: HashMap<&str, Vec<String>> = HashMap::new();
+        if !same_directory {
+            for (alias, key) in &directory.aliases {
+                aliases.entry(key.as_str()).or_default().push(alias.clone());
+            }
+            for v in aliases.values_mut() {
+                v.sort();
+            }
+            let gone: Vec<String> = self
+                .services
+                .keys()
+                .filter(|k| !directory.services.contains_key(*k))
+                .cloned()
+                .collect();
+            for key in gone {
+                self.drop_service(&key, &mut changes, &mut addr_moves);
             }
         }
-        self.collect(&domain, &[RecordType::NS], &mut records, None, None);
+        for (key, known) in &directory.services {
+            let Some(data) = self
+                .source
+                .records_in_memory(Subject::local_service(key, &known.name))
+            else {
+                missing += 1;
+                self.drop_service(key, &mut changes, &mut addr_moves);
+                continue;
+            };
+            index = index.max(data.index);
+            let key_aliases = aliases.get(key.as_str());
+            let unchanged = self.services.get(key).is_some_and(|s| {
+                Arc::ptr_eq(&s.data, &data)
+                    && (same_directory
+                        || (s.tags == known.tags
+                            && s.aliases.as_slice() == key_aliases.map_or(&[][..], Vec::as_slice)))
+            });
+            if unchanged {
+                continue;
+            }
+            let aliases = key_aliases.cloned().unwrap_or_default();
+            let (records, addrs) = self.service_records(key, known, &aliases, &at);
+            let old = self.services.insert(
+                key.clone(),
+                ServiceSource {
+                    data,
+                    tags: known.tags.clone(),
+                    aliases,
+                    addrs: addrs.clone(),
+                },
+            );
+            addr_moves.extend(old.into_iter().flat_map(|o| o.addrs).map(|a| (a, false)));
+            addr_moves.extend(addrs.into_iter().map(|a| (a, true)));
+            changes.push((Part::Service(key.clone()), Some(records)));
+        }
+        for (addr, added) in addr_moves {
+            let count = self.addr_refs.entry(addr.clone()).or_default();
+            let was = *count;
+            if added {
+                *count += 1;
+            } else {
+                *count = count.saturating_sub(1);
+            }
+            match (was, *count) {
+                (0, n) if n > 0 => {
+                    let mut records = Vec::new();
+                    self.collect(&addr, &ADDR_TYPES, &mut records, None, None);
+                    changes.push((Part::Addr(addr), Some(records)));
+                }
+                (w, 0) if w > 0 => {
+                    self.addr_refs.remove(&addr);
+                    changes.push((Part::Addr(addr), None));
+                }
+                (0, 0) => {
+                    self.addr_refs.remove(&addr);
+                }
+                _ => {}
+            }
+        }
+        if !same_nodes {
+            let gone: Vec<Part> = self
+                .parts
+                .keys()
+                .filter(|p| matches!(p, Part::Node(n) if !nodes.by_name.contains_key(n)))
+                .cloned()
+                .collect();
+            changes.extend(gone.into_iter().map(|p| (p, None)));
+            for node in nodes.by_name.keys() {
+                let mut records = Vec::new();
+                for name in with_and_without_dc(&[node.as_str(), "node"], &at.dc, &at.domain) {
+                    self.collect(&name, &NODE_TYPES, &mut records, None, None);
+                }
+                changes.push((Part::Node(node.clone()), Some(records)));
+            }
+        }
+        let mut apex = Vec::new();
+        self.collect(&at.domain, &[RecordType::NS], &mut apex, None, None);
+        changes.push((Part::Apex, Some(apex)));
+        self.lists = Some((directory, nodes));
+
+        let delta = self.apply(changes);
         Some(Built {
-            records: canonical(records),
+            parts: Arc::new(self.parts.clone()),
+            records: self.records,
+            delta,
             missing,
             index,
         })
     }
 
-    /// The records of every name of service `key`.
-    fn service_part(
+    /// Takes service `key` out of the zone, when it is in.
+    fn drop_service(&mut self, key: &str, changes: &mut Changes, moves: &mut Vec<(Name, bool)>) {
+        if let Some(old) = self.services.remove(key) {
+            moves.extend(old.addrs.into_iter().map(|a| (a, false)));
+            changes.push((Part::Service(key.to_owned()), None));
+        }
+    }
+
+    /// Makes `changes` the parts; what they add and remove.
+    fn apply(&mut self, changes: Changes) -> Delta {
+        let mut delta = Delta::default();
+        for (part, records) in changes {
+            let new: Option<Arc<[Record]>> = records.map(|r| canonical(r).into());
+            let old = match &new {
+                Some(new) => self.parts.insert(part, Arc::clone(new)),
+                None => self.parts.remove(&part),
+            };
+            let old_records = old.as_deref().unwrap_or(&[]);
+            let (removed, added) = difference(old_records, new.as_deref().unwrap_or(&[]));
+            self.records = self.records + added.len() - removed.len();
+            delta.removed.extend(removed);
+            delta.added.extend(added);
+        }
+        delta
+    }
+
+    /// The records of every name of service `key`, and the `addr` names its SRV records
+    /// point at.
+    fn service_records(
         &self,
         key: &str,
-        tags: &std::collections::HashSet<String>,
-        directory: &Directory,
-        at: &NamesOf<'_>,
-        data: Arc<ServiceRecords>,
-    ) -> ServicePart {
-        let (dc, domain) = (at.dc, at.domain);
+        known: &KnownService,
+        aliases: &[String],
+        at: &NamesOf,
+    ) -> (Vec<Record>, Vec<Name>) {
+        let (dc, domain) = (at.dc.as_str(), &at.domain);
         let mut records = Vec::new();
         let mut addrs = Vec::new();
         let mut names: Vec<Vec<String>> = vec![vec![key.to_owned()]];
-        names.extend(
-            directory
-                .aliases
-                .iter()
-                .filter(|(_, service)| service.as_str() == key)
-                .map(|(alias, _)| vec![alias.clone()]),
-        );
-        for tag in tags {
+        names.extend(aliases.iter().map(|alias| vec![alias.clone()]));
+        for tag in &known.tags {
             names.push(vec![tag.clone(), key.to_owned()]);
         }
+        let suffix = at.addr_suffix.as_ref();
         for labels in &names {
             let mut labels: Vec<&str> = labels.iter().map(String::as_str).collect();
             labels.push("service");
@@ -170,37 +292,28 @@ impl ContentBuilder {
                     &SERVICE_TYPES,
                     &mut records,
                     Some(&mut addrs),
-                    at.addr_suffix,
+                    suffix,
                 );
             }
         }
         if !key.contains('.') {
             let service = format!("_{key}");
             let mut protocols = vec!["_tcp".to_owned()];
-            protocols.extend(tags.iter().map(|t| format!("_{t}")));
+            protocols.extend(known.tags.iter().map(|t| format!("_{t}")));
             for protocol in &protocols {
                 let labels = [service.as_str(), protocol.as_str(), "service"];
                 for name in with_and_without_dc(&labels, dc, domain) {
                     let addrs = Some(&mut addrs);
-                    self.collect(
-                        &name,
-                        &[RecordType::SRV],
-                        &mut records,
-                        addrs,
-                        at.addr_suffix,
-                    );
+                    self.collect(&name, &[RecordType::SRV], &mut records, addrs, suffix);
                 }
             }
         }
-        ServicePart {
-            data,
-            records,
-            addrs,
-        }
+        addrs.sort();
+        addrs.dedup();
+        (records, addrs)
     }
-
     /// Adds the records owned by `name` that queries for `types` answer; with `addrs`,
-    /// notes the `addr` names SRV records point at.
+    /// notes the `addr` names (below `addr_suffix`) SRV records point at.
     fn collect(
         &self,
         name: &Name,
@@ -229,12 +342,12 @@ impl ContentBuilder {
     }
 }
 
-/// Where a service's names are.
-struct NamesOf<'a> {
-    dc: &'a str,
-    domain: &'a Name,
+/// Where the names of the zone are.
+struct NamesOf {
+    dc: String,
+    domain: Name,
     /// `addr.<dc>.<domain>`: SRV targets below it are names of the zone.
-    addr_suffix: Option<&'a Name>,
+    addr_suffix: Option<Name>,
 }
 
 /// `<labels>.<domain>` and `<labels>.<dc>.<domain>`, the names that parse.

@@ -7,16 +7,27 @@ use std::sync::Arc;
 
 use hickory_proto::rr::Record;
 
+use super::content::Parts;
+
 /// One version of the zone.
 #[derive(Debug, Clone)]
 pub struct Version {
     pub serial: u32,
-    /// Sorted, without duplicates, without the SOA.
-    pub records: Arc<[Record]>,
+    /// Its records but the SOA, by part.
+    pub parts: Arc<Parts>,
+    /// How many.
+    pub records: usize,
+}
+
+impl Version {
+    /// Every record but the SOA.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.parts.values().flat_map(|p| p.iter())
+    }
 }
 
 /// The difference from version `from` to version `to`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Delta {
     pub from: u32,
     pub to: u32,
@@ -74,16 +85,11 @@ impl Journal {
         &self.current
     }
 
-    /// Makes `next` current and journals the difference (empty when only the serial
-    /// moved: another served domain's zone changed).
-    pub fn push(&mut self, next: Version) {
-        let (removed, added) = difference(&self.current.records, &next.records);
-        let delta = Delta {
-            from: self.current.serial,
-            to: next.serial,
-            removed,
-            added,
-        };
+    /// Makes `next` current and journals what changed from the current one (nothing
+    /// when only the serial moved: another served domain's zone changed).
+    pub fn push(&mut self, next: Version, mut delta: Delta) {
+        delta.from = self.current.serial;
+        delta.to = next.serial;
         self.bytes += delta.size();
         self.deltas.push_back(delta);
         while self.bytes > self.max_bytes {
@@ -157,6 +163,7 @@ pub fn next_serial(previous: Option<u32>, index: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::transfer::content::Part;
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{Name, RData};
 
@@ -171,17 +178,33 @@ mod tests {
     fn version(serial: u32, last: &[u8]) -> Version {
         let mut records: Vec<Record> = last.iter().map(|&l| a(l)).collect();
         records.sort();
+        let n = records.len();
+        let parts = [(Part::Apex, records.into())].into_iter().collect();
         Version {
             serial,
-            records: records.into(),
+            parts: Arc::new(parts),
+            records: n,
         }
+    }
+
+    /// `to` pushed onto `j`, with the difference from `j`'s current version.
+    fn push(j: &mut Journal, to: Version) {
+        let from: Vec<Record> = j.current().records().cloned().collect();
+        let new: Vec<Record> = to.records().cloned().collect();
+        let (removed, added) = difference(&from, &new);
+        let delta = Delta {
+            removed,
+            added,
+            ..Delta::default()
+        };
+        j.push(to, delta);
     }
 
     #[test]
     fn deltas_chain_from_a_known_serial_and_the_journal_is_bounded() {
         let mut j = Journal::new(version(1, &[1, 2]), 10_000);
-        j.push(version(2, &[1, 3]));
-        j.push(version(3, &[1, 3, 4]));
+        push(&mut j, version(2, &[1, 3]));
+        push(&mut j, version(3, &[1, 3, 4]));
         let Since::Deltas(d) = j.since(1) else {
             panic!("serial 1 is journaled")
         };
@@ -195,7 +218,7 @@ mod tests {
         assert!(matches!(j.since(7), Since::Unknown));
 
         let mut small = Journal::new(version(1, &[1]), 1);
-        small.push(version(2, &[2]));
+        push(&mut small, version(2, &[2]));
         assert!(
             matches!(small.since(1), Since::Unknown),
             "dropped beyond its bytes"

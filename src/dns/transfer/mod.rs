@@ -79,7 +79,7 @@ impl Transfers {
         for &target in &transfers.config.notify {
             tokio::spawn(notify::notifier(
                 target,
-                domains.clone(),
+                transfers.soas.clone(),
                 watching.clone(),
                 Arc::clone(&transfers.metrics),
                 transfers.config.notify_interval,
@@ -115,11 +115,15 @@ impl Transfers {
         let view = Arc::clone(source.view());
         let mut seen = None;
         let mut first_try: Option<Instant> = None;
+        // After a build that took long (a large zone), as long again before the next: the
+        // builder takes at most half a core however fast the catalog changes.
+        let mut pause = CHECK;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(CHECK) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
+            pause = CHECK;
             let lists = (view.directory(), view.nodes());
             let now = (
                 freshness::changes(),
@@ -140,6 +144,7 @@ impl Transfers {
                 return;
             };
             builders = back;
+            pause = started.elapsed().max(CHECK);
             let Some(built) = built.into_iter().collect::<Option<Vec<_>>>() else {
                 continue;
             };
@@ -156,7 +161,7 @@ impl Transfers {
             if let Some(serial) = self.publish(built) {
                 view.publish_serial(serial);
                 serials.send_replace(serial);
-                let records = self.current(0).map_or(0, |v| v.records.len());
+                let records = self.current(0).map_or(0, |v| v.records);
                 self.metrics.zone_records.set(records as i64);
                 self.metrics.zone_serial.set(i64::from(serial));
                 debug!(
@@ -172,39 +177,35 @@ impl Transfers {
         }
     }
 
-    /// Makes `built` the current versions when they differ from the current ones; the
-    /// new serial, or None when nothing changed.
+    /// Makes `built` the current versions when something changed; the new serial, or
+    /// None when nothing did.
     fn publish(&self, built: Vec<content::Built>) -> Option<u32> {
         let mut journals = self.journals();
         let index = built.iter().map(|b| b.index).max().unwrap_or(0);
         let changed = journals.len() != built.len()
-            || journals
+            || built
                 .iter()
-                .zip(&built)
-                .any(|(j, b)| !same(&j.current().records, &b.records));
+                .any(|b| !b.delta.removed.is_empty() || !b.delta.added.is_empty());
         if !changed {
             return None;
         }
         let previous = journals.first().map(|j| j.current().serial);
         let serial = journal::next_serial(previous, index);
-        if journals.is_empty() {
-            *journals = built
-                .into_iter()
-                .map(|b| {
-                    let version = Version {
-                        serial,
-                        records: b.records.into(),
-                    };
-                    Journal::new(version, self.config.journal_bytes)
-                })
-                .collect();
-        } else {
-            for (j, b) in journals.iter_mut().zip(built) {
-                j.push(Version {
-                    serial,
-                    records: b.records.into(),
-                });
+        let first = journals.is_empty();
+        let mut next = Vec::with_capacity(built.len());
+        for (d, b) in built.into_iter().enumerate() {
+            let version = Version {
+                serial,
+                parts: b.parts,
+                records: b.records,
+            };
+            match journals.get_mut(d) {
+                Some(j) if !first => j.push(version, b.delta),
+                _ => next.push(Journal::new(version, self.config.journal_bytes)),
             }
+        }
+        if first {
+            *journals = next;
         }
         let bytes: usize = journals.iter().map(Journal::bytes).sum();
         self.metrics.transfer_journal_bytes.set(bytes as i64);
@@ -263,18 +264,13 @@ impl Transfers {
             }
             Some(Since::Unknown) | None => {
                 self.metrics.transfers_full.inc();
-                info!(%src, serial = version.serial, records = version.records.len(), "full zone transfer");
+                info!(%src, serial = version.serial, records = version.records, "full zone transfer");
                 let head = soa(version.serial);
                 let all = std::iter::once(&head)
-                    .chain(version.records.iter())
+                    .chain(version.records())
                     .chain(std::iter::once(&head));
                 xfr::respond(request, all)
             }
         }
     }
-}
-
-/// Whether two sorted record lists hold the same records (TTLs included).
-fn same(a: &[Record], b: &[Record]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.cmp(y).is_eq())
 }

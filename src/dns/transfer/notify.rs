@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::xfr::with_serial;
 use crate::metrics::Metrics;
 
 /// The first wait for an answer before sending again; doubled on each retry up to
@@ -21,10 +22,12 @@ use crate::metrics::Metrics;
 const FIRST_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Announces every serial `serials` takes (0: none yet) for each of `zones` to `target`.
+/// Announces every serial `serials` takes (0: none yet) for each of `zones` (its SOA with
+/// serial 0, sent with the serial: a secondary that has it already need not ask) to
+/// `target`.
 pub async fn notifier(
     target: SocketAddr,
-    zones: Vec<Name>,
+    zones: Vec<Record>,
     mut serials: watch::Receiver<u32>,
     metrics: Arc<Metrics>,
     interval: Duration,
@@ -57,13 +60,14 @@ pub async fn notifier(
             continue;
         }
         for zone in &zones {
+            let soa = with_serial(zone, serial);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 changed = serials.changed() => {
                     pending = changed.is_ok();
                     break;
                 }
-                () = announce(&socket, target, zone, serial, &metrics) => {}
+                () = announce(&socket, target, &soa, &metrics) => {}
             }
         }
         tokio::select! {
@@ -73,14 +77,13 @@ pub async fn notifier(
     }
 }
 
-/// Sends the NOTIFY of `zone` at `serial` until `target` answers it.
-async fn announce(
-    socket: &UdpSocket,
-    target: SocketAddr,
-    zone: &Name,
-    serial: u32,
-    metrics: &Metrics,
-) {
+/// Sends the NOTIFY of the zone of `soa` until `target` answers it.
+async fn announce(socket: &UdpSocket, target: SocketAddr, soa: &Record, metrics: &Metrics) {
+    let zone = &soa.name;
+    let serial = match &soa.data {
+        RData::SOA(s) => s.serial,
+        _ => 0,
+    };
     let mut wait = FIRST_TIMEOUT;
     let mut buf = vec![0u8; 4096];
     loop {
@@ -88,6 +91,8 @@ async fn announce(
         let mut message = Message::new(id, MessageType::Query, OpCode::Notify);
         message.metadata.authoritative = true;
         message.add_query(Query::query(zone.clone(), RecordType::SOA));
+        // RFC 1996 §3.7: the new SOA may go in Answer.
+        message.add_answer(soa.clone());
         let Ok(bytes) = message.to_vec() else {
             return;
         };

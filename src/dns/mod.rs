@@ -17,5 +17,6 @@ pub mod sockets;
 pub mod static_zones;
 pub mod tcp;
 pub mod truncation;
+pub mod tsig;
 pub mod udp;
 pub mod udp_batch;

@@ -18,5 +18,6 @@ pub mod static_zones;
 pub mod tcp;
 pub mod transfer;
 pub mod truncation;
+pub mod tsig;
 pub mod udp;
 pub mod udp_batch;

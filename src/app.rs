@@ -402,11 +402,11 @@ fn serve_dns(
         .tcp
         .into_iter()
         .map(|listener| {
-            let (handler, metrics) = (Arc::clone(handler), Arc::clone(metrics));
             tokio::spawn(tcp::serve(
                 listener,
-                handler,
-                metrics,
+                Arc::clone(handler),
+                Arc::new(tcp::Plain),
+                metrics.tcp.clone(),
                 config.tcp,
                 stop.clone(),
             ))

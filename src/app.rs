@@ -1,6 +1,6 @@
-//! Wires the parts together: `start` loads the static zones, binds the sockets, starts the
-//! Consul sync and the DNS server, and returns a handle that reloads the zones and shuts
-//! everything down.
+//! Wires the parts together: `start` loads the static zones and the DNS-over-TLS
+//! certificate, binds the sockets, starts the Consul sync and the DNS server, and returns a
+//! handle that reloads the zones and the certificate and shuts everything down.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +20,7 @@ use crate::config::{Config, DnsConfig};
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
 use crate::dns::consul_zone::{ConsulZone, ZoneOptions};
+use crate::dns::dot::{self, Certificate, CertificateError};
 use crate::dns::forward::{ForwardError, Recursors};
 use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
 use crate::dns::rrl::Rrl;
@@ -51,21 +52,31 @@ pub enum StartError {
     Forward(#[from] ForwardError),
     #[error("cannot start serving UDP: {0}")]
     Udp(#[source] std::io::Error),
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    #[error("DNS over TLS needs tls_cert_file and tls_key_file")]
+    NoCertificate,
 }
 
 /// A running server.
 pub struct Running {
     /// The bound DNS addresses (UDP and TCP on each), port 0 resolved.
     pub dns_addrs: Vec<SocketAddr>,
+    /// The bound DNS-over-TLS addresses, port 0 resolved.
+    pub tls_addrs: Vec<SocketAddr>,
     /// The bound metrics and health endpoint, when configured.
     pub http_addr: Option<SocketAddr>,
-    /// Stops the UDP loops (`dns::udp`) and the TCP listeners (`dns::tcp`).
+    /// Stops the UDP loops (`dns::udp`) and the TCP and TLS listeners (`dns::tcp`).
     stop_dns: CancellationToken,
     /// The UDP loops; each ends once its thread has (at most `udp::STOP_CHECK` after
     /// `stop_dns`).
     udp: Vec<JoinHandle<()>>,
     /// The TCP listeners; each ends once its connections have finished.
     tcp: Vec<JoinHandle<()>>,
+    /// The DNS-over-TLS listeners, likewise.
+    tls: Vec<JoinHandle<()>>,
+    /// The DNS-over-TLS certificate, when DNS over TLS is on.
+    certificate: Option<Arc<Certificate>>,
     syncer: Arc<Syncer>,
     stop_http: CancellationToken,
     zones: Arc<StaticZones>,
@@ -155,6 +166,22 @@ impl Running {
         summary
     }
 
+    /// Reads the DNS-over-TLS certificate and key again (SIGHUP): new connections get the
+    /// new certificate; on an error the previous one is kept and the reason logged. None
+    /// when DNS over TLS is off.
+    pub fn reload_certificate(&self) -> Option<Result<(), CertificateError>> {
+        let certificate = self.certificate.as_ref()?;
+        let result = certificate.reload();
+        match &result {
+            Ok(()) => info!(
+                file = %certificate.cert_file().display(),
+                "reload: DNS-over-TLS certificate read again"
+            ),
+            Err(e) => warn!("reload: {e}; still serving the previous DNS-over-TLS certificate"),
+        }
+        Some(result)
+    }
+
     /// Stops listening, lets in-flight queries finish, ends the Consul watches.
     pub async fn shutdown(self) {
         self.stop_dns.cancel();
@@ -168,6 +195,11 @@ impl Running {
                 warn!(error = %e, "TCP listener stopped with an error");
             }
         }
+        for listener in self.tls {
+            if let Err(e) = listener.await {
+                warn!(error = %e, "DNS-over-TLS listener stopped with an error");
+            }
+        }
         self.syncer.shutdown();
         self.stop_http.cancel();
     }
@@ -177,9 +209,14 @@ impl Running {
 /// and Consul names are SERVFAIL until the first sync.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let domains = served_domains(config)?;
+    let certificate = load_certificate(config)?;
     let metrics = Arc::new(Metrics::new());
     let client = consul_client(config, &metrics)?;
     let sockets = sockets::bind(&config.listen, config.workers).await?;
+    let tls_listeners = match &certificate {
+        Some(_) => sockets::bind_tls(&config.dot.listen)?,
+        None => Vec::new(),
+    };
     let http = match config.http_addr {
         Some(addr) => Some(bind_http(addr).await?),
         None => None,
@@ -231,6 +268,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     ));
     let dns_addrs = sockets.addrs.clone();
     let (udp, tcp) = serve_dns(config, sockets, &handler, &metrics, &stop_dns)?;
+    let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().map(|(_, addr)| *addr).collect();
+    let tls = match &certificate {
+        Some(certificate) => serve_dot(
+            config,
+            tls_listeners,
+            certificate,
+            &handler,
+            &metrics,
+            &stop_dns,
+        ),
+        None => Vec::new(),
+    };
     let stop_http = CancellationToken::new();
     let http_addr = http.map(|(listener, bound)| {
         admin::serve(listener, Arc::clone(&syncer), stop_http.clone());
@@ -239,10 +288,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     });
     Ok(Running {
         dns_addrs,
+        tls_addrs,
         http_addr,
         stop_dns,
         udp,
         tcp,
+        tls,
+        certificate,
         syncer,
         zones: static_zones,
         stop_http,
@@ -290,6 +342,21 @@ async fn bind_http(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindEr
         source,
     })?;
     Ok((listener, bound))
+}
+
+/// The DNS-over-TLS certificate, when DNS over TLS is on.
+fn load_certificate(config: &Config) -> Result<Option<Arc<Certificate>>, StartError> {
+    let dot = &config.dot;
+    if dot.listen.is_empty() {
+        if dot.cert_file.is_some() || dot.key_file.is_some() {
+            warn!("tls_cert_file and tls_key_file are not used without listen_tls (--listen-tls)");
+        }
+        return Ok(None);
+    }
+    match (&dot.cert_file, &dot.key_file) {
+        (Some(cert), Some(key)) => Ok(Some(Arc::new(Certificate::load(cert, key)?))),
+        _ => Err(StartError::NoCertificate),
+    }
 }
 
 /// Consul options accepted without effect, said once at start.
@@ -386,8 +453,35 @@ fn zone_options(config: &Config, domains: Vec<Name>) -> ZoneOptions {
     }
 }
 
-/// The tasks of the UDP loops, or of the TCP servers.
+/// The tasks of the UDP loops, or of the TCP or TLS servers.
 type Servers = Vec<JoinHandle<()>>;
+
+/// The DNS-over-TLS servers on the bound listeners, until `stop`: the TCP servers' code
+/// behind the TLS handshake, with limits of their own.
+fn serve_dot(
+    config: &Config,
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    certificate: &Arc<Certificate>,
+    handler: &Arc<DnsHandler>,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Servers {
+    let handshake = Arc::new(dot::TlsHandshake::new(Arc::clone(certificate), metrics));
+    listeners
+        .into_iter()
+        .map(|(listener, addr)| {
+            info!(%addr, certificate = %certificate.cert_file().display(), "DNS over TLS: listening on {addr}");
+            tokio::spawn(tcp::serve(
+                listener,
+                Arc::clone(handler),
+                Arc::clone(&handshake),
+                metrics.tls.clone(),
+                config.dot.limits,
+                stop.clone(),
+            ))
+        })
+        .collect()
+}
 
 /// The UDP loops and TCP servers on the bound sockets, until `stop`.
 fn serve_dns(
@@ -415,11 +509,11 @@ fn serve_dns(
         .tcp
         .into_iter()
         .map(|listener| {
-            let (handler, metrics) = (Arc::clone(handler), Arc::clone(metrics));
             tokio::spawn(tcp::serve(
                 listener,
-                handler,
-                metrics,
+                Arc::clone(handler),
+                Arc::new(tcp::Plain),
+                metrics.tcp.clone(),
                 config.tcp,
                 stop.clone(),
             ))

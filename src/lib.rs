@@ -12,4 +12,5 @@ pub mod fuzzing;
 pub mod log_limit;
 pub mod metrics;
 pub mod model;
+pub mod pem;
 pub mod view;

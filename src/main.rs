@@ -168,7 +168,8 @@ impl Signals {
         Signals {}
     }
 
-    /// Returns on SIGTERM or SIGINT; reloads the static zones on every SIGHUP.
+    /// Returns on SIGTERM or SIGINT; reloads the static zones and the DNS-over-TLS
+    /// certificate on every SIGHUP.
     async fn wait(&mut self, running: &app::Running) {
         #[cfg(unix)]
         if let Some((term, hup)) = &mut self.unix {
@@ -177,9 +178,10 @@ impl Signals {
                     _ = tokio::signal::ctrl_c() => return,
                     _ = term.recv() => return,
                     _ = hup.recv() => {
-                        info!("SIGHUP: reloading the zones");
+                        info!("SIGHUP: reloading the zones and the DNS-over-TLS certificate");
                         service_manager::reloading();
                         running.reload_zones().await;
+                        running.reload_certificate();
                         service_manager::ready("answering");
                     }
                 }

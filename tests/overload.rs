@@ -94,7 +94,7 @@ async fn tcp_connections_are_capped() {
     let m = metrics(&running);
     eventually(Duration::from_secs(5), || {
         let m = Arc::clone(&m);
-        async move { m.tcp_connections.get() == 0 }
+        async move { m.tcp.connections.get() == 0 }
     })
     .await;
 
@@ -108,7 +108,7 @@ async fn tcp_connections_are_capped() {
         assert_eq!(read_answer(&mut s).await.metadata.id, id);
         open.push(s);
     }
-    assert_eq!(m.tcp_connections.get(), 4);
+    assert_eq!(m.tcp.connections.get(), 4);
 
     // Three more: each closes the longest-idle connection (the oldest here: all four are
     // idle) and is served; none is refused (refusals, when every connection is busy, are
@@ -124,11 +124,11 @@ async fn tcp_connections_are_capped() {
     for s in &mut open[..3] {
         closed_by_server(s, Duration::from_secs(2)).await;
     }
-    assert_eq!(m.tcp_evicted.get(), 3);
-    assert_eq!(m.tcp_refused.get(), 0);
+    assert_eq!(m.tcp.evicted.get(), 3);
+    assert_eq!(m.tcp.refused.get(), 0);
     eventually(Duration::from_secs(5), || {
         let m = Arc::clone(&m);
-        async move { m.tcp_connections.get() == 4 }
+        async move { m.tcp.connections.get() == 4 }
     })
     .await;
     let text = m.render();
@@ -144,12 +144,12 @@ async fn tcp_connections_are_capped() {
     open.drain(..3);
     eventually(Duration::from_secs(5), || {
         let m = Arc::clone(&m);
-        async move { m.tcp_connections.get() == 2 }
+        async move { m.tcp.connections.get() == 2 }
     })
     .await;
     assert_eq!(tcp_query(dns).await.answers.len(), 1);
-    assert_eq!(m.tcp_evicted.get(), 3);
-    assert_eq!(m.tcp_refused.get(), 0);
+    assert_eq!(m.tcp.evicted.get(), 3);
+    assert_eq!(m.tcp.refused.get(), 0);
     running.shutdown().await;
 }
 
@@ -162,7 +162,7 @@ async fn idle_timeout_closes_a_silent_connection() {
     .await;
     let dns = running.dns_addrs[0];
     let m = metrics(&running);
-    let idle_before = m.tcp_idle_timeouts.get();
+    let idle_before = m.tcp.idle_timeouts.get();
 
     // Silent from the start.
     let start = Instant::now();
@@ -181,8 +181,8 @@ async fn idle_timeout_closes_a_silent_connection() {
     closed_by_server(&mut s, Duration::from_secs(5)).await;
     assert!(start.elapsed() >= Duration::from_millis(900));
 
-    assert_eq!(m.tcp_idle_timeouts.get() - idle_before, 2);
-    assert_eq!(m.tcp_total_timeouts.get(), 0);
+    assert_eq!(m.tcp.idle_timeouts.get() - idle_before, 2);
+    assert_eq!(m.tcp.total_timeouts.get(), 0);
     running.shutdown().await;
 }
 
@@ -219,8 +219,8 @@ async fn slowloris_is_cut_at_the_total_timeout() {
         "closed after {took:?}"
     );
     trickle.abort();
-    assert_eq!(m.tcp_total_timeouts.get(), 1);
-    assert_eq!(m.tcp_idle_timeouts.get(), 0);
+    assert_eq!(m.tcp.total_timeouts.get(), 1);
+    assert_eq!(m.tcp.idle_timeouts.get(), 0);
     // Others are served meanwhile and after.
     assert_eq!(tcp_query(dns).await.answers.len(), 1);
     running.shutdown().await;
@@ -295,12 +295,12 @@ async fn a_client_that_does_not_read_is_cut_and_blocks_nobody() {
     }
     eventually(Duration::from_secs(20), || {
         let m = Arc::clone(&m);
-        async move { m.tcp_write_timeouts.get() == 1 }
+        async move { m.tcp.write_timeouts.get() == 1 }
     })
     .await;
     eventually(Duration::from_secs(5), || {
         let m = Arc::clone(&m);
-        async move { m.tcp_connections.get() == 0 }
+        async move { m.tcp.connections.get() == 0 }
     })
     .await;
     flood.abort();

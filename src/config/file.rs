@@ -81,6 +81,11 @@ macro_rules! raw_structs {
             tcp_idle_timeout: Raw,
             tcp_total_timeout: Raw,
             tcp_write_timeout: Raw,
+            listen_tls: Raw,
+            tls_cert_file: Raw,
+            tls_key_file: Raw,
+            tls_max_connections: Raw,
+            tls_idle_timeout: Raw,
             rrl_responses_per_second: Raw,
             rrl_window: Raw,
             rrl_slip: Raw,
@@ -173,6 +178,7 @@ pub(super) struct FileConfig {
     pub tcp_idle_timeout: Option<Duration>,
     pub tcp_total_timeout: Option<Duration>,
     pub tcp_write_timeout: Option<Duration>,
+    pub dot: DotFile,
     pub rrl_responses_per_second: Option<u32>,
     pub rrl_window: Option<Duration>,
     pub rrl_slip: Option<u32>,
@@ -191,6 +197,18 @@ pub(super) struct TlsFile {
     pub key_file: Option<(PathBuf, FileLocation)>,
     pub server_name: Option<String>,
     pub ssl_verify: Option<bool>,
+}
+
+/// DNS-over-TLS values read from a config file; `None` = not set (an empty path is not
+/// set). The addresses keep where they were set, to name them when the certificate or the
+/// key is missing.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct DotFile {
+    pub listen: Option<(Vec<SocketAddr>, FileLocation)>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `dns_config` values read from a config file; `None` = not set.
@@ -348,6 +366,23 @@ impl FileConfig {
         let tcp_write_timeout = f("tcp_write_timeout", raw.tcp_write_timeout)
             .map(|field| ctx.positive_duration(&field))
             .transpose()?;
+        let dot = DotFile {
+            listen: f("listen_tls", raw.listen_tls)
+                .map(|field| Ok((ctx.addresses(&field)?, ctx.location(field.line))))
+                .transpose()?,
+            cert_file: path("tls_cert_file", raw.tls_cert_file)?
+                .map(|field| ctx.string(&field).map(PathBuf::from))
+                .transpose()?,
+            key_file: path("tls_key_file", raw.tls_key_file)?
+                .map(|field| ctx.string(&field).map(PathBuf::from))
+                .transpose()?,
+            max_connections: f("tls_max_connections", raw.tls_max_connections)
+                .map(|field| ctx.count(&field))
+                .transpose()?,
+            idle_timeout: f("tls_idle_timeout", raw.tls_idle_timeout)
+                .map(|field| ctx.positive_duration(&field))
+                .transpose()?,
+        };
         let rrl_responses_per_second = f("rrl_responses_per_second", raw.rrl_responses_per_second)
             .map(|field| ctx.u32(&field))
             .transpose()?;
@@ -438,6 +473,7 @@ impl FileConfig {
             tcp_idle_timeout,
             tcp_total_timeout,
             tcp_write_timeout,
+            dot,
             rrl_responses_per_second,
             rrl_window,
             rrl_slip,
@@ -642,14 +678,20 @@ impl Ctx<'_> {
     }
 
     fn listen(&self, field: &Field) -> Result<Vec<SocketAddr>, ConfigError> {
+        let out = self.addresses(field)?;
+        if out.is_empty() {
+            return Err(self.invalid(field, "must list at least one address"));
+        }
+        Ok(out)
+    }
+
+    /// Listen addresses, none listed twice; the list may be empty.
+    fn addresses(&self, field: &Field) -> Result<Vec<SocketAddr>, ConfigError> {
         let mut out = Vec::new();
         for item in self.string_list(field)? {
             let s = self.string(&item)?;
             let addr = parse_listen_addr(&s).map_err(|reason| self.invalid(&item, reason))?;
             out.push(addr);
-        }
-        if out.is_empty() {
-            return Err(self.invalid(field, "must list at least one address"));
         }
         check_listen_list(&out).map_err(|reason| self.invalid(field, reason))?;
         Ok(out)

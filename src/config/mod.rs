@@ -107,6 +107,12 @@ pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TCP_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time an answer may take to be written (a client that does not read).
 pub const DEFAULT_TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default cap on open DNS-over-TLS connections: with the TCP connections
+/// ([`DEFAULT_TCP_MAX_CONNECTIONS`]) and the Consul connections (`max_watches`), still
+/// within the common soft limit of 1024 file descriptors.
+pub const DEFAULT_TLS_MAX_CONNECTIONS: usize = 250;
+/// Default time a DNS-over-TLS connection may go without a complete query.
+pub const DEFAULT_TLS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default seconds of burst credit of response-rate limiting.
 pub const DEFAULT_RRL_WINDOW: Duration = Duration::from_secs(5);
 /// Largest accepted `rrl_window` (BIND's `window` range is 1..3600 s).
@@ -131,7 +137,8 @@ RFC 2782 SRV, node and .addr lookups from an in-memory view of the catalog, kept
 by blocking queries to Consul's HTTP API, and keeps answering from the last good data \
 when Consul is unreachable. It also serves static zone files (--zones) and forwards \
 other names to upstream resolvers (--recursor) for clients in --allow-recursion \
-networks; other names are refused. SIGHUP reloads the zone files.
+networks; other names are refused. SIGHUP reloads the zone files (and the DNS-over-TLS \
+certificate).
 
 Settings come from command-line flags, environment variables (CONSUL_HTTP_ADDR, \
 CONSUL_HTTP_TOKEN, CONSUL_CACERT and Consul's other TLS variables), a TOML config file (--config) whose keys are Consul's dns_config \
@@ -183,6 +190,36 @@ pub struct Cli {
                 IPv6 as [::1]:8600; port 0 picks a free port [default: 127.0.0.1:8600]"
     )]
     pub listen: Vec<SocketAddr>,
+
+    /// DNS-over-TLS listen addresses.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        value_parser = values::parse_listen_arg,
+        help = "Address to serve DNS over TLS on (RFC 7858; port 853 is DoT's), with \
+                --tls-cert-file and --tls-key-file; repeat for several [default: none]"
+    )]
+    pub listen_tls: Vec<SocketAddr>,
+
+    /// Certificate of DNS over TLS.
+    #[arg(
+        long,
+        value_parser = values::parse_path_arg,
+        value_name = "FILE",
+        help = "PEM file of the certificate chain (leaf first) served on --listen-tls; read \
+                again on SIGHUP [default: none]"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Private key of DNS over TLS.
+    #[arg(
+        long,
+        value_parser = values::parse_path_arg,
+        value_name = "FILE",
+        help = "PEM file of the private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1); \
+                read again on SIGHUP [default: none]"
+    )]
+    pub tls_key_file: Option<PathBuf>,
 
     /// Consul domain.
     #[arg(
@@ -735,6 +772,44 @@ impl Default for TcpConfig {
     }
 }
 
+/// DNS over TLS (RFC 7858): its listen addresses, certificate and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DotConfig {
+    /// Addresses served over TLS; empty: DNS over TLS is off.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first; set whenever `listen` is not empty.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`; set whenever `listen` is not empty.
+    pub key_file: Option<PathBuf>,
+    /// Limits of its connections, apart from TCP's: `tls_max_connections` (a quarter of
+    /// them per source) and `tls_idle_timeout`; the total and write timeouts are TCP's.
+    pub limits: TcpConfig,
+}
+
+impl Default for DotConfig {
+    fn default() -> Self {
+        DotConfig {
+            listen: Vec::new(),
+            cert_file: None,
+            key_file: None,
+            limits: dot_limits(
+                DEFAULT_TLS_MAX_CONNECTIONS,
+                DEFAULT_TLS_IDLE_TIMEOUT,
+                &TcpConfig::default(),
+            ),
+        }
+    }
+}
+
+fn dot_limits(max_connections: usize, idle_timeout: Duration, tcp: &TcpConfig) -> TcpConfig {
+    TcpConfig {
+        max_connections,
+        max_connections_per_source: default_tcp_max_connections_per_source(max_connections),
+        idle_timeout,
+        ..*tcp
+    }
+}
+
 /// Response-rate limiting of UDP answers, per client prefix (BIND's `rate-limit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RrlConfig {
@@ -823,6 +898,8 @@ pub struct Config {
     pub tcp: TcpConfig,
     /// Zone transfers and NOTIFY.
     pub transfer: TransferConfig,
+    /// DNS over TLS.
+    pub dot: DotConfig,
     /// Response-rate limiting of UDP answers.
     pub rrl: RrlConfig,
     /// Run the embedded Consul API emulator.
@@ -867,6 +944,7 @@ impl Default for Config {
             allow_any: false,
             tcp: TcpConfig::default(),
             transfer: TransferConfig::default(),
+            dot: DotConfig::default(),
             rrl: RrlConfig::default(),
             dev: false,
             dev_replaced: None,
@@ -1053,6 +1131,21 @@ impl Config {
         let tcp_max_connections = file
             .tcp_max_connections
             .unwrap_or(defaults.tcp.max_connections);
+        let tcp = TcpConfig {
+            max_connections: tcp_max_connections,
+            max_connections_per_source: file
+                .tcp_max_connections_per_source
+                .unwrap_or(default_tcp_max_connections_per_source(tcp_max_connections)),
+            idle_timeout: file.tcp_idle_timeout.unwrap_or(defaults.tcp.idle_timeout),
+            total_timeout: file.tcp_total_timeout.unwrap_or(defaults.tcp.total_timeout),
+            write_timeout: file.tcp_write_timeout.unwrap_or(defaults.tcp.write_timeout),
+        };
+        let dot = merge_dot(
+            (cli.listen_tls, cli.tls_cert_file, cli.tls_key_file),
+            file.dot,
+            &listen,
+            &tcp,
+        )?;
 
         Ok(Config {
             consul_addr,
@@ -1110,15 +1203,8 @@ impl Config {
                 .unwrap_or(defaults.translate_wan_addrs),
             allow_any: file.allow_any.unwrap_or(defaults.allow_any),
             transfer,
-            tcp: TcpConfig {
-                max_connections: tcp_max_connections,
-                max_connections_per_source: file
-                    .tcp_max_connections_per_source
-                    .unwrap_or(default_tcp_max_connections_per_source(tcp_max_connections)),
-                idle_timeout: file.tcp_idle_timeout.unwrap_or(defaults.tcp.idle_timeout),
-                total_timeout: file.tcp_total_timeout.unwrap_or(defaults.tcp.total_timeout),
-                write_timeout: file.tcp_write_timeout.unwrap_or(defaults.tcp.write_timeout),
-            },
+            tcp,
+            dot,
             rrl: RrlConfig {
                 responses_per_second: file
                     .rrl_responses_per_second
@@ -1194,6 +1280,65 @@ fn merge_tls(cli: &Cli, file: file::TlsFile) -> Result<ConsulTls, ConfigError> {
         key_file,
         server_name,
         verify: cli.ssl_verify.or(file.ssl_verify).unwrap_or(true),
+    })
+}
+
+/// DNS over TLS: each flag over the file's key. A TLS address needs the certificate and
+/// the key, and must not be a plain DNS address too.
+fn merge_dot(
+    (listen_tls, cert_flag, key_flag): (Vec<SocketAddr>, Option<PathBuf>, Option<PathBuf>),
+    file: file::DotFile,
+    listen: &[SocketAddr],
+    tcp: &TcpConfig,
+) -> Result<DotConfig, ConfigError> {
+    let path = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+    let (addrs, key, at) = if listen_tls.is_empty() {
+        match file.listen {
+            Some((addrs, at)) => (addrs, "listen_tls", Some(at)),
+            None => (Vec::new(), "listen_tls", None),
+        }
+    } else {
+        (listen_tls, "--listen-tls", None)
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: key.to_string(),
+        value: None,
+        file: at.clone(),
+        reason,
+    };
+    check_listen_list(&addrs).map_err(invalid)?;
+    let cert_file = path(cert_flag).or(file.cert_file);
+    let key_file = path(key_flag).or(file.key_file);
+    if !addrs.is_empty() {
+        let missing: Vec<&str> = [
+            (cert_file.is_none(), "tls_cert_file (--tls-cert-file)"),
+            (key_file.is_none(), "tls_key_file (--tls-key-file)"),
+        ]
+        .into_iter()
+        .filter_map(|(missing, name)| missing.then_some(name))
+        .collect();
+        if !missing.is_empty() {
+            return Err(invalid(format!(
+                "DNS over TLS needs {}: PEM files of the certificate chain and its private key",
+                missing.join(" and ")
+            )));
+        }
+    }
+    if let Some(a) = addrs.iter().find(|a| a.port() != 0 && listen.contains(a)) {
+        return Err(invalid(format!(
+            "{a} is also a listen address, where DNS over TCP is served: give it another port"
+        )));
+    }
+    let limits = dot_limits(
+        file.max_connections.unwrap_or(DEFAULT_TLS_MAX_CONNECTIONS),
+        file.idle_timeout.unwrap_or(DEFAULT_TLS_IDLE_TIMEOUT),
+        tcp,
+    );
+    Ok(DotConfig {
+        listen: addrs,
+        cert_file,
+        key_file,
+        limits,
     })
 }
 

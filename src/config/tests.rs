@@ -114,6 +114,21 @@ fn defaults() {
     assert_eq!(c.tcp.idle_timeout, Duration::from_secs(10));
     assert_eq!(c.tcp.total_timeout, Duration::from_secs(60));
     assert_eq!(c.tcp.write_timeout, Duration::from_secs(5));
+    assert!(c.dot.listen.is_empty(), "DNS over TLS is off by default");
+    assert_eq!(
+        (c.dot.cert_file.as_ref(), c.dot.key_file.as_ref()),
+        (None, None)
+    );
+    assert_eq!(
+        c.dot.limits,
+        TcpConfig {
+            max_connections: 250,
+            max_connections_per_source: 62,
+            idle_timeout: Duration::from_secs(10),
+            ..c.tcp
+        },
+        "its own connection cap and idle timeout; TCP's total and write timeouts"
+    );
     assert_eq!(c.rrl.responses_per_second, 0, "RRL is off by default");
     assert_eq!(c.rrl.window, Duration::from_secs(5));
     assert_eq!(c.rrl.slip, 2);
@@ -208,6 +223,8 @@ fn example_file_commented_keys_parse_too() {
     assert_eq!(c.dns.service_ttl.ttl_for("web"), 10);
     assert_eq!(c.dns.service_ttl.ttl_for("dbx"), 66);
     assert_eq!(c.dns.service_ttl.ttl_for("api"), 5);
+    assert_eq!(c.dot.listen, [addr("0.0.0.0:853")]);
+    assert!(c.dot.cert_file.is_some() && c.dot.key_file.is_some());
 }
 
 // ---- every key from the file ----
@@ -235,6 +252,11 @@ tcp_max_connections_per_source = 3
 tcp_idle_timeout = "2s"
 tcp_total_timeout = "1m"
 tcp_write_timeout = 3
+listen_tls = ["127.0.0.1:853", "[::1]:853"]
+tls_cert_file = "/etc/consul-dns/dot.pem"
+tls_key_file = "/etc/consul-dns/dot-key.pem"
+tls_max_connections = 40
+tls_idle_timeout = "30s"
 rrl_responses_per_second = 20
 rrl_window = "15s"
 rrl_slip = 0
@@ -317,6 +339,21 @@ fn every_key_from_file() {
             idle_timeout: Duration::from_secs(2),
             total_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(3),
+        }
+    );
+    assert_eq!(
+        c.dot,
+        DotConfig {
+            listen: vec![addr("127.0.0.1:853"), addr("[::1]:853")],
+            cert_file: Some(PathBuf::from("/etc/consul-dns/dot.pem")),
+            key_file: Some(PathBuf::from("/etc/consul-dns/dot-key.pem")),
+            limits: TcpConfig {
+                max_connections: 40,
+                max_connections_per_source: 10,
+                idle_timeout: Duration::from_secs(30),
+                total_timeout: Duration::from_secs(60),
+                write_timeout: Duration::from_secs(3),
+            },
         }
     );
     assert_eq!(
@@ -504,6 +541,14 @@ fn unknown_key_is_rejected_by_name() {
     assert!(s.contains("unknown key `bogus`"), "{s}");
     assert!(s.contains("consul-dns.example.toml"), "{s}");
 
+    let (_, s) = load_err(&[], "listen-tls = [\"127.0.0.1:853\"]\n");
+    assert!(
+        s.ends_with("unknown key `listen-tls`: did you mean `listen_tls`?"),
+        "{s}"
+    );
+    let (_, s) = load_err(&[], "tls_cert = \"/c.pem\"\n");
+    assert!(s.ends_with("did you mean `tls_cert_file`?"), "{s}");
+
     let (e, s) = load_err(&[], "[soa]\nrefreshh = 1\n");
     assert_eq!(invalid_key(&e), "soa.refreshh");
     assert!(s.contains("unknown field `refreshh`"), "{s}");
@@ -574,6 +619,10 @@ fn bad_tcp_and_rrl_values_are_rejected() {
         ("tcp_idle_timeout = \"0s\"", "tcp_idle_timeout"),
         ("tcp_total_timeout = 0", "tcp_total_timeout"),
         ("tcp_write_timeout = \"-1s\"", "tcp_write_timeout"),
+        ("tls_max_connections = 0", "tls_max_connections"),
+        ("tls_max_connections = \"10\"", "tls_max_connections"),
+        ("tls_idle_timeout = \"0s\"", "tls_idle_timeout"),
+        ("tls_idle_timeout = true", "tls_idle_timeout"),
         ("rrl_responses_per_second = -1", "rrl_responses_per_second"),
         ("rrl_window = \"500ms\"", "rrl_window"),
         ("rrl_window = \"2h\"", "rrl_window"),
@@ -831,6 +880,9 @@ fn help_shows_every_default_and_hides_the_token() {
         "--config",
         "--dev",
         "--dev-http",
+        "--listen-tls",
+        "--tls-cert-file",
+        "--tls-key-file",
         "--log-level",
         "[default: info]",
         "flag (or its environment variable) overrides the config file",
@@ -970,6 +1022,130 @@ fn token_from_a_file() {
     assert_eq!(invalid_key(&e), "--token-file");
     assert!(line.contains("cannot read the token file"), "{line}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---- DNS over TLS ----
+
+const DOT_FILES: &str = "tls_cert_file = \"/file/dot.pem\"\ntls_key_file = \"/file/dot-key.pem\"\n";
+
+#[test]
+fn dot_flags_override_file() {
+    let file = format!("listen_tls = [\"127.0.0.1:853\"]\n{DOT_FILES}");
+    let c = load_ok(&[], &file);
+    assert_eq!(c.dot.listen, [addr("127.0.0.1:853")]);
+    assert_eq!(c.dot.cert_file, Some(PathBuf::from("/file/dot.pem")));
+    assert_eq!(c.dot.key_file, Some(PathBuf::from("/file/dot-key.pem")));
+    let c = load_ok(
+        &[
+            "--listen-tls",
+            "[::1]:8853",
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--tls-cert-file",
+            "/flag/dot.pem",
+        ],
+        &file,
+    );
+    assert_eq!(c.dot.listen, [addr("[::1]:8853"), addr("127.0.0.1:0")]);
+    assert_eq!(c.dot.cert_file, Some(PathBuf::from("/flag/dot.pem")));
+    assert_eq!(c.dot.key_file, Some(PathBuf::from("/file/dot-key.pem")));
+    // An empty list is DNS over TLS off; the files alone are not an error.
+    let c = load_ok(&[], &format!("listen_tls = []\n{DOT_FILES}"));
+    assert!(c.dot.listen.is_empty());
+    let c = load_ok(&["--tls-key-file", "/k.pem"], "");
+    assert!(c.dot.listen.is_empty());
+}
+
+#[test]
+fn dot_needs_the_certificate_and_the_key() {
+    let (e, s) = load_err(&["--listen-tls", "127.0.0.1:853"], "");
+    assert_eq!(invalid_key(&e), "--listen-tls");
+    assert_eq!(
+        s,
+        "--listen-tls: DNS over TLS needs tls_cert_file (--tls-cert-file) and tls_key_file \
+         (--tls-key-file): PEM files of the certificate chain and its private key"
+    );
+    let (e, s) = load_err(
+        &[],
+        "domain = \"consul\"\nlisten_tls = [\"127.0.0.1:853\"]\ntls_cert_file = \"/c.pem\"\n",
+    );
+    assert_eq!(invalid_key(&e), "listen_tls");
+    assert!(
+        s.starts_with(
+            "config /etc/consul-dns.toml:2: listen_tls: DNS over TLS needs tls_key_file \
+             (--tls-key-file):"
+        ),
+        "{s}"
+    );
+    assert!(!s.contains("tls_cert_file"), "only the missing one: {s}");
+    let (_, s) = load_err(
+        &["--listen-tls", "127.0.0.1:853", "--tls-key-file", "/k.pem"],
+        "tls_key_file = \"\"\n",
+    );
+    assert!(s.contains("needs tls_cert_file (--tls-cert-file):"), "{s}");
+    // An empty path is not a path.
+    let (_, s) = load_err(
+        &["--listen-tls", "127.0.0.1:853", "--tls-cert-file", ""],
+        "tls_key_file = \"/k.pem\"\n",
+    );
+    assert!(s.contains("needs tls_cert_file"), "{s}");
+}
+
+#[test]
+fn dot_addresses_are_checked() {
+    let (e, s) = load_err(
+        &[],
+        &format!("listen_tls = [\"localhost:853\"]\n{DOT_FILES}"),
+    );
+    assert_eq!(invalid_key(&e), "listen_tls[0]");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:1: listen_tls[0] \"localhost:853\": "),
+        "{s}"
+    );
+    let (e, s) = load_err(
+        &[],
+        &format!("listen_tls = [\"127.0.0.1:853\", \"127.0.0.1:853\"]\n{DOT_FILES}"),
+    );
+    assert_eq!(invalid_key(&e), "listen_tls");
+    assert!(s.contains("listed twice"), "{s}");
+    let (e, s) = load_err(
+        &[
+            "--listen-tls",
+            "127.0.0.1:853",
+            "--listen-tls",
+            "127.0.0.1:853",
+        ],
+        DOT_FILES,
+    );
+    assert_eq!(invalid_key(&e), "--listen-tls");
+    assert!(s.contains("listed twice"), "{s}");
+    // Not where plain DNS is served (port 0 picks a port of its own).
+    let (e, s) = load_err(
+        &[
+            "--listen",
+            "127.0.0.1:5353",
+            "--listen-tls",
+            "127.0.0.1:5353",
+        ],
+        DOT_FILES,
+    );
+    assert_eq!(invalid_key(&e), "--listen-tls");
+    assert!(s.contains("127.0.0.1:5353 is also a listen address"), "{s}");
+    load_ok(
+        &["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"],
+        DOT_FILES,
+    );
+}
+
+#[test]
+fn dot_per_source_limit_is_a_quarter_of_its_connections() {
+    let c = load_ok(
+        &[],
+        "tls_max_connections = 8\ntcp_max_connections_per_source = 1\n",
+    );
+    assert_eq!(c.dot.limits.max_connections, 8);
+    assert_eq!(c.dot.limits.max_connections_per_source, 2);
+    assert_eq!(c.tcp.max_connections_per_source, 1, "TCP's own");
 }
 
 // ---- TLS to Consul ----

@@ -2,46 +2,28 @@
 //! certificate, the server name and `ssl_verify`, as Consul's Go client (`api.TLSConfig`)
 //! reads them. Files are read once, at start-up; any problem is an error naming the file.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::{self, PemObject, SectionKind};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::ConsulTls;
-
-/// The largest PEM file read (a CA bundle is a few hundred KB): a mistaken path such as a
-/// device or a huge log cannot stall the start.
-const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
+use crate::pem::{read_certificates, read_key, PemError};
 
 /// Why the TLS configuration could not be built. `Display` is one line naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("{what} {}: cannot read: {source}", .path.display())]
     Read {
         what: &'static str,
         path: PathBuf,
         source: std::io::Error,
-    },
-    #[error("{what} {}: larger than {MAX_PEM_BYTES} bytes, not a PEM file", .path.display())]
-    TooLarge { what: &'static str, path: PathBuf },
-    #[error("{what} {}: not PEM: {reason}", .path.display())]
-    NotPem {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
-    #[error("{what} {}: no {expected} in it{}", .path.display(), found_note(.found))]
-    Missing {
-        what: &'static str,
-        path: PathBuf,
-        expected: &'static str,
-        found: Vec<String>,
     },
     #[error("{what} {}: unusable certificate: {reason}", .path.display())]
     BadCertificate {
@@ -59,14 +41,6 @@ pub enum TlsError {
     },
     #[error("TLS setup: {0}")]
     Setup(String),
-}
-
-fn found_note(found: &[String]) -> String {
-    if found.is_empty() {
-        String::new()
-    } else {
-        format!(" (found: {})", found.join(", "))
-    }
 }
 
 /// The rustls client configuration for `tls`, on the ring provider reqwest uses.
@@ -99,7 +73,7 @@ pub fn client_config(tls: &ConsulTls) -> Result<ClientConfig, TlsError> {
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
             let chain = read_certificates("client certificate", cert)?;
-            let private_key = read_key(key)?;
+            let private_key = read_key("client key", key)?;
             builder
                 .with_client_auth_cert(chain, private_key)
                 .map_err(|e| TlsError::ClientAuth {
@@ -172,103 +146,6 @@ fn ca_path_files(dir: &Path) -> Result<Vec<PathBuf>, TlsError> {
     }
     files.sort();
     Ok(files)
-}
-
-/// Every PEM section of a file, with its kind.
-fn read_pem(what: &'static str, path: &Path) -> Result<Vec<(SectionKind, Vec<u8>)>, TlsError> {
-    let read_error = |source| TlsError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(read_error)?
-        .take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_PEM_BYTES {
-        return Err(TlsError::TooLarge {
-            what,
-            path: path.to_path_buf(),
-        });
-    }
-    let not_pem = |reason: String| TlsError::NotPem {
-        what,
-        path: path.to_path_buf(),
-        reason,
-    };
-    let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| not_pem(pem_reason(&e)))?;
-    if sections.is_empty() {
-        return Err(not_pem("no \"-----BEGIN\" section".to_string()));
-    }
-    Ok(sections)
-}
-
-fn pem_reason(e: &pem::Error) -> String {
-    match e {
-        pem::Error::MissingSectionEnd { .. } => "a section has no \"-----END\" line".to_string(),
-        pem::Error::IllegalSectionStart { .. } => "a malformed \"-----BEGIN\" line".to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn kind_names(sections: &[(SectionKind, Vec<u8>)]) -> Vec<String> {
-    let mut names: Vec<String> = sections.iter().map(|(kind, _)| pem_label(*kind)).collect();
-    names.dedup();
-    names
-}
-
-/// The label PEM gives a section ("-----BEGIN <label>-----").
-fn pem_label(kind: SectionKind) -> String {
-    match kind {
-        SectionKind::Certificate => "CERTIFICATE".to_string(),
-        SectionKind::PublicKey => "PUBLIC KEY".to_string(),
-        SectionKind::RsaPrivateKey => "RSA PRIVATE KEY".to_string(),
-        SectionKind::PrivateKey => "PRIVATE KEY".to_string(),
-        SectionKind::EcPrivateKey => "EC PRIVATE KEY".to_string(),
-        SectionKind::Crl => "X509 CRL".to_string(),
-        SectionKind::Csr => "CERTIFICATE REQUEST".to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn read_certificates(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let sections = read_pem(what, path)?;
-    let found = kind_names(&sections);
-    let certs: Vec<CertificateDer<'static>> = sections
-        .into_iter()
-        .filter_map(|(kind, der)| CertificateDer::from_pem(kind, der))
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::Missing {
-            what,
-            path: path.to_path_buf(),
-            expected: "certificate",
-            found,
-        });
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let what = "client key";
-    let sections = read_pem(what, path)?;
-    let found = kind_names(&sections);
-    sections
-        .into_iter()
-        .find_map(|(kind, der)| PrivateKeyDer::from_pem(kind, der))
-        .ok_or_else(|| TlsError::Missing {
-            what,
-            path: path.to_path_buf(),
-            expected: "private key",
-            found,
-        })
 }
 
 /// What to check, for a request that failed on a TLS error somewhere in `error`'s chain.

@@ -1,9 +1,10 @@
 //! The DNS side, reading the view (`crate::view`) and nothing of Consul's HTTP: qname
 //! parsing, answers for the Consul zone, static zones, the recursors, the request handler
-//! and the sockets.
+//! and the sockets (UDP, TCP, TLS).
 
 pub mod answer;
 pub mod consul_zone;
+pub mod dot;
 pub mod encoder;
 pub mod fetch;
 pub mod forward;

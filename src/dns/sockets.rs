@@ -1,6 +1,7 @@
 //! Sockets: on each `--listen` address, `workers` UDP sockets (bound with `SO_REUSEPORT`
 //! when more than one, each served by a thread of its own; the kernel hands each datagram
-//! to one of them at random, `spread_evenly`) and one TCP listener (backlog 4096).
+//! to one of them at random, `spread_evenly`) and one TCP listener (backlog 4096); on each
+//! `--listen-tls` address, one TCP listener for DNS over TLS.
 
 use std::io;
 use std::net::SocketAddr;
@@ -113,6 +114,23 @@ pub async fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Sockets, BindE
         out.tcp.push(tcp);
     }
     Ok(out)
+}
+
+/// A TCP listener on each DNS-over-TLS address, with the address it got (port 0 resolved).
+pub fn bind_tls(addrs: &[SocketAddr]) -> Result<Vec<(TcpListener, SocketAddr)>, BindError> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let err = |source| BindError {
+                addr,
+                flag: "--listen-tls",
+                source,
+            };
+            let listener = tcp_listener(addr).map_err(err)?;
+            let bound = listener.local_addr().map_err(err)?;
+            Ok((listener, bound))
+        })
+        .collect()
 }
 
 /// Makes the kernel hand each datagram to a random socket of `first`'s `SO_REUSEPORT`

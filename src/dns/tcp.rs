@@ -26,6 +26,10 @@
 //! ready, so out of order (RFC 7766 §6.2.1.1); clients match answers by id.
 //! Queries go through `responder::respond` as UDP's do (stored responses, TCP's own per
 //! runtime thread, then the handler).
+//!
+//! DNS over TLS is served by the same code: a listener's connections go through its
+//! [`Handshake`] (none for TCP, the TLS handshake for `dot`) once admitted, and are then
+//! read and written as any stream. Each listener has its own table and limits.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,7 +42,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hickory_server::net::xfer::Protocol;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -49,7 +53,7 @@ use tracing::debug;
 use super::handler::DnsHandler;
 use super::responder::{self, Reply, StoredResponses};
 use crate::config::TcpConfig;
-use crate::metrics::Metrics;
+use crate::metrics::ConnectionMetrics;
 
 /// Queries of one connection being answered at once; past it, the connection is not read
 /// until one is answered.
@@ -68,14 +72,45 @@ const ROOM_WAIT: Duration = Duration::from_secs(2);
 const ROOM_POLL: Duration = Duration::from_millis(50);
 /// Bytes of queries buffered per connection before reading pauses: two of the largest.
 const MAX_BUFFERED: usize = 2 * (2 + u16::MAX as usize);
+/// How long a connection that is done may take to close its stream (TLS: to send its
+/// close_notify).
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
-/// Serves `listener` with `handler` until `cancel` fires; then stops accepting and returns
-/// once every connection has written the answers to the queries it had read (each for at
-/// most `SHUTDOWN_DRAIN`).
-pub async fn serve(
+/// What a connection goes through between its accept and its first query: nothing for DNS
+/// over TCP ([`Plain`]), the TLS handshake for DNS over TLS (`dot`).
+pub trait Handshake: Send + Sync + 'static {
+    /// The stream the queries are read from and the answers written to.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The stream of the connection accepted from `src`, or None to close it.
+    fn handshake(
+        &self,
+        stream: TcpStream,
+        src: SocketAddr,
+    ) -> impl Future<Output = Option<Self::Stream>> + Send;
+}
+
+/// DNS over TCP: the accepted stream as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Plain;
+
+impl Handshake for Plain {
+    type Stream = TcpStream;
+
+    async fn handshake(&self, stream: TcpStream, _src: SocketAddr) -> Option<TcpStream> {
+        Some(stream)
+    }
+}
+
+/// Serves `listener` with `handler`, each connection through `handshake` first, until
+/// `cancel` fires; then stops accepting and returns once every connection has written the
+/// answers to the queries it had read (each for at most `SHUTDOWN_DRAIN`). Each listener
+/// has its own table of connections, bounded by `limits`, and counts into `metrics`.
+pub async fn serve<H: Handshake>(
     listener: TcpListener,
     handler: Arc<DnsHandler>,
-    metrics: Arc<Metrics>,
+    handshake: Arc<H>,
+    metrics: ConnectionMetrics,
     limits: TcpConfig,
     cancel: CancellationToken,
 ) {
@@ -106,28 +141,39 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         if shared.waiting.load(Ordering::Relaxed) >= limits.max_connections {
-            metrics.tcp_refused.inc();
+            metrics.refused.inc();
             debug!(%src, "TCP connection refused: as many are already waiting for room as may be open");
             // A reset rather than a close: no TIME_WAIT left here for a refused client.
             let _ = stream.set_zero_linger();
             continue;
         }
         shared.waiting.fetch_add(1, Ordering::Relaxed);
-        let (handler, metrics, shared) = (
+        let (handler, handshake, metrics, shared) = (
             Arc::clone(&handler),
-            Arc::clone(&metrics),
+            Arc::clone(&handshake),
+            metrics.clone(),
             Arc::clone(&shared),
         );
         let close = cancel.child_token();
         connections.spawn(async move {
             let Some((id, activity)) = shared.make_room(src, &limits, &close, &metrics).await
             else {
-                metrics.tcp_refused.inc();
+                metrics.refused.inc();
                 // A reset rather than a close: no TIME_WAIT left here for a refused client.
                 let _ = stream.set_zero_linger();
                 return;
             };
-            let slot = Slot::new(Arc::clone(&metrics), shared, id);
+            let slot = Slot::new(metrics.clone(), shared, id);
+            let _ = stream.set_nodelay(true);
+            // Inside the slot: connections still in their handshake count against the
+            // limits too.
+            let stream = tokio::select! {
+                _ = close.cancelled() => return,
+                stream = handshake.handshake(stream, src) => match stream {
+                    Some(stream) => stream,
+                    None => return,
+                },
+            };
             let conn = Connection {
                 handler,
                 metrics,
@@ -169,7 +215,7 @@ impl Shared {
         src: SocketAddr,
         limits: &TcpConfig,
         close: &CancellationToken,
-        metrics: &Metrics,
+        metrics: &ConnectionMetrics,
     ) -> Option<(u64, Arc<Activity>)> {
         let source = source_of(src.ip());
         let give_up = Instant::now() + ROOM_WAIT.min(limits.idle_timeout);
@@ -181,7 +227,7 @@ impl Shared {
                 table.admit(source, limits, close.clone(), &mut evicted, now)
             };
             for (victim, token) in evicted {
-                metrics.tcp_evicted.inc();
+                metrics.evicted.inc();
                 debug!(%src, %victim, "closing the longest-idle TCP connection to make room");
                 token.cancel();
             }
@@ -374,14 +420,14 @@ impl Table {
 /// A connection's place: counted in the gauge and kept in the table while it lives (also
 /// if its task is aborted).
 struct Slot {
-    metrics: Arc<Metrics>,
+    metrics: ConnectionMetrics,
     shared: Arc<Shared>,
     id: u64,
 }
 
 impl Slot {
-    fn new(metrics: Arc<Metrics>, shared: Arc<Shared>, id: u64) -> Self {
-        metrics.tcp_connections.inc();
+    fn new(metrics: ConnectionMetrics, shared: Arc<Shared>, id: u64) -> Self {
+        metrics.connections.inc();
         Slot {
             metrics,
             shared,
@@ -392,7 +438,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.metrics.tcp_connections.dec();
+        self.metrics.connections.dec();
         // Already gone when it was evicted.
         lock(&self.shared.table).remove(self.id);
         self.shared.room.notify_one();
@@ -404,7 +450,7 @@ type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 
 struct Connection {
     handler: Arc<DnsHandler>,
-    metrics: Arc<Metrics>,
+    metrics: ConnectionMetrics,
     limits: TcpConfig,
     src: SocketAddr,
     /// Fires at shutdown, or when the connection is closed to make room for another.
@@ -424,9 +470,19 @@ enum Frame {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        self.exchange(&mut reader, &mut writer).await;
+        // TCP: the FIN goes before the close; TLS: the close_notify too.
+        let _ = tokio::time::timeout(CLOSE_WAIT, writer.shutdown()).await;
+    }
+
+    /// Reads the queries and writes their answers until the connection is to be closed.
+    async fn exchange<R, W>(&self, reader: &mut R, writer: &mut W)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let accepted = Instant::now();
         let end = accepted + self.limits.total_timeout;
         let mut idle_until = accepted + self.limits.idle_timeout;
@@ -473,7 +529,7 @@ impl Connection {
                 biased;
                 _ = sleep_until(stop_at) => {
                     if drain_until.is_none_or(|d| end <= d) {
-                        self.metrics.tcp_total_timeouts.inc();
+                        self.metrics.total_timeouts.inc();
                         debug!(src = %self.src, "TCP connection reached tcp_total_timeout");
                     }
                     return;
@@ -487,7 +543,12 @@ impl Connection {
                         continue;
                     }
                     let write_until = (Instant::now() + self.limits.write_timeout).min(stop_at);
-                    match timeout_at(write_until, writer.write_all(&frames)).await {
+                    // A TLS stream may hold the bytes until flushed.
+                    let write = async {
+                        writer.write_all(&frames).await?;
+                        writer.flush().await
+                    };
+                    match timeout_at(write_until, write).await {
                         Ok(Ok(())) => idle_until = Instant::now() + self.limits.idle_timeout,
                         Ok(Err(e)) => {
                             debug!(src = %self.src, error = %e, "TCP write failed");
@@ -495,9 +556,9 @@ impl Connection {
                         }
                         Err(_) => {
                             if write_until >= end {
-                                self.metrics.tcp_total_timeouts.inc();
+                                self.metrics.total_timeouts.inc();
                             } else if drain_until.is_none() {
-                                self.metrics.tcp_write_timeouts.inc();
+                                self.metrics.write_timeouts.inc();
                                 debug!(src = %self.src, "TCP answer not written within tcp_write_timeout");
                             }
                             return;
@@ -515,7 +576,7 @@ impl Connection {
                     }
                 },
                 _ = sleep_until(idle_until), if reading && answers.is_empty() => {
-                    self.metrics.tcp_idle_timeouts.inc();
+                    self.metrics.idle_timeouts.inc();
                     debug!(src = %self.src, "TCP connection idle for tcp_idle_timeout");
                     return;
                 }

@@ -4,8 +4,10 @@
 //! Query counters are created up front and indexed by (qtype, rcode), so counting a query
 //! is one atomic add with no lookup or lock.
 
+mod connections;
 mod striped;
 
+pub use connections::ConnectionMetrics;
 pub use striped::StripedCounter;
 
 use std::sync::atomic::AtomicU64;
@@ -86,20 +88,15 @@ pub struct Metrics {
     pub response_cache_hits: StripedCounter,
     /// Negative answers written from a stored response of their shape, without building them.
     pub negative_cache_hits: StripedCounter,
-    /// TCP connections open.
-    pub tcp_connections: Gauge,
-    /// TCP connections closed at once because `tcp_max_connections` (or the source's
-    /// `tcp_max_connections_per_source`) were open, none of them idle.
-    pub tcp_refused: Counter,
-    /// Idle TCP connections closed to make room for a new one (past
-    /// `tcp_max_connections` or `tcp_max_connections_per_source`).
-    pub tcp_evicted: Counter,
-    /// TCP connections closed by `tcp_idle_timeout`.
-    pub tcp_idle_timeouts: Counter,
-    /// TCP connections closed by `tcp_total_timeout`.
-    pub tcp_total_timeouts: Counter,
-    /// TCP connections closed because an answer could not be written in time.
-    pub tcp_write_timeouts: Counter,
+    /// DNS over TCP: connections open, refused, evicted, timed out.
+    pub tcp: ConnectionMetrics,
+    /// DNS over TLS: the same, for its own listeners.
+    pub tls: ConnectionMetrics,
+    /// DNS-over-TLS handshakes not done within the handshake timeout.
+    pub tls_handshake_timeouts: Counter,
+    /// DNS-over-TLS handshakes that failed (a client that does not trust the certificate,
+    /// speaks no TLS, offers no common version or cipher suite, or not ALPN "dot").
+    pub tls_handshake_errors: Counter,
     /// UDP responses not sent because of response-rate limiting.
     pub rrl_dropped: Counter,
     /// UDP responses replaced by an empty truncated one because of response-rate limiting.
@@ -158,21 +155,20 @@ impl Metrics {
             "DNS queries answered, by qtype and rcode",
             query_family,
         );
-        let tcp_timeouts = Family::<Labels, Counter>::default();
-        let tcp_timeout = |kind: &str| {
-            tcp_timeouts
-                .get_or_create(&vec![("timeout", kind.to_string())])
+        let tcp = ConnectionMetrics::register(&mut registry, &connections::TCP);
+        let tls = ConnectionMetrics::register(&mut registry, &connections::TLS);
+        let handshake_failures = Family::<Labels, Counter>::default();
+        let handshake_failure = |reason: &str| {
+            handshake_failures
+                .get_or_create(&vec![("reason", reason.to_string())])
                 .clone()
         };
-        let (tcp_idle_timeouts, tcp_total_timeouts, tcp_write_timeouts) = (
-            tcp_timeout("idle"),
-            tcp_timeout("total"),
-            tcp_timeout("write"),
-        );
+        let (tls_handshake_timeouts, tls_handshake_errors) =
+            (handshake_failure("timeout"), handshake_failure("error"));
         registry.register(
-            "tcp_timeouts",
-            "TCP connections closed by a timeout: idle, total (lifetime) or write",
-            tcp_timeouts,
+            "tls_handshake_failures",
+            "DNS-over-TLS handshakes that failed (error) or were not done in time (timeout)",
+            handshake_failures,
         );
         let m = Metrics {
             queries,
@@ -197,12 +193,10 @@ impl Metrics {
             udp_dropped: Counter::default(),
             response_cache_hits: StripedCounter::default(),
             negative_cache_hits: StripedCounter::default(),
-            tcp_connections: Gauge::default(),
-            tcp_refused: Counter::default(),
-            tcp_evicted: Counter::default(),
-            tcp_idle_timeouts,
-            tcp_total_timeouts,
-            tcp_write_timeouts,
+            tcp,
+            tls,
+            tls_handshake_timeouts,
+            tls_handshake_errors,
             rrl_dropped: Counter::default(),
             rrl_slipped: Counter::default(),
             transfers_full: Counter::default(),
@@ -315,21 +309,6 @@ impl Metrics {
             "udp_dropped",
             "UDP queries dropped because too many were already waiting",
             m.udp_dropped.clone(),
-        );
-        r.register(
-            "tcp_connections",
-            "TCP connections open",
-            m.tcp_connections.clone(),
-        );
-        r.register(
-            "tcp_refused",
-            "TCP connections closed at once because tcp_max_connections (or the source's tcp_max_connections_per_source) were open, none of them idle",
-            m.tcp_refused.clone(),
-        );
-        r.register(
-            "tcp_evicted",
-            "Idle TCP connections closed to make room for a new one, past tcp_max_connections or tcp_max_connections_per_source",
-            m.tcp_evicted.clone(),
         );
         r.register(
             "prepared_query_names_unlisted",

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin;
-use crate::config::{Config, DnsConfig};
+use crate::config::{Config, DnsConfig, TransferSecret};
 use crate::consul::sync::{SyncOptions, Syncer};
 use crate::consul::{ClientOptions, ConsulClient, ConsulError};
 use crate::dns::consul_zone::{ConsulZone, ZoneOptions};
@@ -28,6 +28,7 @@ use crate::dns::sockets::{self, BindError, Sockets};
 use crate::dns::static_zones::{ZoneError, ZoneSet};
 use crate::dns::tcp;
 use crate::dns::transfer::Transfers;
+use crate::dns::tsig::{Algorithm, TsigError, TsigKey};
 use crate::dns::udp;
 use crate::metrics::Metrics;
 use crate::view::records::Settings;
@@ -56,6 +57,8 @@ pub enum StartError {
     Certificate(#[from] CertificateError),
     #[error("DNS over TLS needs tls_cert_file and tls_key_file")]
     NoCertificate,
+    #[error("transfer key: {0}")]
+    TransferKey(#[from] TsigError),
 }
 
 /// A running server.
@@ -210,6 +213,7 @@ impl Running {
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let domains = served_domains(config)?;
     let certificate = load_certificate(config)?;
+    let transfer_key = transfer_key(config)?;
     let metrics = Arc::new(Metrics::new());
     let client = consul_client(config, &metrics)?;
     let sockets = sockets::bind(&config.listen, config.workers).await?;
@@ -247,6 +251,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             &zone,
             Arc::clone(&syncer) as Arc<dyn Source>,
             config.transfer.clone(),
+            transfer_key,
             Arc::clone(&metrics),
             &stop_dns,
         )
@@ -436,6 +441,21 @@ fn start_sync(config: &Config, client: ConsulClient, domains: &[Name]) -> Arc<Sy
             query_max_age: dns.cache_max_age,
         },
     )
+}
+
+/// The TSIG key of zone transfers, read now so that a bad one stops the start.
+fn transfer_key(config: &Config) -> Result<Option<TsigKey>, TsigError> {
+    let Some(key) = &config.transfer.key else {
+        return Ok(None);
+    };
+    let algorithm: Algorithm = key.algorithm.parse()?;
+    let key = match &key.secret {
+        TransferSecret::Base64(secret) => {
+            TsigKey::with_algorithm(&key.name, secret.expose(), algorithm)?
+        }
+        TransferSecret::File(path) => TsigKey::from_file(&key.name, path)?,
+    };
+    Ok(Some(key))
 }
 
 fn zone_options(config: &Config, domains: Vec<Name>) -> ZoneOptions {

@@ -177,6 +177,16 @@ fn at(addr: SocketAddr) -> String {
 
 /// NSD as a secondary of consul-dns on 127.0.0.1:`port`.
 fn nsd(dir: &TempDir, port: u16, primary: SocketAddr) -> Option<Program> {
+    nsd_with_key(dir, port, primary, None)
+}
+
+/// [`nsd`], transfers and NOTIFYs signed with the TSIG key (name, base64 secret).
+fn nsd_with_key(
+    dir: &TempDir,
+    port: u16,
+    primary: SocketAddr,
+    key: Option<(&str, &str)>,
+) -> Option<Program> {
     let nsd = tool("nsd")?;
     let d = dir.path().join("nsd");
     std::fs::create_dir_all(&d).expect("dir");
@@ -201,13 +211,17 @@ fn nsd(dir: &TempDir, port: u16, primary: SocketAddr) -> Option<Program> {
   xfrd-reload-timeout: 0
 remote-control:
   control-enable: no
-zone:
+{key_clause}zone:
   name: "consul."
   zonefile: "{d}/consul.zone"
-  request-xfr: {primary} NOKEY
-  allow-notify: 127.0.0.1 NOKEY
+  request-xfr: {primary} {key_name}
+  allow-notify: 127.0.0.1 {key_name}
 "#,
         primary = at(primary),
+        key_clause = key.map_or(String::new(), |(name, secret)| format!(
+            "key:\n  name: \"{name}\"\n  algorithm: hmac-sha256\n  secret: \"{secret}\"\n"
+        )),
+        key_name = key.map_or("NOKEY", |(name, _)| name),
     );
     let path = dir.write("nsd.conf", &conf);
     let mut cmd = std::process::Command::new(nsd);
@@ -636,4 +650,100 @@ async fn every_ixfr_turns_its_version_into_the_current_zone() {
         );
     }
     running.shutdown().await;
+}
+
+const TSIG_NAME: &str = "xfr-key";
+const TSIG_SECRET: &str = "c2VjcmV0IGtleSBvZiB0aGUgdHJhbnNmZXJzIGluIHRlc3Rz";
+
+/// `dig AXFR consul.` from consul-dns, signed with `key` ("hmac-sha256:name:secret") if
+/// given: what dig printed.
+fn dig_axfr(dns: SocketAddr, key: Option<&str>) -> String {
+    let Some(dig) = tool("dig") else {
+        panic!("dig is needed (CI installs dnsutils)");
+    };
+    let mut cmd = std::process::Command::new(dig);
+    cmd.args([
+        "@127.0.0.1",
+        "-p",
+        &dns.port().to_string(),
+        "consul.",
+        "AXFR",
+        "+tries=1",
+        "+time=5",
+    ]);
+    if let Some(key) = key {
+        cmd.args(["-y", key]);
+    }
+    let out = cmd.output().expect("dig runs");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn with_a_transfer_key_only_signed_transfers_are_served_and_nsd_follows() {
+    let test = "transfers_with_tsig";
+    if tool("nsd").is_none() {
+        skip!(test, "nsd is not installed (CI installs it)");
+    }
+    let conf_dir = TempDir::new("tsig-conf");
+    let conf = conf_dir.write(
+        "consul-dns.toml",
+        &format!("transfer_key_name = \"{TSIG_NAME}\"\ntransfer_key_secret = \"{TSIG_SECRET}\"\n"),
+    );
+    let port = free_port();
+    let notify = format!("127.0.0.1:{port}");
+    let conf = conf.display().to_string();
+    let p = primary(
+        test,
+        &[
+            "--allow-transfer",
+            "127.0.0.1/32",
+            "--notify",
+            &notify,
+            "--config",
+            &conf,
+        ],
+    );
+    let dns = p.dns.addr;
+    let key = format!("hmac-sha256:{TSIG_NAME}:{TSIG_SECRET}");
+    let signed = poll(Duration::from_secs(15), || {
+        let out = dig_axfr(dns, Some(&key));
+        out.contains("XFR size").then_some(out)
+    })
+    .expect("a signed AXFR is served");
+    assert!(
+        !signed.contains("tsig verify failure") && !signed.contains("Couldn't verify"),
+        "{signed}"
+    );
+    assert!(signed.contains("TSIG"), "the answer is signed: {signed}");
+
+    // Unsigned: REFUSED; signed with another secret: not served.
+    let unsigned = transfer(
+        dns,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        &transfer_request(RecordType::AXFR, None),
+    );
+    assert_eq!(unsigned[0].metadata.response_code, ResponseCode::Refused);
+    let wrong = dig_axfr(
+        dns,
+        Some(&format!("hmac-sha256:{TSIG_NAME}:d3Jvbmcgc2VjcmV0IGtleQ==")),
+    );
+    assert!(!wrong.contains("XFR size"), "{wrong}");
+
+    // NSD with the key: the first transfer, then a registration through signed NOTIFY
+    // and IXFR.
+    let Some(_nsd) = nsd_with_key(&p.dir, port, dns, Some((TSIG_NAME, TSIG_SECRET))) else {
+        skip!(test, "nsd is not installed");
+    };
+    let secondary = SocketAddr::from(([127, 0, 0, 1], port));
+    let transferred = poll(Duration::from_secs(20), || {
+        (soa_serial(secondary).is_some() && soa_serial(secondary) == soa_serial(dns)).then_some(())
+    });
+    assert!(transferred.is_some(), "NSD never had the zone");
+    p.register("app-1", "10.2.7.1");
+    let seen = poll(Duration::from_secs(5), || {
+        (rrset(secondary, "app.service.consul.", RecordType::A) == ["10.2.7.1"]).then_some(())
+    });
+    assert!(seen.is_some(), "the registration never reached NSD");
+    let log = p.dns.program.output();
+    assert!(log.contains("IXFR"), "by IXFR: {log}");
 }

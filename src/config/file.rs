@@ -61,6 +61,10 @@ macro_rules! raw_structs {
             notify: Raw,
             notify_interval: Raw,
             transfer_journal_bytes: Raw,
+            transfer_key_name: Raw,
+            transfer_key_secret: Raw,
+            transfer_key_file: Raw,
+            transfer_key_algorithm: Raw,
             zones: Raw,
             max_watches: Raw,
             max_services: Raw,
@@ -158,6 +162,10 @@ pub(super) struct FileConfig {
     pub notify: Option<Vec<SocketAddr>>,
     pub notify_interval: Option<Duration>,
     pub transfer_journal_bytes: Option<usize>,
+    pub transfer_key_name: Option<String>,
+    pub transfer_key_secret: Option<Secret>,
+    pub transfer_key_file: Option<PathBuf>,
+    pub transfer_key_algorithm: Option<String>,
     pub zones: Option<PathBuf>,
     pub max_watches: Option<usize>,
     pub max_services: Option<usize>,
@@ -333,6 +341,22 @@ impl FileConfig {
         let transfer_journal_bytes = f("transfer_journal_bytes", raw.transfer_journal_bytes)
             .map(|field| ctx.count(&field))
             .transpose()?;
+        let transfer_key_name = f("transfer_key_name", raw.transfer_key_name)
+            .map(|field| ctx.string(&field))
+            .transpose()?
+            .filter(|s| !s.is_empty());
+        let transfer_key_secret = f("transfer_key_secret", raw.transfer_key_secret)
+            .map(|field| ctx.secret(&field))
+            .transpose()?
+            .flatten();
+        let transfer_key_file = f("transfer_key_file", raw.transfer_key_file)
+            .map(|field| ctx.string(&field))
+            .transpose()?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let transfer_key_algorithm = f("transfer_key_algorithm", raw.transfer_key_algorithm)
+            .map(|field| ctx.string(&field))
+            .transpose()?;
         let zones = f("zones", raw.zones)
             .map(|field| ctx.string(&field).map(PathBuf::from))
             .transpose()?;
@@ -453,6 +477,10 @@ impl FileConfig {
             notify,
             notify_interval,
             transfer_journal_bytes,
+            transfer_key_name,
+            transfer_key_secret,
+            transfer_key_file,
+            transfer_key_algorithm,
             zones,
             max_watches,
             max_services,

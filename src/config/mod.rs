@@ -717,6 +717,25 @@ pub struct TransferConfig {
     pub notify_interval: Duration,
     /// Bytes of zone differences kept for IXFR, roughly.
     pub journal_bytes: usize,
+    /// The TSIG key transfers must be signed with (and NOTIFYs are signed with).
+    pub key: Option<TransferKey>,
+}
+
+/// A TSIG key as configured: its secret given (base64) or in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferKey {
+    pub name: String,
+    pub secret: TransferSecret,
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: String,
+}
+
+/// Where a TSIG key's secret is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferSecret {
+    Base64(Secret),
+    /// The bare base64 secret, or a BIND key file (`tsig-keygen`'s output).
+    File(PathBuf),
 }
 
 /// Default `transfer_journal_bytes`.
@@ -729,6 +748,7 @@ impl Default for TransferConfig {
             notify: Vec::new(),
             notify_interval: Duration::from_millis(100),
             journal_bytes: DEFAULT_TRANSFER_JOURNAL_BYTES,
+            key: None,
         }
     }
 }
@@ -1056,6 +1076,12 @@ impl Config {
             journal_bytes: file
                 .transfer_journal_bytes
                 .unwrap_or(defaults.transfer.journal_bytes),
+            key: transfer_key(
+                file.transfer_key_name,
+                file.transfer_key_secret,
+                file.transfer_key_file,
+                file.transfer_key_algorithm,
+            )?,
         };
         if !transfer.notify.is_empty() && !transfer.enabled() {
             return Err(ConfigError::Invalid {
@@ -1228,6 +1254,48 @@ impl Config {
             dev_http,
             log_level: cli.log_level.unwrap_or(defaults.log_level),
         })
+    }
+}
+
+/// The TSIG key of `transfer_key_*`: a name with exactly one of a secret and a file.
+fn transfer_key(
+    name: Option<String>,
+    secret: Option<Secret>,
+    file: Option<PathBuf>,
+    algorithm: Option<String>,
+) -> Result<Option<TransferKey>, ConfigError> {
+    let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+        key: key.to_string(),
+        value: None,
+        file: None,
+        reason: reason.to_string(),
+    };
+    let secret = match (secret, file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "transfer_key_secret",
+                "give the key's secret or transfer_key_file, not both",
+            ))
+        }
+        (Some(s), None) => Some(TransferSecret::Base64(s)),
+        (None, Some(f)) => Some(TransferSecret::File(f)),
+        (None, None) => None,
+    };
+    match (name, secret) {
+        (None, None) if algorithm.is_none() => Ok(None),
+        (Some(name), Some(secret)) => Ok(Some(TransferKey {
+            name,
+            secret,
+            algorithm: algorithm.unwrap_or_else(|| "hmac-sha256".to_string()),
+        })),
+        (Some(_), None) => Err(invalid(
+            "transfer_key_name",
+            "needs transfer_key_secret (base64) or transfer_key_file",
+        )),
+        _ => Err(invalid(
+            "transfer_key_name",
+            "must be set with transfer_key_secret, transfer_key_file or transfer_key_algorithm",
+        )),
     }
 }
 

@@ -1373,3 +1373,38 @@ fn transfers_keep_every_service_unless_max_services_is_set() {
     let c = load_ok(&["--allow-transfer", "10.0.0.0/8"], "max_services = 5000\n");
     assert_eq!(c.max_services, 5000);
 }
+
+#[test]
+fn transfer_key_needs_a_name_and_one_secret() {
+    let c = load_ok(
+        &[],
+        "transfer_key_name = \"k\"\ntransfer_key_secret = \"c2VjcmV0\"\n",
+    );
+    let key = c.transfer.key.expect("a key");
+    assert_eq!(
+        (key.name.as_str(), key.algorithm.as_str()),
+        ("k", "hmac-sha256")
+    );
+    assert!(matches!(key.secret, TransferSecret::Base64(ref s) if s.expose() == "c2VjcmV0"));
+    assert!(
+        !format!("{:?}", key.secret).contains("c2VjcmV0"),
+        "the secret is never shown"
+    );
+    let c = load_ok(
+        &[],
+        "transfer_key_name = \"k\"\ntransfer_key_file = \"/etc/k.key\"\n",
+    );
+    assert!(matches!(
+        c.transfer.key.map(|k| k.secret),
+        Some(TransferSecret::File(_))
+    ));
+    let (e, _) = load_err(&[], "transfer_key_name = \"k\"\n");
+    assert_eq!(invalid_key(&e), "transfer_key_name");
+    let (e, _) = load_err(&[], "transfer_key_secret = \"c2VjcmV0\"\n");
+    assert_eq!(invalid_key(&e), "transfer_key_name");
+    let (e, _) = load_err(
+        &[],
+        "transfer_key_name = \"k\"\ntransfer_key_secret = \"c2VjcmV0\"\ntransfer_key_file = \"/k\"\n",
+    );
+    assert_eq!(invalid_key(&e), "transfer_key_secret");
+}

@@ -23,7 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::TransferConfig;
+use hickory_proto::op::ResponseCode;
+
 use crate::dns::consul_zone::ConsulZone;
+use crate::dns::tsig::{self, RequestAuth, TsigKey};
 use crate::metrics::Metrics;
 use crate::view::{freshness, Source};
 use content::ContentBuilder;
@@ -42,6 +45,8 @@ pub type Framed = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 /// The transferable zones and who may have them.
 pub struct Transfers {
     config: TransferConfig,
+    /// Requests must be signed with it, responses and NOTIFYs are.
+    key: Option<TsigKey>,
     /// Served domains (lower-case), index as in [`ConsulZone`].
     domains: Vec<Name>,
     /// Per served domain, its versions; empty before the first version.
@@ -57,6 +62,7 @@ impl Transfers {
         zone: &ConsulZone,
         source: Arc<dyn Source>,
         config: TransferConfig,
+        key: Option<TsigKey>,
         metrics: Arc<Metrics>,
         cancel: &CancellationToken,
     ) -> Arc<Self> {
@@ -67,6 +73,7 @@ impl Transfers {
         let soas = (0..zone.domains()).map(|d| zone.soa_template(d)).collect();
         let transfers = Arc::new(Transfers {
             config,
+            key,
             domains: domains.clone(),
             journals: Mutex::new(Vec::new()),
             soas,
@@ -80,6 +87,7 @@ impl Transfers {
             tokio::spawn(notify::notifier(
                 target,
                 transfers.soas.clone(),
+                transfers.key.clone(),
                 watching.clone(),
                 Arc::clone(&transfers.metrics),
                 transfers.config.notify_interval,
@@ -232,10 +240,28 @@ impl Transfers {
             debug!(%src, "zone transfer refused: not in allow_transfer");
             return xfr::refused(request);
         }
+        let mut signer = match &self.key {
+            None => None,
+            Some(key) => match tsig::verify_request(key, request, tsig::unix_now()) {
+                RequestAuth::Signed(signer) => Some(signer),
+                RequestAuth::Unsigned => {
+                    self.metrics.transfers_refused.inc();
+                    debug!(%src, "zone transfer refused: not signed with the transfer key");
+                    return xfr::refused(request);
+                }
+                RequestAuth::Rejected(response) => {
+                    self.metrics.transfers_refused.inc();
+                    debug!(%src, "zone transfer refused: TSIG does not verify");
+                    return xfr::framed(&response);
+                }
+                RequestAuth::Malformed => return xfr::error(request, ResponseCode::FormErr),
+            },
+        };
+        let signer = signer.as_mut();
         let (version, since) = {
             let journals = self.journals();
             let Some(journal) = journals.get(d) else {
-                return xfr::not_ready(request);
+                return xfr::error(request, ResponseCode::ServFail);
             };
             let since = match kind {
                 xfr::Kind::Ixfr(serial) => Some(journal.since(serial)),
@@ -247,7 +273,7 @@ impl Transfers {
         match since {
             Some(Since::Current) => {
                 self.metrics.transfers_incremental.inc();
-                xfr::respond(request, [soa(version.serial)].iter())
+                xfr::respond(request, [soa(version.serial)].iter(), signer)
             }
             Some(Since::Deltas(deltas)) => {
                 self.metrics.transfers_incremental.inc();
@@ -260,7 +286,7 @@ impl Transfers {
                     records.extend(delta.added);
                 }
                 records.push(soa(version.serial));
-                xfr::respond(request, records.iter())
+                xfr::respond(request, records.iter(), signer)
             }
             Some(Since::Unknown) | None => {
                 self.metrics.transfers_full.inc();
@@ -269,7 +295,7 @@ impl Transfers {
                 let all = std::iter::once(&head)
                     .chain(version.records())
                     .chain(std::iter::once(&head));
-                xfr::respond(request, all)
+                xfr::respond(request, all, signer)
             }
         }
     }

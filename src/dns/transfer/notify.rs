@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::xfr::with_serial;
+use crate::dns::tsig::{self, RequestMac, TsigKey};
 use crate::metrics::Metrics;
 
 /// The first wait for an answer before sending again; doubled on each retry up to
@@ -28,6 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub async fn notifier(
     target: SocketAddr,
     zones: Vec<Record>,
+    key: Option<TsigKey>,
     mut serials: watch::Receiver<u32>,
     metrics: Arc<Metrics>,
     interval: Duration,
@@ -67,7 +69,7 @@ pub async fn notifier(
                     pending = changed.is_ok();
                     break;
                 }
-                () = announce(&socket, target, &soa, &metrics) => {}
+                () = announce(&socket, target, &soa, key.as_ref(), &metrics) => {}
             }
         }
         tokio::select! {
@@ -78,7 +80,14 @@ pub async fn notifier(
 }
 
 /// Sends the NOTIFY of the zone of `soa` until `target` answers it.
-async fn announce(socket: &UdpSocket, target: SocketAddr, soa: &Record, metrics: &Metrics) {
+/// Signed with `key` when given (and its answer must verify).
+async fn announce(
+    socket: &UdpSocket,
+    target: SocketAddr,
+    soa: &Record,
+    key: Option<&TsigKey>,
+    metrics: &Metrics,
+) {
     let zone = &soa.name;
     let serial = match &soa.data {
         RData::SOA(s) => s.serial,
@@ -96,10 +105,25 @@ async fn announce(socket: &UdpSocket, target: SocketAddr, soa: &Record, metrics:
         let Ok(bytes) = message.to_vec() else {
             return;
         };
+        let (bytes, mac) = match key {
+            Some(key) => match tsig::sign_request(key, &bytes, tsig::unix_now()) {
+                Ok((signed, mac)) => (signed, Some(mac)),
+                Err(e) => {
+                    warn!(%target, error = %e, "NOTIFY not signed: not sent");
+                    return;
+                }
+            },
+            None => (bytes, None),
+        };
+        let reply = Expected {
+            target,
+            id,
+            key: key.zip(mac.as_ref()),
+        };
         metrics.notify_sent.inc();
         if let Err(e) = socket.send_to(&bytes, target).await {
             debug!(%target, error = %e, "NOTIFY not sent");
-        } else if acknowledged(socket, target, id, &mut buf, wait).await {
+        } else if acknowledged(socket, &reply, &mut buf, wait).await {
             metrics.notify_acknowledged.inc();
             debug!(%target, %zone, serial, "NOTIFY acknowledged");
             return;
@@ -110,14 +134,22 @@ async fn announce(socket: &UdpSocket, target: SocketAddr, soa: &Record, metrics:
     }
 }
 
-/// Whether `target` answers NOTIFY `id` within `wait` (other datagrams are ignored).
-async fn acknowledged(
-    socket: &UdpSocket,
+/// The answer a NOTIFY waits for.
+struct Expected<'a> {
     target: SocketAddr,
     id: u16,
+    /// The key it was signed with and its MAC: the answer must be signed in turn.
+    key: Option<(&'a TsigKey, &'a RequestMac)>,
+}
+
+/// Whether the NOTIFY is answered within `wait` (other datagrams are ignored).
+async fn acknowledged(
+    socket: &UdpSocket,
+    reply: &Expected<'_>,
     buf: &mut [u8],
     wait: Duration,
 ) -> bool {
+    let (target, id) = (reply.target, reply.id);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let Ok(Ok((len, from))) = tokio::time::timeout_at(deadline, socket.recv_from(buf)).await
@@ -127,14 +159,21 @@ async fn acknowledged(
         if from != target {
             continue;
         }
-        let Ok(reply) = Message::from_vec(&buf[..len]) else {
+        let Ok(answer) = Message::from_vec(&buf[..len]) else {
             continue;
         };
-        if reply.metadata.id == id
-            && reply.metadata.message_type == MessageType::Response
-            && reply.metadata.op_code == OpCode::Notify
+        if answer.metadata.id != id
+            || answer.metadata.message_type != MessageType::Response
+            || answer.metadata.op_code != OpCode::Notify
         {
+            continue;
+        }
+        let Some((key, mac)) = reply.key else {
             return true;
+        };
+        match tsig::verify_response(key, mac, &buf[..len], tsig::unix_now()) {
+            Ok(()) => return true,
+            Err(e) => debug!(%target, error = %e, "NOTIFY answer's TSIG does not verify"),
         }
     }
 }

@@ -7,6 +7,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tracing::debug;
 
+use crate::dns::tsig::ResponseSigner;
+
 /// Records go into a message until their size (without name compression) reaches this;
 /// compression only makes the message smaller, well within the 65,535 bytes of TCP.
 const MESSAGE_BUDGET: usize = 16 * 1024;
@@ -59,12 +61,33 @@ pub fn with_serial(soa: &Record, serial: u32) -> Record {
 }
 
 /// The response to `request` carrying `records` in its Answer section, over as many
-/// messages as they need, framed; empty when `request` does not read.
-pub fn respond<'a>(request: &[u8], records: impl Iterator<Item = &'a Record>) -> Vec<u8> {
+/// messages as they need, framed, each signed by `signer` when given; empty when
+/// `request` does not read.
+pub fn respond<'a>(
+    request: &[u8],
+    records: impl Iterator<Item = &'a Record>,
+    mut signer: Option<&mut ResponseSigner>,
+) -> Vec<u8> {
     let Ok(request) = Message::from_vec(request) else {
         return Vec::new();
     };
     let mut out = Vec::new();
+    let mut frame_into = |out: &mut Vec<u8>, message: &Message| match message.to_vec() {
+        Ok(bytes) => {
+            let bytes = match signer.as_deref_mut() {
+                Some(signer) => match signer.sign(&bytes) {
+                    Ok(signed) => signed,
+                    Err(e) => {
+                        debug!(error = %e, "transfer message not signed");
+                        return;
+                    }
+                },
+                None => bytes,
+            };
+            out.extend(framed(&bytes));
+        }
+        Err(e) => debug!(error = %e, "transfer message not encoded"),
+    };
     let mut message = response(&request, ResponseCode::NoError);
     let mut size = 0;
     for record in records {
@@ -88,18 +111,15 @@ pub fn refused(request: &[u8]) -> Vec<u8> {
     error(request, ResponseCode::Refused)
 }
 
-/// SERVFAIL (no version of the zone yet), framed.
-pub fn not_ready(request: &[u8]) -> Vec<u8> {
-    error(request, ResponseCode::ServFail)
-}
-
-fn error(request: &[u8], rcode: ResponseCode) -> Vec<u8> {
+/// An empty response with `rcode` (SERVFAIL: no version of the zone yet), framed.
+pub fn error(request: &[u8], rcode: ResponseCode) -> Vec<u8> {
     let Ok(request) = Message::from_vec(request) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    frame_into(&mut out, &response(&request, rcode));
-    out
+    match response(&request, rcode).to_vec() {
+        Ok(bytes) => framed(&bytes),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// An empty authoritative response to `request` with its question.
@@ -111,18 +131,16 @@ fn response(request: &Message, rcode: ResponseCode) -> Message {
     message
 }
 
-/// `message` encoded with its TCP length prefix, appended to `out`.
-fn frame_into(out: &mut Vec<u8>, message: &Message) {
-    match message.to_vec() {
-        Ok(bytes) => match u16::try_from(bytes.len()) {
-            Ok(len) => {
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(&bytes);
-            }
-            Err(_) => debug!(len = bytes.len(), "transfer message over 65,535 bytes"),
-        },
-        Err(e) => debug!(error = %e, "transfer message not encoded"),
-    }
+/// `message` with its TCP length prefix; nothing when it is over 65,535 bytes.
+pub fn framed(message: &[u8]) -> Vec<u8> {
+    let Ok(len) = u16::try_from(message.len()) else {
+        debug!(len = message.len(), "transfer message over 65,535 bytes");
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(message.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(message);
+    out
 }
 
 /// A record's size on the wire without compression, roughly (names and fixed fields; the

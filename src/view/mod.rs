@@ -138,6 +138,15 @@ impl View {
         self.serial.load(Ordering::Acquire)
     }
 
+    /// Zone transfers will publish the serial: until their first version the SOA's
+    /// serial is 0 (so it never goes backwards when their first version's comes).
+    pub fn hold_serial(&self) {
+        let _replacing = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.transferred.swap(true, Ordering::AcqRel) {
+            self.serial.store(0, Ordering::Release);
+        }
+    }
+
     /// The serial of the transferable zone's new version: from now on the SOA's serial
     /// (a secondary compares the SOA it is answered with the one it transferred).
     pub fn publish_serial(&self, serial: u32) {

@@ -79,6 +79,7 @@ impl Transfers {
             soas,
             metrics,
         });
+        source.view().hold_serial();
         let builders = (0..domains.len())
             .map(|d| ContentBuilder::new(Arc::clone(&complete), Arc::clone(&source), d))
             .collect();

@@ -406,7 +406,7 @@ KNOT_SECONDARY = """server:
     listen: 127.0.0.1@{port}
 log:
   - target: stderr
-    any: notice
+    any: info
 database:
     storage: "{dir}/db"
 remote:
@@ -1153,6 +1153,9 @@ class Bench:
             for kind, port in (("NSD", nsd_port), ("Knot", knot_port)):
                 if watches is None:
                     break
+                # The secondary caught up with the changes made so far (the other's run).
+                if not wait_for(lambda: soa_serial(port) == soa_serial(cd.port), timeout=60):
+                    raise BenchError(f"{kind} is behind the primary before its freshness run")
                 log(f"transfers {shape}: freshness at {kind}")
                 row[f"{kind.lower()}_freshness"] = benchtool(
                     ["freshness", "--consul", emu.url, "--dns", f"127.0.0.1:{port}",

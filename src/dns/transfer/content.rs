@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::journal::{difference, Delta};
+use super::journal::Delta;
+use super::wire::{difference, WireRecords};
 use crate::dns::consul_zone::ConsulZone;
 use crate::view::records::{NodeTable, ServiceRecords};
 use crate::view::{Directory, KnownService, Source, Subject};
@@ -48,7 +49,7 @@ pub enum Part {
 }
 
 /// The zone, by part.
-pub type Parts = HashMap<Part, Arc<[Record]>>;
+pub type Parts = HashMap<Part, Arc<WireRecords>>;
 
 /// What a service's part was made from.
 struct ServiceSource {
@@ -250,17 +251,24 @@ impl ContentBuilder {
     /// Makes `changes` the parts; what they add and remove.
     fn apply(&mut self, changes: Changes) -> Delta {
         let mut delta = Delta::default();
+        let none = WireRecords::default();
         for (part, records) in changes {
-            let new: Option<Arc<[Record]>> = records.map(|r| canonical(r).into());
+            let new = records.map(|r| Arc::new(WireRecords::encode(&canonical(r))));
             let old = match &new {
                 Some(new) => self.parts.insert(part, Arc::clone(new)),
                 None => self.parts.remove(&part),
             };
-            let old_records = old.as_deref().unwrap_or(&[]);
-            let (removed, added) = difference(old_records, new.as_deref().unwrap_or(&[]));
+            let (removed, added) = difference(
+                old.as_deref().unwrap_or(&none),
+                new.as_deref().unwrap_or(&none),
+            );
             self.records = self.records + added.len() - removed.len();
-            delta.removed.extend(removed);
-            delta.added.extend(added);
+            if !removed.is_empty() {
+                delta.removed.push(removed);
+            }
+            if !added.is_empty() {
+                delta.added.push(added);
+            }
         }
         delta
     }

@@ -1,13 +1,13 @@
 //! Versions of a zone: the current records with their serial, and a journal of the
 //! differences between consecutive versions for IXFR (RFC 1995), bounded in bytes.
 
-use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use hickory_proto::rr::Record;
 
 use super::content::Parts;
+use super::wire::WireRecords;
 
 /// One version of the zone.
 #[derive(Debug, Clone)]
@@ -20,36 +20,49 @@ pub struct Version {
 }
 
 impl Version {
-    /// Every record but the SOA.
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.parts.values().flat_map(|p| p.iter())
+    /// Every record but the SOA, decoded.
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.parts.values().flat_map(|p| p.decode())
     }
 }
 
-/// The difference from version `from` to version `to`.
+/// The difference from version `from` to version `to`, by part.
 #[derive(Debug, Clone, Default)]
 pub struct Delta {
     pub from: u32,
     pub to: u32,
-    pub removed: Vec<Record>,
-    pub added: Vec<Record>,
+    pub removed: Vec<WireRecords>,
+    pub added: Vec<WireRecords>,
 }
 
 impl Delta {
-    /// Roughly what it holds in memory.
+    /// What it holds in memory.
     fn size(&self) -> usize {
         self.removed
             .iter()
             .chain(&self.added)
-            .map(record_size)
+            .map(WireRecords::size)
             .sum::<usize>()
             + std::mem::size_of::<Delta>()
     }
-}
 
-/// A record's memory, roughly: the struct and its names' labels.
-fn record_size(r: &Record) -> usize {
-    std::mem::size_of::<Record>() + r.name.len() + 32
+    /// Whether nothing went and nothing came.
+    pub fn is_empty(&self) -> bool {
+        self.removed
+            .iter()
+            .chain(&self.added)
+            .all(WireRecords::is_empty)
+    }
+
+    /// The records that went, decoded.
+    pub fn removed(&self) -> impl Iterator<Item = Record> + '_ {
+        self.removed.iter().flat_map(|w| w.decode())
+    }
+
+    /// The records that came, decoded.
+    pub fn added(&self) -> impl Iterator<Item = Record> + '_ {
+        self.added.iter().flat_map(|w| w.decode())
+    }
 }
 
 /// What an IXFR from a serial gets.
@@ -118,31 +131,6 @@ impl Journal {
     }
 }
 
-/// The records of `old` not in `new`, and of `new` not in `old` (both sorted).
-pub fn difference(old: &[Record], new: &[Record]) -> (Vec<Record>, Vec<Record>) {
-    let (mut removed, mut added) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() && j < new.len() {
-        match old[i].cmp(&new[j]) {
-            Ordering::Less => {
-                removed.push(old[i].clone());
-                i += 1;
-            }
-            Ordering::Greater => {
-                added.push(new[j].clone());
-                j += 1;
-            }
-            Ordering::Equal => {
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    removed.extend_from_slice(&old[i..]);
-    added.extend_from_slice(&new[j..]);
-    (removed, added)
-}
-
 /// RFC 1982: whether serial `a` is greater than `b`.
 pub fn serial_gt(a: u32, b: u32) -> bool {
     a != b && a.wrapping_sub(b) < 1 << 31
@@ -164,6 +152,7 @@ pub fn next_serial(previous: Option<u32>, index: u64) -> u32 {
 mod tests {
     use super::*;
     use crate::dns::transfer::content::Part;
+    use crate::dns::transfer::wire::difference;
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{Name, RData};
 
@@ -176,28 +165,30 @@ mod tests {
     }
 
     fn version(serial: u32, last: &[u8]) -> Version {
-        let mut records: Vec<Record> = last.iter().map(|&l| a(l)).collect();
-        records.sort();
-        let n = records.len();
-        let parts = [(Part::Apex, records.into())].into_iter().collect();
+        let records: Vec<Record> = last.iter().map(|&l| a(l)).collect();
+        let parts = [(Part::Apex, Arc::new(WireRecords::encode(&records)))]
+            .into_iter()
+            .collect();
         Version {
             serial,
             parts: Arc::new(parts),
-            records: n,
+            records: records.len(),
         }
     }
 
     /// `to` pushed onto `j`, with the difference from `j`'s current version.
     fn push(j: &mut Journal, to: Version) {
-        let from: Vec<Record> = j.current().records().cloned().collect();
-        let new: Vec<Record> = to.records().cloned().collect();
-        let (removed, added) = difference(&from, &new);
+        let (removed, added) = difference(&j.current().parts[&Part::Apex], &to.parts[&Part::Apex]);
         let delta = Delta {
-            removed,
-            added,
+            removed: vec![removed],
+            added: vec![added],
             ..Delta::default()
         };
         j.push(to, delta);
+    }
+
+    fn changes(d: &Delta) -> (Vec<Record>, Vec<Record>) {
+        (d.removed().collect(), d.added().collect())
     }
 
     #[test]
@@ -209,11 +200,8 @@ mod tests {
             panic!("serial 1 is journaled")
         };
         assert_eq!(d.len(), 2);
-        assert_eq!(
-            (d[0].removed.clone(), d[0].added.clone()),
-            (vec![a(2)], vec![a(3)])
-        );
-        assert_eq!((d[1].removed.len(), d[1].added.clone()), (0, vec![a(4)]));
+        assert_eq!(changes(&d[0]), (vec![a(2)], vec![a(3)]));
+        assert_eq!(changes(&d[1]), (vec![], vec![a(4)]));
         assert!(matches!(j.since(3), Since::Current));
         assert!(matches!(j.since(7), Since::Unknown));
 

@@ -9,6 +9,7 @@
 mod content;
 mod journal;
 mod notify;
+mod wire;
 mod xfr;
 
 use std::future::Future;
@@ -191,10 +192,7 @@ impl Transfers {
     fn publish(&self, built: Vec<content::Built>) -> Option<u32> {
         let mut journals = self.journals();
         let index = built.iter().map(|b| b.index).max().unwrap_or(0);
-        let changed = journals.len() != built.len()
-            || built
-                .iter()
-                .any(|b| !b.delta.removed.is_empty() || !b.delta.added.is_empty());
+        let changed = journals.len() != built.len() || built.iter().any(|b| !b.delta.is_empty());
         if !changed {
             return None;
         }
@@ -274,7 +272,7 @@ impl Transfers {
         match since {
             Some(Since::Current) => {
                 self.metrics.transfers_incremental.inc();
-                xfr::respond(request, [soa(version.serial)].iter(), signer)
+                xfr::respond(request, std::iter::once(soa(version.serial)), signer)
             }
             Some(Since::Deltas(deltas)) => {
                 self.metrics.transfers_incremental.inc();
@@ -282,20 +280,20 @@ impl Transfers {
                 let mut records = vec![soa(version.serial)];
                 for delta in deltas {
                     records.push(soa(delta.from));
-                    records.extend(delta.removed);
+                    records.extend(delta.removed());
                     records.push(soa(delta.to));
-                    records.extend(delta.added);
+                    records.extend(delta.added());
                 }
                 records.push(soa(version.serial));
-                xfr::respond(request, records.iter(), signer)
+                xfr::respond(request, records.into_iter(), signer)
             }
             Some(Since::Unknown) | None => {
                 self.metrics.transfers_full.inc();
                 info!(%src, serial = version.serial, records = version.records, "full zone transfer");
                 let head = soa(version.serial);
-                let all = std::iter::once(&head)
+                let all = std::iter::once(head.clone())
                     .chain(version.records())
-                    .chain(std::iter::once(&head));
+                    .chain(std::iter::once(head));
                 xfr::respond(request, all, signer)
             }
         }

@@ -63,9 +63,9 @@ pub fn with_serial(soa: &Record, serial: u32) -> Record {
 /// The response to `request` carrying `records` in its Answer section, over as many
 /// messages as they need, framed, each signed by `signer` when given; empty when
 /// `request` does not read.
-pub fn respond<'a>(
+pub fn respond(
     request: &[u8],
-    records: impl Iterator<Item = &'a Record>,
+    records: impl Iterator<Item = Record>,
     mut signer: Option<&mut ResponseSigner>,
 ) -> Vec<u8> {
     let Ok(request) = Message::from_vec(request) else {
@@ -91,7 +91,7 @@ pub fn respond<'a>(
     let mut message = response(&request, ResponseCode::NoError);
     let mut size = 0;
     for record in records {
-        let len = record_size(record);
+        let len = record_size(&record);
         if size > 0 && size + len > MESSAGE_BUDGET {
             frame_into(&mut out, &message);
             message = response(&request, ResponseCode::NoError);
@@ -99,7 +99,7 @@ pub fn respond<'a>(
             message.queries.clear();
             size = 0;
         }
-        message.answers.push(record.clone());
+        message.answers.push(record);
         size += len;
     }
     frame_into(&mut out, &message);

@@ -22,7 +22,7 @@ use consul_dns::app::Running;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use pki::{self_signed, Ca, Leaf};
-use program::{poll, tool, ConsulDns, Program, TempDir, BIN, CONSUL_ENV};
+use program::{poll, run_to_exit, tool, ConsulDns, Program, TempDir, BIN};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -528,8 +528,7 @@ fn sighup_gives_new_connections_the_new_certificate() {
 /// Runs the binary to its exit with DNS over TLS and `args`; returns the exit code and its
 /// stderr.
 fn run(args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
+    let mut all = vec![
         "--listen",
         "127.0.0.1:0",
         "--consul-addr",
@@ -538,16 +537,9 @@ fn run(args: &[&str]) -> (i32, String) {
         "127.0.0.1:0",
         "--zones",
         "",
-    ])
-    .args(args);
-    for var in CONSUL_ENV {
-        cmd.env_remove(var);
-    }
-    let out = cmd.output().expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    ];
+    all.extend_from_slice(args);
+    run_to_exit(&all)
 }
 
 #[test]

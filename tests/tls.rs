@@ -20,7 +20,7 @@ use consul_emulator::{Emulator, EmulatorConfig};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use pki::{self_signed, Ca, Leaf};
-use program::{addresses_eventually, ask, ConsulDns, TempDir, BIN, CONSUL_ENV};
+use program::{addresses_eventually, ask, run_to_exit, ConsulDns, TempDir, BIN, CONSUL_ENV};
 
 const WEB: &str = "web.service.consul.";
 
@@ -306,22 +306,14 @@ fn without_a_client_certificate_mtls_fails_clearly() {
 
 /// Runs the binary to its exit; returns the exit code and stderr.
 fn run(args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
+    let mut all = vec![
         "--listen",
         "127.0.0.1:0",
         "--consul-addr",
         "https://127.0.0.1:1",
-    ])
-    .args(args);
-    for var in CONSUL_ENV {
-        cmd.env_remove(var);
-    }
-    let out = cmd.output().expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    ];
+    all.extend_from_slice(args);
+    run_to_exit(&all)
 }
 
 #[test]

@@ -114,13 +114,14 @@ fn transferable(server: SocketAddr) -> u32 {
 }
 
 /// The zone consul-dns transfers: its records without the SOA, by (name, type).
-fn zone(server: SocketAddr) -> (u32, BTreeMap<(String, RecordType), Vec<String>>) {
+/// An AXFR of consul-dns now: its serial and its records between the two SOAs.
+fn axfr(server: SocketAddr) -> (u32, Vec<Record>) {
     let messages = transfer(
         server,
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         &transfer_request(RecordType::AXFR, None),
     );
-    let records: Vec<&Record> = messages.iter().flat_map(|m| &m.answers).collect();
+    let mut records: Vec<Record> = messages.into_iter().flat_map(|m| m.answers).collect();
     let serial = match records.first().map(|r| &r.data) {
         Some(RData::SOA(soa)) => soa.serial,
         other => panic!("an AXFR starts with the SOA, not {other:?}"),
@@ -129,8 +130,15 @@ fn zone(server: SocketAddr) -> (u32, BTreeMap<(String, RecordType), Vec<String>>
         matches!(records.last().map(|r| &r.data), Some(RData::SOA(s)) if s.serial == serial),
         "and ends with it"
     );
+    records.pop();
+    records.remove(0);
+    (serial, records)
+}
+
+fn zone(server: SocketAddr) -> (u32, BTreeMap<(String, RecordType), Vec<String>>) {
+    let (serial, records) = axfr(server);
     let mut rrsets: BTreeMap<(String, RecordType), Vec<String>> = BTreeMap::new();
-    for r in &records[1..records.len() - 1] {
+    for r in &records {
         rrsets
             .entry((r.name.to_lowercase().to_string(), r.record_type()))
             .or_default()
@@ -520,20 +528,8 @@ fn line(r: &Record) -> String {
 
 /// The zone an AXFR gives now, and its serial.
 fn axfr_text(dns: SocketAddr) -> (u32, ZoneText) {
-    let messages = transfer(
-        dns,
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        &transfer_request(RecordType::AXFR, None),
-    );
-    let records: Vec<&Record> = messages.iter().flat_map(|m| &m.answers).collect();
-    let RData::SOA(soa) = &records[0].data else {
-        panic!("an AXFR starts with the SOA")
-    };
-    let text = records[1..records.len() - 1]
-        .iter()
-        .map(|r| line(r))
-        .collect();
-    (soa.serial, text)
+    let (serial, records) = axfr(dns);
+    (serial, records.iter().map(line).collect())
 }
 
 /// `zone` with the IXFR from `serial` applied (RFC 1995: per version the old SOA, what

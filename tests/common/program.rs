@@ -311,6 +311,21 @@ pub fn world(test: &str, extra: &[&str]) -> World {
     World { rt, emu, dir, dns }
 }
 
+/// Runs the binary with `args` to its exit (the Consul client's variables of the test's
+/// environment dropped); its exit code and its stderr.
+pub fn run_to_exit(args: &[&str]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for var in CONSUL_ENV {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// One DNS query over UDP from `bind` (retried every `retry` until `timeout`); `None` if
 /// nothing answered.
 pub fn ask_from(

@@ -185,14 +185,16 @@ impl ContentBuilder {
             addr_moves.extend(addrs.into_iter().map(|a| (a, true)));
             changes.push((Part::Service(key.clone()), Some(records)));
         }
+        // Netted first: a service made again lets go of its `addr` names and takes them
+        // back, which must not take them out of the zone and put them in again.
+        let mut net: HashMap<Name, isize> = HashMap::new();
         for (addr, added) in addr_moves {
+            *net.entry(addr).or_default() += if added { 1 } else { -1 };
+        }
+        for (addr, moved) in net {
             let count = self.addr_refs.entry(addr.clone()).or_default();
             let was = *count;
-            if added {
-                *count += 1;
-            } else {
-                *count = count.saturating_sub(1);
-            }
+            *count = count.saturating_add_signed(moved);
             match (was, *count) {
                 (0, n) if n > 0 => {
                     let mut records = Vec::new();

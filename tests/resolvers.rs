@@ -3,7 +3,9 @@
 //! BIND with a `forward only` zone (validating, the Consul domain excepted), and glibc's own
 //! resolver (`getent hosts`) in a network namespace whose resolv.conf names consul-dns on
 //! port 53. Through each: the same addresses as asking consul-dns directly, and a
-//! registration made through the Consul HTTP API becomes visible.
+//! registration made through the Consul HTTP API becomes visible; through unbound, dnsmasq
+//! and BIND also the reverse names of service and node addresses (their private-range
+//! reverse zones forwarded to consul-dns).
 //!
 //! Nothing leaves the machine: the resolvers' root hints list only a loopback address and
 //! they have no other upstream. A test whose program is missing (or that needs root) prints
@@ -104,6 +106,35 @@ fn check_through(w: &World, resolver: SocketAddr, who: &str) {
     );
 }
 
+/// The reverse names forwarded to consul-dns: a service address (10.2.0.0/16) and a node
+/// address (192.168.56.0/24) get the same PTR through the resolver as from consul-dns.
+fn check_reverse_through(w: &World, resolver: SocketAddr, who: &str) {
+    for (name, expected) in [
+        ("1.1.2.10.in-addr.arpa", "web.service.dc1.consul."),
+        ("11.56.168.192.in-addr.arpa", "node1.node.dc1.consul."),
+    ] {
+        let ptrs = |server: SocketAddr| -> Vec<String> {
+            let m = ask(server, name, RecordType::PTR);
+            let mut ptrs: Vec<String> = m
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::PTR(p) => Some(p.0.to_lowercase().to_string()),
+                    _ => None,
+                })
+                .collect();
+            ptrs.sort();
+            ptrs
+        };
+        let through = ptrs(resolver);
+        assert!(
+            through.iter().any(|p| p == expected),
+            "{who}: {name} PTR {through:?}"
+        );
+        assert_eq!(through, ptrs(w.dns.addr), "{who}: {name}");
+    }
+}
+
 #[test]
 fn unbound_stub_zone() {
     let test = "unbound_stub_zone";
@@ -146,8 +177,23 @@ fn unbound_stub_zone() {
     do-not-query-localhost: no
     qname-minimisation: yes
 {validation}
+    # Reverse names of the overlay and node networks: unbound answers RFC 1918 reverse
+    # zones itself unless told not to.
+    local-zone: "10.in-addr.arpa." nodefault
+    local-zone: "168.192.in-addr.arpa." nodefault
+    domain-insecure: "10.in-addr.arpa"
+    domain-insecure: "56.168.192.in-addr.arpa"
+
 stub-zone:
     name: "consul"
+    stub-addr: 127.0.0.1@{consul_port}
+
+stub-zone:
+    name: "10.in-addr.arpa"
+    stub-addr: 127.0.0.1@{consul_port}
+
+stub-zone:
+    name: "56.168.192.in-addr.arpa"
     stub-addr: 127.0.0.1@{consul_port}
 
 remote-control:
@@ -172,6 +218,7 @@ remote-control:
     let unbound = Program::spawn("unbound", cmd);
     let resolver = SocketAddr::from(([127, 0, 0, 1], port));
     check_through(&w, resolver, "unbound");
+    check_reverse_through(&w, resolver, "unbound");
     if trust_anchor.is_file() {
         assert!(
             unbound.output().contains("validator"),
@@ -210,9 +257,15 @@ fn dnsmasq_server_for_the_consul_domain() {
         "--no-hosts",
         "--listen-address=127.0.0.1",
         "--bind-interfaces",
+        // Answers private ranges' reverse names itself; the server= lines must win.
+        "--bogus-priv",
     ])
     .arg(format!("--port={port}"))
     .arg(format!("--server=/consul/127.0.0.1#{}", w.dns.addr.port()))
+    .arg(format!(
+        "--server=/10.in-addr.arpa/56.168.192.in-addr.arpa/127.0.0.1#{}",
+        w.dns.addr.port()
+    ))
     .arg(format!("--pid-file={}/dnsmasq.pid", w.dir.path().display()));
     if is_root() {
         // Do not switch to a user that may not exist here.
@@ -221,6 +274,7 @@ fn dnsmasq_server_for_the_consul_domain() {
     let _dnsmasq = Program::spawn("dnsmasq", cmd);
     let resolver = SocketAddr::from(([127, 0, 0, 1], port));
     check_through(&w, resolver, "dnsmasq");
+    check_reverse_through(&w, resolver, "dnsmasq");
     // With --no-resolv and no other server, other names go nowhere.
     let m = ask(resolver, "example.com", RecordType::A);
     assert_ne!(m.metadata.response_code, ResponseCode::NoError);
@@ -251,12 +305,22 @@ fn bind_forward_only_zone() {
     allow-query {{ localhost; }};
     allow-recursion {{ localhost; }};
     dnssec-validation auto;
-    validate-except {{ "consul"; }};
+    validate-except {{ "consul"; "10.in-addr.arpa"; "56.168.192.in-addr.arpa"; }};
     max-cache-size 16m;
 }};
 controls {{ }};
 zone "." {{ type hint; file "{dir}/root.hints"; }};
 zone "consul" {{
+    type forward;
+    forward only;
+    forwarders {{ 127.0.0.1 port {consul_port}; }};
+}};
+zone "10.in-addr.arpa" {{
+    type forward;
+    forward only;
+    forwarders {{ 127.0.0.1 port {consul_port}; }};
+}};
+zone "56.168.192.in-addr.arpa" {{
     type forward;
     forward only;
     forwarders {{ 127.0.0.1 port {consul_port}; }};
@@ -281,6 +345,7 @@ zone "consul" {{
     let _named = Program::spawn("named", cmd);
     let resolver = SocketAddr::from(([127, 0, 0, 1], port));
     check_through(&w, resolver, "named");
+    check_reverse_through(&w, resolver, "named");
 }
 
 #[test]

@@ -348,7 +348,8 @@ async fn idle_service_watches_end() {
 /// The janitor goes through the watches in chunks (yielding to queries between them):
 /// with several chunks of watches, every one still asked for stays watched (loaded once),
 /// and all end once nobody asks. (The idle timeout leaves room for this test's own
-/// pauses: the emulator shares its thread.)
+/// pauses: the emulator shares its thread, and a round of 200 names in a debug build on a
+/// busy 2-core machine has been seen to take over a second.)
 #[tokio::test]
 async fn many_watches_asked_for_stay_and_idle_ones_end() {
     const SERVICES: u8 = 200;
@@ -361,14 +362,14 @@ async fn many_watches_asked_for_stay_and_idle_ones_end() {
         http_register(&consul.url(), &body).await;
     }
     let running = server_with(&consul.url(), |c| {
-        c.watch_idle_timeout = Duration::from_secs(1);
+        c.watch_idle_timeout = Duration::from_secs(4);
         // Every service gets a blocking watch (beyond, they would be re-read on a timer).
         c.max_watches = 500;
     })
     .await;
     let dns = running.dns_addrs[0];
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(3) {
+    while started.elapsed() < Duration::from_secs(6) {
         for i in 0..SERVICES {
             let name = format!("s{i}.service.consul.");
             assert_eq!(a_records(dns, &name).await, [format!("10.2.3.{i}")]);
@@ -379,7 +380,11 @@ async fn many_watches_asked_for_stay_and_idle_ones_end() {
         u64::from(SERVICES),
         "each loaded once: none idled out while asked for"
     );
-    eventually(WAIT, || async { running.syncer().live_watches() == 0 }).await;
+    // The idle timeout, then a janitor round.
+    eventually(Duration::from_secs(15), || async {
+        running.syncer().live_watches() == 0
+    })
+    .await;
     running.shutdown().await;
 }
 

@@ -18,7 +18,7 @@ use crate::dns::static_zones::{self, StaticZone, ZoneError};
 use crate::dns::udp::DatagramPath;
 use crate::model::{Node, PreparedQueryResult, ServiceDirectory, ServiceEntry};
 use crate::view::records::{generated_name, NodeTable, RecordSettings, ServiceRecords, Settings};
-use crate::view::{Directory, ReverseIndex};
+use crate::view::{Directory, DomainId, ReverseIndex};
 use consul_emulator::{Emulator, EmulatorConfig};
 
 /// How long one request may wait for its answer (a cold service loaded from the emulator
@@ -220,7 +220,7 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
             }
             for tag in &tags {
                 for qtype in QTYPES {
-                    for d in 0..settings.domains.len() {
+                    for d in DomainId::all(settings.domains.len()) {
                         let (known, tag) = (p.all_tags(), tag.as_deref());
                         out.push(service_records(&qname, qtype, d, &p, known, tag, 3));
                     }
@@ -270,7 +270,7 @@ pub fn consul_body(endpoint: Body, body: &[u8], variant: u8) -> Vec<Answer> {
             let p = ServiceRecords::build(&result.nodes, ttl, 1, &settings);
             let order: Vec<usize> = (0..p.instances.len()).collect();
             for qtype in QTYPES {
-                for d in 0..settings.domains.len() {
+                for d in DomainId::all(settings.domains.len()) {
                     out.push(instance_records(&qname, qtype, d, &p, &order, 0));
                 }
             }

@@ -19,7 +19,9 @@ use consul_dns::metrics::Metrics;
 use consul_dns::model::{AgentService, CheckStatus, HealthCheck, Node, ServiceEntry};
 use consul_dns::view::freshness::{ServiceBasis, ServiceData, WatchHealth, WatchStamp};
 use consul_dns::view::records::{RecordSettings, ServiceRecords, Settings};
-use consul_dns::view::{Directory, NodeTable, RemoteLists, Source, SourceError, Subject, View};
+use consul_dns::view::{
+    Directory, DomainId, NodeTable, RemoteLists, Source, SourceError, Subject, View,
+};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
@@ -288,7 +290,7 @@ fn the_zone_answers_from_a_view_built_by_hand() {
         let what = format!("{} {}", r.qname, r.qtype);
         let name = Name::from_ascii(r.qname).unwrap();
         let answer: Answer = zone
-            .answer_now(&name, r.qtype, 0)
+            .answer_now(&name, r.qtype, DomainId::PRIMARY)
             .unwrap_or_else(|| panic!("{what}: not answerable from memory"));
         assert_eq!(answer.rcode, r.rcode, "{what}");
         assert_records(&format!("{what}: answer"), &answer.answers, r.answer);

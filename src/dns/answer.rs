@@ -17,6 +17,7 @@ use rand::Rng;
 use crate::view::freshness::ServiceBasis;
 use crate::view::records::{ip_rdata, target_record, NodeRecords, ServiceRecords, Target};
 use crate::view::Directory;
+use crate::view::DomainId;
 
 /// The outcome of a query, before limits and encoding.
 #[derive(Debug, Default)]
@@ -245,7 +246,12 @@ pub(crate) fn address_records(
 
 /// SRV for the instances in `order`, deduplicated as Consul does (node, address, port), with
 /// each target's address (and node meta TXT) in Additional.
-pub(crate) fn srv_records(qname: &Name, p: &ServiceRecords, order: &[usize], d: usize) -> Answer {
+pub(crate) fn srv_records(
+    qname: &Name,
+    p: &ServiceRecords,
+    order: &[usize],
+    d: DomainId,
+) -> Answer {
     let mut answers = Vec::with_capacity(order.len());
     let mut additionals: Vec<Record> = Vec::new();
     let mut seen_keys: Vec<u32> = Vec::with_capacity(order.len());
@@ -289,7 +295,7 @@ pub(crate) fn srv_records(qname: &Name, p: &ServiceRecords, order: &[usize], d: 
 pub(crate) fn service_records(
     qname: &Name,
     qtype: RecordType,
-    d: usize,
+    d: DomainId,
     prepared: &ServiceRecords,
     known_tags: &HashSet<String>,
     tag: Option<&str>,
@@ -313,7 +319,7 @@ pub(crate) fn service_records(
 pub(crate) fn instance_records(
     qname: &Name,
     qtype: RecordType,
-    d: usize,
+    d: DomainId,
     p: &ServiceRecords,
     order: &[usize],
     limit: usize,

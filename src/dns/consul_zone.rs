@@ -20,7 +20,7 @@ use crate::config::{ServiceTtl, SoaConfig};
 use crate::metrics::Metrics;
 use crate::view::freshness::{ServiceData, WatchHealth};
 use crate::view::records::{generated_name, ip_rdata, NodeRecords, NodeTable, ServiceRecords};
-use crate::view::{Directory, Endpoint, RemoteLists, Source, SourceError, Subject};
+use crate::view::{Directory, DomainId, Endpoint, RemoteLists, Source, SourceError, Subject};
 
 /// Answering settings, from the configuration.
 #[derive(Debug, Clone)]
@@ -233,23 +233,22 @@ impl ConsulZone {
 
     /// The served domain containing `name` (the longest, so an alt domain below the primary
     /// one wins), as an index into `domains`.
-    pub fn domain_of(&self, name: &Name) -> Option<usize> {
-        self.lower_domains
-            .iter()
-            .enumerate()
+    pub fn domain_of(&self, name: &Name) -> Option<DomainId> {
+        DomainId::all(self.lower_domains.len())
+            .zip(&self.lower_domains)
             .filter(|(_, d)| Name::zone_of(d, name))
             .max_by_key(|(_, d)| d.num_labels())
-            .map(|(i, _)| i)
+            .map(|(id, _)| id)
     }
 
     /// Served domain `d`.
-    pub fn domain(&self, d: usize) -> &Name {
-        &self.options.domains[d]
+    pub fn domain(&self, d: DomainId) -> &Name {
+        &self.options.domains[d.index()]
     }
 
-    /// The number of served domains.
-    pub fn domains(&self) -> usize {
-        self.options.domains.len()
+    /// The served domains.
+    pub fn domains(&self) -> impl Iterator<Item = DomainId> {
+        DomainId::all(self.options.domains.len())
     }
 
     /// This zone answering as for a zone transfer: complete RRsets (no `a_record_limit`),
@@ -269,10 +268,10 @@ impl ConsulZone {
     }
 
     /// Length on the wire of domain `d` (its labels and the root).
-    pub fn domain_len(&self, d: usize) -> usize {
+    pub fn domain_len(&self, d: DomainId) -> usize {
         self.options
             .domains
-            .get(d)
+            .get(d.index())
             .map_or(0, super::response_cache::wire_len)
     }
 
@@ -282,13 +281,13 @@ impl ConsulZone {
     }
 
     /// The SOA of domain `d` with serial 0.
-    pub fn soa_template(&self, d: usize) -> Record {
-        self.soas[d].clone()
+    pub fn soa_template(&self, d: DomainId) -> Record {
+        self.soas[d.index()].clone()
     }
 
     /// The SOA of domain `d`.
-    pub fn soa(&self, d: usize) -> Record {
-        let mut record = self.soas[d].clone();
+    pub fn soa(&self, d: DomainId) -> Record {
+        let mut record = self.soas[d.index()].clone();
         if let RData::SOA(soa) = &mut record.data {
             soa.serial = self.source.view().serial();
         }
@@ -298,7 +297,7 @@ impl ConsulZone {
     /// Answers `qname`/`qtype`; `qname` is the question as sent (its spelling is kept in
     /// the answer), `d` the served domain it is under. What the answer needs beyond memory
     /// (see [`Need`]) is fetched, and the answer worked out again.
-    pub async fn answer(&self, qname: &Name, qtype: RecordType, d: usize) -> Answer {
+    pub async fn answer(&self, qname: &Name, qtype: RecordType, d: DomainId) -> Answer {
         let mut fetched = Fetched::default();
         loop {
             match self.resolve(qname, qtype, d, &fetched, MAX_CHASE) {
@@ -319,7 +318,7 @@ impl ConsulZone {
 
     /// [`ConsulZone::answer`] if it can be worked out from memory alone (the view is synced
     /// and holds what the question needs): no waiting, no future. None otherwise.
-    pub fn answer_now(&self, qname: &Name, qtype: RecordType, d: usize) -> Option<Answer> {
+    pub fn answer_now(&self, qname: &Name, qtype: RecordType, d: DomainId) -> Option<Answer> {
         let answer = self
             .resolve(qname, qtype, d, &Fetched::NOTHING, MAX_CHASE)
             .ok()?;
@@ -343,7 +342,7 @@ impl ConsulZone {
         &self,
         qname: &Name,
         qtype: RecordType,
-        d: usize,
+        d: DomainId,
         f: &Fetched,
         depth: u8,
     ) -> Result<Answer, Need> {
@@ -453,7 +452,7 @@ impl ConsulZone {
         &self,
         qname: &Name,
         qtype: RecordType,
-        d: usize,
+        d: DomainId,
         f: &Fetched,
     ) -> Lookup<Answer> {
         if !self.source.view().is_ready() {
@@ -467,7 +466,7 @@ impl ConsulZone {
             return Ok(Answer::code(ResponseCode::Refused));
         }
         let mut lower = [0; 255];
-        let domain_labels = self.lower_domains[d].num_labels();
+        let domain_labels = self.lower_domains[d.index()].num_labels();
         let Some(labels) = name::relative_labels(qname, domain_labels, &mut lower) else {
             return Ok(Answer::nxdomain());
         };
@@ -601,7 +600,7 @@ impl ConsulZone {
         })
     }
 
-    fn apex(&self, qtype: RecordType, d: usize, f: &Fetched) -> Lookup<Answer> {
+    fn apex(&self, qtype: RecordType, d: DomainId, f: &Fetched) -> Lookup<Answer> {
         Ok(match qtype {
             RecordType::SOA => {
                 // As Consul: the name servers in Authority, their addresses in Additional.
@@ -626,8 +625,8 @@ impl ConsulZone {
 
     /// NS records for up to 3 healthy instances of service `consul` (the Consul servers),
     /// with glue, as Consul does.
-    fn name_servers(&self, d: usize, f: &Fetched) -> Lookup<(Vec<Record>, Vec<Record>)> {
-        let domain = &self.options.domains[d];
+    fn name_servers(&self, d: DomainId, f: &Fetched) -> Lookup<(Vec<Record>, Vec<Record>)> {
+        let domain = &self.options.domains[d.index()];
         let Some(consul) = self
             .source
             .view()
@@ -670,7 +669,7 @@ impl ConsulZone {
         &self,
         qname: &Name,
         qtype: RecordType,
-        d: usize,
+        d: DomainId,
         ask: Ask<'_>,
         f: &Fetched,
     ) -> Lookup<Answer> {
@@ -707,7 +706,7 @@ impl ConsulZone {
         &self,
         qname: &Name,
         qtype: RecordType,
-        d: usize,
+        d: DomainId,
         name: &str,
         dc: Option<&str>,
         f: &Fetched,
@@ -737,7 +736,7 @@ impl ConsulZone {
         &self,
         qname: &Name,
         qtype: RecordType,
-        d: usize,
+        d: DomainId,
         p: &ServiceRecords,
         order: &[usize],
     ) -> Answer {
@@ -809,7 +808,7 @@ impl ConsulZone {
             return Some(Answer::from(LookupError::NotSynced));
         }
         let dc = view.datacenter()?;
-        let domain = &self.options.domains[0];
+        let domain = &self.options.domains[DomainId::PRIMARY.index()];
         let (target, ttl) =
             if let Some(node) = view.nodes().and_then(|n| n.by_addr.get(&ip).cloned()) {
                 (

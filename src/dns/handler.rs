@@ -40,6 +40,7 @@ use super::transfer::{Framed, Transfers};
 use super::truncation::{self, Frame, Limit};
 use crate::metrics::Metrics;
 use crate::view::freshness::ServiceBasis;
+use crate::view::DomainId;
 
 /// Limits applied when a response is written.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +92,7 @@ pub struct Replied {
 #[derive(Debug)]
 pub struct Answered {
     /// The served domain the name is under (an index into the zone's domains).
-    pub domain: usize,
+    pub domain: DomainId,
     pub answer: Answer,
 }
 
@@ -186,7 +187,7 @@ impl DnsHandler {
     }
 
     /// Length on the wire of served domain `domain`.
-    pub fn domain_len(&self, domain: usize) -> usize {
+    pub fn domain_len(&self, domain: DomainId) -> usize {
         self.zone.domain_len(domain)
     }
 
@@ -267,9 +268,9 @@ impl DnsHandler {
             .reverse(query.original().name(), query.query_type())
             .await
         {
-            (answer, Some(0))
+            (answer, Some(DomainId::PRIMARY))
         } else if let Some(answer) = self.unserved_reverse(query.name()) {
-            (answer, Some(0))
+            (answer, Some(DomainId::PRIMARY))
         } else {
             return (self.other(request, recursion).await, None);
         };

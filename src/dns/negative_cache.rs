@@ -21,6 +21,7 @@ use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
 use rustc_hash::FxHashMap;
 
 use super::response_cache::{write_for, Question, Shape, QNAME_AT};
+use crate::view::DomainId;
 
 /// Bound of the table; past it, it is emptied.
 const MAX_SHAPES: usize = 4096;
@@ -29,7 +30,7 @@ const MAX_SHAPES: usize = 4096;
 struct Key {
     shape: Shape,
     name_len: u16,
-    domain: usize,
+    domain: DomainId,
     rcode: u16,
 }
 
@@ -51,7 +52,7 @@ impl NegativeCache {
     pub fn answer(
         &self,
         q: &Question,
-        domain: usize,
+        domain: DomainId,
         rcode: ResponseCode,
         serial: u32,
         request: &[u8],
@@ -76,7 +77,7 @@ impl NegativeCache {
     pub fn store(
         &mut self,
         q: &Question,
-        domain: usize,
+        domain: DomainId,
         domain_len: usize,
         rcode: ResponseCode,
         response: Vec<u8>,
@@ -96,7 +97,7 @@ impl NegativeCache {
     }
 }
 
-fn key(q: &Question, domain: usize, rcode: ResponseCode) -> Key {
+fn key(q: &Question, domain: DomainId, rcode: ResponseCode) -> Key {
     Key {
         shape: q.shape(),
         name_len: u16::try_from(q.name_len()).unwrap_or(u16::MAX),

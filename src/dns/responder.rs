@@ -29,6 +29,7 @@ use super::handler::{Ahead, DnsHandler, Replied};
 use super::negative_cache::NegativeCache;
 use super::response_cache::{Question, ResponseCache};
 use super::truncation::{TCP_MAX_SIZE, UDP_MIN_SIZE};
+use crate::view::DomainId;
 
 /// A reply still being built; its bytes (empty: nothing to send).
 pub type Later = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
@@ -147,7 +148,7 @@ impl StoredResponses {
         &mut self,
         handler: &DnsHandler,
         q: Question,
-        negative: Option<(usize, ResponseCode)>,
+        negative: Option<(DomainId, ResponseCode)>,
         replied: Replied,
     ) {
         if let Some(basis) = replied.basis {

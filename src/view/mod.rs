@@ -9,6 +9,7 @@
 //! not ready and Consul names are answered SERVFAIL, never NXDOMAIN.
 
 pub mod directory;
+pub mod domain;
 pub mod freshness;
 pub mod records;
 pub mod reverse;
@@ -21,6 +22,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 pub use directory::{hierarchical_alias, Directory, KnownService};
+pub use domain::DomainId;
 pub use records::NodeTable;
 pub use reverse::ReverseIndex;
 pub use source::{Endpoint, RemoteLists, Source, SourceError, Subject};

@@ -9,6 +9,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
+use super::DomainId;
 use crate::model::{AgentService, CheckStatus, Node, ServiceEntry};
 
 /// What the preparation needs to know of the zone.
@@ -66,8 +67,8 @@ impl RecordSettings {
     }
 
     /// The `addr` and `node` suffixes of served domain `d`.
-    fn srv_suffixes(&self, d: usize) -> Option<&DomainSuffixes> {
-        self.suffixes.get(d)
+    fn srv_suffixes(&self, d: DomainId) -> Option<&DomainSuffixes> {
+        self.suffixes.get(d.index())
     }
 }
 
@@ -325,7 +326,7 @@ fn srv_name(
     target: &Target,
     node: Option<&str>,
     settings: &RecordSettings,
-    d: usize,
+    d: DomainId,
 ) -> Option<Name> {
     match target {
         Target::Ip { ip, node_record } => {
@@ -359,10 +360,10 @@ fn addr_name(ip: IpAddr, suffix: &Name) -> Option<Name> {
 
 /// `<node>.node.<dc>.<domain>` in served domain `d`. A name of one plain label (the usual)
 /// is prepended to the suffix; others (dots, escapes) are parsed as their text form.
-fn node_name(node: &str, settings: &RecordSettings, d: usize) -> Option<Name> {
+fn node_name(node: &str, settings: &RecordSettings, d: DomainId) -> Option<Name> {
     let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
     if node.is_empty() || !node.bytes().all(plain) {
-        let domain = settings.domains.get(d)?;
+        let domain = settings.domains.get(d.index())?;
         return generated_name(node, "node", &settings.datacenter, domain);
     }
     let suffix = settings.srv_suffixes(d)?.1.as_ref()?;
@@ -539,7 +540,7 @@ impl ServiceRecords {
 
     /// The SRV target of instance `i` in served domain `d`, for a question named `qname`
     /// (the node's when the instance's own is the hostname `qname` itself).
-    pub fn srv_target(&self, i: usize, d: usize, qname: &Name) -> Option<SrvTarget> {
+    pub fn srv_target(&self, i: usize, d: DomainId, qname: &Name) -> Option<SrvTarget> {
         let inst = self.instances.get(i)?;
         if !inst.has_srv {
             return None;
@@ -559,7 +560,7 @@ impl ServiceRecords {
 
     /// The meta TXT records of the node of `inst` in served domain `d`, which go in the
     /// Additional section of SRV answers with `enable_additional_node_meta_txt`.
-    pub fn node_meta_records(&self, inst: &InstanceRecords, d: usize) -> Vec<Record> {
+    pub fn node_meta_records(&self, inst: &InstanceRecords, d: DomainId) -> Vec<Record> {
         let Some(facts) = self.node_facts(inst.node_id) else {
             return Vec::new();
         };
@@ -720,8 +721,9 @@ fn prepare_instance(
     );
     // An SRV target needs a valid name in every served domain; the first one numbers it.
     let first_srv = any.as_ref().and_then(|t| {
-        let first = srv_name(t, Some(&node), settings, 0)?;
-        (1..settings.domains.len())
+        let first = srv_name(t, Some(&node), settings, DomainId::PRIMARY)?;
+        DomainId::all(settings.domains.len())
+            .skip(1)
             .all(|d| srv_name(t, Some(&node), settings, d).is_some())
             .then_some(first)
     });
@@ -1031,18 +1033,20 @@ mod tests {
     fn srv_targets_and_additionals() {
         let settings = Arc::new(RecordSettings::new(settings()));
         let p = ServiceRecords::build(&[entry("192.168.0.1", "10.2.0.1", &[])], 5, 1, &settings);
-        let srv = p.srv_target(0, 0, &Name::root()).unwrap();
+        let srv = p.srv_target(0, DomainId::PRIMARY, &Name::root()).unwrap();
         assert_eq!(srv.name.to_ascii(), "0a020001.addr.dc1.consul.");
         assert_eq!(
             srv.address_record(5).unwrap().to_string(),
             "0a020001.addr.dc1.consul. 5 IN A 10.2.0.1"
         );
         assert!(
-            p.node_meta_records(&p.instances[0], 0).is_empty(),
+            p.node_meta_records(&p.instances[0], DomainId::PRIMARY)
+                .is_empty(),
             "no meta"
         );
         assert_eq!(
-            p.srv_target(0, 1, &Name::root()).map(|t| t.name),
+            p.srv_target(0, DomainId::all(2).last().unwrap(), &Name::root())
+                .map(|t| t.name),
             None,
             "one domain"
         );
@@ -1050,10 +1054,10 @@ mod tests {
         let mut on_node = entry("192.168.0.1", "", &[]);
         on_node.node.meta.insert("rack".into(), "r1".into());
         let p = ServiceRecords::build(&[on_node], 5, 1, &settings);
-        let srv = p.srv_target(0, 0, &Name::root()).unwrap();
+        let srv = p.srv_target(0, DomainId::PRIMARY, &Name::root()).unwrap();
         assert_eq!(srv.name.to_ascii(), "node1.node.dc1.consul.");
         let meta: Vec<String> = p
-            .node_meta_records(&p.instances[0], 0)
+            .node_meta_records(&p.instances[0], DomainId::PRIMARY)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -1063,20 +1067,20 @@ mod tests {
     #[test]
     fn addr_names_are_built_as_the_text_form_parses() {
         let settings = RecordSettings::new(settings());
-        let domain = &settings.domains[0];
+        let domain = &settings.domains[DomainId::PRIMARY.index()];
         for ip in ["10.2.0.1", "255.0.171.9", "2001:db8::1", "fd00::abcd:ef01"] {
             let ip: IpAddr = ip.parse().unwrap();
             let target = Target::Ip {
                 ip,
                 node_record: false,
             };
-            let built = srv_name(&target, None, &settings, 0).unwrap();
+            let built = srv_name(&target, None, &settings, DomainId::PRIMARY).unwrap();
             let parsed = generated_name(&hex_ip(ip), "addr", "dc1", domain).unwrap();
             assert!(built.eq_case(&parsed), "{built} vs {parsed}");
             assert!(built.is_fqdn());
         }
         for node in ["node1", "web_01", "Big-Node", "my.test-node", "odd node"] {
-            let built = node_name(node, &settings, 0);
+            let built = node_name(node, &settings, DomainId::PRIMARY);
             let parsed = generated_name(node, "node", "dc1", domain);
             assert_eq!(
                 built.map(|n| n.to_ascii()),
@@ -1090,7 +1094,7 @@ mod tests {
             ..settings.settings().clone()
         });
         assert_eq!(
-            node_name("node1", &other, 0).map(|n| n.to_ascii()),
+            node_name("node1", &other, DomainId::PRIMARY).map(|n| n.to_ascii()),
             Some("node1.node.dc2.consul.".to_string())
         );
     }

@@ -21,6 +21,7 @@ use super::journal::Delta;
 use super::wire::{difference, WireRecords};
 use crate::dns::consul_zone::ConsulZone;
 use crate::view::records::{NodeTable, ServiceRecords};
+use crate::view::DomainId;
 use crate::view::{Directory, KnownService, Source, Subject};
 
 /// The types asked for each kind of name.
@@ -65,7 +66,7 @@ struct ServiceSource {
 pub struct ContentBuilder {
     zone: Arc<ConsulZone>,
     source: Arc<dyn Source>,
-    domain: usize,
+    domain: DomainId,
     /// The lists the parts were made with (held, so a pointer cannot be reused).
     lists: Option<(Arc<Directory>, Arc<NodeTable>)>,
     services: HashMap<String, ServiceSource>,
@@ -94,7 +95,7 @@ type Changes = Vec<(Part, Option<Vec<Record>>)>;
 
 impl ContentBuilder {
     /// `zone` must answer without `a_record_limit`; `domain` is its index of the domain.
-    pub fn new(zone: Arc<ConsulZone>, source: Arc<dyn Source>, domain: usize) -> Self {
+    pub fn new(zone: Arc<ConsulZone>, source: Arc<dyn Source>, domain: DomainId) -> Self {
         ContentBuilder {
             zone,
             source,

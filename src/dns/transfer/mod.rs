@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::TransferConfig;
+use crate::view::DomainId;
 use hickory_proto::op::ResponseCode;
 
 use crate::dns::consul_zone::ConsulZone;
@@ -68,10 +69,11 @@ impl Transfers {
         cancel: &CancellationToken,
     ) -> Arc<Self> {
         let complete = Arc::new(zone.complete());
-        let domains: Vec<Name> = (0..zone.domains())
+        let domains: Vec<Name> = zone
+            .domains()
             .map(|d| zone.domain(d).to_lowercase())
             .collect();
-        let soas = (0..zone.domains()).map(|d| zone.soa_template(d)).collect();
+        let soas = zone.domains().map(|d| zone.soa_template(d)).collect();
         let transfers = Arc::new(Transfers {
             config,
             key,
@@ -81,7 +83,8 @@ impl Transfers {
             metrics,
         });
         source.view().hold_serial();
-        let builders = (0..domains.len())
+        let builders = zone
+            .domains()
             .map(|d| ContentBuilder::new(Arc::clone(&complete), Arc::clone(&source), d))
             .collect();
         let (serials, watching) = watch::channel(0u32);
@@ -110,8 +113,8 @@ impl Transfers {
     }
 
     /// The current version of domain `d`'s zone, once there is one.
-    pub fn current(&self, d: usize) -> Option<Version> {
-        self.journals().get(d).map(|j| j.current().clone())
+    pub fn current(&self, d: DomainId) -> Option<Version> {
+        self.journals().get(d.index()).map(|j| j.current().clone())
     }
 
     /// Builds a version whenever the catalog changed, until `cancel`.
@@ -171,7 +174,7 @@ impl Transfers {
             if let Some(serial) = self.publish(built) {
                 view.publish_serial(serial);
                 serials.send_replace(serial);
-                let records = self.current(0).map_or(0, |v| v.records);
+                let records = self.current(DomainId::PRIMARY).map_or(0, |v| v.records);
                 self.metrics.zone_records.set(records as i64);
                 self.metrics.zone_serial.set(i64::from(serial));
                 debug!(
@@ -232,7 +235,7 @@ impl Transfers {
         }))
     }
 
-    fn answer(&self, request: &[u8], kind: xfr::Kind, d: usize, src: SocketAddr) -> Vec<u8> {
+    fn answer(&self, request: &[u8], kind: xfr::Kind, d: DomainId, src: SocketAddr) -> Vec<u8> {
         let ip = src.ip().to_canonical();
         if !self.config.allow.iter().any(|net| net.contains(&ip)) {
             self.metrics.transfers_refused.inc();
@@ -259,7 +262,7 @@ impl Transfers {
         let signer = signer.as_mut();
         let (version, since) = {
             let journals = self.journals();
-            let Some(journal) = journals.get(d) else {
+            let Some(journal) = journals.get(d.index()) else {
                 return xfr::error(request, ResponseCode::ServFail);
             };
             let since = match kind {
@@ -268,7 +271,7 @@ impl Transfers {
             };
             (journal.current().clone(), since)
         };
-        let soa = |serial| xfr::with_serial(&self.soas[d], serial);
+        let soa = |serial| xfr::with_serial(&self.soas[d.index()], serial);
         match since {
             Some(Since::Current) => {
                 self.metrics.transfers_incremental.inc();

@@ -8,6 +8,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tracing::debug;
 
 use crate::dns::tsig::ResponseSigner;
+use crate::view::DomainId;
 
 /// Records go into a message until their size (without name compression) reaches this;
 /// compression only makes the message smaller, well within the 65,535 bytes of TCP.
@@ -23,7 +24,7 @@ pub enum Kind {
 
 /// The kind of a transfer request of served zone `domains[d]`, and `d`; None when
 /// `request` is not one (read from the header and question only, then in full).
-pub fn transfer_question(request: &[u8], domains: &[Name]) -> Option<(Kind, usize)> {
+pub fn transfer_question(request: &[u8], domains: &[Name]) -> Option<(Kind, DomainId)> {
     let mut decoder = BinDecoder::new(request);
     let header = Header::read(&mut decoder).ok()?;
     if header.metadata.message_type != MessageType::Query
@@ -38,7 +39,9 @@ pub fn transfer_question(request: &[u8], domains: &[Name]) -> Option<(Kind, usiz
     {
         return None;
     }
-    let d = domains.iter().position(|d| d == query.name())?;
+    let (d, _) = DomainId::all(domains.len())
+        .zip(domains)
+        .find(|(_, d)| *d == query.name())?;
     if query.query_type() == RecordType::AXFR {
         return Some((Kind::Axfr, d));
     }

@@ -25,9 +25,9 @@
 //! only for unknown names or an `eph-<k>` that was absent. Environment: `SOAK_MINUTES` (10,
 //! fractions allowed), `SOAK_QPS` (3000), `SOAK_SEED`, `SOAK_REPORT` (write the summary there).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
-#[path = "../tests/common/program.rs"]
+#[path = "../tests/it/common/program.rs"]
 mod program;
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,6 +4,7 @@
 //! worker stops and the port is free again. One test per process: it reads the CPU time of
 //! this process's worker threads from /proc.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/common/strict.rs"]
+#[path = "../../tests/it/common/strict.rs"]
 mod strict;
 
 /// The largest UDP reply the server sends (`max_udp_payload`).

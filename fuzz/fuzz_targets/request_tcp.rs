@@ -9,7 +9,7 @@
 use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/common/strict.rs"]
+#[path = "../../tests/it/common/strict.rs"]
 mod strict;
 
 /// The whole frames at the start of `bytes`: (message) each, stopping at a zero length

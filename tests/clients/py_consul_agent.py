@@ -1,5 +1,5 @@
 """One step of an agent-API session, as an application registers itself with py-consul
-(the Python client people use): driven step by step by tests/agent_clients.rs, which
+(the Python client people use): driven step by step by tests/it/agent_clients.rs, which
 checks DNS between steps. Usage: py_consul_agent.py HOST:PORT STEP.
 
 Exits 0 when py-consul reports success, 1 otherwise (printing what it got)."""

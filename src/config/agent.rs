@@ -112,7 +112,12 @@ impl AgentConfig {
             line,
             message,
         };
-        let top = match format_of(path) {
+        // HCL 1 reads a text that starts with `{` as JSON, whatever the file's name.
+        let format = match format_of(path) {
+            Some(Format::Hcl) if text.trim_start().starts_with('{') => Some(Format::Json),
+            format => format,
+        };
+        let top = match format {
             Some(Format::Hcl) => hcl::parse(text)
                 .map_err(|e| parse_error(Some(e.line), format!("HCL: {}", e.message)))?,
             Some(Format::Json) => {

@@ -1560,7 +1560,12 @@ const AGENT_JSON: &str = r#"{
 
 #[test]
 fn agent_configuration_in_hcl_and_json_gives_the_same_settings() {
-    for (name, text) in [("consul.hcl", AGENT_HCL), ("consul.json", AGENT_JSON)] {
+    for (name, text) in [
+        ("consul.hcl", AGENT_HCL),
+        ("consul.json", AGENT_JSON),
+        // HCL 1 reads JSON too.
+        ("json-in.hcl", AGENT_JSON),
+    ] {
         let c = agent_ok(&[], "", &[(name, text)]);
         assert_eq!(c.domain, "mesh.", "{name}");
         assert_eq!(c.alt_domain.as_deref(), Some("mesh.example."), "{name}");

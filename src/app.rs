@@ -225,6 +225,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Some(addr) => Some(bind_http(addr).await?),
         None => None,
     };
+    log_consul_config(config);
     warn_unsupported(&config.dns);
     let zones = load_zones(config, &domains).await?;
     let recursors = recursors(config)?;
@@ -361,6 +362,21 @@ fn load_certificate(config: &Config) -> Result<Option<Arc<Certificate>>, StartEr
     match (&dot.cert_file, &dot.key_file) {
         (Some(cert), Some(key)) => Ok(Some(Arc::new(Certificate::load(cert, key)?))),
         _ => Err(StartError::NoCertificate),
+    }
+}
+
+/// The Consul agent's configuration read (`--consul-config`), and what of it is not used.
+fn log_consul_config(config: &Config) {
+    if !config.consul_config_files.is_empty() {
+        let files: Vec<String> = config
+            .consul_config_files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        info!(files = %files.join(", "), "read the Consul agent's configuration");
+    }
+    for warning in &config.consul_config_warnings {
+        warn!("{warning}");
     }
 }
 

@@ -27,6 +27,12 @@ use super::{
 
 type Raw = Option<Spanned<Value>>;
 
+/// The end of the error for a file given to `--config` that is the Consul agent's
+/// configuration.
+const NOT_TOML: &str = ": --config takes consul-dns's own settings, in TOML (see \
+                        consul-dns.example.toml); for the Consul agent's configuration \
+                        (.hcl, .json, /etc/consul.d) use --consul-config";
+
 /// Declares the `dns_config` keys once; they are accepted both at the top level of the
 /// file and inside a `[dns_config]` table (Consul's own layout).
 macro_rules! raw_structs {
@@ -43,6 +49,7 @@ macro_rules! raw_structs {
         #[serde(deny_unknown_fields, expecting = "a table of consul-dns settings")]
         struct RawFile {
             consul_addr: Raw,
+            consul_config: Raw,
             token: Raw,
             token_file: Raw,
             ca_file: Raw,
@@ -117,8 +124,16 @@ macro_rules! raw_structs {
         }
 
         /// The `dns_config` keys that were set, wherever they were set.
-        struct DnsFields {
+        pub(super) struct DnsFields {
             $($dns: Option<Field>,)*
+        }
+
+        impl DnsFields {
+            /// Takes the `dns_config` keys consul-dns knows out of `fields` (key → value);
+            /// the others are left there.
+            pub(super) fn take(fields: &mut BTreeMap<String, Field>) -> DnsFields {
+                DnsFields { $($dns: fields.remove(stringify!($dns)),)* }
+            }
         }
     };
 }
@@ -149,6 +164,8 @@ const SOA_KEYS: [&str; 4] = ["refresh", "retry", "expire", "min_ttl"];
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct FileConfig {
     pub consul_addr: Option<String>,
+    /// The Consul agent's configuration files and directories (`consul_config`).
+    pub consul_config: Option<Vec<PathBuf>>,
     pub token: Option<Secret>,
     pub token_file: Option<PathBuf>,
     pub tls: TlsFile,
@@ -241,6 +258,37 @@ pub(super) struct DnsFile {
     pub prefer_namespace: Option<bool>,
 }
 
+impl DnsFile {
+    /// These values over `below`'s, each where set (the SOA's field by field).
+    pub(super) fn over(self, below: DnsFile) -> DnsFile {
+        DnsFile {
+            allow_stale: self.allow_stale.or(below.allow_stale),
+            max_stale: self.max_stale.or(below.max_stale),
+            node_ttl: self.node_ttl.or(below.node_ttl),
+            service_ttl: self.service_ttl.or(below.service_ttl),
+            enable_truncate: self.enable_truncate.or(below.enable_truncate),
+            only_passing: self.only_passing.or(below.only_passing),
+            recursor_strategy: self.recursor_strategy.or(below.recursor_strategy),
+            recursor_timeout: self.recursor_timeout.or(below.recursor_timeout),
+            disable_compression: self.disable_compression.or(below.disable_compression),
+            udp_answer_limit: self.udp_answer_limit.or(below.udp_answer_limit),
+            a_record_limit: self.a_record_limit.or(below.a_record_limit),
+            enable_additional_node_meta_txt: self
+                .enable_additional_node_meta_txt
+                .or(below.enable_additional_node_meta_txt),
+            soa: SoaFile {
+                refresh: self.soa.refresh.or(below.soa.refresh),
+                retry: self.soa.retry.or(below.soa.retry),
+                expire: self.soa.expire.or(below.soa.expire),
+                min_ttl: self.soa.min_ttl.or(below.soa.min_ttl),
+            },
+            use_cache: self.use_cache.or(below.use_cache),
+            cache_max_age: self.cache_max_age.or(below.cache_max_age),
+            prefer_namespace: self.prefer_namespace.or(below.prefer_namespace),
+        }
+    }
+}
+
 /// `soa` values read from a config file; `None` = not set.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SoaFile {
@@ -251,8 +299,22 @@ pub(super) struct SoaFile {
 }
 
 impl FileConfig {
-    /// Reads and parses the config file at `path`.
+    /// Reads and parses the config file at `path`. A directory, or a file named `.json`
+    /// or `.hcl`, is the Consul agent's configuration, not this file: the error says so.
     pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let not_toml = |found: &str| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("{found}{NOT_TOML}"),
+        };
+        if path.is_dir() {
+            return Err(not_toml("a directory, not a TOML file"));
+        }
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("json") => return Err(not_toml("a .json file")),
+            Some(e) if e.eq_ignore_ascii_case("hcl") => return Err(not_toml("an .hcl file")),
+            _ => {}
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
@@ -263,10 +325,27 @@ impl FileConfig {
     /// Parses config file text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         let ctx = Ctx { path, text };
-        let mut raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            line: e.span().map(|s| ctx.line_of(s.start)),
-            message: suggest_key(&one_line(e.message())),
+        let mut raw: RawFile = toml::from_str(text).map_err(|e| {
+            // What is plainly JSON or HCL is named as such, not reported as bad TOML.
+            let found = if text.trim_start().starts_with('{') {
+                Some("JSON")
+            } else if super::hcl::has_blocks(text) {
+                Some("HCL")
+            } else {
+                None
+            };
+            match found {
+                Some(found) => ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    line: None,
+                    message: format!("{found}, not TOML{NOT_TOML}"),
+                },
+                None => ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    line: e.span().map(|s| ctx.line_of(s.start)),
+                    message: suggest_key(&one_line(e.message())),
+                },
+            }
         })?;
         let top_dns = raw.take_dns();
         let section = raw.dns_config.take().unwrap_or_default();
@@ -462,8 +541,18 @@ impl FileConfig {
             })
             .transpose()?;
 
+        let consul_config = f("consul_config", raw.consul_config)
+            .map(|field| {
+                ctx.string_list(&field)?
+                    .iter()
+                    .map(|item| ctx.string(item).map(PathBuf::from))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+
         Ok(FileConfig {
             consul_addr: map_string("consul_addr", raw.consul_addr, normalize_consul_addr)?,
+            consul_config,
             token,
             token_file,
             tls,
@@ -514,19 +603,25 @@ impl FileConfig {
 
 /// One value from the file, with its full key path and line.
 #[derive(Debug, Clone)]
-struct Field {
-    key: String,
-    line: Option<usize>,
-    value: Value,
+pub(super) struct Field {
+    pub key: String,
+    pub line: Option<usize>,
+    pub value: Value,
 }
 
 /// Error context: the file's path and text.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context of a file read by other means than the toml crate (the Consul agent's
+    /// files): values carry their own lines.
+    pub(super) fn new(path: &'a Path) -> Ctx<'a> {
+        Ctx { path, text: "" }
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -555,14 +650,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn location(&self, line: Option<usize>) -> FileLocation {
+    pub(super) fn location(&self, line: Option<usize>) -> FileLocation {
         FileLocation {
             path: self.path.to_path_buf(),
             line,
         }
     }
 
-    fn invalid(&self, field: &Field, reason: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, field: &Field, reason: impl Into<String>) -> ConfigError {
         let value = match (&field.value, field.key.as_str()) {
             (_, "token") => None,
             (Value::String(s), _) => Some(format!("{s:?}")),
@@ -580,7 +675,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn type_error(&self, field: &Field, expected: &str) -> ConfigError {
+    pub(super) fn type_error(&self, field: &Field, expected: &str) -> ConfigError {
         let found = type_name(&field.value);
         self.invalid(field, format!("expected {expected}, found {found}"))
     }
@@ -602,14 +697,14 @@ impl Ctx<'_> {
 
     // ---- scalar conversions ----
 
-    fn string(&self, field: &Field) -> Result<String, ConfigError> {
+    pub(super) fn string(&self, field: &Field) -> Result<String, ConfigError> {
         match &field.value {
             Value::String(s) => Ok(s.clone()),
             _ => Err(self.type_error(field, "a string")),
         }
     }
 
-    fn bool(&self, field: &Field) -> Result<bool, ConfigError> {
+    pub(super) fn bool(&self, field: &Field) -> Result<bool, ConfigError> {
         match field.value {
             Value::Boolean(b) => Ok(b),
             _ => Err(self.type_error(field, "true or false")),
@@ -693,7 +788,7 @@ impl Ctx<'_> {
     // ---- lists ----
 
     /// A list of strings; a single string is accepted as a one-element list.
-    fn string_list(&self, field: &Field) -> Result<Vec<Field>, ConfigError> {
+    pub(super) fn string_list(&self, field: &Field) -> Result<Vec<Field>, ConfigError> {
         match &field.value {
             Value::String(_) => Ok(vec![field.clone()]),
             Value::Array(items) => Ok(items
@@ -734,7 +829,7 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    fn recursors(&self, field: &Field) -> Result<Vec<SocketAddr>, ConfigError> {
+    pub(super) fn recursors(&self, field: &Field) -> Result<Vec<SocketAddr>, ConfigError> {
         let mut out: Vec<SocketAddr> = Vec::new();
         for item in self.string_list(field)? {
             let s = self.string(&item)?;
@@ -822,7 +917,7 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    fn dns(&self, f: DnsFields) -> Result<DnsFile, ConfigError> {
+    pub(super) fn dns(&self, f: DnsFields) -> Result<DnsFile, ConfigError> {
         Ok(DnsFile {
             allow_stale: f.allow_stale.map(|x| self.bool(&x)).transpose()?,
             max_stale: f.max_stale.map(|x| self.duration(&x)).transpose()?,

@@ -1,14 +1,17 @@
-//! Configuration: the command line (clap) and the TOML config file, merged into one
-//! validated [`Config`].
+//! Configuration: the command line (clap), the TOML config file and the Consul agent's own
+//! configuration, merged into one validated [`Config`].
 //!
 //! Precedence, per setting: command-line flag (or its environment variable), then the
-//! config file, then the built-in default. Defaults are Consul's own
+//! config file (`--config`), then the Consul agent's configuration (`--consul-config`), then
+//! the built-in default. Defaults are Consul's own
 //! (`agent/config/default.go`); option names in the file are Consul's `dns_config` names,
 //! accepted at the top level or inside a `[dns_config]` table. See
 //! `consul-dns.example.toml` for every key.
 
+mod agent;
 mod duration;
 mod file;
+mod hcl;
 mod values;
 
 use std::collections::BTreeMap;
@@ -21,6 +24,7 @@ use std::time::Duration;
 use clap::Parser;
 use ipnet::IpNet;
 
+use agent::AgentConfig;
 use file::FileConfig;
 
 pub use duration::parse_go_duration;
@@ -142,8 +146,9 @@ certificate).
 
 Settings come from command-line flags, environment variables (CONSUL_HTTP_ADDR, \
 CONSUL_HTTP_TOKEN, CONSUL_CACERT and Consul's other TLS variables), a TOML config file (--config) whose keys are Consul's dns_config \
-option names, and built-in defaults equal to Consul's. A flag (or its environment \
-variable) overrides the config file, which overrides the default.";
+option names, the Consul agent's own configuration (--consul-config /etc/consul.d), and \
+built-in defaults equal to Consul's. A flag (or its environment variable) overrides the \
+config file, which overrides the agent's configuration, which overrides the default.";
 
 /// Command line.
 #[derive(Debug, Clone, Default, Parser)]
@@ -312,6 +317,22 @@ pub struct Cli {
                 consul-dns.example.toml); flags override it [default: none]"
     )]
     pub config: Option<PathBuf>,
+
+    /// The Consul agent's own configuration.
+    #[arg(
+        long,
+        value_name = "PATH",
+        help = "The Consul agent's own configuration, read as the agent reads it: an .hcl or \
+                .json file, or a directory of them (e.g. /etc/consul.d), as for consul agent \
+                -config-file/-config-dir; repeat for several. Its domain, alt_domain, \
+                datacenter, recursors, translate_wan_addrs and dns_config are used; its \
+                ports, addresses and client_addr give the Consul address (the agent's HTTP \
+                API) and, once the agent's DNS is off (ports { dns = -1 }), the address \
+                consul-dns listens on (the agent's, port 8600); other keys are ignored. \
+                --config and flags override it; overrides `consul_config` in the config file \
+                [default: none]"
+    )]
+    pub consul_config: Vec<PathBuf>,
 
     /// Development mode.
     #[arg(
@@ -931,6 +952,10 @@ pub struct Config {
     pub dev_http: SocketAddr,
     /// Log level.
     pub log_level: String,
+    /// The Consul agent configuration files read (`--consul-config`), in the order read.
+    pub consul_config_files: Vec<PathBuf>,
+    /// What they hold that consul-dns does not use, to say once at start (one line each).
+    pub consul_config_warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -970,21 +995,30 @@ impl Default for Config {
             dev_replaced: None,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
+            consul_config_files: Vec::new(),
+            consul_config_warnings: Vec::new(),
         }
     }
 }
 
 impl Config {
-    /// Reads the config file named by `--config` (if any) and merges it with the flags
-    /// and the defaults. When neither sets the zones directory, [`DEFAULT_ZONES_DIR`] is
-    /// served if it exists.
+    /// Reads the config file named by `--config` (if any) and the Consul agent's
+    /// configuration (`--consul-config`, else the file's `consul_config`) and merges them
+    /// with the flags and the defaults. When none sets the zones directory,
+    /// [`DEFAULT_ZONES_DIR`] is served if it exists.
     pub fn load(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => FileConfig::read(path)?,
             None => FileConfig::default(),
         };
+        let agent_paths = if cli.consul_config.is_empty() {
+            file.consul_config.clone().unwrap_or_default()
+        } else {
+            cli.consul_config.clone()
+        };
+        let agent = AgentConfig::read(&agent_paths)?;
         let zones_unset = cli.zones.is_none() && file.zones.is_none();
-        let mut config = Config::merge(cli, file)?;
+        let mut config = Config::merge(cli, file, agent)?;
         if zones_unset && Path::new(DEFAULT_ZONES_DIR).is_dir() {
             config.zones = Some(PathBuf::from(DEFAULT_ZONES_DIR));
         }
@@ -1007,13 +1041,30 @@ impl Config {
         }
     }
 
-    fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
+    fn merge(cli: Cli, file: FileConfig, agent: AgentConfig) -> Result<Config, ConfigError> {
         let defaults = Config::default();
+        // The agent's values under the file's.
+        let file = FileConfig {
+            domain: file.domain.or(agent.domain.clone()),
+            alt_domain: file.alt_domain.or(agent.alt_domain.clone()),
+            datacenter: file.datacenter.or(agent.datacenter.clone()),
+            recursors: file
+                .recursors
+                .or((!agent.recursors.is_empty()).then(|| agent.recursors.clone())),
+            translate_wan_addrs: file.translate_wan_addrs.or(agent.translate_wan_addrs),
+            dns: file.dns.over(agent.dns.clone()),
+            ..file
+        };
 
         let consul_addr_given = cli.consul_addr.is_some() || file.consul_addr.is_some();
         let consul_addr = match &cli.consul_addr {
             Some(v) => flag("--consul-addr", v, normalize_consul_addr(v))?,
-            None => file.consul_addr.unwrap_or(defaults.consul_addr),
+            None => match file.consul_addr {
+                Some(addr) => addr,
+                // Beside the agent, its HTTP API (not with --dev, whose emulator answers).
+                None if agent.is_used() && !cli.dev => agent.http_url()?,
+                None => defaults.consul_addr,
+            },
         };
         let tls = merge_tls(&cli, file.tls)?;
         // --token, then --token-file, then the file's token, then its token_file.
@@ -1030,7 +1081,16 @@ impl Config {
             },
         };
         let listen = if cli.listen.is_empty() {
-            file.listen.unwrap_or(defaults.listen)
+            match file.listen {
+                Some(listen) => listen,
+                // The agent's DNS is off: consul-dns takes its place.
+                None if agent.is_used() && agent.dns_port().is_none() => agent
+                    .dns_ips("--listen")?
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, DEFAULT_LISTEN.port()))
+                    .collect(),
+                None => defaults.listen,
+            }
         } else {
             check_listen_list(&cli.listen).map_err(|reason| ConfigError::Invalid {
                 key: "--listen".to_string(),
@@ -1040,6 +1100,7 @@ impl Config {
             })?;
             cli.listen
         };
+        check_agent_dns(&agent, &listen)?;
         let domain = match &cli.domain {
             Some(v) => flag("--domain", v, normalize_domain(v))?,
             None => file.domain.unwrap_or(defaults.domain),
@@ -1253,8 +1314,50 @@ impl Config {
             dev_replaced,
             dev_http,
             log_level: cli.log_level.unwrap_or(defaults.log_level),
+            consul_config_files: agent.files,
+            consul_config_warnings: agent.warnings,
         })
     }
+}
+
+/// Refuses a listen address where the Consul agent serves DNS itself (its configuration
+/// says so): the bind would fail, and this says what to do.
+fn check_agent_dns(agent: &AgentConfig, listen: &[SocketAddr]) -> Result<(), ConfigError> {
+    let Some(port) = agent.is_used().then(|| agent.dns_port()).flatten() else {
+        return Ok(());
+    };
+    // Addresses that cannot be read are no clash to report; listening tells.
+    let Ok(ips) = agent.dns_ips("--listen") else {
+        return Ok(());
+    };
+    let clash = listen.iter().find_map(|ours| {
+        ips.iter()
+            .find(|ip| {
+                ours.port() == port
+                    && (ours.ip() == **ip || ours.ip().is_unspecified() || ip.is_unspecified())
+            })
+            .map(|ip| (ours, SocketAddr::new(*ip, port)))
+    });
+    let Some((ours, theirs)) = clash else {
+        return Ok(());
+    };
+    let (value, file) = agent.dns_port_setting();
+    let default = if file.is_none() {
+        " (Consul's default port: its configuration sets no ports.dns)"
+    } else {
+        ""
+    };
+    Err(ConfigError::Invalid {
+        key: "ports.dns".to_string(),
+        value: Some(value),
+        file,
+        reason: format!(
+            "the Consul agent serves DNS on {theirs} itself{default}, where consul-dns would \
+             listen ({ours}): turn the agent's DNS off (ports {{ dns = -1 }} in its \
+             configuration, then restart it) and consul-dns takes its place, or give \
+             consul-dns another address (--listen)"
+        ),
+    })
 }
 
 /// The TSIG key of `transfer_key_*`: a name with exactly one of a secret and a file.

@@ -2,6 +2,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
+use super::agent::AgentConfig;
 use super::file::FileConfig;
 use super::*;
 
@@ -50,7 +51,7 @@ fn cli(args: &[&str]) -> Cli {
 
 fn load(args: &[&str], text: &str) -> Result<Config, ConfigError> {
     let file = FileConfig::parse(Path::new(PATH), text)?;
-    Config::merge(cli(args), file)
+    Config::merge(cli(args), file, AgentConfig::default())
 }
 
 fn load_ok(args: &[&str], text: &str) -> Config {
@@ -1407,4 +1408,715 @@ fn transfer_key_needs_a_name_and_one_secret() {
         "transfer_key_name = \"k\"\ntransfer_key_secret = \"c2VjcmV0\"\ntransfer_key_file = \"/k\"\n",
     );
     assert_eq!(invalid_key(&e), "transfer_key_secret");
+}
+
+// ---- the Consul agent's configuration (--consul-config) ----
+
+/// A temporary directory of agent configuration files, removed on drop.
+struct AgentDir(PathBuf);
+
+impl AgentDir {
+    fn new(files: &[(&str, &str)]) -> AgentDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("consul-dns-agent-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            if let Some(sub) = name.strip_suffix('/') {
+                std::fs::create_dir_all(dir.join(sub)).unwrap();
+            } else {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+        }
+        AgentDir(dir)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for AgentDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Flags, the TOML file's text and the agent's configuration: `files` written to a
+/// directory read as `--consul-config DIR`.
+fn load_agent(
+    args: &[&str],
+    toml: &str,
+    files: &[(&str, &str)],
+) -> (Result<Config, ConfigError>, AgentDir) {
+    let dir = AgentDir::new(files);
+    let result = AgentConfig::read(std::slice::from_ref(&dir.0)).and_then(|agent| {
+        let file = FileConfig::parse(Path::new(PATH), toml)?;
+        Config::merge(cli(args), file, agent)
+    });
+    (result, dir)
+}
+
+fn agent_ok(args: &[&str], toml: &str, files: &[(&str, &str)]) -> Config {
+    match load_agent(args, toml, files) {
+        (Ok(c), _) => c,
+        (Err(e), _) => panic!("should load: {e}"),
+    }
+}
+
+/// The error and its line, which names the directory's files as `DIR/`.
+fn agent_err(args: &[&str], toml: &str, files: &[(&str, &str)]) -> (ConfigError, String) {
+    match load_agent(args, toml, files) {
+        (Ok(c), _) => panic!("should fail, got {c:?}"),
+        (Err(e), dir) => {
+            let s = e
+                .to_string()
+                .replace(&format!("{}/", dir.0.display()), "DIR/");
+            assert!(!s.contains('\n'), "error is not one line: {s:?}");
+            (e, s)
+        }
+    }
+}
+
+/// An agent configuration as found in /etc/consul.d, with the agent's DNS off: every key
+/// consul-dns takes, among keys it ignores.
+const AGENT_HCL: &str = r#"
+# Consul agent configuration
+datacenter = "DC1"
+data_dir = "/opt/consul"
+server = true
+bootstrap_expect = 3
+encrypt = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+retry_join = ["10.0.0.1", "10.0.0.2"]
+ui_config { enabled = true }
+acl { enabled = true tokens { default = "00000000-0000-0000-0000-000000000000" } }
+telemetry { prometheus_retention_time = "24h" }
+service { name = "web" port = 80 check { http = "http://localhost/health" interval = "10s" } }
+
+domain = "Mesh"
+alt_domain = "mesh.example."
+recursors = ["1.1.1.1", "[2001:db8::1]:5353"]
+translate_wan_addrs = true
+client_addr = "0.0.0.0"
+ports {
+  dns = -1
+  http = 8501
+  grpc = 8502
+}
+"dns_config" {
+  "allow_stale" = false
+  max_stale = "1h"
+  node_ttl = "10s"
+  service_ttl {
+    "*" = "5s"
+    "db*" = "10s"
+    "Web" = "30s"
+  }
+  soa { min_ttl = 30 refresh = 100 }
+  udp_answer_limit = 5
+  a_record_limit = 2
+  only_passing = true
+  enable_truncate = true
+  recursor_strategy = "random"
+  recursor_timeout = "3s"
+  enable_additional_node_meta_txt = false
+  use_cache = true
+  cache_max_age = "10s"
+}
+"#;
+
+/// The same in JSON.
+const AGENT_JSON: &str = r#"{
+  "datacenter": "DC1",
+  "data_dir": "/opt/consul",
+  "server": true,
+  "ui_config": { "enabled": true },
+  "acl": { "enabled": true, "tokens": { "default": "00000000-0000-0000-0000-000000000000" } },
+  "services": [{ "name": "web", "port": 80 }],
+  "domain": "Mesh",
+  "alt_domain": "mesh.example.",
+  "recursors": ["1.1.1.1", "[2001:db8::1]:5353"],
+  "translate_wan_addrs": true,
+  "client_addr": "0.0.0.0",
+  "ports": { "dns": -1, "http": 8501, "grpc": 8502 },
+  "dns_config": {
+    "allow_stale": false,
+    "max_stale": "1h",
+    "node_ttl": "10s",
+    "service_ttl": { "*": "5s", "db*": "10s", "Web": "30s" },
+    "soa": { "min_ttl": 30, "refresh": 100 },
+    "udp_answer_limit": 5,
+    "a_record_limit": 2,
+    "only_passing": true,
+    "enable_truncate": true,
+    "recursor_strategy": "random",
+    "recursor_timeout": "3s",
+    "enable_additional_node_meta_txt": false,
+    "use_cache": true,
+    "cache_max_age": "10s",
+    "prefer_namespace": null
+  }
+}"#;
+
+#[test]
+fn agent_configuration_in_hcl_and_json_gives_the_same_settings() {
+    for (name, text) in [
+        ("consul.hcl", AGENT_HCL),
+        ("consul.json", AGENT_JSON),
+        // HCL 1 reads JSON too.
+        ("json-in.hcl", AGENT_JSON),
+    ] {
+        let c = agent_ok(&[], "", &[(name, text)]);
+        assert_eq!(c.domain, "mesh.", "{name}");
+        assert_eq!(c.alt_domain.as_deref(), Some("mesh.example."), "{name}");
+        assert_eq!(c.datacenter.as_deref(), Some("dc1"), "{name}");
+        assert_eq!(
+            c.recursors,
+            vec![addr("1.1.1.1:53"), addr("[2001:db8::1]:5353")],
+            "{name}"
+        );
+        assert!(c.translate_wan_addrs, "{name}");
+        assert_eq!(
+            c.listen,
+            vec![addr("0.0.0.0:8600")],
+            "{name}: the agent's DNS is off: consul-dns listens where it did, on port 8600"
+        );
+        assert_eq!(
+            c.consul_addr, "http://127.0.0.1:8501",
+            "{name}: the agent's HTTP API, client_addr 0.0.0.0 reached on loopback"
+        );
+        let d = &c.dns;
+        assert!(!d.allow_stale, "{name}");
+        assert_eq!(d.max_stale, Duration::from_secs(3600), "{name}");
+        assert_eq!(d.node_ttl, 10, "{name}");
+        assert_eq!(d.service_ttl.ttl_for("api"), 5, "{name}");
+        assert_eq!(d.service_ttl.ttl_for("dbx"), 10, "{name}");
+        assert_eq!(
+            d.service_ttl.ttl_for("web"),
+            30,
+            "{name}: keys are lower-cased"
+        );
+        assert_eq!(
+            d.soa,
+            SoaConfig {
+                refresh: 100,
+                retry: 600,
+                expire: 86400,
+                min_ttl: 30
+            },
+            "{name}"
+        );
+        assert_eq!(d.udp_answer_limit, 5, "{name}");
+        assert_eq!(d.a_record_limit, 2, "{name}");
+        assert!(d.only_passing && d.enable_truncate && d.use_cache, "{name}");
+        assert_eq!(d.recursor_strategy, RecursorStrategy::Random, "{name}");
+        assert_eq!(d.recursor_timeout, Duration::from_secs(3), "{name}");
+        assert!(!d.enable_additional_node_meta_txt, "{name}");
+        assert_eq!(d.cache_max_age, Duration::from_secs(10), "{name}");
+        assert!(!d.prefer_namespace, "{name}: null is not set");
+        assert_eq!(c.consul_config_files.len(), 1, "{name}");
+        assert!(
+            c.consul_config_warnings.is_empty(),
+            "{name}: the agent's other keys are ignored silently: {:?}",
+            c.consul_config_warnings
+        );
+        // Everything else at its default.
+        assert_eq!(
+            Config {
+                domain: String::new(),
+                alt_domain: None,
+                datacenter: None,
+                recursors: Vec::new(),
+                translate_wan_addrs: false,
+                listen: Vec::new(),
+                consul_addr: String::new(),
+                dns: DnsConfig::default(),
+                consul_config_files: Vec::new(),
+                ..c
+            },
+            Config {
+                domain: String::new(),
+                listen: Vec::new(),
+                consul_addr: String::new(),
+                ..Config::default()
+            },
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn agent_directory_files_merge_in_lexical_order_as_consul_merges_them() {
+    let files = [
+        (
+            "10-dns.json",
+            r#"{ "domain": "second", "recursors": ["8.8.8.8", "1.1.1.1"],
+                 "dns_config": { "only_passing": true, "service_ttl": { "web": "3s" },
+                                 "soa": { "min_ttl": 20 } } }"#,
+        ),
+        (
+            "00-base.hcl",
+            "domain = \"first\"\ndatacenter = \"dc7\"\nrecursors = [\"1.1.1.1\"]\n\
+             ports { dns = -1 }\n\
+             dns_config {\n  node_ttl = \"1s\"\n  service_ttl { \"*\" = \"5s\" }\n  \
+             soa { min_ttl = 10 retry = 7 }\n}\n",
+        ),
+        ("20-empty-map.hcl", "dns_config { service_ttl = {} }\n"),
+        ("README.md", "not read: not .hcl or .json"),
+        ("consul.env", "CONSUL_HTTP_ADDR=x"),
+        ("sub.hcl/", ""),
+    ];
+    let (result, dir) = load_agent(&[], "", &files);
+    let c = match result {
+        Ok(c) => c,
+        Err(e) => panic!("should load: {e}"),
+    };
+    assert_eq!(
+        c.consul_config_files,
+        [
+            dir.0.join("00-base.hcl"),
+            dir.0.join("10-dns.json"),
+            dir.0.join("20-empty-map.hcl")
+        ],
+        "lexical order; other files and directories skipped"
+    );
+    assert_eq!(c.domain, "second.", "a later value replaces");
+    assert_eq!(c.datacenter.as_deref(), Some("dc7"), "an earlier one stays");
+    assert_eq!(
+        c.recursors,
+        vec![addr("1.1.1.1:53"), addr("8.8.8.8:53")],
+        "recursors are appended across files, duplicates dropped"
+    );
+    assert_eq!(c.dns.node_ttl, 1);
+    assert!(c.dns.only_passing);
+    assert_eq!(
+        (
+            c.dns.service_ttl.ttl_for("web"),
+            c.dns.service_ttl.ttl_for("api")
+        ),
+        (3, 0),
+        "a later service_ttl replaces the whole table; an empty one replaces nothing"
+    );
+    assert_eq!(
+        (c.dns.soa.min_ttl, c.dns.soa.retry),
+        (20, 600),
+        "a later soa replaces the whole soa"
+    );
+
+    // Several paths are read in the order given.
+    let a = AgentDir::new(&[("a.hcl", "domain = \"from-a\"\nrecursors = [\"9.9.9.9\"]\n")]);
+    let b = AgentDir::new(&[(
+        "b.json",
+        r#"{"domain": "from-b", "recursors": ["1.1.1.1"]}"#,
+    )]);
+    let agent = AgentConfig::read(&[b.0.join("b.json"), a.0.clone()]).expect("reads");
+    assert_eq!(agent.domain.as_deref(), Some("from-a."));
+    assert_eq!(
+        agent.recursors,
+        vec![addr("1.1.1.1:53"), addr("9.9.9.9:53")]
+    );
+}
+
+#[test]
+fn agent_configuration_is_under_the_file_and_the_flags() {
+    let files = [(
+        "consul.hcl",
+        "domain = \"agent\"\nrecursors = [\"1.1.1.1\"]\nports { dns = -1 }\n\
+         client_addr = \"127.0.0.2\"\ntranslate_wan_addrs = true\n\
+         dns_config {\n  node_ttl = \"10s\"\n  service_ttl { \"*\" = \"5s\" }\n  \
+         soa { min_ttl = 30 expire = 5 }\n  only_passing = true\n}\n",
+    )];
+    // The agent's values alone.
+    let c = agent_ok(&[], "", &files);
+    assert_eq!(
+        (c.domain.as_str(), c.dns.node_ttl, c.dns.soa.min_ttl),
+        ("agent.", 10, 30)
+    );
+    assert_eq!(c.listen, vec![addr("127.0.0.2:8600")]);
+    assert_eq!(c.consul_addr, "http://127.0.0.2:8500");
+
+    // The TOML file over them, key by key (the SOA field by field).
+    let toml = "domain = \"toml\"\nrecursors = [\"8.8.8.8\"]\nlisten = [\"127.0.0.1:5353\"]\n\
+                consul_addr = \"http://consul.internal:8500\"\ntranslate_wan_addrs = false\n\
+                [dns_config]\nnode_ttl = \"20s\"\n[dns_config.service_ttl]\nweb = \"1s\"\n\
+                [dns_config.soa]\nmin_ttl = 40\n";
+    let c = agent_ok(&[], toml, &files);
+    assert_eq!(c.domain, "toml.");
+    assert_eq!(
+        c.recursors,
+        vec![addr("8.8.8.8:53")],
+        "the file's list replaces"
+    );
+    assert_eq!(c.listen, vec![addr("127.0.0.1:5353")]);
+    assert_eq!(c.consul_addr, "http://consul.internal:8500");
+    assert!(!c.translate_wan_addrs);
+    assert_eq!(c.dns.node_ttl, 20);
+    assert_eq!(
+        (
+            c.dns.service_ttl.ttl_for("web"),
+            c.dns.service_ttl.ttl_for("api")
+        ),
+        (1, 0),
+        "the file's table replaces the agent's"
+    );
+    assert_eq!((c.dns.soa.min_ttl, c.dns.soa.expire), (40, 5));
+    assert!(
+        c.dns.only_passing,
+        "what the file does not set stays the agent's"
+    );
+    // An empty list in the file turns the agent's recursors off.
+    assert!(agent_ok(&[], "recursors = []\n", &files)
+        .recursors
+        .is_empty());
+
+    // The flags over both.
+    let c = agent_ok(
+        &[
+            "--domain",
+            "flag",
+            "--recursor",
+            "9.9.9.9",
+            "--listen",
+            "127.0.0.1:0",
+            "--consul-addr",
+            "http://flag:8500",
+        ],
+        toml,
+        &files,
+    );
+    assert_eq!(c.domain, "flag.");
+    assert_eq!(c.recursors, vec![addr("9.9.9.9:53")]);
+    assert_eq!(c.listen, vec![addr("127.0.0.1:0")]);
+    assert_eq!(c.consul_addr, "http://flag:8500");
+    // With --dev the emulator answers: the agent's HTTP API is not looked for.
+    let c = agent_ok(&["--dev"], "", &[("c.hcl", "ports { dns = -1 http = -1 }")]);
+    assert_eq!(c.consul_addr, "http://127.0.0.1:8500");
+}
+
+#[test]
+fn where_consul_dns_listens_and_reads_beside_the_agent() {
+    // (agent configuration, flags, listen addresses, Consul address)
+    let cases: &[(&str, &[&str], &[&str], &str)] = &[
+        // The agent's DNS off: consul-dns takes its address, on port 8600.
+        (
+            "ports { dns = -1 }",
+            &[],
+            &["127.0.0.1:8600"],
+            "http://127.0.0.1:8500",
+        ),
+        (
+            "ports { dns = 0 }",
+            &[],
+            &["127.0.0.1:8600"],
+            "http://127.0.0.1:8500",
+        ),
+        (
+            "client_addr = \"127.0.0.1 ::1\"\naddresses { dns = \"10.0.0.5 10.0.0.6\" }\n\
+             ports { dns = -1 }",
+            &[],
+            &["10.0.0.5:8600", "10.0.0.6:8600"],
+            "http://127.0.0.1:8500",
+        ),
+        (
+            "client_addr = \"::\"\nports { dns = -1 }",
+            &[],
+            &["[::]:8600"],
+            "http://[::1]:8500",
+        ),
+        (
+            "client_addr = \"10.1.2.3 127.0.0.1\"\nports = { dns = -1 }",
+            &[],
+            &["10.1.2.3:8600", "127.0.0.1:8600"],
+            "http://127.0.0.1:8500",
+        ),
+        // The agent's DNS on another port: consul-dns keeps its own default.
+        (
+            "ports { dns = 8653 }",
+            &[],
+            &["127.0.0.1:8600"],
+            "http://127.0.0.1:8500",
+        ),
+        // The agent's DNS on, consul-dns given another address.
+        (
+            "",
+            &["--listen", "127.0.0.1:5353"],
+            &["127.0.0.1:5353"],
+            "http://127.0.0.1:8500",
+        ),
+        (
+            "client_addr = \"10.0.0.9\"",
+            &[],
+            &["127.0.0.1:8600"],
+            "http://10.0.0.9:8500",
+        ),
+        // The HTTP API: its own address, a unix socket skipped; HTTPS when HTTP is off.
+        (
+            "ports { dns = -1 }\naddresses { http = \"unix:///run/consul.sock 10.1.2.3\" }",
+            &[],
+            &["127.0.0.1:8600"],
+            "http://10.1.2.3:8500",
+        ),
+        (
+            "ports {\n  dns = -1\n  http = -1\n  https = 8501\n}",
+            &[],
+            &["127.0.0.1:8600"],
+            "https://127.0.0.1:8501",
+        ),
+        // A Consul address given wins, even when the agent has no HTTP API.
+        (
+            "ports { dns = -1 http = -1 }",
+            &["--consul-addr", "consul:8500"],
+            &["127.0.0.1:8600"],
+            "http://consul:8500",
+        ),
+    ];
+    for (text, args, listen, consul) in cases {
+        let c = agent_ok(args, "", &[("consul.hcl", text)]);
+        let want: Vec<SocketAddr> = listen.iter().map(|a| addr(a)).collect();
+        assert_eq!(c.listen, want, "{text:?} {args:?}");
+        assert_eq!(c.consul_addr, *consul, "{text:?} {args:?}");
+    }
+}
+
+#[test]
+fn the_agents_own_dns_address_is_refused_with_what_to_do() {
+    // No ports.dns: the agent serves DNS on 127.0.0.1:8600, consul-dns's default.
+    let (e, s) = agent_err(&[], "", &[("consul.hcl", "datacenter = \"dc1\"\n")]);
+    assert_eq!(invalid_key(&e), "ports.dns");
+    assert_eq!(
+        s,
+        "ports.dns 8600: the Consul agent serves DNS on 127.0.0.1:8600 itself (Consul's \
+         default port: its configuration sets no ports.dns), where consul-dns would listen \
+         (127.0.0.1:8600): turn the agent's DNS off (ports { dns = -1 } in its \
+         configuration, then restart it) and consul-dns takes its place, or give consul-dns \
+         another address (--listen)"
+    );
+    // Set in a file: named with its line.
+    let (_, s) = agent_err(
+        &["--listen", "0.0.0.0:8600"],
+        "",
+        &[("dns.hcl", "\nports {\n  dns = 8600\n}\n")],
+    );
+    assert!(
+        s.starts_with("config DIR/dns.hcl:3: ports.dns 8600: the Consul agent serves DNS on 127.0.0.1:8600 itself, where consul-dns would listen (0.0.0.0:8600)"),
+        "{s}"
+    );
+    let (e, _) = agent_err(
+        &[],
+        "listen = [\"10.0.0.1:53\"]\n",
+        &[(
+            "c.json",
+            r#"{"client_addr": "0.0.0.0", "ports": {"dns": 53}}"#,
+        )],
+    );
+    assert_eq!(invalid_key(&e), "ports.dns");
+}
+
+#[test]
+fn agent_addresses_that_cannot_be_used_are_errors_naming_them() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "client_addr = \"{{ GetPrivateIP }}\"\nports { dns = -1 }\naddresses { http = \"127.0.0.1\" }",
+            "client_addr",
+            "config DIR/c.hcl:1: client_addr \"{{ GetPrivateIP }}\": go-sockaddr templates are not evaluated by consul-dns: give --listen",
+        ),
+        (
+            "ports { dns = -1 }\naddresses { dns = \"unix:///x.sock\" }",
+            "addresses.dns",
+            "a unix socket (unix:///x.sock) cannot serve DNS: give --listen",
+        ),
+        (
+            "ports { dns = -1 }\naddresses { http = \"unix:///run/consul.sock\" }",
+            "addresses.http",
+            "no TCP address (unix sockets are not supported): give --consul-addr",
+        ),
+        (
+            "ports { dns = -1 }\nclient_addr = \"localhost\"\naddresses { http = \"127.0.0.1\" }",
+            "client_addr",
+            "\"localhost\" is not an IP address: give --listen",
+        ),
+        (
+            "ports {\n  dns = -1\n  http = -1\n}",
+            "ports.http",
+            "config DIR/c.hcl:3: ports.http -1: the Consul agent serves no HTTP API",
+        ),
+    ];
+    for (text, key, want) in cases {
+        let (e, s) = agent_err(&[], "", &[("c.hcl", text)]);
+        assert_eq!(invalid_key(&e), *key, "{text:?}: {s}");
+        assert!(s.contains(want), "{text:?}: {s}");
+    }
+}
+
+#[test]
+fn bad_agent_values_are_errors_naming_file_line_and_key() {
+    // (file name, text, key or None for a syntax error, start of the message)
+    let cases: &[(&str, &str, Option<&str>, &str)] = &[
+        (
+            "c.hcl",
+            "datacenter = \"dc1\"\ndns_config {\n  node_ttl = \"10x\"\n}",
+            Some("dns_config.node_ttl"),
+            "config DIR/c.hcl:3: dns_config.node_ttl \"10x\": unknown unit",
+        ),
+        (
+            "c.hcl",
+            "ports { dns = \"8600\" }",
+            Some("ports.dns"),
+            "config DIR/c.hcl:1: ports.dns \"8600\": expected an integer (a port; -1 turns it off), found string \"8600\"",
+        ),
+        ("c.hcl", "ports { dns = 70000 }", Some("ports.dns"), "config DIR/c.hcl:1: ports.dns 70000: not a port"),
+        (
+            "c.hcl",
+            "recursors = [\n  \"1.1.1.1\",\n  \"dns.google\"\n]",
+            Some("recursors[1]"),
+            "config DIR/c.hcl:1: recursors[1] \"dns.google\": expected an IP address",
+        ),
+        ("c.hcl", "domain = 5", Some("domain"), "config DIR/c.hcl:1: domain 5: expected a string"),
+        ("c.hcl", "domain = \"a b\"", Some("domain"), "config DIR/c.hcl:1: domain \"a b\": not a valid DNS name"),
+        ("c.hcl", "dns_config = \"x\"", Some("dns_config"), "config DIR/c.hcl:1: dns_config \"x\": expected a block of options"),
+        (
+            "c.hcl",
+            "dns_config {\n  service_ttl { \"*\" = 5.5 }\n}",
+            Some("dns_config.service_ttl.\"*\""),
+            "config DIR/c.hcl:2: dns_config.service_ttl.\"*\" 5.5: expected a duration",
+        ),
+        ("c.hcl", "dns_config { only_passing = \"yes\" }", Some("dns_config.only_passing"), "expected true or false"),
+        ("c.json", r#"{"dns_config": {"udp_answer_limit": -1}}"#, Some("dns_config.udp_answer_limit"), "config DIR/c.json: dns_config.udp_answer_limit -1: must be between 0"),
+        ("c.json", r#"{"translate_wan_addrs": "true"}"#, Some("translate_wan_addrs"), "config DIR/c.json: translate_wan_addrs \"true\": expected true or false"),
+        // Syntax errors: the parser's line.
+        ("c.hcl", "datacenter = \"dc1\"\nports {\n  dns = \n}", None, "config DIR/c.hcl:4: HCL: expected a value"),
+        ("c.hcl", "node_ttl = 10s", None, "config DIR/c.hcl:1: HCL: `10s` is not a number: a string is quoted"),
+        ("c.json", "{\n  \"domain\": \"x\",\n}", None, "config DIR/c.json:3: JSON: trailing comma"),
+        ("c.json", "[1]", None, "config DIR/c.json: JSON: expected an object of agent options"),
+    ];
+    for (name, text, key, want) in cases {
+        let (e, s) = agent_err(&[], "", &[(name, text)]);
+        match key {
+            Some(key) => assert_eq!(invalid_key(&e), *key, "{text:?}: {s}"),
+            None => assert!(matches!(e, ConfigError::Parse { .. }), "{text:?}: {e:?}"),
+        }
+        assert!(
+            s.starts_with(want) || (!want.starts_with("config") && s.contains(want)),
+            "{text:?}:\n{s}\nwant {want}"
+        );
+    }
+}
+
+#[test]
+fn unknown_dns_config_keys_are_reported_once_not_errors() {
+    let c = agent_ok(
+        &["--listen", "127.0.0.1:0"],
+        "",
+        &[(
+            "dns.hcl",
+            "dns_config {\n  node_ttl = \"1s\"\n  nod_ttl = \"2s\"\n  future_option = true\n}\n\
+             some_future_agent_key = { a = 1 }\n",
+        )],
+    );
+    assert_eq!(c.dns.node_ttl, 1);
+    let dir = c.consul_config_files[0]
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let warnings: Vec<String> = c
+        .consul_config_warnings
+        .iter()
+        .map(|w| w.replace(&dir, "DIR"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "consul config DIR/dns.hcl:4: dns_config.future_option is not a dns_config option consul-dns knows: ignored",
+            "consul config DIR/dns.hcl:3: dns_config.nod_ttl is not a dns_config option consul-dns knows: ignored",
+        ],
+        "the agent's other keys say nothing"
+    );
+}
+
+#[test]
+fn agent_paths_are_checked() {
+    let dir = AgentDir::new(&[("consul-dns.toml", "domain = \"x\"\n"), ("empty/", "")]);
+    match AgentConfig::read(&[dir.0.join("consul-dns.toml")]) {
+        Ok(a) => panic!("should fail, got {a:?}"),
+        Err(e) => {
+            let s = e.to_string();
+            assert!(
+                s.ends_with("consul-dns.toml: a Consul agent configuration file ends in .hcl or .json, as Consul requires (consul-dns's own TOML goes to --config)"),
+                "{s}"
+            );
+        }
+    }
+    match AgentConfig::read(&[dir.0.join("missing")]) {
+        Ok(a) => panic!("should fail, got {a:?}"),
+        Err(e) => assert!(matches!(e, ConfigError::Io { .. }), "{e:?}"),
+    }
+    let agent = AgentConfig::read(&[dir.0.join("empty")]).expect("an empty directory reads");
+    assert!(agent.files.is_empty());
+    assert_eq!(agent.warnings.len(), 1);
+    assert!(agent.warnings[0].ends_with("empty: no .hcl or .json file in this directory"));
+    // No file read: nothing taken, nothing derived.
+    let c = Config::merge(cli(&[]), FileConfig::default(), agent).expect("loads");
+    assert_eq!(c.listen, Config::default().listen);
+}
+
+#[test]
+fn the_agents_configuration_given_to_config_says_to_use_consul_config() {
+    let dir = AgentDir::new(&[
+        ("consul.hcl", "ports { dns = -1 }\n"),
+        ("consul.json", "{}"),
+        ("agent.conf", "{\n  \"domain\": \"x\"\n}\n"),
+        (
+            "agent2.conf",
+            "datacenter = \"dc1\"\nports {\n  dns = -1\n}\n",
+        ),
+    ]);
+    for name in ["consul.hcl", "consul.json", "agent.conf", "agent2.conf", ""] {
+        let cli = Cli {
+            config: Some(dir.0.join(name)),
+            ..Cli::default()
+        };
+        match Config::load(cli) {
+            Ok(c) => panic!("{name}: should fail, got {c:?}"),
+            Err(e) => {
+                let s = e.to_string();
+                assert!(
+                    s.ends_with(
+                        ": --config takes consul-dns's own settings, in TOML (see \
+                         consul-dns.example.toml); for the Consul agent's configuration \
+                         (.hcl, .json, /etc/consul.d) use --consul-config"
+                    ),
+                    "{name}: {s}"
+                );
+            }
+        }
+    }
+    // A TOML mistake stays a TOML error.
+    let (_, s) = load_err(&[], "domain = \"x\"\ndomain = \"y\"\n");
+    assert!(!s.contains("--consul-config"), "{s}");
+}
+
+#[test]
+fn consul_config_from_the_file_and_the_flag() {
+    let a = AgentDir::new(&[("a.hcl", "domain = \"from-file-key\"\nports { dns = -1 }\n")]);
+    let b = AgentDir::new(&[("b.hcl", "domain = \"from-flag\"\nports { dns = -1 }\n")]);
+    let toml = AgentDir::new(&[(
+        "consul-dns.toml",
+        &format!("consul_config = [{:?}]\n", a.0.display().to_string()),
+    )]);
+    let load = |args: &[&str]| {
+        let mut argv = vec!["--config", &toml.file("consul-dns.toml")]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        match Config::load(cli(&argv)) {
+            Ok(c) => c,
+            Err(e) => panic!("should load: {e}"),
+        }
+    };
+    assert_eq!(load(&[]).domain, "from-file-key.");
+    let b_dir = b.0.display().to_string();
+    assert_eq!(load(&["--consul-config", &b_dir]).domain, "from-flag.");
 }

@@ -13,6 +13,7 @@ mod amplification;
 mod beyond_consul;
 mod cli;
 mod conformance;
+mod consul_config;
 mod dns_cases;
 mod dot;
 mod extended_errors;

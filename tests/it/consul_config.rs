@@ -2,9 +2,8 @@
 //! directory (`--consul-config consul.d/`): the binary as a user starts it, its answers read
 //! by two decoders (hickory and NLnet Labs' `domain`, in `program::ask`) and by dig.
 
-mod common;
-#[path = "common/program.rs"]
-mod program;
+use crate::common;
+use crate::program;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -14,7 +13,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use program::{addresses, ask, poll, tool, ConsulDns, TempDir};
 
-const EXAMPLE_ZONE: &str = include_str!("../zones/cluster.internal.zone");
+const EXAMPLE_ZONE: &str = include_str!("../../zones/cluster.internal.zone");
 
 /// `dig` of `name` `qtype` at `server`: the answer section's records as (TTL, data).
 fn dig(server: SocketAddr, name: &str, qtype: &str) -> Vec<(u32, String)> {

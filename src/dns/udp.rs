@@ -24,13 +24,14 @@ use hickory_server::server::Request;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::encoder;
 use super::handler::DnsHandler;
 use super::responder::{self, Reply, StoredResponses};
 use super::rrl::{Rrl, Verdict};
 use super::udp_batch::{BatchReceiver, SendBatch};
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 
 /// Queries waiting at once (for a cold service, the first sync, a recursor) per socket;
@@ -143,7 +144,13 @@ impl UdpServer {
                 Ok(n) => n,
                 Err(e) if quiet(&e) => continue,
                 Err(e) => {
-                    debug!(error = %e, "UDP receive error");
+                    // Seen at warn: an error that repeats (a sandbox refusing recvmmsg)
+                    // would otherwise leave UDP silent with nothing in the log.
+                    static RECEIVE_ERRORS: LogLimit = LogLimit::every_interval();
+                    match RECEIVE_ERRORS.allow() {
+                        Some(suppressed) => warn!(error = %e, suppressed, "UDP receive error"),
+                        None => debug!(error = %e, "UDP receive error"),
+                    }
                     // Not a busy loop should an error repeat.
                     std::thread::sleep(Duration::from_millis(1));
                     continue;

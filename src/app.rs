@@ -23,6 +23,7 @@ use crate::dns::consul_zone::{ConsulZone, ZoneOptions};
 use crate::dns::dot::{self, Certificate, CertificateError};
 use crate::dns::forward::{ForwardError, Recursors};
 use crate::dns::handler::{DnsHandler, RecursionPolicy, ResponseLimits};
+use crate::dns::query_log::QueryLog;
 use crate::dns::rrl::Rrl;
 use crate::dns::sockets::{self, BindError, Sockets};
 use crate::dns::static_zones::{ZoneError, ZoneSet};
@@ -257,21 +258,28 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             &stop_dns,
         )
     });
-    let handler = Arc::new(DnsHandler::new(
-        zone,
-        Arc::clone(&static_zones.catalog),
-        ResponseLimits {
-            udp_answer_limit: config.dns.udp_answer_limit as usize,
-            max_udp_payload: MAX_UDP_PAYLOAD,
-            allow_any: config.allow_any,
-        },
-        RecursionPolicy {
-            recursors,
-            allow: config.allow_recursion.clone(),
-        },
-        Arc::clone(&metrics),
-        transfers,
-    ));
+    let handler = Arc::new(
+        DnsHandler::new(
+            zone,
+            Arc::clone(&static_zones.catalog),
+            ResponseLimits {
+                udp_answer_limit: config.dns.udp_answer_limit as usize,
+                max_udp_payload: MAX_UDP_PAYLOAD,
+                allow_any: config.allow_any,
+            },
+            RecursionPolicy {
+                recursors,
+                allow: config.allow_recursion.clone(),
+            },
+            Arc::clone(&metrics),
+            transfers,
+        )
+        .with_query_log(
+            config
+                .query_log
+                .then(|| QueryLog::new(config.query_log_sample)),
+        ),
+    );
     let dns_addrs = sockets.addrs.clone();
     let (udp, tcp) = serve_dns(config, sockets, &handler, &metrics, &stop_dns)?;
     let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().map(|(_, addr)| *addr).collect();

@@ -21,8 +21,8 @@ use super::values::{
     parse_listen_addr, parse_network, parse_recursor, ttl_seconds,
 };
 use super::{
-    check_listen_list, ConfigError, FileLocation, RecursorStrategy, Secret, MAX_BLOCKING_WAIT,
-    MAX_RRL_SLIP, MAX_RRL_WINDOW, MIN_BLOCKING_WAIT,
+    check_listen_list, ConfigError, FileLocation, LogFormat, RecursorStrategy, Secret,
+    MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MIN_BLOCKING_WAIT,
 };
 
 type Raw = Option<Spanned<Value>>;
@@ -102,6 +102,10 @@ macro_rules! raw_structs {
             rrl_slip: Raw,
             rrl_ipv4_prefix_length: Raw,
             rrl_ipv6_prefix_length: Raw,
+            log_level: Raw,
+            log_format: Raw,
+            query_log: Raw,
+            query_log_sample: Raw,
             dns_config: Option<RawDns>,
             $($dns: Raw,)*
         }
@@ -209,6 +213,10 @@ pub(super) struct FileConfig {
     pub rrl_slip: Option<u32>,
     pub rrl_ipv4_prefix_length: Option<u8>,
     pub rrl_ipv6_prefix_length: Option<u8>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub query_log: Option<bool>,
+    pub query_log_sample: Option<u32>,
     pub dns: DnsFile,
 }
 
@@ -534,6 +542,31 @@ impl FileConfig {
         let workers = f("workers", raw.workers)
             .map(|field| ctx.count(&field))
             .transpose()?;
+        let log_level = f("log_level", raw.log_level)
+            .map(|field| {
+                let s = ctx.string(&field)?;
+                match s.as_str() {
+                    "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
+                    _ => Err(ctx.invalid(&field, "must be off, error, warn, info, debug or trace")),
+                }
+            })
+            .transpose()?;
+        let log_format = f("log_format", raw.log_format)
+            .map(|field| {
+                let s = ctx.string(&field)?;
+                s.parse::<LogFormat>()
+                    .map_err(|reason| ctx.invalid(&field, reason))
+            })
+            .transpose()?;
+        let query_log = f("query_log", raw.query_log)
+            .map(|field| ctx.bool(&field))
+            .transpose()?;
+        let query_log_sample = f("query_log_sample", raw.query_log_sample)
+            .map(|field| match ctx.u32(&field)? {
+                0 => Err(ctx.invalid(&field, "must be at least 1")),
+                n => Ok(n),
+            })
+            .transpose()?;
         let http_addr = f("http_addr", raw.http_addr)
             .map(|field| {
                 let s = ctx.string(&field)?;
@@ -596,6 +629,10 @@ impl FileConfig {
             rrl_slip,
             rrl_ipv4_prefix_length,
             rrl_ipv6_prefix_length,
+            log_level,
+            log_format,
+            query_log,
+            query_log_sample,
             dns: ctx.dns(dns)?,
         })
     }

@@ -458,6 +458,56 @@ pub struct Cli {
                 when set, wins (tracing's filter syntax, e.g. consul_dns=debug)"
     )]
     pub log_level: Option<String>,
+
+    /// Log line format.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_parser = ["text", "json"],
+        help = "Log lines on stderr as text, or as JSON objects, one a line (for journald, \
+                Loki and other collectors) [default: text]"
+    )]
+    pub log_format: Option<String>,
+
+    /// The query log.
+    #[arg(
+        long,
+        help = "Log the queries answered (1 in --query-log-sample), one JSON line each on \
+                stdout: client, name, type, rcode, answers, name form, stale, microseconds \
+                [default: off]"
+    )]
+    pub query_log: bool,
+
+    /// 1 query in N logged.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help = "With --query-log, log 1 query in N, drawn at random [default: 1, every one]"
+    )]
+    pub query_log_sample: Option<u32>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// tracing's text lines.
+    #[default]
+    Text,
+    /// A JSON object a line (tracing's JSON format).
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be \"text\" or \"json\"".to_string()),
+        }
+    }
 }
 
 /// A secret string (the ACL token). `Debug` and `Display` print `<redacted>`.
@@ -952,6 +1002,12 @@ pub struct Config {
     pub dev_http: SocketAddr,
     /// Log level.
     pub log_level: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Log the queries answered (1 in `query_log_sample`).
+    pub query_log: bool,
+    /// 1 query in this many is logged (≥ 1).
+    pub query_log_sample: u32,
     /// The Consul agent configuration files read (`--consul-config`), in the order read.
     pub consul_config_files: Vec<PathBuf>,
     /// What they hold that consul-dns does not use, to say once at start (one line each).
@@ -995,6 +1051,9 @@ impl Default for Config {
             dev_replaced: None,
             dev_http: DEFAULT_DEV_HTTP,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
+            log_format: LogFormat::Text,
+            query_log: false,
+            query_log_sample: 1,
             consul_config_files: Vec::new(),
             consul_config_warnings: Vec::new(),
         }
@@ -1313,7 +1372,24 @@ impl Config {
             dev: cli.dev,
             dev_replaced,
             dev_http,
-            log_level: cli.log_level.unwrap_or(defaults.log_level),
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or(defaults.log_level),
+            log_format: match cli.log_format {
+                Some(f) => f.parse().map_err(|reason| ConfigError::Invalid {
+                    key: "log_format".to_string(),
+                    value: Some(f),
+                    file: None,
+                    reason,
+                })?,
+                None => file.log_format.unwrap_or(defaults.log_format),
+            },
+            query_log: cli.query_log || file.query_log.unwrap_or(defaults.query_log),
+            query_log_sample: cli
+                .query_log_sample
+                .or(file.query_log_sample)
+                .unwrap_or(defaults.query_log_sample),
             consul_config_files: agent.files,
             consul_config_warnings: agent.warnings,
         })

@@ -106,6 +106,9 @@ fn defaults() {
     assert!(!c.dev);
     assert_eq!(c.dev_http, addr("127.0.0.1:8500"));
     assert_eq!(c.log_level, "info");
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert!(!c.query_log, "the query log is off");
+    assert_eq!(c.query_log_sample, 1);
     assert_eq!(c.dns, DnsConfig::default());
     assert_eq!(c.tcp.max_connections, 500);
     assert_eq!(
@@ -263,6 +266,10 @@ rrl_window = "15s"
 rrl_slip = 0
 rrl_ipv4_prefix_length = 32
 rrl_ipv6_prefix_length = 64
+log_level = "debug"
+log_format = "json"
+query_log = true
+query_log_sample = 100
 
 allow_stale = false
 max_stale = "10s"
@@ -367,6 +374,11 @@ fn every_key_from_file() {
             ipv6_prefix_length: 64,
         }
     );
+
+    assert_eq!(c.log_level, "debug");
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert!(c.query_log);
+    assert_eq!(c.query_log_sample, 100);
 
     let d = &c.dns;
     assert!(!d.allow_stale);
@@ -602,6 +614,59 @@ fn bad_duration_is_rejected() {
     assert_eq!(invalid_key(&e), "blocking_wait");
     let (e, _) = load_err(&[], "blocking_wait = \"500ms\"\n");
     assert_eq!(invalid_key(&e), "blocking_wait");
+}
+
+#[test]
+fn logging_flags_override_the_file() {
+    let file = "log_level = \"warn\"\nlog_format = \"json\"\nquery_log_sample = 10\n";
+    let c = load_ok(&[], file);
+    assert_eq!(
+        (c.log_level.as_str(), c.log_format, c.query_log_sample),
+        ("warn", LogFormat::Json, 10)
+    );
+    assert!(!c.query_log);
+    let c = load_ok(
+        &[
+            "--log-level",
+            "error",
+            "--log-format",
+            "text",
+            "--query-log",
+            "--query-log-sample",
+            "1000",
+        ],
+        file,
+    );
+    assert_eq!(
+        (c.log_level.as_str(), c.log_format, c.query_log_sample),
+        ("error", LogFormat::Text, 1000)
+    );
+    assert!(c.query_log, "the flag turns the query log on");
+    assert!(load_ok(&[], "query_log = true\n").query_log);
+    assert!(!load_ok(&[], "query_log = false\n").query_log);
+    for args in [
+        &["--log-format", "xml"][..],
+        &["--query-log-sample", "0"],
+        &["--query-log-sample", "-3"],
+    ] {
+        let argv = std::iter::once("consul-dns").chain(args.iter().copied());
+        assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
+    }
+}
+
+#[test]
+fn bad_logging_values_are_rejected() {
+    for (text, key) in [
+        ("log_level = \"loud\"", "log_level"),
+        ("log_format = \"xml\"", "log_format"),
+        ("query_log_sample = 0", "query_log_sample"),
+        ("query_log_sample = -1", "query_log_sample"),
+    ] {
+        let (e, s) = load_err(&[], text);
+        assert_eq!(invalid_key(&e), key, "{text}: {s}");
+    }
+    let (_, s) = load_err(&[], "query_log = \"yes\"");
+    assert!(s.contains("query_log"), "{s}");
 }
 
 #[test]

@@ -339,13 +339,34 @@ impl Syncer {
         let secs = |h: &WatchHealth| h.stale_for().map_or(0.0, |d| d.as_secs_f64());
         m.set_watch_stale("catalog/services", secs(&self.directory_health));
         m.set_watch_stale("catalog/nodes", secs(&self.nodes_health));
-        let failing = self
-            .services
-            .iter()
-            .filter(|(_, w)| w.health.stale_for().is_some())
-            .count();
+        let lists = [
+            ("catalog/services", &self.directory_health),
+            ("catalog/nodes", &self.nodes_health),
+            ("query", &self.queries_health),
+        ];
+        for (watch, health) in lists {
+            m.set_watch_last_success(watch, Some(health.current_until()));
+        }
+        let (mut failing, mut oldest) = (0usize, None::<f64>);
+        for (_, w) in self.services.iter() {
+            if w.health.stale_for().is_some() {
+                failing += 1;
+            }
+            let until = w.health.current_until();
+            oldest = Some(oldest.map_or(until, |o| o.min(until)));
+        }
         m.service_watches_failing
             .set(i64::try_from(failing).unwrap_or(i64::MAX));
+        // The service watches as one kind: the least current of them (no series without
+        // any).
+        m.set_watch_last_success("health/service", oldest);
+        let view = &self.view;
+        let (services, nodes) = view.size();
+        m.catalog_services
+            .set(i64::try_from(services).unwrap_or(i64::MAX));
+        m.catalog_nodes
+            .set(i64::try_from(nodes).unwrap_or(i64::MAX));
+        m.synced.set(i64::from(view.is_ready()));
         let excluded: usize = self
             .services
             .iter()
@@ -417,6 +438,8 @@ impl Syncer {
             stop: OnceLock::new(),
         });
         w.apply(&entries, &meta);
+        // Its first read: the data is current as of now.
+        w.health.succeeded();
         debug!(
             service = subject.name,
             endpoint = segment(subject.endpoint),
@@ -677,6 +700,8 @@ impl Syncer {
             // answer queries, and a watch's stamp is rarely in the CPU's cache (scanning
             // 1,000 at once held queries up for 5 to 10 ms here).
             let tick = self.ticks.fetch_add(1, Ordering::Relaxed);
+            // A change of the catalog's size held back from the log goes out now.
+            self.view.log_size();
             let mut from = 0;
             loop {
                 let (used, more) = self.hot.used_since(tick, from);

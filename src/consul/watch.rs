@@ -340,14 +340,15 @@ static LEADER_BACK: LogLimit = LogLimit::every_interval();
 
 fn note_leader(metrics: &Metrics, what: &str, known_leader: Option<bool>) {
     let Some(known) = known_leader else { return };
-    let before = metrics.consul_known_leader.set(i64::from(known));
-    if before == 1 && !known {
+    // A first report of a leader is no news (the gauge starts at 0, not at "had none").
+    let before = metrics.set_known_leader(known);
+    if !known && before != Some(false) {
         if let Some(suppressed) = LEADER_LOST.allow() {
             warn!(resource = %what, suppressed, "Consul reports no known leader; its answers may be stale");
         } else {
             debug!(resource = %what, "Consul reports no known leader");
         }
-    } else if before == 0 && known {
+    } else if before == Some(false) && known {
         if let Some(suppressed) = LEADER_BACK.allow() {
             info!(resource = %what, suppressed, "Consul has a leader again");
         } else {

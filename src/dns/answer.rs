@@ -14,6 +14,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use crate::metrics::NameForm;
 use crate::view::freshness::ServiceBasis;
 use crate::view::records::{ip_rdata, target_record, NodeRecords, ServiceRecords, Target};
 use crate::view::Directory;
@@ -43,6 +44,8 @@ pub struct Answer {
     /// Why there is no answer (a SERVFAIL): an RFC 8914 Extended DNS Error code
     /// ([`ede`]) and its text, sent to clients that sent EDNS.
     pub error: Option<(u16, String)>,
+    /// What the name asked is (counted and logged with the query).
+    pub form: NameForm,
 }
 
 /// RFC 8914 Extended DNS Errors: the option code and the INFO-CODEs we send.
@@ -97,6 +100,12 @@ impl Answer {
             && self.authority.is_empty()
             && self.additionals.is_empty()
             && self.stale.is_none()
+    }
+
+    /// This answer, to a name of `form`.
+    pub(super) fn of_form(mut self, form: NameForm) -> Self {
+        self.form = form;
+        self
     }
 
     /// Notes that this answer rests on data `stale` old (None: fresh).

@@ -17,7 +17,7 @@ use super::fetch::{Fetched, Need};
 use super::forward::Recursors;
 use super::name::{self, ConsulName, Locality};
 use crate::config::{ServiceTtl, SoaConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NameForm};
 use crate::view::freshness::{ServiceData, WatchHealth};
 use crate::view::records::{generated_name, ip_rdata, NodeRecords, NodeTable, ServiceRecords};
 use crate::view::{Directory, DomainId, Endpoint, RemoteLists, Source, SourceError, Subject};
@@ -330,7 +330,7 @@ impl ConsulZone {
         match answer.stale {
             Some(age) if age > self.options.max_stale => {
                 self.metrics.max_stale_exceeded.inc();
-                Answer::from(LookupError::TooStale(age))
+                Answer::from(LookupError::TooStale(age)).of_form(answer.form)
             }
             _ => answer,
         }
@@ -346,16 +346,28 @@ impl ConsulZone {
         f: &Fetched,
         depth: u8,
     ) -> Result<Answer, Need> {
+        let mut lower = [0; 255];
+        let domain_labels = self.lower_domains[d.index()].num_labels();
+        let labels = name::relative_labels(qname, domain_labels, &mut lower);
+        // None: a label that is not UTF-8, which no name of the domain has.
+        let parsed = labels
+            .as_ref()
+            .map(|labels| name::parse(labels, qtype == RecordType::SRV));
+        let form = match (&parsed, qtype) {
+            (_, RecordType::AXFR | RecordType::IXFR) => NameForm::Transfer,
+            (Some(parsed), _) => parsed.form(),
+            (None, _) => NameForm::Invalid,
+        };
         let found = self
-            .resolve_name(qname, qtype, d, f)
+            .resolve_name(qname, qtype, d, parsed, f)
             .and_then(|mut answer| {
                 self.chase(&mut answer, qtype, f, depth)?;
                 Ok(answer)
             });
         match found {
-            Ok(answer) => Ok(answer),
+            Ok(answer) => Ok(answer.of_form(form)),
             Err(Missing::Need(need)) => Err(need),
-            Err(Missing::Failed(e)) => Ok(Answer::from(e)),
+            Err(Missing::Failed(e)) => Ok(Answer::from(e).of_form(form)),
         }
     }
 
@@ -448,11 +460,14 @@ impl ConsulZone {
         }
     }
 
+    /// The answer to `qname` (read as `parsed`; None: a name no label of the domain can
+    /// be) for `qtype` in served domain `d`.
     fn resolve_name(
         &self,
         qname: &Name,
         qtype: RecordType,
         d: DomainId,
+        parsed: Option<ConsulName<'_>>,
         f: &Fetched,
     ) -> Lookup<Answer> {
         if !self.source.view().is_ready() {
@@ -465,15 +480,10 @@ impl ConsulZone {
             // Served over TCP to `allow_transfer` before this (`transfer`); refused here.
             return Ok(Answer::code(ResponseCode::Refused));
         }
-        let mut lower = [0; 255];
-        let domain_labels = self.lower_domains[d.index()].num_labels();
-        let Some(labels) = name::relative_labels(qname, domain_labels, &mut lower) else {
+        let Some(parsed) = parsed else {
             return Ok(Answer::nxdomain());
         };
-        if labels.is_empty() {
-            return self.apex(qtype, d, f);
-        }
-        Ok(match name::parse(&labels, qtype == RecordType::SRV) {
+        Ok(match parsed {
             ConsulName::Apex => self.apex(qtype, d, f)?,
             ConsulName::Service {
                 service,

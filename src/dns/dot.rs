@@ -17,6 +17,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
+use super::query_log::Transport;
 use super::tcp::Handshake;
 use crate::metrics::Metrics;
 use crate::pem::{self, PemError};
@@ -131,6 +132,7 @@ impl TlsHandshake {
 
 impl Handshake for TlsHandshake {
     type Stream = TlsStream<TcpStream>;
+    const TRANSPORT: Transport = Transport::Tls;
 
     async fn handshake(&self, stream: TcpStream, src: SocketAddr) -> Option<Self::Stream> {
         let acceptor = TlsAcceptor::from(self.certificate.server_config());

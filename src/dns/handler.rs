@@ -35,10 +35,11 @@ use super::answer::{ede, Answer};
 use super::consul_zone::ConsulZone;
 use super::encoder::{self, Encoded};
 use super::forward::Recursors;
+use super::query_log::QueryLog;
 use super::response_cache::ClientShape;
 use super::transfer::{Framed, Transfers};
 use super::truncation::{self, Frame, Limit};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NameForm};
 use crate::view::freshness::ServiceBasis;
 use crate::view::DomainId;
 
@@ -85,6 +86,30 @@ impl RecursionPolicy {
 pub struct Replied {
     pub bytes: Vec<u8>,
     pub basis: Option<ServiceBasis>,
+    /// What the name asked is.
+    pub form: NameForm,
+    /// Served from data whose watch is failing.
+    pub stale: bool,
+}
+
+/// A reply as built, before it is counted.
+struct Built {
+    encoded: Encoded,
+    basis: Option<ServiceBasis>,
+    form: NameForm,
+    stale: bool,
+}
+
+impl Built {
+    /// A reply that rests on nothing stored, to a name of `form`.
+    fn plain(encoded: Encoded, form: NameForm) -> Built {
+        Built {
+            encoded,
+            basis: None,
+            form,
+            stale: false,
+        }
+    }
 }
 
 /// The answer to a question under the Consul domain, worked out before the request was
@@ -116,6 +141,8 @@ pub struct DnsHandler {
     metrics: Arc<Metrics>,
     /// Zone transfers, when `allow_transfer` is set.
     transfers: Option<Arc<Transfers>>,
+    /// The query log, when on.
+    query_log: Option<QueryLog>,
 }
 
 impl DnsHandler {
@@ -135,7 +162,21 @@ impl DnsHandler {
             recursion,
             metrics,
             transfers,
+            query_log: None,
         }
+    }
+
+    /// This handler with queries logged as `log` says (None: not logged).
+    pub fn with_query_log(self, log: Option<QueryLog>) -> Self {
+        DnsHandler {
+            query_log: log,
+            ..self
+        }
+    }
+
+    /// The query log, when on.
+    pub fn query_log(&self) -> Option<&QueryLog> {
+        self.query_log.as_ref()
     }
 
     /// The framed response to `request` over TCP from `src` if it asks for a zone
@@ -207,30 +248,30 @@ impl DnsHandler {
             .queries()
             .first()
             .map_or(RecordType::Unknown(0), |q| q.query_type());
-        let (encoded, basis) = self.build(request, answered).await;
-        self.metrics.count_query(qtype, encoded.info.response_code);
+        let built = self.build(request, answered).await;
+        let rcode = built.encoded.info.response_code;
+        self.metrics.count_query(qtype, rcode, built.form);
         self.metrics
             .answer_seconds
             .observe(start.elapsed().as_secs_f64());
         Replied {
-            bytes: encoded.bytes,
-            basis,
+            bytes: built.encoded.bytes,
+            basis: built.basis,
+            form: built.form,
+            stale: built.stale,
         }
     }
 
-    async fn build(
-        &self,
-        request: &Request,
-        answered: Option<Answered>,
-    ) -> (Encoded, Option<ServiceBasis>) {
+    async fn build(&self, request: &Request, answered: Option<Answered>) -> Built {
         if question_points_into_header(request.queries.as_bytes(), request.queries.len()) {
-            return (self.format_error(request), None);
+            return Built::plain(self.format_error(request), NameForm::Other);
         }
         if request.metadata.op_code != OpCode::Query {
             // UPDATE, NOTIFY, STATUS, ...: one answer for every zone, as NSD gives, without
             // echoing the sections (an UPDATE's are not a question).
             debug!(client = %request.src(), op_code = ?request.metadata.op_code, "not a query: NOTIMP");
-            return (self.without_question(request, ResponseCode::NotImp), None);
+            let encoded = self.without_question(request, ResponseCode::NotImp);
+            return Built::plain(encoded, NameForm::Other);
         }
         let plain_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query
@@ -239,7 +280,8 @@ impl DnsHandler {
         let recursion = self.recursion.available_to(request.src().ip());
         let query = request.queries.queries().first().filter(|_| plain_query);
         let Some(query) = query else {
-            return (self.other(request, recursion).await, None);
+            let (encoded, form) = self.other(request, recursion).await;
+            return Built::plain(encoded, form);
         };
         if query.query_class() != DNSClass::IN {
             // Our zones are IN only: another class (CH, HS, ANY, ...) is refused, as NSD
@@ -248,9 +290,10 @@ impl DnsHandler {
                 || self.catalog.load().find(query.name()).is_some();
             if ours || self.recursion.recursors.is_none() {
                 debug!(client = %request.src(), class = %query.query_class(), "query class is not IN: REFUSED");
-                return (self.refuse(request), None);
+                return Built::plain(self.refuse(request), NameForm::Other);
             }
-            return (self.other(request, recursion).await, None);
+            let (encoded, form) = self.other(request, recursion).await;
+            return Built::plain(encoded, form);
         }
         // The Consul domain, else a reverse lookup of an address in the view, else the rest.
         let (mut answer, domain) = if let Some(d) = self.zone.domain_of(query.name()) {
@@ -268,11 +311,12 @@ impl DnsHandler {
             .reverse(query.original().name(), query.query_type())
             .await
         {
-            (answer, Some(DomainId::PRIMARY))
+            (answer.of_form(NameForm::Reverse), Some(DomainId::PRIMARY))
         } else if let Some(answer) = self.unserved_reverse(query.name()) {
-            (answer, Some(DomainId::PRIMARY))
+            (answer.of_form(NameForm::Reverse), Some(DomainId::PRIMARY))
         } else {
-            return (self.other(request, recursion).await, None);
+            let (encoded, form) = self.other(request, recursion).await;
+            return Built::plain(encoded, form);
         };
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -328,13 +372,18 @@ impl DnsHandler {
             std::iter::empty(),
             fitted.additionals.iter().copied(),
         );
-        let encoded = encoder::encode(response, limit);
-        (encoded, basis)
+        Built {
+            encoded: encoder::encode(response, limit),
+            basis,
+            form: answer.form,
+            stale: answer.stale.is_some(),
+        }
     }
 
     /// Everything outside the Consul domain: the static zones (the Catalog), else the
-    /// recursors for clients that may recurse (REFUSED for the others), else REFUSED.
-    async fn other(&self, request: &Request, recursion: bool) -> Encoded {
+    /// recursors for clients that may recurse (REFUSED for the others), else REFUSED. With
+    /// the form of the name.
+    async fn other(&self, request: &Request, recursion: bool) -> (Encoded, NameForm) {
         let catalog = self.catalog.load_full();
         let is_query = request.metadata.message_type == MessageType::Query
             && request.metadata.op_code == OpCode::Query;
@@ -344,18 +393,24 @@ impl DnsHandler {
             if let Some(recursors) = &self.recursion.recursors {
                 if !recursion {
                     debug!(client = %request.src(), "recursion not allowed for this client: REFUSED");
-                    return self.refuse(request);
+                    return (self.refuse(request), NameForm::Outside);
                 }
-                return self.forward(request, recursors).await;
+                let forwarded = self.forward(request, recursors).await;
+                return (forwarded, NameForm::Forwarded);
             }
         }
+        let form = match (is_query && request.queries.len() == 1, in_static_zone) {
+            (false, _) => NameForm::Other,
+            (true, true) => NameForm::Static,
+            (true, false) => NameForm::Outside,
+        };
         let qtype = question.map(|q| q.query_type());
         if is_query && in_static_zone && qtype == Some(RecordType::ANY) && !self.limits.allow_any {
-            return self.minimal_any(request);
+            return (self.minimal_any(request), form);
         }
         if in_static_zone && matches!(qtype, Some(RecordType::AXFR | RecordType::IXFR)) {
             // Static zones are not transferred (and never over UDP).
-            return self.refuse(request);
+            return (self.refuse(request), form);
         }
         // The Catalog sizes UDP answers by the client's EDNS payload; keep our cap (no IP
         // fragmentation) by handing it a copy of the request with the payload lowered.
@@ -380,12 +435,13 @@ impl DnsHandler {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        encoded.unwrap_or_else(|| {
+        let encoded = encoded.unwrap_or_else(|| {
             debug!("the Catalog sent no response: SERVFAIL");
             encoder::header_only(encoder::servfail_header(Metadata::response_from_request(
                 &request.metadata,
             )))
-        })
+        });
+        (encoded, form)
     }
 
     /// The recursors' reply to `request`, passed on as they gave it (RA set: the client

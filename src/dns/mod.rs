@@ -11,6 +11,7 @@ pub mod forward;
 pub mod handler;
 pub mod name;
 pub mod negative_cache;
+pub mod query_log;
 pub mod responder;
 pub mod response_cache;
 pub mod rrl;

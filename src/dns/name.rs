@@ -77,6 +77,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
 
+use crate::metrics::NameForm;
+
 /// A parsed query name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsulName<'a> {
@@ -123,6 +125,24 @@ pub enum ConsulName<'a> {
     EmptyNonTerminal { datacenter: Option<&'a str> },
     /// Anything else: NXDOMAIN.
     Invalid,
+}
+
+impl ConsulName<'_> {
+    /// The form it is counted and logged as.
+    pub fn form(&self) -> NameForm {
+        match self {
+            ConsulName::Apex => NameForm::Apex,
+            ConsulName::Service { .. } => NameForm::Service,
+            ConsulName::Connect { .. } => NameForm::Connect,
+            ConsulName::Ingress { .. } => NameForm::Ingress,
+            ConsulName::Virtual { .. } => NameForm::Virtual,
+            ConsulName::Node { .. } => NameForm::Node,
+            ConsulName::Addr { .. } => NameForm::Addr,
+            ConsulName::PreparedQuery { .. } => NameForm::Query,
+            ConsulName::EmptyNonTerminal { .. } => NameForm::Ancestor,
+            ConsulName::Invalid => NameForm::Invalid,
+        }
+    }
 }
 
 /// Locality suffix of a lookup. At most one of the two is set.

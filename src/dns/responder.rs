@@ -11,6 +11,10 @@
 //!
 //! A reply ready at once (every name in memory) is written into the caller's buffer; one
 //! that waits on Consul or a recursor is handed back as a future, and never kept.
+//!
+//! Every query answered, by whichever of these paths, is counted (`dns_queries`, by qtype,
+//! rcode and name form) and, when the query log is on and the query is drawn for it,
+//! logged (`query_log`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,8 +31,10 @@ use tracing::debug;
 use super::encoder;
 use super::handler::{Ahead, DnsHandler, Replied};
 use super::negative_cache::NegativeCache;
+use super::query_log::{Logged, Transport};
 use super::response_cache::{Question, ResponseCache};
 use super::truncation::{TCP_MAX_SIZE, UDP_MIN_SIZE};
+use crate::metrics::{NameForm, QueryKind};
 use crate::view::DomainId;
 
 /// A reply still being built; its bytes (empty: nothing to send).
@@ -51,15 +57,41 @@ pub struct StoredResponses {
     negatives: NegativeCache,
 }
 
-/// Answers `message` from `src` over `protocol`, with `stored` responses first; a reply
+/// Answers `message` from `src` over `transport`, with `stored` responses first; a reply
 /// ready at once is appended to `out`.
 pub fn respond(
     handler: &Arc<DnsHandler>,
     stored: &mut StoredResponses,
     message: &[u8],
     src: SocketAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Reply {
+    // The query log's one branch when it is off.
+    let logged = match handler.query_log() {
+        Some(log) if log.sampled() => Some(Logged::new(message, src, transport)),
+        _ => None,
+    };
+    answer(
+        handler,
+        stored,
+        message,
+        src,
+        transport.protocol(),
+        out,
+        logged,
+    )
+}
+
+/// [`respond`], with `logged` the query's line of the query log when it is drawn for it.
+fn answer(
+    handler: &Arc<DnsHandler>,
+    stored: &mut StoredResponses,
+    message: &[u8],
+    src: SocketAddr,
     protocol: Protocol,
     out: &mut Vec<u8>,
+    logged: Option<Logged>,
 ) -> Reply {
     let Ok(header) = Header::read(&mut BinDecoder::new(message)) else {
         return Reply::Drop;
@@ -73,8 +105,13 @@ pub fn respond(
     });
     let mut ahead = None;
     if let Some(q) = &question {
-        if stored.cache.answer(q, message, out) {
+        // A stored response is written over `out`'s bytes.
+        if let Some(hit) = stored.cache.answer(q, message, out) {
             metrics.response_cache_hits.inc();
+            metrics.count(hit.kind);
+            if let Some(logged) = logged {
+                logged.answered(out, hit.form, false);
+            }
             return Reply::Sent;
         }
         ahead = handler.answer_ahead(q.name(), q.qtype());
@@ -86,9 +123,11 @@ pub fn respond(
                     .negatives
                     .answer(q, answered.domain, rcode, serial, message, out)
                 {
+                    let form = answered.answer.form;
                     metrics.negative_cache_hits.inc();
-                    if let Some(counter) = metrics.query_counter(q.qtype(), rcode) {
-                        counter.inc();
+                    metrics.count_query(q.qtype(), rcode, form);
+                    if let Some(logged) = logged {
+                        logged.answered(out, form, false);
                     }
                     return Reply::Sent;
                 }
@@ -106,6 +145,9 @@ pub fn respond(
             };
             return match encoder::formerr(&header, max) {
                 Some(bytes) => {
+                    if let Some(logged) = logged {
+                        logged.answered(&bytes, NameForm::Other, false);
+                    }
                     out.extend_from_slice(&bytes);
                     Reply::Sent
                 }
@@ -131,13 +173,22 @@ pub fn respond(
     match (&mut reply).now_or_never() {
         Some(replied) if replied.bytes.is_empty() => Reply::Drop,
         Some(replied) => {
+            if let Some(logged) = logged {
+                logged.answered(&replied.bytes, replied.form, replied.stale);
+            }
             out.extend_from_slice(&replied.bytes);
             if let Some(q) = question {
                 stored.keep(handler, q, negative, replied);
             }
             Reply::Sent
         }
-        None => Reply::Later(Box::pin(async move { reply.await.bytes })),
+        None => Reply::Later(Box::pin(async move {
+            let replied = reply.await;
+            if let Some(logged) = logged.filter(|_| !replied.bytes.is_empty()) {
+                logged.answered(&replied.bytes, replied.form, replied.stale);
+            }
+            replied.bytes
+        })),
     }
 }
 
@@ -152,12 +203,9 @@ impl StoredResponses {
         replied: Replied,
     ) {
         if let Some(basis) = replied.basis {
-            let counter = handler
-                .metrics()
-                .query_counter(q.qtype(), ResponseCode::NoError);
-            if let Some(counter) = counter {
-                self.cache.store(q, replied.bytes, basis, counter.clone());
-            }
+            let kind = QueryKind::new(q.qtype(), ResponseCode::NoError, replied.form);
+            self.cache
+                .store(q, replied.bytes, basis, kind, replied.form);
         } else if let Some((domain, rcode)) = negative {
             let domain_len = handler.domain_len(domain);
             self.negatives

@@ -37,7 +37,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 
-use crate::metrics::StripedCounter;
+use crate::metrics::{NameForm, QueryKind};
 use crate::view::freshness::ServiceBasis;
 
 /// Responses kept per question, each with its own shuffle.
@@ -313,7 +313,16 @@ struct Entry {
     reshuffled: bool,
     basis: ServiceBasis,
     /// The `dns_queries` counter a hit counts in.
-    counter: StripedCounter,
+    kind: QueryKind,
+    /// What the name asked is (for the query log: nothing is parsed again at a hit).
+    form: NameForm,
+}
+
+/// What a hit counts in and is logged as (a stored response is NOERROR, never stale).
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    pub kind: QueryKind,
+    pub form: NameForm,
 }
 
 /// The stored responses of one UDP socket, or of TCP on one thread (no locking).
@@ -335,12 +344,8 @@ impl Default for ResponseCache {
 
 impl ResponseCache {
     /// Writes into `out` the response to the query in `request` (whose question is `q`),
-    /// if one is stored, still current, and not due to be rebuilt; false otherwise.
-    pub fn answer(&mut self, q: &Question, request: &[u8], out: &mut Vec<u8>) -> bool {
-        self.write(q, request, out).is_some()
-    }
-
-    fn write(&mut self, q: &Question, request: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    /// if one is stored, still current, and not due to be rebuilt; None otherwise.
+    pub fn answer(&mut self, q: &Question, request: &[u8], out: &mut Vec<u8>) -> Option<Hit> {
         let entry = self.entries.get_mut(&q.key)?;
         let n = entry.responses.len();
         if !entry.reshuffled && (n < VARIANTS || self.rng.random_ratio(1, REFRESH)) {
@@ -366,17 +371,21 @@ impl ResponseCache {
         if stored.address_len > 0 {
             shuffle_addresses(out, addresses, stored.address_len, &mut self.rng)?;
         }
-        entry.counter.inc();
-        Some(())
+        Some(Hit {
+            kind: entry.kind,
+            form: entry.form,
+        })
     }
 
-    /// Keeps `response`, the full path's answer to `q`, built from `basis`.
+    /// Keeps `response`, the full path's answer to `q` (a name of `form`, counted as
+    /// `kind`), built from `basis`.
     pub fn store(
         &mut self,
         q: Question,
         response: Vec<u8>,
         basis: ServiceBasis,
-        counter: StripedCounter,
+        kind: QueryKind,
+        form: NameForm,
     ) {
         let size = response.len();
         let Some(response) = Stored::new(response, q.name_len, basis.uniform_order) else {
@@ -414,7 +423,8 @@ impl ResponseCache {
                     reshuffled: response.address_len > 0,
                     responses: vec![response],
                     basis,
-                    counter,
+                    kind,
+                    form,
                 };
                 self.entries.insert(q.key, entry);
             }

@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use hickory_server::net::xfer::Protocol;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -51,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::handler::DnsHandler;
+use super::query_log::Transport;
 use super::responder::{self, Reply, StoredResponses};
 use crate::config::TcpConfig;
 use crate::metrics::ConnectionMetrics;
@@ -82,6 +82,9 @@ pub trait Handshake: Send + Sync + 'static {
     /// The stream the queries are read from and the answers written to.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
+    /// How the queries come, for the query log.
+    const TRANSPORT: Transport;
+
     /// The stream of the connection accepted from `src`, or None to close it.
     fn handshake(
         &self,
@@ -96,6 +99,7 @@ pub struct Plain;
 
 impl Handshake for Plain {
     type Stream = TcpStream;
+    const TRANSPORT: Transport = Transport::Tcp;
 
     async fn handshake(&self, stream: TcpStream, _src: SocketAddr) -> Option<TcpStream> {
         Some(stream)
@@ -179,6 +183,7 @@ pub async fn serve<H: Handshake>(
                 metrics,
                 limits,
                 src,
+                transport: H::TRANSPORT,
                 cancel: close,
                 activity,
             };
@@ -453,6 +458,7 @@ struct Connection {
     metrics: ConnectionMetrics,
     limits: TcpConfig,
     src: SocketAddr,
+    transport: Transport,
     /// Fires at shutdown, or when the connection is closed to make room for another.
     cancel: CancellationToken,
     /// Published for the accept loop: when this connection went idle, or that it is busy.
@@ -598,7 +604,7 @@ impl Connection {
                 stored,
                 &message,
                 self.src,
-                Protocol::Tcp,
+                self.transport,
                 &mut out,
             )
         });

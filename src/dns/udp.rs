@@ -28,6 +28,7 @@ use tracing::{debug, warn};
 
 use super::encoder;
 use super::handler::DnsHandler;
+use super::query_log::Transport;
 use super::responder::{self, Reply, StoredResponses};
 use super::rrl::{Rrl, Verdict};
 use super::udp_batch::{BatchReceiver, SendBatch};
@@ -184,7 +185,7 @@ impl UdpServer {
         let mut reply = Reply::Drop;
         let (handler, stored) = (&self.handler, &mut self.stored);
         tx.queue(src, |out| {
-            reply = responder::respond(handler, stored, datagram, src, Protocol::Udp, out);
+            reply = responder::respond(handler, stored, datagram, src, Transport::Udp, out);
             matches!(reply, Reply::Sent)
         });
         let Reply::Later(later) = reply else {

@@ -1,38 +1,42 @@
 //! Prometheus metrics of one server instance (its own registry: several servers in one
 //! process, as in the tests, do not mix their figures).
 //!
-//! Query counters are created up front and indexed by (qtype, rcode), so counting a query
-//! is one atomic add with no lookup or lock.
+//! Query counters are created up front and indexed by (qtype, rcode, name form): counting
+//! a query is one atomic add at a computed address, with no lookup, lock or allocation.
 
 mod connections;
+mod form;
 mod striped;
 
 pub use connections::ConnectionMetrics;
-pub use striped::StripedCounter;
+pub use form::NameForm;
+pub use striped::{StripedCounter, StripedCounters};
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
-const QTYPES: [RecordType; 9] = [
-    RecordType::A,
-    RecordType::AAAA,
-    RecordType::SRV,
-    RecordType::ANY,
-    RecordType::TXT,
-    RecordType::SOA,
-    RecordType::NS,
-    RecordType::PTR,
-    RecordType::CNAME,
+const QTYPES: [(RecordType, &str); 9] = [
+    (RecordType::A, "A"),
+    (RecordType::AAAA, "AAAA"),
+    (RecordType::SRV, "SRV"),
+    (RecordType::ANY, "ANY"),
+    (RecordType::TXT, "TXT"),
+    (RecordType::SOA, "SOA"),
+    (RecordType::NS, "NS"),
+    (RecordType::PTR, "PTR"),
+    (RecordType::CNAME, "CNAME"),
 ];
 const RCODES: [(ResponseCode, &str); 6] = [
     (ResponseCode::NoError, "NOERROR"),
@@ -42,11 +46,78 @@ const RCODES: [(ResponseCode, &str); 6] = [
     (ResponseCode::NotImp, "NOTIMP"),
     (ResponseCode::FormErr, "FORMERR"),
 ];
+/// Label values past the known ones.
+const OTHER: &str = "other";
+const FORMS: usize = NameForm::ALL.len();
+/// `dns_queries` counters: per qtype (and "other"), per rcode (and "other"), per form.
+const QUERY_KINDS: usize = (QTYPES.len() + 1) * (RCODES.len() + 1) * FORMS;
+
+/// A `dns_queries` counter: its qtype, rcode and name form as an index into counters
+/// created up front. Worked out once where an answer is stored, counted at every hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryKind(u16);
+
+impl QueryKind {
+    pub fn new(qtype: RecordType, rcode: ResponseCode, form: NameForm) -> QueryKind {
+        let t = QTYPES
+            .iter()
+            .position(|(q, _)| *q == qtype)
+            .unwrap_or(QTYPES.len());
+        let r = RCODES
+            .iter()
+            .position(|(c, _)| *c == rcode)
+            .unwrap_or(RCODES.len());
+        let i = (t * (RCODES.len() + 1) + r) * FORMS + form.index();
+        QueryKind(u16::try_from(i).unwrap_or(u16::MAX))
+    }
+
+    /// Its labels: qtype, rcode, form.
+    fn labels(i: usize) -> [(&'static str, &'static str); 3] {
+        let (t, rest) = (
+            i / ((RCODES.len() + 1) * FORMS),
+            i % ((RCODES.len() + 1) * FORMS),
+        );
+        let (r, f) = (rest / FORMS, rest % FORMS);
+        let qtype = QTYPES.get(t).map_or(OTHER, |(_, name)| name);
+        let rcode = RCODES.get(r).map_or(OTHER, |(_, name)| name);
+        let form = NameForm::ALL.get(f).map_or(OTHER, |f| f.as_str());
+        [("qtype", qtype), ("rcode", rcode), ("form", form)]
+    }
+}
+
+/// The `dns_queries` family: a series per (qtype, rcode, form) counted at least once (of
+/// 1,120, most never are).
+#[derive(Debug, Clone)]
+struct QueryFamily(StripedCounters);
+
+impl TypedMetric for QueryFamily {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for QueryFamily {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for i in 0..self.0.len() {
+            let n = self.0.get(i);
+            if n == 0 {
+                continue;
+            }
+            let labels = QueryKind::labels(i);
+            encoder
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
-    /// `(QTYPES.len() + 1) × (RCODES.len() + 1)` counters; the last of each is "other".
-    queries: Vec<StripedCounter>,
+    /// [`QUERY_KINDS`] counters, indexed by [`QueryKind`].
+    queries: StripedCounters,
     /// Time from a query's arrival to its answer being handed to the socket.
     pub answer_seconds: Histogram,
     /// Service lookups answered from a live watch.
@@ -74,8 +145,18 @@ pub struct Metrics {
     pub max_stale_exceeded: Counter,
     /// Empty results marked as filtered by ACLs that were not applied.
     pub acl_filtered_ignored: Counter,
-    /// 1 when the last Consul response said it knows a leader, 0 when it said it does not.
+    /// 1 when the last Consul response said it knows a leader, 0 when it said it does not
+    /// (or no response said yet).
     pub consul_known_leader: Gauge,
+    /// A Consul response has said whether it knows a leader.
+    leader_reported: AtomicBool,
+    /// Unix time up to which each always-on watch's data is known current (0: never).
+    pub watch_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Services and nodes of the local catalog, as last read.
+    pub catalog_services: Gauge,
+    pub catalog_nodes: Gauge,
+    /// 1 once the first sync with Consul is done (Consul names answered).
+    pub synced: Gauge,
     /// Watches reset because Consul's index went backwards.
     pub index_resets: Counter,
     /// Prepared-query names answered as unknown from the query list, without a request.
@@ -134,26 +215,11 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("consul_dns");
-        let query_family = Family::<Labels, StripedCounter>::default();
-        let mut queries = Vec::new();
-        let qtype_names = QTYPES
-            .iter()
-            .map(|t| t.to_string())
-            .chain(["other".to_string()]);
-        for qtype in qtype_names {
-            let rcode_names = RCODES
-                .iter()
-                .map(|(_, name)| name.to_string())
-                .chain(["other".to_string()]);
-            for rcode in rcode_names {
-                let labels = vec![("qtype", qtype.clone()), ("rcode", rcode)];
-                queries.push(query_family.get_or_create(&labels).clone());
-            }
-        }
+        let queries = StripedCounters::new(QUERY_KINDS);
         registry.register(
             "dns_queries",
-            "DNS queries answered, by qtype and rcode",
-            query_family,
+            "DNS queries answered, by qtype, rcode and name form",
+            QueryFamily(queries.clone()),
         );
         let tcp = ConnectionMetrics::register(&mut registry, &connections::TCP);
         let tls = ConnectionMetrics::register(&mut registry, &connections::TLS);
@@ -187,6 +253,11 @@ impl Metrics {
             max_stale_exceeded: Counter::default(),
             acl_filtered_ignored: Counter::default(),
             consul_known_leader: Gauge::default(),
+            leader_reported: AtomicBool::new(false),
+            watch_last_success: Family::default(),
+            catalog_services: Gauge::default(),
+            catalog_nodes: Gauge::default(),
+            synced: Gauge::default(),
             index_resets: Counter::default(),
             query_names_unlisted: Counter::default(),
             query_names_over_budget: Counter::default(),
@@ -290,6 +361,13 @@ impl Metrics {
             m.consul_known_leader.clone(),
         );
         r.register(
+            "watch_last_success_timestamp_seconds",
+            "Unix time up to which a watch's data is known current: the scrape's while it \
+             succeeds (a blocking query held counts), its last successful read once it fails, \
+             0 before its first",
+            m.watch_last_success.clone(),
+        );
+        r.register(
             "index_resets",
             "Watches reset because Consul's index went backwards",
             m.index_resets.clone(),
@@ -381,6 +459,21 @@ impl Metrics {
                 "Bytes held by the IXFR journal, roughly",
                 &m.transfer_journal_bytes,
             ),
+            (
+                "catalog_services",
+                "Services of the local catalog, as last read from Consul",
+                &m.catalog_services,
+            ),
+            (
+                "catalog_nodes",
+                "Nodes of the local catalog, as last read from Consul",
+                &m.catalog_nodes,
+            ),
+            (
+                "synced",
+                "1 once the first sync with Consul is done (Consul names answered), else 0",
+                &m.synced,
+            ),
         ];
         for (name, help, gauge) in gauges {
             r.register(name, help, gauge.clone());
@@ -389,23 +482,22 @@ impl Metrics {
     }
 
     /// Counts one answered query.
-    pub fn count_query(&self, qtype: RecordType, rcode: ResponseCode) {
-        if let Some(c) = self.query_counter(qtype, rcode) {
-            c.inc();
-        }
+    pub fn count_query(&self, qtype: RecordType, rcode: ResponseCode, form: NameForm) {
+        self.count(QueryKind::new(qtype, rcode, form));
     }
 
-    /// The `dns_queries` counter of a qtype and rcode.
-    pub fn query_counter(&self, qtype: RecordType, rcode: ResponseCode) -> Option<&StripedCounter> {
-        let t = QTYPES
-            .iter()
-            .position(|q| *q == qtype)
-            .unwrap_or(QTYPES.len());
-        let r = RCODES
-            .iter()
-            .position(|(c, _)| *c == rcode)
-            .unwrap_or(RCODES.len());
-        self.queries.get(t * (RCODES.len() + 1) + r)
+    /// Counts one answered query of a kind worked out before.
+    pub fn count(&self, kind: QueryKind) {
+        self.queries.inc(usize::from(kind.0));
+    }
+
+    /// Records whether Consul knows a leader, as a response said; returns what the one
+    /// before said (None: none had).
+    pub fn set_known_leader(&self, known: bool) -> Option<bool> {
+        let before = self.consul_known_leader.set(i64::from(known)) == 1;
+        self.leader_reported
+            .swap(true, Ordering::Relaxed)
+            .then_some(before)
     }
 
     /// Counts one request to Consul; `status` is the HTTP status or `timeout`/`error`.
@@ -423,6 +515,20 @@ impl Metrics {
             .set(seconds);
     }
 
+    /// `watch`'s data is known current up to `unix_seconds` (0: never read; None: there
+    /// is no such watch, no series).
+    pub fn set_watch_last_success(&self, watch: &'static str, unix_seconds: Option<f64>) {
+        let labels = vec![("watch", watch.to_string())];
+        match unix_seconds {
+            Some(at) => {
+                self.watch_last_success.get_or_create(&labels).set(at);
+            }
+            None => {
+                self.watch_last_success.remove(&labels);
+            }
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -438,20 +544,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_kind_has_its_own_counter_and_labels() {
+        let mut seen = std::collections::HashSet::new();
+        let qtypes = QTYPES.iter().copied().chain([(RecordType::MX, OTHER)]);
+        for (qtype, qtype_name) in qtypes {
+            let rcodes = RCODES
+                .iter()
+                .copied()
+                .chain([(ResponseCode::BADVERS, OTHER)]);
+            for (rcode, rcode_name) in rcodes {
+                for form in NameForm::ALL {
+                    let kind = QueryKind::new(qtype, rcode, form);
+                    assert!(usize::from(kind.0) < QUERY_KINDS);
+                    assert!(seen.insert(kind.0), "{qtype} {rcode} {form:?}");
+                    let labels = QueryKind::labels(usize::from(kind.0));
+                    assert_eq!(
+                        labels,
+                        [
+                            ("qtype", qtype_name),
+                            ("rcode", rcode_name),
+                            ("form", form.as_str())
+                        ]
+                    );
+                }
+            }
+        }
+        assert_eq!(seen.len(), QUERY_KINDS);
+    }
+
+    #[test]
     fn renders_counted_queries() {
         let m = Metrics::new();
-        m.count_query(RecordType::A, ResponseCode::NoError);
-        m.count_query(RecordType::MX, ResponseCode::BADVERS);
+        m.count_query(RecordType::A, ResponseCode::NoError, NameForm::Service);
+        m.count(QueryKind::new(
+            RecordType::A,
+            ResponseCode::NoError,
+            NameForm::Service,
+        ));
+        m.count_query(RecordType::MX, ResponseCode::BADVERS, NameForm::Other);
+        m.count_query(RecordType::CNAME, ResponseCode::FormErr, NameForm::Outside);
         m.consul_request("v1/health/service", "200");
         let text = m.render();
-        assert!(
-            text.contains(r#"consul_dns_dns_queries_total{qtype="A",rcode="NOERROR"} 1"#),
-            "{text}"
+        let series = |labels: &str| format!("consul_dns_dns_queries_total{{{labels}}} ");
+        let count = |labels: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series(labels)))
+                .unwrap_or_else(|| panic!("no {labels} in {text}"))
+                .to_string()
+        };
+        assert_eq!(count(r#"qtype="A",rcode="NOERROR",form="service""#), "2");
+        assert_eq!(count(r#"qtype="other",rcode="other",form="other""#), "1");
+        assert_eq!(
+            count(r#"qtype="CNAME",rcode="FORMERR",form="outside""#),
+            "1"
         );
-        assert!(
-            text.contains(r#"consul_dns_dns_queries_total{qtype="other",rcode="other"} 1"#),
-            "{text}"
-        );
+        let listed = text
+            .lines()
+            .filter(|l| l.starts_with("consul_dns_dns_queries_total{"))
+            .count();
+        assert_eq!(listed, 3, "only the series counted: {text}");
         assert!(text.contains(
             r#"consul_dns_consul_requests_total{endpoint="v1/health/service",status="200"} 1"#
         ));

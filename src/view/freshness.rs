@@ -39,6 +39,15 @@ pub struct WatchHealth {
     /// Milliseconds since `CLOCK` (plus one, so 0 means "not failing") of the first failure
     /// since the last success.
     failing_since_ms: AtomicU64,
+    /// Unix time in milliseconds of the last success (0: none yet).
+    succeeded_unix_ms: AtomicU64,
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 static CLOCK: OnceLock<std::time::Instant> = OnceLock::new();
@@ -50,6 +59,7 @@ fn now_ms() -> u64 {
 
 impl WatchHealth {
     pub fn succeeded(&self) {
+        self.succeeded_unix_ms.store(unix_ms(), Ordering::Relaxed);
         if self.failing_since_ms.swap(0, Ordering::Relaxed) != 0 {
             note_change();
         }
@@ -67,6 +77,19 @@ impl WatchHealth {
 
     pub fn is_failing(&self) -> bool {
         self.failing_since_ms.load(Ordering::Relaxed) != 0
+    }
+
+    /// Unix time, in seconds, up to which the watch's data is known current: now while it
+    /// succeeds (a blocking query held open counts: Consul would answer a change), the
+    /// time of its last success while it fails, 0 before its first success.
+    pub fn current_until(&self) -> f64 {
+        let last = self.succeeded_unix_ms.load(Ordering::Relaxed);
+        let at = match last {
+            0 => 0,
+            _ if self.is_failing() => last,
+            _ => unix_ms(),
+        };
+        at as f64 / 1000.0
     }
 
     /// While the watch is failing: for how long. `None` while it is healthy.

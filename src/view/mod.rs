@@ -8,6 +8,7 @@
 //! change; queries read them without locks (`ArcSwap`). Until the first sync the view is
 //! not ready and Consul names are answered SERVFAIL, never NXDOMAIN.
 
+pub mod catalog_size;
 pub mod directory;
 pub mod domain;
 pub mod freshness;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
+use catalog_size::CatalogSize;
 pub use directory::{hierarchical_alias, Directory, KnownService};
 pub use domain::DomainId;
 pub use records::NodeTable;
@@ -46,6 +48,8 @@ pub struct View {
     is_ready: AtomicBool,
     /// When the view was made: the first sync's log line says how long it took.
     created: std::time::Instant,
+    /// The sizes in the log after the first sync's line.
+    size: CatalogSize,
 }
 
 impl Default for View {
@@ -61,6 +65,7 @@ impl Default for View {
             ready: watch::channel(false).0,
             is_ready: AtomicBool::new(false),
             created: std::time::Instant::now(),
+            size: CatalogSize::default(),
         }
     }
 }
@@ -168,6 +173,25 @@ impl View {
         self.serial.store(serial, Ordering::Release);
     }
 
+    /// The number of services and of nodes known.
+    pub fn size(&self) -> (usize, usize) {
+        let services = self
+            .directory
+            .load()
+            .as_ref()
+            .map_or(0, |d| d.services.len());
+        let nodes = self.nodes.load().as_ref().map_or(0, |n| n.by_name.len());
+        (services, nodes)
+    }
+
+    /// Logs the catalog's size if it changed since the last line (at most one line per
+    /// `SIZE_LINE_INTERVAL`; called on every list change, and by the syncer every few
+    /// seconds for a change held back).
+    pub fn log_size(&self) {
+        let (services, nodes) = self.size();
+        self.size.note(services, nodes);
+    }
+
     fn update_ready(&self) {
         let ready = self.datacenter.get().is_some()
             && self.directory.load().is_some()
@@ -175,15 +199,18 @@ impl View {
         // Once, whichever list arrives last.
         if ready && !self.is_ready.swap(true, Ordering::AcqRel) {
             self.ready.send_replace(true);
+            let (services, nodes) = self.size();
+            self.size.synced(services, nodes);
             let directory = self.directory.load();
-            let nodes = self.nodes.load();
             tracing::info!(
-                services = directory.as_ref().map_or(0, |d| d.services.len()),
-                nodes = nodes.as_ref().map_or(0, |n| n.by_name.len()),
+                services,
+                nodes,
                 index = directory.as_ref().map_or(0, |d| d.index),
                 took_ms = self.created.elapsed().as_millis() as u64,
                 "synced with Consul: answering Consul names"
             );
+        } else if ready {
+            self.log_size();
         }
     }
 }

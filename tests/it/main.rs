@@ -26,6 +26,7 @@ mod limits;
 mod log_flood;
 mod marathon;
 mod negative_cache;
+mod observe;
 mod overload;
 mod reply_shape;
 mod resilience;

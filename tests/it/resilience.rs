@@ -447,7 +447,7 @@ async fn health_endpoints_follow_the_first_sync() {
     assert!(
         metric(
             http,
-            r#"consul_dns_dns_queries_total{qtype="A",rcode="NOERROR"}"#
+            r#"consul_dns_dns_queries_total{qtype="A",rcode="NOERROR",form="service"}"#
         )
         .await
             >= 1.0
@@ -455,7 +455,7 @@ async fn health_endpoints_follow_the_first_sync() {
     assert!(
         metric(
             http,
-            r#"consul_dns_dns_queries_total{qtype="A",rcode="NXDOMAIN"}"#
+            r#"consul_dns_dns_queries_total{qtype="A",rcode="NXDOMAIN",form="service"}"#
         )
         .await
             >= 1.0

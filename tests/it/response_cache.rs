@@ -209,7 +209,7 @@ async fn cache_hits_keep_the_service_watched() {
     assert_eq!(
         metric(
             &running,
-            r#"consul_dns_dns_queries_total{qtype="A",rcode="NOERROR"}"#
+            r#"consul_dns_dns_queries_total{qtype="A",rcode="NOERROR",form="service"}"#
         ),
         asked,
         "every answer counted, cached or not"

@@ -116,11 +116,14 @@ pub fn free_port() -> u16 {
     panic!("no free port");
 }
 
-/// A running program; killed on drop. Its stdout and stderr are collected.
+/// A running program; killed on drop. Its stdout and stderr are collected, together and
+/// each apart.
 pub struct Program {
     pub name: String,
     child: Child,
     output: Arc<Mutex<String>>,
+    /// Its stdout, then its stderr, on their own.
+    streams: [Arc<Mutex<String>>; 2],
 }
 
 impl Program {
@@ -141,7 +144,8 @@ impl Program {
             Err(e) => panic!("{name}: cannot start {cmd:?}: {e}"),
         };
         let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
+        let streams: [Arc<Mutex<String>>; 2] = Default::default();
+        for (stream, apart) in [
             child
                 .stdout
                 .take()
@@ -152,7 +156,8 @@ impl Program {
                 .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
-        .flatten()
+        .zip(streams.clone())
+        .filter_map(|(stream, apart)| Some((stream?, apart)))
         {
             let output = Arc::clone(&output);
             std::thread::spawn(move || {
@@ -161,6 +166,10 @@ impl Program {
                     let mut out = output.lock().unwrap_or_else(|e| e.into_inner());
                     out.push_str(&line);
                     out.push('\n');
+                    drop(out);
+                    let mut apart = apart.lock().unwrap_or_else(|e| e.into_inner());
+                    apart.push_str(&line);
+                    apart.push('\n');
                 }
             });
         }
@@ -168,7 +177,24 @@ impl Program {
             name: name.to_string(),
             child,
             output,
+            streams,
         }
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.streams[0]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.streams[1]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn pid(&self) -> u32 {

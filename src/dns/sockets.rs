@@ -90,7 +90,7 @@ pub async fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Sockets, BindE
         };
         let mut attempts = 0;
         let (udp, tcp) = loop {
-            let udp = udp_socket(addr, shared).map_err(err)?;
+            let udp = first_udp_socket(addr, shared).map_err(err)?;
             let bound = udp.local_addr().map_err(err)?;
             match tcp_listener(bound) {
                 Ok(tcp) => break (udp, tcp),
@@ -227,6 +227,22 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(TCP_BACKLOG)
+}
+
+/// The first UDP socket of an address. `SO_REUSEPORT` lets a socket share its port with
+/// any other of the same user that has it set, and a bind to port 0 picks such ports as
+/// well: another consul-dns (or a test's server) would silently take part of this one's
+/// queries. A plain socket bound first finds a port nobody holds, or says the given one
+/// is taken; the group takes the port straight after.
+fn first_udp_socket(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
+    if shared {
+        let probe = std::net::UdpSocket::bind(addr)?;
+        let free = probe.local_addr()?;
+        drop(probe);
+        udp_socket(free, true)
+    } else {
+        udp_socket(addr, false)
+    }
 }
 
 /// A UDP socket bound to `addr`, in a `SO_REUSEPORT` group when `shared`, with a grown

@@ -18,16 +18,7 @@ const DEV: [&str; 5] = [
 ];
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("CONSUL_HTTP_ADDR")
-        .env_remove("CONSUL_HTTP_TOKEN")
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    program::run_to_exit(args)
 }
 
 #[test]
@@ -103,6 +94,37 @@ fn port_in_use_exits_2() {
     );
     let last = err.trim().lines().last().unwrap_or_default();
     assert!(last.starts_with("consul-dns: cannot listen on"), "{err}");
+}
+
+/// A port held by another `SO_REUSEPORT` socket of the same user (another consul-dns
+/// with several workers): refused, not silently shared.
+#[test]
+fn a_port_shared_by_reuseport_is_refused() {
+    let shared = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    shared.set_reuse_port(true).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    shared.bind(&any.into()).unwrap();
+    let addr = shared
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+        .to_string();
+    let (code, err) = run(&[
+        "--listen",
+        &addr,
+        "--workers",
+        "2",
+        "--consul-addr",
+        "http://127.0.0.1:1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&addr) && err.contains("--listen"), "{err}");
 }
 
 /// The default port is the local Consul agent's DNS port: taken, the error says how to

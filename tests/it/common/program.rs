@@ -338,18 +338,35 @@ pub fn world(test: &str, extra: &[&str]) -> World {
 }
 
 /// Runs the binary with `args` to its exit (the Consul client's variables of the test's
-/// environment dropped); its exit code and its stderr.
+/// environment dropped); its exit code (-1 when killed after 30 s) and its stderr.
 pub fn run_to_exit(args: &[&str]) -> (i32, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args);
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     for var in CONSUL_ENV {
         cmd.env_remove(var);
     }
-    let out = cmd.output().expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut child = cmd.spawn().expect("binary runs");
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    // A server meant to refuse to start that starts instead would keep the test forever.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the binary") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = reader.join().unwrap_or_default();
+    (status.and_then(|s| s.code()).unwrap_or(-1), err)
 }
 
 /// One DNS query over UDP from `bind` (retried every `retry` until `timeout`); `None` if

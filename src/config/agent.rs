@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use super::file::{Ctx, DnsFields, DnsFile, Field, SoaFile};
+use super::file::{Ctx, DnsFile, Field, SoaFile};
 use super::hcl::{self, Node, Object, Value};
 use super::values::{normalize_datacenter, normalize_domain};
 use super::{ConfigError, FileLocation};
@@ -221,7 +221,7 @@ impl AgentConfig {
         out.https_addr = address("https")?;
 
         let mut dns = table(&ctx, "dns_config", take_node("dns_config"))?;
-        out.dns = ctx.dns(DnsFields::take(&mut dns))?;
+        out.dns = ctx.dns(&mut |key| Ok(dns.remove(key)))?;
         for (_, f) in dns {
             out.warnings.push(format!(
                 "consul config {}: {} is not a dns_config option consul-dns knows: ignored",

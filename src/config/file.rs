@@ -1,10 +1,13 @@
-//! The TOML config file: raw parsing (with spans, for line numbers) and conversion of
-//! every key to its typed value, with errors naming the file, line and key.
+//! The TOML config file: each key converted to its typed value where it is read, with
+//! errors naming the file, line and key.
 //!
-//! Parsing happens in two steps. First the text is deserialised into `RawFile`, whose
-//! leaves are untyped `Spanned<Value>`s: this catches syntax errors and unknown keys
-//! (`deny_unknown_fields`), both with a line number. Then each leaf is converted by hand,
-//! so that type and range errors can name the exact key (`dns_config.soa.retry`).
+//! The text is deserialised into tables of `Spanned` keys and values (syntax errors come
+//! with their line). Each key is then taken from its table by the one line that converts
+//! it (`Parts::get`), so that a type or range error names the exact key
+//! (`dns_config.soa.retry`) and its line; keys without a flag or an agent setting go
+//! straight into their module's section (`TcpConfig`, `RrlConfig`) with its defaults. A
+//! key left over is unknown: the names known are those asked for when an empty file is
+//! converted, and the closest is suggested.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,8 +24,9 @@ use super::values::{
     parse_listen_addr, parse_network, parse_recursor, ttl_seconds,
 };
 use super::{
-    check_listen_list, ConfigError, FileLocation, LogFormat, RecursorStrategy, Secret,
-    MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MIN_BLOCKING_WAIT,
+    check_listen_list, default_tcp_max_connections_per_source, ConfigError, FileLocation,
+    LogFormat, RecursorStrategy, RrlConfig, Secret, TcpConfig, MAX_BLOCKING_WAIT, MAX_RRL_SLIP,
+    MAX_RRL_WINDOW, MIN_BLOCKING_WAIT,
 };
 
 type Raw = Option<Spanned<Value>>;
@@ -33,133 +37,93 @@ const NOT_TOML: &str = ": --config takes consul-dns's own settings, in TOML (see
                         consul-dns.example.toml); for the Consul agent's configuration \
                         (.hcl, .json, /etc/consul.d) use --consul-config";
 
-/// Declares the `dns_config` keys once; they are accepted both at the top level of the
-/// file and inside a `[dns_config]` table (Consul's own layout).
-macro_rules! raw_structs {
-    ($($dns:ident),* $(,)?) => {
-        /// The `[dns_config]` table.
-        #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "a [dns_config] table")]
-        struct RawDns {
-            $($dns: Raw,)*
-        }
+/// One table of the file: each key (with its line) and its value (with its line).
+type Keys = BTreeMap<Spanned<String>, Spanned<Value>>;
 
-        /// The whole file.
-        #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "a table of consul-dns settings")]
-        struct RawFile {
-            consul_addr: Raw,
-            consul_config: Raw,
-            token: Raw,
-            token_file: Raw,
-            ca_file: Raw,
-            ca_path: Raw,
-            cert_file: Raw,
-            key_file: Raw,
-            tls_server_name: Raw,
-            ssl_verify: Raw,
-            listen: Raw,
-            domain: Raw,
-            alt_domain: Raw,
-            datacenter: Raw,
-            recursors: Raw,
-            allow_recursion: Raw,
-            allow_transfer: Raw,
-            notify: Raw,
-            notify_interval: Raw,
-            transfer_journal_bytes: Raw,
-            transfer_key_name: Raw,
-            transfer_key_secret: Raw,
-            transfer_key_file: Raw,
-            transfer_key_algorithm: Raw,
-            zones: Raw,
-            max_watches: Raw,
-            max_services: Raw,
-            consul_max_body_bytes: Raw,
-            consul_body_budget_bytes: Raw,
-            watch_idle_timeout: Raw,
-            startup_wait: Raw,
-            blocking_wait: Raw,
-            watch_all_services: Raw,
-            watch_poll_interval: Raw,
-            http_addr: Raw,
-            workers: Raw,
-            internal_cidrs: Raw,
-            translate_wan_addrs: Raw,
-            allow_any: Raw,
-            tcp_max_connections: Raw,
-            tcp_max_connections_per_source: Raw,
-            tcp_idle_timeout: Raw,
-            tcp_total_timeout: Raw,
-            tcp_write_timeout: Raw,
-            listen_tls: Raw,
-            tls_cert_file: Raw,
-            tls_key_file: Raw,
-            tls_max_connections: Raw,
-            tls_idle_timeout: Raw,
-            rrl_responses_per_second: Raw,
-            rrl_window: Raw,
-            rrl_slip: Raw,
-            rrl_ipv4_prefix_length: Raw,
-            rrl_ipv6_prefix_length: Raw,
-            log_level: Raw,
-            log_format: Raw,
-            query_log: Raw,
-            query_log_sample: Raw,
-            dns_config: Option<RawDns>,
-            $($dns: Raw,)*
-        }
-
-        impl RawFile {
-            /// Moves the top-level `dns_config` keys out.
-            fn take_dns(&mut self) -> RawDns {
-                RawDns { $($dns: self.$dns.take(),)* }
-            }
-        }
-
-        impl RawDns {
-            /// Combines the top-level keys with the `[dns_config]` table into fields that
-            /// carry their full key path. A key set in both places is an error.
-            fn merge(self, section: RawDns, ctx: &Ctx<'_>) -> Result<DnsFields, ConfigError> {
-                Ok(DnsFields {
-                    $($dns: ctx.pick(stringify!($dns), self.$dns, section.$dns)?,)*
-                })
-            }
-        }
-
-        /// The `dns_config` keys that were set, wherever they were set.
-        pub(super) struct DnsFields {
-            $($dns: Option<Field>,)*
-        }
-
-        impl DnsFields {
-            /// Takes the `dns_config` keys consul-dns knows out of `fields` (key → value);
-            /// the others are left there.
-            pub(super) fn take(fields: &mut BTreeMap<String, Field>) -> DnsFields {
-                DnsFields { $($dns: fields.remove(stringify!($dns)),)* }
-            }
-        }
-    };
+/// The `[dns_config]` table alone, read in a second pass so that its values keep their
+/// lines (the first pass reads it as one value).
+#[derive(Deserialize)]
+struct Section {
+    #[serde(default)]
+    dns_config: Option<Keys>,
 }
 
-raw_structs!(
-    allow_stale,
-    max_stale,
-    node_ttl,
-    service_ttl,
-    enable_truncate,
-    only_passing,
-    recursor_strategy,
-    recursor_timeout,
-    disable_compression,
-    udp_answer_limit,
-    a_record_limit,
-    enable_additional_node_meta_txt,
-    soa,
-    use_cache,
-    cache_max_age,
-    prefer_namespace,
-);
+/// The file's keys while they are converted: each key is taken where it is converted, the
+/// only place its name is written. Every name asked for is noted: what is left in the file
+/// unasked is an unknown key, reported with the closest known name.
+struct Parts<'c> {
+    ctx: &'c Ctx<'c>,
+    top: Keys,
+    dns: Keys,
+    asked: Vec<&'static str>,
+    asked_dns: Vec<&'static str>,
+}
+
+impl<'c> Parts<'c> {
+    fn new(ctx: &'c Ctx<'c>, top: Keys, dns: Keys) -> Parts<'c> {
+        Parts {
+            ctx,
+            top,
+            dns,
+            asked: Vec::new(),
+            asked_dns: Vec::new(),
+        }
+    }
+
+    /// A top-level key, if set.
+    fn take(&mut self, key: &'static str) -> Option<Field> {
+        self.asked.push(key);
+        let value = self.top.remove(key)?;
+        Some(self.ctx.field(key.to_string(), value))
+    }
+
+    /// A top-level key converted by `convert`, if set.
+    fn get<T>(
+        &mut self,
+        key: &'static str,
+        convert: impl FnOnce(&Ctx<'c>, &Field) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        let ctx = self.ctx;
+        self.take(key).map(|field| convert(ctx, &field)).transpose()
+    }
+
+    /// A `dns_config` key, if set: at the top level or in the `[dns_config]` table (its
+    /// key path then says so), not both.
+    fn take_dns(&mut self, key: &'static str) -> Result<Option<Field>, ConfigError> {
+        self.asked_dns.push(key);
+        let top = self.top.remove(key);
+        let section = self.dns.remove(key);
+        self.ctx.pick(key, top, section)
+    }
+
+    /// The first key in file order that `known` (an empty file converted) never asked for,
+    /// as an unknown key.
+    fn unknown(&self, known: &Parts<'_>) -> Result<(), ConfigError> {
+        let top = known
+            .asked
+            .iter()
+            .chain(&known.asked_dns)
+            .copied()
+            .chain(["dns_config"]);
+        let left = [
+            (&self.top, top.collect::<Vec<_>>()),
+            (&self.dns, known.asked_dns.clone()),
+        ];
+        let first = left
+            .iter()
+            .flat_map(|(keys, known)| keys.keys().map(move |k| (k, known)))
+            .filter(|(k, known)| !known.contains(&k.get_ref().as_str()))
+            .min_by_key(|(k, _)| k.span().start);
+        match first {
+            None => Ok(()),
+            Some((key, known)) => Err(ConfigError::Parse {
+                path: self.ctx.path.to_path_buf(),
+                line: Some(self.ctx.line_of(key.span().start)),
+                message: suggest_key(key.get_ref(), known),
+            }),
+        }
+    }
+}
 
 /// Keys of the `soa` table.
 const SOA_KEYS: [&str; 4] = ["refresh", "retry", "expire", "min_ttl"];
@@ -202,17 +166,11 @@ pub(super) struct FileConfig {
     pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub translate_wan_addrs: Option<bool>,
     pub allow_any: Option<bool>,
-    pub tcp_max_connections: Option<usize>,
-    pub tcp_max_connections_per_source: Option<usize>,
-    pub tcp_idle_timeout: Option<Duration>,
-    pub tcp_total_timeout: Option<Duration>,
-    pub tcp_write_timeout: Option<Duration>,
+    /// The TCP limits, defaults where not set.
+    pub tcp: TcpConfig,
     pub dot: DotFile,
-    pub rrl_responses_per_second: Option<u32>,
-    pub rrl_window: Option<Duration>,
-    pub rrl_slip: Option<u32>,
-    pub rrl_ipv4_prefix_length: Option<u8>,
-    pub rrl_ipv6_prefix_length: Option<u8>,
+    /// Response-rate limiting, defaults where not set.
+    pub rrl: RrlConfig,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub query_log: Option<bool>,
@@ -333,7 +291,7 @@ impl FileConfig {
     /// Parses config file text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         let ctx = Ctx { path, text };
-        let mut raw: RawFile = toml::from_str(text).map_err(|e| {
+        let not_toml = |e: toml::de::Error| {
             // What is plainly JSON or HCL is named as such, not reported as bad TOML.
             let found = if text.trim_start().starts_with('{') {
                 Some("JSON")
@@ -351,20 +309,28 @@ impl FileConfig {
                 None => ConfigError::Parse {
                     path: path.to_path_buf(),
                     line: e.span().map(|s| ctx.line_of(s.start)),
-                    message: suggest_key(&one_line(e.message())),
+                    message: one_line(e.message()),
                 },
             }
-        })?;
-        let top_dns = raw.take_dns();
-        let section = raw.dns_config.take().unwrap_or_default();
-        let dns = top_dns.merge(section, &ctx)?;
+        };
+        let mut top: Keys = toml::from_str(text).map_err(not_toml)?;
+        let section: Section = toml::from_str(text).map_err(not_toml)?;
+        top.remove("dns_config");
+        // The names known: those an empty file is asked for.
+        let mut known = Parts::new(&ctx, Keys::new(), Keys::new());
+        FileConfig::convert(&mut known)?;
+        let mut parts = Parts::new(&ctx, top, section.dns_config.unwrap_or_default());
+        parts.unknown(&known)?;
+        FileConfig::convert(&mut parts)
+    }
 
-        let f = |key: &'static str, raw: Raw| raw.map(|v| ctx.field(key.to_string(), v));
-        let map_string = |key: &'static str,
-                          raw: Raw,
+    /// Converts each key of the file to its typed value.
+    fn convert(p: &mut Parts<'_>) -> Result<FileConfig, ConfigError> {
+        let ctx = p.ctx;
+        let map_string = |field: Option<Field>,
                           check: fn(&str) -> Result<String, String>|
          -> Result<Option<String>, ConfigError> {
-            f(key, raw)
+            field
                 .map(|field| {
                     let s = ctx.string(&field)?;
                     check(&s).map_err(|reason| ctx.invalid(&field, reason))
@@ -372,15 +338,13 @@ impl FileConfig {
                 .transpose()
         };
 
-        let token_file = f("token_file", raw.token_file)
+        let token_file = p
+            .take("token_file")
             .map(|field| ctx.string(&field).map(PathBuf::from))
             .transpose()?;
-        let token = f("token", raw.token)
-            .map(|field| ctx.secret(&field))
-            .transpose()?
-            .flatten();
-        let path = |key: &'static str, raw: Raw| -> Result<Option<Field>, ConfigError> {
-            match f(key, raw) {
+        let token = p.get("token", Ctx::secret)?.flatten();
+        let path = |field: Option<Field>| -> Result<Option<Field>, ConfigError> {
+            match field {
                 Some(field) => Ok((!ctx.string(&field)?.is_empty()).then_some(field)),
                 None => Ok(None),
             }
@@ -389,160 +353,121 @@ impl FileConfig {
             Ok((PathBuf::from(ctx.string(&field)?), ctx.location(field.line)))
         };
         let tls = TlsFile {
-            ca_file: path("ca_file", raw.ca_file)?
+            ca_file: path(p.take("ca_file"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
                 .transpose()?,
-            ca_path: path("ca_path", raw.ca_path)?
+            ca_path: path(p.take("ca_path"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
                 .transpose()?,
-            cert_file: path("cert_file", raw.cert_file)?.map(located).transpose()?,
-            key_file: path("key_file", raw.key_file)?.map(located).transpose()?,
-            server_name: path("tls_server_name", raw.tls_server_name)?
+            cert_file: path(p.take("cert_file"))?.map(located).transpose()?,
+            key_file: path(p.take("key_file"))?.map(located).transpose()?,
+            server_name: path(p.take("tls_server_name"))?
                 .map(|field| {
                     let s = ctx.string(&field)?;
                     normalize_tls_server_name(&s).map_err(|reason| ctx.invalid(&field, reason))
                 })
                 .transpose()?,
-            ssl_verify: f("ssl_verify", raw.ssl_verify)
-                .map(|field| ctx.bool(&field))
-                .transpose()?,
+            ssl_verify: p.get("ssl_verify", Ctx::bool)?,
         };
-        let listen = f("listen", raw.listen)
-            .map(|field| ctx.listen(&field))
-            .transpose()?;
-        let recursors = f("recursors", raw.recursors)
-            .map(|field| ctx.recursors(&field))
-            .transpose()?;
-        let allow_recursion = f("allow_recursion", raw.allow_recursion)
-            .map(|field| ctx.networks(&field))
-            .transpose()?;
-        let allow_transfer = f("allow_transfer", raw.allow_transfer)
-            .map(|field| ctx.networks(&field))
-            .transpose()?;
-        let notify = f("notify", raw.notify)
-            .map(|field| ctx.recursors(&field))
-            .transpose()?;
-        let notify_interval = f("notify_interval", raw.notify_interval)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let transfer_journal_bytes = f("transfer_journal_bytes", raw.transfer_journal_bytes)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let transfer_key_name = f("transfer_key_name", raw.transfer_key_name)
-            .map(|field| ctx.string(&field))
-            .transpose()?
+        let listen = p.get("listen", Ctx::listen)?;
+        let recursors = p.get("recursors", Ctx::recursors)?;
+        let allow_recursion = p.get("allow_recursion", Ctx::networks)?;
+        let allow_transfer = p.get("allow_transfer", Ctx::networks)?;
+        let notify = p.get("notify", Ctx::recursors)?;
+        let notify_interval = p.get("notify_interval", Ctx::positive_duration)?;
+        let transfer_journal_bytes = p.get("transfer_journal_bytes", Ctx::count)?;
+        let transfer_key_name = p
+            .get("transfer_key_name", Ctx::string)?
             .filter(|s| !s.is_empty());
-        let transfer_key_secret = f("transfer_key_secret", raw.transfer_key_secret)
-            .map(|field| ctx.secret(&field))
-            .transpose()?
-            .flatten();
-        let transfer_key_file = f("transfer_key_file", raw.transfer_key_file)
-            .map(|field| ctx.string(&field))
-            .transpose()?
+        let transfer_key_secret = p.get("transfer_key_secret", Ctx::secret)?.flatten();
+        let transfer_key_file = p
+            .get("transfer_key_file", Ctx::string)?
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
-        let transfer_key_algorithm = f("transfer_key_algorithm", raw.transfer_key_algorithm)
-            .map(|field| ctx.string(&field))
-            .transpose()?;
-        let zones = f("zones", raw.zones)
+        let transfer_key_algorithm = p.get("transfer_key_algorithm", Ctx::string)?;
+        let zones = p
+            .take("zones")
             .map(|field| ctx.string(&field).map(PathBuf::from))
             .transpose()?;
-        let max_watches = f("max_watches", raw.max_watches)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let consul_max_body_bytes = f("consul_max_body_bytes", raw.consul_max_body_bytes)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let consul_body_budget_bytes = f("consul_body_budget_bytes", raw.consul_body_budget_bytes)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let max_services = f("max_services", raw.max_services)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let tcp_max_connections = f("tcp_max_connections", raw.tcp_max_connections)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let tcp_max_connections_per_source = f(
-            "tcp_max_connections_per_source",
-            raw.tcp_max_connections_per_source,
-        )
-        .map(|field| ctx.count(&field))
-        .transpose()?;
-        let tcp_idle_timeout = f("tcp_idle_timeout", raw.tcp_idle_timeout)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let tcp_total_timeout = f("tcp_total_timeout", raw.tcp_total_timeout)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let tcp_write_timeout = f("tcp_write_timeout", raw.tcp_write_timeout)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
+        let max_watches = p.get("max_watches", Ctx::count)?;
+        let consul_max_body_bytes = p.get("consul_max_body_bytes", Ctx::count)?;
+        let consul_body_budget_bytes = p.get("consul_body_budget_bytes", Ctx::count)?;
+        let max_services = p.get("max_services", Ctx::count)?;
+        // The TCP limits, straight into their section (no flags, nor agent keys).
+        let d = TcpConfig::default();
+        let max_connections = p.get("tcp_max_connections", Ctx::count)?;
+        let max_connections = max_connections.unwrap_or(d.max_connections);
+        let tcp = TcpConfig {
+            max_connections,
+            max_connections_per_source: p
+                .get("tcp_max_connections_per_source", Ctx::count)?
+                .unwrap_or(default_tcp_max_connections_per_source(max_connections)),
+            idle_timeout: p
+                .get("tcp_idle_timeout", Ctx::positive_duration)?
+                .unwrap_or(d.idle_timeout),
+            total_timeout: p
+                .get("tcp_total_timeout", Ctx::positive_duration)?
+                .unwrap_or(d.total_timeout),
+            write_timeout: p
+                .get("tcp_write_timeout", Ctx::positive_duration)?
+                .unwrap_or(d.write_timeout),
+        };
         let dot = DotFile {
-            listen: f("listen_tls", raw.listen_tls)
+            listen: p
+                .take("listen_tls")
                 .map(|field| Ok((ctx.addresses(&field)?, ctx.location(field.line))))
                 .transpose()?,
-            cert_file: path("tls_cert_file", raw.tls_cert_file)?
+            cert_file: path(p.take("tls_cert_file"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
                 .transpose()?,
-            key_file: path("tls_key_file", raw.tls_key_file)?
+            key_file: path(p.take("tls_key_file"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
                 .transpose()?,
-            max_connections: f("tls_max_connections", raw.tls_max_connections)
-                .map(|field| ctx.count(&field))
-                .transpose()?,
-            idle_timeout: f("tls_idle_timeout", raw.tls_idle_timeout)
-                .map(|field| ctx.positive_duration(&field))
-                .transpose()?,
+            max_connections: p.get("tls_max_connections", Ctx::count)?,
+            idle_timeout: p.get("tls_idle_timeout", Ctx::positive_duration)?,
         };
-        let rrl_responses_per_second = f("rrl_responses_per_second", raw.rrl_responses_per_second)
-            .map(|field| ctx.u32(&field))
-            .transpose()?;
-        let rrl_window = f("rrl_window", raw.rrl_window)
-            .map(|field| {
-                let d = ctx.duration(&field)?;
-                if !(Duration::from_secs(1)..=MAX_RRL_WINDOW).contains(&d) {
-                    return Err(ctx.invalid(&field, "must be between 1s and 1h"));
-                }
-                Ok(d)
-            })
-            .transpose()?;
-        let rrl_slip = f("rrl_slip", raw.rrl_slip)
-            .map(|field| ctx.u32_at_most(&field, MAX_RRL_SLIP))
-            .transpose()?;
-        let rrl_ipv4_prefix_length = f("rrl_ipv4_prefix_length", raw.rrl_ipv4_prefix_length)
-            .map(|field| ctx.prefix_length(&field, 32))
-            .transpose()?;
-        let rrl_ipv6_prefix_length = f("rrl_ipv6_prefix_length", raw.rrl_ipv6_prefix_length)
-            .map(|field| ctx.prefix_length(&field, 128))
-            .transpose()?;
-        let watch_idle_timeout = f("watch_idle_timeout", raw.watch_idle_timeout)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let startup_wait = f("startup_wait", raw.startup_wait)
-            .map(|field| ctx.duration(&field))
-            .transpose()?;
-        let blocking_wait = f("blocking_wait", raw.blocking_wait)
-            .map(|field| ctx.blocking_wait(&field))
-            .transpose()?;
-        let watch_all_services = f("watch_all_services", raw.watch_all_services)
-            .map(|field| ctx.bool(&field))
-            .transpose()?;
-        let watch_poll_interval = f("watch_poll_interval", raw.watch_poll_interval)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let allow_any = f("allow_any", raw.allow_any)
-            .map(|field| ctx.bool(&field))
-            .transpose()?;
-        let translate_wan_addrs = f("translate_wan_addrs", raw.translate_wan_addrs)
-            .map(|field| ctx.bool(&field))
-            .transpose()?;
-        let internal_cidrs = f("internal_cidrs", raw.internal_cidrs)
-            .map(|field| ctx.cidrs(&field))
-            .transpose()?;
-        let workers = f("workers", raw.workers)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let log_level = f("log_level", raw.log_level)
+        // Response-rate limiting, straight into its section.
+        let d = RrlConfig::default();
+        let rrl = RrlConfig {
+            responses_per_second: p
+                .get("rrl_responses_per_second", Ctx::u32)?
+                .unwrap_or(d.responses_per_second),
+            window: p
+                .get("rrl_window", |ctx, field| {
+                    let window = ctx.duration(field)?;
+                    match (Duration::from_secs(1)..=MAX_RRL_WINDOW).contains(&window) {
+                        true => Ok(window),
+                        false => Err(ctx.invalid(field, "must be between 1s and 1h")),
+                    }
+                })?
+                .unwrap_or(d.window),
+            slip: p
+                .get("rrl_slip", |ctx, field| {
+                    ctx.u32_at_most(field, MAX_RRL_SLIP)
+                })?
+                .unwrap_or(d.slip),
+            ipv4_prefix_length: p
+                .get("rrl_ipv4_prefix_length", |ctx, field| {
+                    ctx.prefix_length(field, 32)
+                })?
+                .unwrap_or(d.ipv4_prefix_length),
+            ipv6_prefix_length: p
+                .get("rrl_ipv6_prefix_length", |ctx, field| {
+                    ctx.prefix_length(field, 128)
+                })?
+                .unwrap_or(d.ipv6_prefix_length),
+        };
+        let watch_idle_timeout = p.get("watch_idle_timeout", Ctx::positive_duration)?;
+        let startup_wait = p.get("startup_wait", Ctx::duration)?;
+        let blocking_wait = p.get("blocking_wait", Ctx::blocking_wait)?;
+        let watch_all_services = p.get("watch_all_services", Ctx::bool)?;
+        let watch_poll_interval = p.get("watch_poll_interval", Ctx::positive_duration)?;
+        let allow_any = p.get("allow_any", Ctx::bool)?;
+        let translate_wan_addrs = p.get("translate_wan_addrs", Ctx::bool)?;
+        let internal_cidrs = p.get("internal_cidrs", Ctx::cidrs)?;
+        let workers = p.get("workers", Ctx::count)?;
+        let log_level = p
+            .take("log_level")
             .map(|field| {
                 let s = ctx.string(&field)?;
                 match s.as_str() {
@@ -551,30 +476,32 @@ impl FileConfig {
                 }
             })
             .transpose()?;
-        let log_format = f("log_format", raw.log_format)
+        let log_format = p
+            .take("log_format")
             .map(|field| {
                 let s = ctx.string(&field)?;
                 s.parse::<LogFormat>()
                     .map_err(|reason| ctx.invalid(&field, reason))
             })
             .transpose()?;
-        let query_log = f("query_log", raw.query_log)
-            .map(|field| ctx.bool(&field))
-            .transpose()?;
-        let query_log_sample = f("query_log_sample", raw.query_log_sample)
+        let query_log = p.get("query_log", Ctx::bool)?;
+        let query_log_sample = p
+            .take("query_log_sample")
             .map(|field| match ctx.u32(&field)? {
                 0 => Err(ctx.invalid(&field, "must be at least 1")),
                 n => Ok(n),
             })
             .transpose()?;
-        let http_addr = f("http_addr", raw.http_addr)
+        let http_addr = p
+            .take("http_addr")
             .map(|field| {
                 let s = ctx.string(&field)?;
                 parse_listen_addr(&s).map_err(|reason| ctx.invalid(&field, reason))
             })
             .transpose()?;
 
-        let consul_config = f("consul_config", raw.consul_config)
+        let consul_config = p
+            .take("consul_config")
             .map(|field| {
                 ctx.string_list(&field)?
                     .iter()
@@ -584,15 +511,15 @@ impl FileConfig {
             .transpose()?;
 
         Ok(FileConfig {
-            consul_addr: map_string("consul_addr", raw.consul_addr, normalize_consul_addr)?,
+            consul_addr: map_string(p.take("consul_addr"), normalize_consul_addr)?,
             consul_config,
             token,
             token_file,
             tls,
             listen,
-            domain: map_string("domain", raw.domain, normalize_domain)?,
-            alt_domain: map_string("alt_domain", raw.alt_domain, normalize_domain)?,
-            datacenter: map_string("datacenter", raw.datacenter, normalize_datacenter)?,
+            domain: map_string(p.take("domain"), normalize_domain)?,
+            alt_domain: map_string(p.take("alt_domain"), normalize_domain)?,
+            datacenter: map_string(p.take("datacenter"), normalize_datacenter)?,
             recursors,
             allow_recursion,
             allow_transfer,
@@ -618,22 +545,14 @@ impl FileConfig {
             internal_cidrs,
             translate_wan_addrs,
             allow_any,
-            tcp_max_connections,
-            tcp_max_connections_per_source,
-            tcp_idle_timeout,
-            tcp_total_timeout,
-            tcp_write_timeout,
+            tcp,
             dot,
-            rrl_responses_per_second,
-            rrl_window,
-            rrl_slip,
-            rrl_ipv4_prefix_length,
-            rrl_ipv6_prefix_length,
+            rrl,
             log_level,
             log_format,
             query_log,
             query_log_sample,
-            dns: ctx.dns(dns)?,
+            dns: ctx.dns(&mut |key| p.take_dns(key))?,
         })
     }
 }
@@ -954,37 +873,50 @@ impl<'a> Ctx<'a> {
         Ok(out)
     }
 
-    pub(super) fn dns(&self, f: DnsFields) -> Result<DnsFile, ConfigError> {
+    /// `field` converted by `convert`, if set.
+    fn opt<T>(
+        &self,
+        field: Option<Field>,
+        convert: fn(&Self, &Field) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        field.map(|field| convert(self, &field)).transpose()
+    }
+
+    /// The `dns_config` keys, each taken by `take` (from the file: at its top level or in
+    /// `[dns_config]`; from the Consul agent's files: in `dns_config`).
+    pub(super) fn dns(
+        &self,
+        take: &mut dyn FnMut(&'static str) -> Result<Option<Field>, ConfigError>,
+    ) -> Result<DnsFile, ConfigError> {
         Ok(DnsFile {
-            allow_stale: f.allow_stale.map(|x| self.bool(&x)).transpose()?,
-            max_stale: f.max_stale.map(|x| self.duration(&x)).transpose()?,
-            node_ttl: f.node_ttl.map(|x| self.ttl(&x)).transpose()?,
-            service_ttl: f.service_ttl.map(|x| self.service_ttl(&x)).transpose()?,
-            enable_truncate: f.enable_truncate.map(|x| self.bool(&x)).transpose()?,
-            only_passing: f.only_passing.map(|x| self.bool(&x)).transpose()?,
-            recursor_strategy: f
-                .recursor_strategy
+            allow_stale: self.opt(take("allow_stale")?, Ctx::bool)?,
+            max_stale: self.opt(take("max_stale")?, Ctx::duration)?,
+            node_ttl: self.opt(take("node_ttl")?, Ctx::ttl)?,
+            service_ttl: take("service_ttl")?
+                .map(|x| self.service_ttl(&x))
+                .transpose()?,
+            enable_truncate: self.opt(take("enable_truncate")?, Ctx::bool)?,
+            only_passing: self.opt(take("only_passing")?, Ctx::bool)?,
+            recursor_strategy: take("recursor_strategy")?
                 .map(|x| {
                     let s = self.string(&x)?;
                     s.parse().map_err(|reason: String| self.invalid(&x, reason))
                 })
                 .transpose()?,
-            recursor_timeout: f
-                .recursor_timeout
-                .map(|x| self.positive_duration(&x))
-                .transpose()?,
-            disable_compression: f.disable_compression.map(|x| self.bool(&x)).transpose()?,
+            recursor_timeout: self.opt(take("recursor_timeout")?, Ctx::positive_duration)?,
+            disable_compression: self.opt(take("disable_compression")?, Ctx::bool)?,
             // 0 is Consul's "no answers on UDP without EDNS" (the client retries over TCP).
-            udp_answer_limit: f.udp_answer_limit.map(|x| self.u32(&x)).transpose()?,
-            a_record_limit: f.a_record_limit.map(|x| self.u32(&x)).transpose()?,
-            enable_additional_node_meta_txt: f
-                .enable_additional_node_meta_txt
-                .map(|x| self.bool(&x))
-                .transpose()?,
-            soa: f.soa.map(|x| self.soa(&x)).transpose()?.unwrap_or_default(),
-            use_cache: f.use_cache.map(|x| self.bool(&x)).transpose()?,
-            cache_max_age: f.cache_max_age.map(|x| self.duration(&x)).transpose()?,
-            prefer_namespace: f.prefer_namespace.map(|x| self.bool(&x)).transpose()?,
+            udp_answer_limit: self.opt(take("udp_answer_limit")?, Ctx::u32)?,
+            a_record_limit: self.opt(take("a_record_limit")?, Ctx::u32)?,
+            enable_additional_node_meta_txt: self
+                .opt(take("enable_additional_node_meta_txt")?, Ctx::bool)?,
+            soa: take("soa")?
+                .map(|x| self.soa(&x))
+                .transpose()?
+                .unwrap_or_default(),
+            use_cache: self.opt(take("use_cache")?, Ctx::bool)?,
+            cache_max_age: self.opt(take("cache_max_age")?, Ctx::duration)?,
+            prefer_namespace: self.opt(take("prefer_namespace")?, Ctx::bool)?,
         })
     }
 }
@@ -1023,19 +955,11 @@ fn one_line(message: &str) -> String {
         .join("; ")
 }
 
-/// serde's "unknown field `x`, expected one of `a`, `b`, …" (some sixty keys on one line)
-/// as "unknown key `x`: did you mean `a`?" when one key is close, else with the list
-/// pointed at.
-fn suggest_key(message: &str) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_string();
-    };
-    let Some((unknown, expected)) = rest.split_once("`, expected one of ") else {
-        return message.to_string();
-    };
-    let closest = expected
-        .split(", ")
-        .map(|k| k.trim_matches('`'))
+/// "unknown key `x`: did you mean `a`?" when one of the `known` keys is close, else with
+/// the list pointed at.
+fn suggest_key(unknown: &str, known: &[&str]) -> String {
+    let closest = known
+        .iter()
         .map(|k| (strsim::jaro_winkler(unknown, k), k))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0));

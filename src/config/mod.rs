@@ -1274,18 +1274,7 @@ impl Config {
             });
         }
 
-        let tcp_max_connections = file
-            .tcp_max_connections
-            .unwrap_or(defaults.tcp.max_connections);
-        let tcp = TcpConfig {
-            max_connections: tcp_max_connections,
-            max_connections_per_source: file
-                .tcp_max_connections_per_source
-                .unwrap_or(default_tcp_max_connections_per_source(tcp_max_connections)),
-            idle_timeout: file.tcp_idle_timeout.unwrap_or(defaults.tcp.idle_timeout),
-            total_timeout: file.tcp_total_timeout.unwrap_or(defaults.tcp.total_timeout),
-            write_timeout: file.tcp_write_timeout.unwrap_or(defaults.tcp.write_timeout),
-        };
+        let tcp = file.tcp;
         let dot = merge_dot(
             (cli.listen_tls, cli.tls_cert_file, cli.tls_key_file),
             file.dot,
@@ -1351,19 +1340,7 @@ impl Config {
             transfer,
             tcp,
             dot,
-            rrl: RrlConfig {
-                responses_per_second: file
-                    .rrl_responses_per_second
-                    .unwrap_or(defaults.rrl.responses_per_second),
-                window: file.rrl_window.unwrap_or(defaults.rrl.window),
-                slip: file.rrl_slip.unwrap_or(defaults.rrl.slip),
-                ipv4_prefix_length: file
-                    .rrl_ipv4_prefix_length
-                    .unwrap_or(defaults.rrl.ipv4_prefix_length),
-                ipv6_prefix_length: file
-                    .rrl_ipv6_prefix_length
-                    .unwrap_or(defaults.rrl.ipv6_prefix_length),
-            },
+            rrl: file.rrl,
             internal_cidrs: if cli.internal_cidrs.is_empty() {
                 file.internal_cidrs.unwrap_or_default()
             } else {

@@ -24,9 +24,9 @@ use super::values::{
     parse_listen_addr, parse_network, parse_recursor, ttl_seconds,
 };
 use super::{
-    check_listen_list, default_tcp_max_connections_per_source, ConfigError, FileLocation,
-    LogFormat, RecursorStrategy, RrlConfig, Secret, TcpConfig, MAX_BLOCKING_WAIT, MAX_RRL_SLIP,
-    MAX_RRL_WINDOW, MIN_BLOCKING_WAIT,
+    check_listen_list, default_tcp_max_connections_per_source, ConfigError, DnsConfigPatch,
+    FileLocation, LogFormat, RrlConfig, Secret, ServiceTtl, SoaConfigPatch, TcpConfig,
+    MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MAX_UDP_ANSWER_LIMIT, MIN_BLOCKING_WAIT,
 };
 
 type Raw = Option<Spanned<Value>>;
@@ -175,7 +175,7 @@ pub(super) struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub query_log: Option<bool>,
     pub query_log_sample: Option<u32>,
-    pub dns: DnsFile,
+    pub dns: DnsConfigPatch,
 }
 
 /// TLS values read from a config file; `None` = not set (an empty string is not set).
@@ -200,68 +200,6 @@ pub(super) struct DotFile {
     pub key_file: Option<PathBuf>,
     pub max_connections: Option<usize>,
     pub idle_timeout: Option<Duration>,
-}
-
-/// `dns_config` values read from a config file; `None` = not set.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(super) struct DnsFile {
-    pub allow_stale: Option<bool>,
-    pub max_stale: Option<Duration>,
-    pub node_ttl: Option<u32>,
-    /// Lower-cased key → TTL seconds.
-    pub service_ttl: Option<BTreeMap<String, u32>>,
-    pub enable_truncate: Option<bool>,
-    pub only_passing: Option<bool>,
-    pub recursor_strategy: Option<RecursorStrategy>,
-    pub recursor_timeout: Option<Duration>,
-    pub disable_compression: Option<bool>,
-    pub udp_answer_limit: Option<u32>,
-    pub a_record_limit: Option<u32>,
-    pub enable_additional_node_meta_txt: Option<bool>,
-    pub soa: SoaFile,
-    pub use_cache: Option<bool>,
-    pub cache_max_age: Option<Duration>,
-    pub prefer_namespace: Option<bool>,
-}
-
-impl DnsFile {
-    /// These values over `below`'s, each where set (the SOA's field by field).
-    pub(super) fn over(self, below: DnsFile) -> DnsFile {
-        DnsFile {
-            allow_stale: self.allow_stale.or(below.allow_stale),
-            max_stale: self.max_stale.or(below.max_stale),
-            node_ttl: self.node_ttl.or(below.node_ttl),
-            service_ttl: self.service_ttl.or(below.service_ttl),
-            enable_truncate: self.enable_truncate.or(below.enable_truncate),
-            only_passing: self.only_passing.or(below.only_passing),
-            recursor_strategy: self.recursor_strategy.or(below.recursor_strategy),
-            recursor_timeout: self.recursor_timeout.or(below.recursor_timeout),
-            disable_compression: self.disable_compression.or(below.disable_compression),
-            udp_answer_limit: self.udp_answer_limit.or(below.udp_answer_limit),
-            a_record_limit: self.a_record_limit.or(below.a_record_limit),
-            enable_additional_node_meta_txt: self
-                .enable_additional_node_meta_txt
-                .or(below.enable_additional_node_meta_txt),
-            soa: SoaFile {
-                refresh: self.soa.refresh.or(below.soa.refresh),
-                retry: self.soa.retry.or(below.soa.retry),
-                expire: self.soa.expire.or(below.soa.expire),
-                min_ttl: self.soa.min_ttl.or(below.soa.min_ttl),
-            },
-            use_cache: self.use_cache.or(below.use_cache),
-            cache_max_age: self.cache_max_age.or(below.cache_max_age),
-            prefer_namespace: self.prefer_namespace.or(below.prefer_namespace),
-        }
-    }
-}
-
-/// `soa` values read from a config file; `None` = not set.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct SoaFile {
-    pub refresh: Option<u32>,
-    pub retry: Option<u32>,
-    pub expire: Option<u32>,
-    pub min_ttl: Option<u32>,
 }
 
 impl FileConfig {
@@ -822,8 +760,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn soa(&self, field: &Field) -> Result<SoaFile, ConfigError> {
-        let mut soa = SoaFile::default();
+    fn soa(&self, field: &Field) -> Result<SoaConfigPatch, ConfigError> {
+        let mut soa = SoaConfigPatch::default();
         for (k, v) in self.table(field)? {
             let child = self.child(
                 field,
@@ -887,13 +825,13 @@ impl<'a> Ctx<'a> {
     pub(super) fn dns(
         &self,
         take: &mut dyn FnMut(&'static str) -> Result<Option<Field>, ConfigError>,
-    ) -> Result<DnsFile, ConfigError> {
-        Ok(DnsFile {
+    ) -> Result<DnsConfigPatch, ConfigError> {
+        Ok(DnsConfigPatch {
             allow_stale: self.opt(take("allow_stale")?, Ctx::bool)?,
             max_stale: self.opt(take("max_stale")?, Ctx::duration)?,
             node_ttl: self.opt(take("node_ttl")?, Ctx::ttl)?,
             service_ttl: take("service_ttl")?
-                .map(|x| self.service_ttl(&x))
+                .map(|x| self.service_ttl(&x).map(ServiceTtl::new))
                 .transpose()?,
             enable_truncate: self.opt(take("enable_truncate")?, Ctx::bool)?,
             only_passing: self.opt(take("only_passing")?, Ctx::bool)?,
@@ -906,7 +844,11 @@ impl<'a> Ctx<'a> {
             recursor_timeout: self.opt(take("recursor_timeout")?, Ctx::positive_duration)?,
             disable_compression: self.opt(take("disable_compression")?, Ctx::bool)?,
             // 0 is Consul's "no answers on UDP without EDNS" (the client retries over TCP).
-            udp_answer_limit: self.opt(take("udp_answer_limit")?, Ctx::u32)?,
+            // Consul trims non-EDNS UDP answers to min(8, udp_answer_limit); the effective
+            // value is kept so the DNS code need not know the cap.
+            udp_answer_limit: self
+                .opt(take("udp_answer_limit")?, Ctx::u32)?
+                .map(|n| n.min(MAX_UDP_ANSWER_LIMIT)),
             a_record_limit: self.opt(take("a_record_limit")?, Ctx::u32)?,
             enable_additional_node_meta_txt: self
                 .opt(take("enable_additional_node_meta_txt")?, Ctx::bool)?,

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ipnet::IpNet;
+use struct_patch::{Merge, Patch};
 
 use agent::AgentConfig;
 use file::FileConfig;
@@ -583,7 +584,9 @@ impl fmt::Display for RecursorStrategy {
 }
 
 /// SOA record fields, in seconds (`dns_config.soa`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, Copy, PartialEq, Eq)))]
+#[patch(attribute(doc = "SOA fields set by one layer of configuration."))]
 pub struct SoaConfig {
     /// SOA refresh (default 3600).
     pub refresh: u32,
@@ -712,7 +715,9 @@ impl ConsulTls {
 }
 
 /// Consul's `dns_config` options, typed. [`Default`] gives Consul's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, PartialEq, Eq)))]
+#[patch(attribute(doc = "`dns_config` options set by one layer of configuration."))]
 pub struct DnsConfig {
     /// Allow stale reads from any server (default true).
     pub allow_stale: bool,
@@ -744,6 +749,7 @@ pub struct DnsConfig {
     /// Add node-meta TXT records to the Additional section (default true).
     pub enable_additional_node_meta_txt: bool,
     /// SOA fields.
+    #[patch(nesting)]
     pub soa: SoaConfig,
     /// Use the agent cache for lookups; in Consul this implies stale reads (default false).
     pub use_cache: bool,
@@ -1111,7 +1117,7 @@ impl Config {
                 .recursors
                 .or((!agent.recursors.is_empty()).then(|| agent.recursors.clone())),
             translate_wan_addrs: file.translate_wan_addrs.or(agent.translate_wan_addrs),
-            dns: file.dns.over(agent.dns.clone()),
+            dns: dns_over(agent.dns.clone(), file.dns),
             ..file
         };
 
@@ -1311,7 +1317,11 @@ impl Config {
                 .zones
                 .or(file.zones)
                 .filter(|p| !p.as_os_str().is_empty()),
-            dns: apply_dns(DnsConfig::default(), file.dns),
+            dns: {
+                let mut dns = DnsConfig::default();
+                dns.apply(file.dns);
+                dns
+            },
             max_watches,
             max_services,
             consul_max_body_bytes,
@@ -1566,38 +1576,14 @@ fn merge_dot(
     })
 }
 
-/// Applies the file's `dns_config` values over `base`.
-fn apply_dns(base: DnsConfig, f: file::DnsFile) -> DnsConfig {
-    let soa = SoaConfig {
-        refresh: f.soa.refresh.unwrap_or(base.soa.refresh),
-        retry: f.soa.retry.unwrap_or(base.soa.retry),
-        expire: f.soa.expire.unwrap_or(base.soa.expire),
-        min_ttl: f.soa.min_ttl.unwrap_or(base.soa.min_ttl),
-    };
-    DnsConfig {
-        allow_stale: f.allow_stale.unwrap_or(base.allow_stale),
-        max_stale: f.max_stale.unwrap_or(base.max_stale),
-        node_ttl: f.node_ttl.unwrap_or(base.node_ttl),
-        service_ttl: f.service_ttl.map_or(base.service_ttl, ServiceTtl::new),
-        enable_truncate: f.enable_truncate.unwrap_or(base.enable_truncate),
-        only_passing: f.only_passing.unwrap_or(base.only_passing),
-        recursor_strategy: f.recursor_strategy.unwrap_or(base.recursor_strategy),
-        recursor_timeout: f.recursor_timeout.unwrap_or(base.recursor_timeout),
-        disable_compression: f.disable_compression.unwrap_or(base.disable_compression),
-        // Consul trims non-EDNS UDP answers to min(8, udp_answer_limit); store the
-        // effective value so the DNS code need not know the cap.
-        udp_answer_limit: f
-            .udp_answer_limit
-            .unwrap_or(base.udp_answer_limit)
-            .min(MAX_UDP_ANSWER_LIMIT),
-        a_record_limit: f.a_record_limit.unwrap_or(base.a_record_limit),
-        enable_additional_node_meta_txt: f
-            .enable_additional_node_meta_txt
-            .unwrap_or(base.enable_additional_node_meta_txt),
+/// `later`'s `dns_config` values over `earlier`'s, each where set (the SOA's field by
+/// field). The SOA is merged here: struct-patch 0.14 merges a nested patch the wrong way
+/// round (`earlier`'s fields first).
+fn dns_over(earlier: DnsConfigPatch, later: DnsConfigPatch) -> DnsConfigPatch {
+    let soa = earlier.soa.merge(later.soa);
+    DnsConfigPatch {
         soa,
-        use_cache: f.use_cache.unwrap_or(base.use_cache),
-        cache_max_age: f.cache_max_age.unwrap_or(base.cache_max_age),
-        prefer_namespace: f.prefer_namespace.unwrap_or(base.prefer_namespace),
+        ..earlier.merge(later)
     }
 }
 

@@ -4,8 +4,9 @@
 //! The text is deserialised into tables of `Spanned` keys and values (syntax errors come
 //! with their line). Each key is then taken from its table by the one line that converts
 //! it (`Parts::get`), so that a type or range error names the exact key
-//! (`dns_config.soa.retry`) and its line; keys without a flag or an agent setting go
-//! straight into their module's section (`TcpConfig`, `RrlConfig`) with its defaults. A
+//! (`dns_config.soa.retry`) and its line. Keys without a flag or an agent setting go
+//! straight into `FileConfig::base`, a `Config` at its defaults (their sections:
+//! `TcpConfig`, `RrlConfig`, `TransferConfig`), which the merge starts from. A
 //! key left over is unknown: the names known are those asked for when an empty file is
 //! converted, and the closest is suggested.
 
@@ -24,9 +25,10 @@ use super::values::{
     parse_listen_addr, parse_network, parse_recursor, ttl_seconds,
 };
 use super::{
-    check_listen_list, default_tcp_max_connections_per_source, ConfigError, DnsConfigPatch,
+    check_listen_list, default_tcp_max_connections_per_source, Config, ConfigError, DnsConfigPatch,
     FileLocation, LogFormat, RrlConfig, Secret, ServiceTtl, SoaConfigPatch, TcpConfig,
-    MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MAX_UDP_ANSWER_LIMIT, MIN_BLOCKING_WAIT,
+    TransferConfig, MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MAX_UDP_ANSWER_LIMIT,
+    MIN_BLOCKING_WAIT,
 };
 
 type Raw = Option<Spanned<Value>>;
@@ -131,6 +133,9 @@ const SOA_KEYS: [&str; 4] = ["refresh", "retry", "expire", "min_ttl"];
 /// Typed values read from a config file; `None` = not set in the file.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct FileConfig {
+    /// The keys only this file sets (no flag, no Consul agent setting), over the defaults:
+    /// what the merge starts from.
+    pub base: Config,
     pub consul_addr: Option<String>,
     /// The Consul agent's configuration files and directories (`consul_config`).
     pub consul_config: Option<Vec<PathBuf>>,
@@ -143,34 +148,16 @@ pub(super) struct FileConfig {
     pub datacenter: Option<String>,
     pub recursors: Option<Vec<SocketAddr>>,
     pub allow_recursion: Option<Vec<IpNet>>,
-    pub allow_transfer: Option<Vec<IpNet>>,
-    pub notify: Option<Vec<SocketAddr>>,
-    pub notify_interval: Option<Duration>,
-    pub transfer_journal_bytes: Option<usize>,
-    pub transfer_key_name: Option<String>,
-    pub transfer_key_secret: Option<Secret>,
-    pub transfer_key_file: Option<PathBuf>,
-    pub transfer_key_algorithm: Option<String>,
     pub zones: Option<PathBuf>,
     pub max_watches: Option<usize>,
     pub max_services: Option<usize>,
     pub consul_max_body_bytes: Option<usize>,
     pub consul_body_budget_bytes: Option<usize>,
-    pub watch_idle_timeout: Option<Duration>,
-    pub startup_wait: Option<Duration>,
-    pub blocking_wait: Option<Duration>,
-    pub watch_all_services: Option<bool>,
-    pub watch_poll_interval: Option<Duration>,
     pub http_addr: Option<SocketAddr>,
     pub workers: Option<usize>,
     pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub translate_wan_addrs: Option<bool>,
-    pub allow_any: Option<bool>,
-    /// The TCP limits, defaults where not set.
-    pub tcp: TcpConfig,
     pub dot: DotFile,
-    /// Response-rate limiting, defaults where not set.
-    pub rrl: RrlConfig,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
     pub query_log: Option<bool>,
@@ -310,19 +297,28 @@ impl FileConfig {
         let listen = p.get("listen", Ctx::listen)?;
         let recursors = p.get("recursors", Ctx::recursors)?;
         let allow_recursion = p.get("allow_recursion", Ctx::networks)?;
+        // Zone transfers (their flags replace `allow_transfer` and `notify`).
+        let d = TransferConfig::default();
         let allow_transfer = p.get("allow_transfer", Ctx::networks)?;
         let notify = p.get("notify", Ctx::recursors)?;
         let notify_interval = p.get("notify_interval", Ctx::positive_duration)?;
-        let transfer_journal_bytes = p.get("transfer_journal_bytes", Ctx::count)?;
-        let transfer_key_name = p
-            .get("transfer_key_name", Ctx::string)?
-            .filter(|s| !s.is_empty());
-        let transfer_key_secret = p.get("transfer_key_secret", Ctx::secret)?.flatten();
-        let transfer_key_file = p
-            .get("transfer_key_file", Ctx::string)?
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from);
-        let transfer_key_algorithm = p.get("transfer_key_algorithm", Ctx::string)?;
+        let journal_bytes = p.get("transfer_journal_bytes", Ctx::count)?;
+        let key = super::transfer_key(
+            p.get("transfer_key_name", Ctx::string)?
+                .filter(|s| !s.is_empty()),
+            p.get("transfer_key_secret", Ctx::secret)?.flatten(),
+            p.get("transfer_key_file", Ctx::string)?
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            p.get("transfer_key_algorithm", Ctx::string)?,
+        )?;
+        let transfer = TransferConfig {
+            allow: allow_transfer.unwrap_or(d.allow),
+            notify: notify.unwrap_or(d.notify),
+            notify_interval: notify_interval.unwrap_or(d.notify_interval),
+            journal_bytes: journal_bytes.unwrap_or(d.journal_bytes),
+            key,
+        };
         let zones = p
             .take("zones")
             .map(|field| ctx.string(&field).map(PathBuf::from))
@@ -395,12 +391,29 @@ impl FileConfig {
                 })?
                 .unwrap_or(d.ipv6_prefix_length),
         };
-        let watch_idle_timeout = p.get("watch_idle_timeout", Ctx::positive_duration)?;
-        let startup_wait = p.get("startup_wait", Ctx::duration)?;
-        let blocking_wait = p.get("blocking_wait", Ctx::blocking_wait)?;
-        let watch_all_services = p.get("watch_all_services", Ctx::bool)?;
-        let watch_poll_interval = p.get("watch_poll_interval", Ctx::positive_duration)?;
-        let allow_any = p.get("allow_any", Ctx::bool)?;
+        let defaults = Config::default();
+        let base = Config {
+            watch_idle_timeout: p
+                .get("watch_idle_timeout", Ctx::positive_duration)?
+                .unwrap_or(defaults.watch_idle_timeout),
+            startup_wait: p
+                .get("startup_wait", Ctx::duration)?
+                .unwrap_or(defaults.startup_wait),
+            blocking_wait: p
+                .get("blocking_wait", Ctx::blocking_wait)?
+                .unwrap_or(defaults.blocking_wait),
+            watch_all_services: p
+                .get("watch_all_services", Ctx::bool)?
+                .unwrap_or(defaults.watch_all_services),
+            watch_poll_interval: p
+                .get("watch_poll_interval", Ctx::positive_duration)?
+                .unwrap_or(defaults.watch_poll_interval),
+            allow_any: p.get("allow_any", Ctx::bool)?.unwrap_or(defaults.allow_any),
+            tcp,
+            rrl,
+            transfer,
+            ..defaults
+        };
         let translate_wan_addrs = p.get("translate_wan_addrs", Ctx::bool)?;
         let internal_cidrs = p.get("internal_cidrs", Ctx::cidrs)?;
         let workers = p.get("workers", Ctx::count)?;
@@ -449,6 +462,7 @@ impl FileConfig {
             .transpose()?;
 
         Ok(FileConfig {
+            base,
             consul_addr: map_string(p.take("consul_addr"), normalize_consul_addr)?,
             consul_config,
             token,
@@ -460,32 +474,16 @@ impl FileConfig {
             datacenter: map_string(p.take("datacenter"), normalize_datacenter)?,
             recursors,
             allow_recursion,
-            allow_transfer,
-            notify,
-            notify_interval,
-            transfer_journal_bytes,
-            transfer_key_name,
-            transfer_key_secret,
-            transfer_key_file,
-            transfer_key_algorithm,
             zones,
             max_watches,
             max_services,
             consul_max_body_bytes,
             consul_body_budget_bytes,
-            watch_idle_timeout,
-            startup_wait,
-            blocking_wait,
-            watch_all_services,
-            watch_poll_interval,
             http_addr,
             workers,
             internal_cidrs,
             translate_wan_addrs,
-            allow_any,
-            tcp,
             dot,
-            rrl,
             log_level,
             log_format,
             query_log,

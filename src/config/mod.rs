@@ -34,17 +34,8 @@ pub use values::{
     parse_bool, parse_listen_addr, parse_network, parse_recursor, redact_userinfo,
 };
 
-/// Default Consul HTTP API address (as Consul's CLI).
-pub const DEFAULT_CONSUL_ADDR: &str = "http://127.0.0.1:8500";
 /// Default DNS listen address (Consul's `client_addr` + `ports.dns`).
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8600));
-/// Default Consul domain.
-pub const DEFAULT_DOMAIN: &str = "consul.";
-/// Default address of the `--dev` emulator's HTTP API.
-pub const DEFAULT_DEV_HTTP: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8500));
-/// Default log level.
-pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default cap on live per-service watches.
 ///
 /// Each blocking query holds an HTTP/1.1 connection to the agent, and a Consul agent
@@ -52,10 +43,6 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// one client address: 150 leaves room for the list watches, other datacenters and other
 /// clients on the same host. Raise both together.
 pub const DEFAULT_MAX_WATCHES: usize = 150;
-/// Default `consul_max_body_bytes`: a health list of about 60,000 instances.
-pub const DEFAULT_CONSUL_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Default `consul_body_budget_bytes`: four of the largest bodies at once.
-pub const DEFAULT_CONSUL_BODY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
 /// Default `workers`: the CPUs this process may use (cgroup quota and affinity honoured),
 /// one if that cannot be told.
 pub fn default_workers() -> usize {
@@ -67,14 +54,6 @@ pub fn default_workers() -> usize {
 pub const MAX_WORKERS: usize = 1024;
 /// Default `max_services`, as a multiple of `max_watches`.
 pub const DEFAULT_SERVICES_PER_WATCH: usize = 10;
-/// Default time after which an unqueried service stops being watched.
-pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Default time a query waits for the first catalog sync before SERVFAIL.
-pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(2);
-/// Default `wait` sent on blocking queries.
-pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(300);
-/// Default re-read period of services beyond `max_watches`.
-pub const DEFAULT_WATCH_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Smallest accepted `blocking_wait`.
 pub const MIN_BLOCKING_WAIT: Duration = Duration::from_secs(1);
 /// Largest accepted `blocking_wait` (Consul caps a blocking query's wait at 10 minutes).
@@ -105,31 +84,16 @@ pub const fn default_tcp_max_connections_per_source(max_connections: usize) -> u
         quarter
     }
 }
-/// Default time a TCP connection may go without a complete query (hickory's was 10 s).
-pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default lifetime of a TCP connection, however busy: a client sending slowly but
-/// steadily cannot hold a slot longer.
-pub const DEFAULT_TCP_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default time an answer may take to be written (a client that does not read).
-pub const DEFAULT_TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default cap on open DNS-over-TLS connections: with the TCP connections
 /// ([`DEFAULT_TCP_MAX_CONNECTIONS`]) and the Consul connections (`max_watches`), still
 /// within the common soft limit of 1024 file descriptors.
 pub const DEFAULT_TLS_MAX_CONNECTIONS: usize = 250;
 /// Default time a DNS-over-TLS connection may go without a complete query.
 pub const DEFAULT_TLS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default seconds of burst credit of response-rate limiting.
-pub const DEFAULT_RRL_WINDOW: Duration = Duration::from_secs(5);
 /// Largest accepted `rrl_window` (BIND's `window` range is 1..3600 s).
 pub const MAX_RRL_WINDOW: Duration = Duration::from_secs(3600);
-/// Default `rrl_slip` (BIND's): every second limited response is sent truncated.
-pub const DEFAULT_RRL_SLIP: u32 = 2;
 /// Largest accepted `rrl_slip` (BIND's range).
 pub const MAX_RRL_SLIP: u32 = 10;
-/// Default IPv4 client prefix length of response-rate limiting (BIND's).
-pub const DEFAULT_RRL_IPV4_PREFIX_LENGTH: u8 = 24;
-/// Default IPv6 client prefix length of response-rate limiting (BIND's).
-pub const DEFAULT_RRL_IPV6_PREFIX_LENGTH: u8 = 56;
 /// Consul's hard cap on `udp_answer_limit` (`maxUDPAnswerLimit` in `agent/dns.go`).
 pub const MAX_UDP_ANSWER_LIMIT: u32 = 8;
 
@@ -815,16 +779,14 @@ pub enum TransferSecret {
     File(PathBuf),
 }
 
-/// Default `transfer_journal_bytes`.
-pub const DEFAULT_TRANSFER_JOURNAL_BYTES: usize = 16 << 20;
-
 impl Default for TransferConfig {
     fn default() -> Self {
         TransferConfig {
             allow: Vec::new(),
             notify: Vec::new(),
             notify_interval: Duration::from_millis(100),
-            journal_bytes: DEFAULT_TRANSFER_JOURNAL_BYTES,
+            // `transfer_journal_bytes`.
+            journal_bytes: 16 << 20,
             key: None,
         }
     }
@@ -862,9 +824,13 @@ impl Default for TcpConfig {
             max_connections_per_source: default_tcp_max_connections_per_source(
                 DEFAULT_TCP_MAX_CONNECTIONS,
             ),
-            idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
-            total_timeout: DEFAULT_TCP_TOTAL_TIMEOUT,
-            write_timeout: DEFAULT_TCP_WRITE_TIMEOUT,
+            // Time a TCP connection may go without a complete query (hickory's was 10 s).
+            idle_timeout: Duration::from_secs(10),
+            // Lifetime of a TCP connection, however busy: a client sending slowly but
+            // steadily cannot hold a slot longer.
+            total_timeout: Duration::from_secs(60),
+            // Time an answer may take to be written (a client that does not read).
+            write_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -928,10 +894,14 @@ impl Default for RrlConfig {
     fn default() -> Self {
         RrlConfig {
             responses_per_second: 0,
-            window: DEFAULT_RRL_WINDOW,
-            slip: DEFAULT_RRL_SLIP,
-            ipv4_prefix_length: DEFAULT_RRL_IPV4_PREFIX_LENGTH,
-            ipv6_prefix_length: DEFAULT_RRL_IPV6_PREFIX_LENGTH,
+            // Seconds of burst credit of response-rate limiting.
+            window: Duration::from_secs(5),
+            // `rrl_slip` (BIND's): every second limited response is sent truncated.
+            slip: 2,
+            // IPv4 client prefix length of response-rate limiting (BIND's).
+            ipv4_prefix_length: 24,
+            // IPv6 client prefix length of response-rate limiting (BIND's).
+            ipv6_prefix_length: 56,
         }
     }
 }
@@ -1024,11 +994,12 @@ impl Default for Config {
     /// Every setting at its default.
     fn default() -> Self {
         Config {
-            consul_addr: DEFAULT_CONSUL_ADDR.to_string(),
+            // Consul HTTP API address (as Consul's CLI).
+            consul_addr: "http://127.0.0.1:8500".to_string(),
             token: None,
             tls: ConsulTls::default(),
             listen: vec![DEFAULT_LISTEN],
-            domain: DEFAULT_DOMAIN.to_string(),
+            domain: "consul.".to_string(),
             alt_domain: None,
             datacenter: None,
             recursors: Vec::new(),
@@ -1037,13 +1008,18 @@ impl Default for Config {
             dns: DnsConfig::default(),
             max_watches: DEFAULT_MAX_WATCHES,
             max_services: DEFAULT_MAX_WATCHES * DEFAULT_SERVICES_PER_WATCH,
-            consul_max_body_bytes: DEFAULT_CONSUL_MAX_BODY_BYTES,
-            consul_body_budget_bytes: DEFAULT_CONSUL_BODY_BUDGET_BYTES,
-            watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
-            startup_wait: DEFAULT_STARTUP_WAIT,
-            blocking_wait: DEFAULT_BLOCKING_WAIT,
+            // `consul_max_body_bytes`: a health list of about 60,000 instances.
+            consul_max_body_bytes: 64 * 1024 * 1024,
+            // `consul_body_budget_bytes`: four of the largest bodies at once.
+            consul_body_budget_bytes: 256 * 1024 * 1024,
+            // Time after which an unqueried service stops being watched.
+            watch_idle_timeout: Duration::from_secs(3600),
+            // Time a query waits for the first catalog sync before SERVFAIL.
+            startup_wait: Duration::from_secs(2),
+            blocking_wait: Duration::from_secs(300),
             watch_all_services: false,
-            watch_poll_interval: DEFAULT_WATCH_POLL_INTERVAL,
+            // Re-read period of services beyond `max_watches`.
+            watch_poll_interval: Duration::from_secs(30),
             http_addr: None,
             workers: default_workers(),
             internal_cidrs: Vec::new(),
@@ -1055,8 +1031,8 @@ impl Default for Config {
             rrl: RrlConfig::default(),
             dev: false,
             dev_replaced: None,
-            dev_http: DEFAULT_DEV_HTTP,
-            log_level: DEFAULT_LOG_LEVEL.to_string(),
+            dev_http: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8500)),
+            log_level: "info".to_string(),
             log_format: LogFormat::Text,
             query_log: false,
             query_log_sample: 1,
@@ -1187,27 +1163,16 @@ impl Config {
         }
         let transfer = TransferConfig {
             allow: if cli.allow_transfer.is_empty() {
-                file.allow_transfer.unwrap_or_default()
+                file.base.transfer.allow
             } else {
                 cli.allow_transfer.iter().map(IpNet::trunc).collect()
             },
             notify: if cli.notify.is_empty() {
-                file.notify.unwrap_or_default()
+                file.base.transfer.notify
             } else {
                 cli.notify.clone()
             },
-            notify_interval: file
-                .notify_interval
-                .unwrap_or(defaults.transfer.notify_interval),
-            journal_bytes: file
-                .transfer_journal_bytes
-                .unwrap_or(defaults.transfer.journal_bytes),
-            key: transfer_key(
-                file.transfer_key_name,
-                file.transfer_key_secret,
-                file.transfer_key_file,
-                file.transfer_key_algorithm,
-            )?,
+            ..file.base.transfer
         };
         if !transfer.notify.is_empty() && !transfer.enabled() {
             return Err(ConfigError::Invalid {
@@ -1280,7 +1245,7 @@ impl Config {
             });
         }
 
-        let tcp = file.tcp;
+        let tcp = file.base.tcp;
         let dot = merge_dot(
             (cli.listen_tls, cli.tls_cert_file, cli.tls_key_file),
             file.dot,
@@ -1326,17 +1291,6 @@ impl Config {
             max_services,
             consul_max_body_bytes,
             consul_body_budget_bytes,
-            watch_idle_timeout: file
-                .watch_idle_timeout
-                .unwrap_or(defaults.watch_idle_timeout),
-            startup_wait: file.startup_wait.unwrap_or(defaults.startup_wait),
-            blocking_wait: file.blocking_wait.unwrap_or(defaults.blocking_wait),
-            watch_all_services: file
-                .watch_all_services
-                .unwrap_or(defaults.watch_all_services),
-            watch_poll_interval: file
-                .watch_poll_interval
-                .unwrap_or(defaults.watch_poll_interval),
             http_addr: cli.http_addr.or(file.http_addr),
             workers: cli
                 .workers
@@ -1346,11 +1300,9 @@ impl Config {
             translate_wan_addrs: file
                 .translate_wan_addrs
                 .unwrap_or(defaults.translate_wan_addrs),
-            allow_any: file.allow_any.unwrap_or(defaults.allow_any),
             transfer,
             tcp,
             dot,
-            rrl: file.rrl,
             internal_cidrs: if cli.internal_cidrs.is_empty() {
                 file.internal_cidrs.unwrap_or_default()
             } else {
@@ -1379,6 +1331,7 @@ impl Config {
                 .unwrap_or(defaults.query_log_sample),
             consul_config_files: agent.files,
             consul_config_warnings: agent.warnings,
+            ..file.base
         })
     }
 }

@@ -26,7 +26,7 @@ use super::values::{
 };
 use super::{
     check_listen_list, default_tcp_max_connections_per_source, Config, ConfigError, DnsConfigPatch,
-    FileLocation, LogFormat, RrlConfig, Secret, ServiceTtl, SoaConfigPatch, TcpConfig,
+    DotConfig, FileLocation, LogFormat, RrlConfig, Secret, ServiceTtl, SoaConfigPatch, TcpConfig,
     TransferConfig, MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MAX_UDP_ANSWER_LIMIT,
     MIN_BLOCKING_WAIT,
 };
@@ -149,9 +149,7 @@ pub(super) struct FileConfig {
     pub recursors: Option<Vec<SocketAddr>>,
     pub allow_recursion: Option<Vec<IpNet>>,
     pub zones: Option<PathBuf>,
-    pub max_watches: Option<usize>,
     pub max_services: Option<usize>,
-    pub consul_max_body_bytes: Option<usize>,
     pub consul_body_budget_bytes: Option<usize>,
     pub http_addr: Option<SocketAddr>,
     pub workers: Option<usize>,
@@ -185,8 +183,6 @@ pub(super) struct DotFile {
     pub listen: Option<(Vec<SocketAddr>, FileLocation)>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
-    pub max_connections: Option<usize>,
-    pub idle_timeout: Option<Duration>,
 }
 
 impl FileConfig {
@@ -323,8 +319,6 @@ impl FileConfig {
             .take("zones")
             .map(|field| ctx.string(&field).map(PathBuf::from))
             .transpose()?;
-        let max_watches = p.get("max_watches", Ctx::count)?;
-        let consul_max_body_bytes = p.get("consul_max_body_bytes", Ctx::count)?;
         let consul_body_budget_bytes = p.get("consul_body_budget_bytes", Ctx::count)?;
         let max_services = p.get("max_services", Ctx::count)?;
         // The TCP limits, straight into their section (no flags, nor agent keys).
@@ -357,9 +351,15 @@ impl FileConfig {
             key_file: path(p.take("tls_key_file"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
                 .transpose()?,
-            max_connections: p.get("tls_max_connections", Ctx::count)?,
-            idle_timeout: p.get("tls_idle_timeout", Ctx::positive_duration)?,
         };
+        let d = DotConfig::default().limits;
+        let dot_limits = super::dot_limits(
+            p.get("tls_max_connections", Ctx::count)?
+                .unwrap_or(d.max_connections),
+            p.get("tls_idle_timeout", Ctx::positive_duration)?
+                .unwrap_or(d.idle_timeout),
+            &tcp,
+        );
         // Response-rate limiting, straight into its section.
         let d = RrlConfig::default();
         let rrl = RrlConfig {
@@ -409,7 +409,17 @@ impl FileConfig {
                 .get("watch_poll_interval", Ctx::positive_duration)?
                 .unwrap_or(defaults.watch_poll_interval),
             allow_any: p.get("allow_any", Ctx::bool)?.unwrap_or(defaults.allow_any),
+            max_watches: p
+                .get("max_watches", Ctx::count)?
+                .unwrap_or(defaults.max_watches),
+            consul_max_body_bytes: p
+                .get("consul_max_body_bytes", Ctx::count)?
+                .unwrap_or(defaults.consul_max_body_bytes),
             tcp,
+            dot: DotConfig {
+                limits: dot_limits,
+                ..defaults.dot
+            },
             rrl,
             transfer,
             ..defaults
@@ -475,9 +485,7 @@ impl FileConfig {
             recursors,
             allow_recursion,
             zones,
-            max_watches,
             max_services,
-            consul_max_body_bytes,
             consul_body_budget_bytes,
             http_addr,
             workers,

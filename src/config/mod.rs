@@ -84,12 +84,6 @@ pub const fn default_tcp_max_connections_per_source(max_connections: usize) -> u
         quarter
     }
 }
-/// Default cap on open DNS-over-TLS connections: with the TCP connections
-/// ([`DEFAULT_TCP_MAX_CONNECTIONS`]) and the Consul connections (`max_watches`), still
-/// within the common soft limit of 1024 file descriptors.
-pub const DEFAULT_TLS_MAX_CONNECTIONS: usize = 250;
-/// Default time a DNS-over-TLS connection may go without a complete query.
-pub const DEFAULT_TLS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest accepted `rrl_window` (BIND's `window` range is 1..3600 s).
 pub const MAX_RRL_WINDOW: Duration = Duration::from_secs(3600);
 /// Largest accepted `rrl_slip` (BIND's range).
@@ -856,8 +850,11 @@ impl Default for DotConfig {
             cert_file: None,
             key_file: None,
             limits: dot_limits(
-                DEFAULT_TLS_MAX_CONNECTIONS,
-                DEFAULT_TLS_IDLE_TIMEOUT,
+                // Open connections: with the TCP connections (500) and the Consul ones
+                // (`max_watches`), still within the common soft limit of 1024 descriptors.
+                250,
+                // Time a connection may go without a complete query.
+                Duration::from_secs(10),
                 &TcpConfig::default(),
             ),
         }
@@ -1198,7 +1195,7 @@ impl Config {
             consul_addr
         };
 
-        let max_watches = file.max_watches.unwrap_or(defaults.max_watches);
+        let max_watches = file.base.max_watches;
         let max_services = match file.max_services {
             Some(n) if n < max_watches => {
                 return Err(ConfigError::Invalid {
@@ -1216,9 +1213,7 @@ impl Config {
             None => max_watches.saturating_mul(DEFAULT_SERVICES_PER_WATCH),
         };
 
-        let consul_max_body_bytes = file
-            .consul_max_body_bytes
-            .unwrap_or(defaults.consul_max_body_bytes);
+        let consul_max_body_bytes = file.base.consul_max_body_bytes;
         let consul_body_budget_bytes = match file.consul_body_budget_bytes {
             Some(n) if n < consul_max_body_bytes => {
                 return Err(ConfigError::Invalid {
@@ -1249,8 +1244,8 @@ impl Config {
         let dot = merge_dot(
             (cli.listen_tls, cli.tls_cert_file, cli.tls_key_file),
             file.dot,
+            file.base.dot,
             &listen,
-            &tcp,
         )?;
 
         Ok(Config {
@@ -1475,8 +1470,8 @@ fn merge_tls(cli: &Cli, file: file::TlsFile) -> Result<ConsulTls, ConfigError> {
 fn merge_dot(
     (listen_tls, cert_flag, key_flag): (Vec<SocketAddr>, Option<PathBuf>, Option<PathBuf>),
     file: file::DotFile,
+    base: DotConfig,
     listen: &[SocketAddr],
-    tcp: &TcpConfig,
 ) -> Result<DotConfig, ConfigError> {
     let path = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
     let (addrs, key, at) = if listen_tls.is_empty() {
@@ -1516,16 +1511,11 @@ fn merge_dot(
             "{a} is also a listen address, where DNS over TCP is served: give it another port"
         )));
     }
-    let limits = dot_limits(
-        file.max_connections.unwrap_or(DEFAULT_TLS_MAX_CONNECTIONS),
-        file.idle_timeout.unwrap_or(DEFAULT_TLS_IDLE_TIMEOUT),
-        tcp,
-    );
     Ok(DotConfig {
         listen: addrs,
         cert_file,
         key_file,
-        limits,
+        ..base
     })
 }
 

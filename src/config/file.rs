@@ -26,7 +26,7 @@ use super::values::{
 };
 use super::{
     check_listen_list, default_tcp_max_connections_per_source, Config, ConfigError, DnsConfigPatch,
-    DotConfig, FileLocation, LogFormat, RrlConfig, Secret, ServiceTtl, SoaConfigPatch, TcpConfig,
+    DotConfig, FileLocation, RrlConfig, Secret, ServiceTtl, SoaConfigPatch, TcpConfig,
     TransferConfig, MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MAX_UDP_ANSWER_LIMIT,
     MIN_BLOCKING_WAIT,
 };
@@ -147,19 +147,11 @@ pub(super) struct FileConfig {
     pub alt_domain: Option<String>,
     pub datacenter: Option<String>,
     pub recursors: Option<Vec<SocketAddr>>,
-    pub allow_recursion: Option<Vec<IpNet>>,
     pub zones: Option<PathBuf>,
     pub max_services: Option<usize>,
     pub consul_body_budget_bytes: Option<usize>,
-    pub http_addr: Option<SocketAddr>,
-    pub workers: Option<usize>,
-    pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub translate_wan_addrs: Option<bool>,
     pub dot: DotFile,
-    pub log_level: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub query_log: Option<bool>,
-    pub query_log_sample: Option<u32>,
     pub dns: DnsConfigPatch,
 }
 
@@ -292,7 +284,6 @@ impl FileConfig {
         };
         let listen = p.get("listen", Ctx::listen)?;
         let recursors = p.get("recursors", Ctx::recursors)?;
-        let allow_recursion = p.get("allow_recursion", Ctx::networks)?;
         // Zone transfers (their flags replace `allow_transfer` and `notify`).
         let d = TransferConfig::default();
         let allow_transfer = p.get("allow_transfer", Ctx::networks)?;
@@ -392,75 +383,74 @@ impl FileConfig {
                 .unwrap_or(d.ipv6_prefix_length),
         };
         let defaults = Config::default();
-        let base = Config {
-            watch_idle_timeout: p
-                .get("watch_idle_timeout", Ctx::positive_duration)?
-                .unwrap_or(defaults.watch_idle_timeout),
-            startup_wait: p
-                .get("startup_wait", Ctx::duration)?
-                .unwrap_or(defaults.startup_wait),
-            blocking_wait: p
-                .get("blocking_wait", Ctx::blocking_wait)?
-                .unwrap_or(defaults.blocking_wait),
-            watch_all_services: p
-                .get("watch_all_services", Ctx::bool)?
-                .unwrap_or(defaults.watch_all_services),
-            watch_poll_interval: p
-                .get("watch_poll_interval", Ctx::positive_duration)?
-                .unwrap_or(defaults.watch_poll_interval),
-            allow_any: p.get("allow_any", Ctx::bool)?.unwrap_or(defaults.allow_any),
-            max_watches: p
-                .get("max_watches", Ctx::count)?
-                .unwrap_or(defaults.max_watches),
-            consul_max_body_bytes: p
-                .get("consul_max_body_bytes", Ctx::count)?
-                .unwrap_or(defaults.consul_max_body_bytes),
-            tcp,
-            dot: DotConfig {
-                limits: dot_limits,
-                ..defaults.dot
-            },
-            rrl,
-            transfer,
-            ..defaults
-        };
         let translate_wan_addrs = p.get("translate_wan_addrs", Ctx::bool)?;
-        let internal_cidrs = p.get("internal_cidrs", Ctx::cidrs)?;
-        let workers = p.get("workers", Ctx::count)?;
-        let log_level = p
-            .take("log_level")
-            .map(|field| {
-                let s = ctx.string(&field)?;
-                match s.as_str() {
-                    "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
-                    _ => Err(ctx.invalid(&field, "must be off, error, warn, info, debug or trace")),
-                }
-            })
-            .transpose()?;
-        let log_format = p
-            .take("log_format")
-            .map(|field| {
-                let s = ctx.string(&field)?;
-                s.parse::<LogFormat>()
-                    .map_err(|reason| ctx.invalid(&field, reason))
-            })
-            .transpose()?;
-        let query_log = p.get("query_log", Ctx::bool)?;
-        let query_log_sample = p
-            .take("query_log_sample")
-            .map(|field| match ctx.u32(&field)? {
-                0 => Err(ctx.invalid(&field, "must be at least 1")),
-                n => Ok(n),
-            })
-            .transpose()?;
-        let http_addr = p
-            .take("http_addr")
-            .map(|field| {
-                let s = ctx.string(&field)?;
-                parse_listen_addr(&s).map_err(|reason| ctx.invalid(&field, reason))
-            })
-            .transpose()?;
-
+        let base =
+            Config {
+                watch_idle_timeout: p
+                    .get("watch_idle_timeout", Ctx::positive_duration)?
+                    .unwrap_or(defaults.watch_idle_timeout),
+                startup_wait: p
+                    .get("startup_wait", Ctx::duration)?
+                    .unwrap_or(defaults.startup_wait),
+                blocking_wait: p
+                    .get("blocking_wait", Ctx::blocking_wait)?
+                    .unwrap_or(defaults.blocking_wait),
+                watch_all_services: p
+                    .get("watch_all_services", Ctx::bool)?
+                    .unwrap_or(defaults.watch_all_services),
+                watch_poll_interval: p
+                    .get("watch_poll_interval", Ctx::positive_duration)?
+                    .unwrap_or(defaults.watch_poll_interval),
+                allow_any: p.get("allow_any", Ctx::bool)?.unwrap_or(defaults.allow_any),
+                max_watches: p
+                    .get("max_watches", Ctx::count)?
+                    .unwrap_or(defaults.max_watches),
+                consul_max_body_bytes: p
+                    .get("consul_max_body_bytes", Ctx::count)?
+                    .unwrap_or(defaults.consul_max_body_bytes),
+                allow_recursion: p
+                    .get("allow_recursion", Ctx::networks)?
+                    .unwrap_or(defaults.allow_recursion),
+                internal_cidrs: p
+                    .get("internal_cidrs", Ctx::cidrs)?
+                    .unwrap_or(defaults.internal_cidrs),
+                http_addr: p.get("http_addr", |ctx, field| {
+                    let s = ctx.string(field)?;
+                    parse_listen_addr(&s).map_err(|reason| ctx.invalid(field, reason))
+                })?,
+                workers: p.get("workers", Ctx::count)?.unwrap_or(defaults.workers),
+                log_level: p
+                    .get("log_level", |ctx, field| {
+                        let s = ctx.string(field)?;
+                        match s.as_str() {
+                            "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
+                            _ => Err(ctx
+                                .invalid(field, "must be off, error, warn, info, debug or trace")),
+                        }
+                    })?
+                    .unwrap_or(defaults.log_level),
+                log_format: p
+                    .get("log_format", |ctx, field| {
+                        let s = ctx.string(field)?;
+                        s.parse().map_err(|reason| ctx.invalid(field, reason))
+                    })?
+                    .unwrap_or(defaults.log_format),
+                query_log: p.get("query_log", Ctx::bool)?.unwrap_or(defaults.query_log),
+                query_log_sample: p
+                    .get("query_log_sample", |ctx, field| match ctx.u32(field)? {
+                        0 => Err(ctx.invalid(field, "must be at least 1")),
+                        n => Ok(n),
+                    })?
+                    .unwrap_or(defaults.query_log_sample),
+                tcp,
+                dot: DotConfig {
+                    limits: dot_limits,
+                    ..defaults.dot
+                },
+                rrl,
+                transfer,
+                ..defaults
+            };
         let consul_config = p
             .take("consul_config")
             .map(|field| {
@@ -483,19 +473,11 @@ impl FileConfig {
             alt_domain: map_string(p.take("alt_domain"), normalize_domain)?,
             datacenter: map_string(p.take("datacenter"), normalize_datacenter)?,
             recursors,
-            allow_recursion,
             zones,
             max_services,
             consul_body_budget_bytes,
-            http_addr,
-            workers,
-            internal_cidrs,
             translate_wan_addrs,
             dot,
-            log_level,
-            log_format,
-            query_log,
-            query_log_sample,
             dns: ctx.dns(&mut |key| p.take_dns(key))?,
         })
     }

@@ -1231,10 +1231,10 @@ impl Config {
                 .max(consul_max_body_bytes),
         };
 
-        if let Some(n) = file.workers.filter(|&n| n > MAX_WORKERS) {
+        if file.base.workers > MAX_WORKERS {
             return Err(ConfigError::Invalid {
                 key: "workers".to_string(),
-                value: Some(n.to_string()),
+                value: Some(file.base.workers.to_string()),
                 file: None,
                 reason: format!("must be at most {MAX_WORKERS}"),
             });
@@ -1268,7 +1268,7 @@ impl Config {
                 unique
             },
             allow_recursion: if cli.allow_recursion.is_empty() {
-                file.allow_recursion.unwrap_or(defaults.allow_recursion)
+                file.base.allow_recursion
             } else {
                 cli.allow_recursion.iter().map(IpNet::trunc).collect()
             },
@@ -1286,12 +1286,8 @@ impl Config {
             max_services,
             consul_max_body_bytes,
             consul_body_budget_bytes,
-            http_addr: cli.http_addr.or(file.http_addr),
-            workers: cli
-                .workers
-                .map(usize::from)
-                .or(file.workers)
-                .unwrap_or(defaults.workers),
+            http_addr: cli.http_addr.or(file.base.http_addr),
+            workers: cli.workers.map_or(file.base.workers, usize::from),
             translate_wan_addrs: file
                 .translate_wan_addrs
                 .unwrap_or(defaults.translate_wan_addrs),
@@ -1299,17 +1295,14 @@ impl Config {
             tcp,
             dot,
             internal_cidrs: if cli.internal_cidrs.is_empty() {
-                file.internal_cidrs.unwrap_or_default()
+                file.base.internal_cidrs
             } else {
                 cli.internal_cidrs
             },
             dev: cli.dev,
             dev_replaced,
             dev_http,
-            log_level: cli
-                .log_level
-                .or(file.log_level)
-                .unwrap_or(defaults.log_level),
+            log_level: cli.log_level.unwrap_or(file.base.log_level),
             log_format: match cli.log_format {
                 Some(f) => f.parse().map_err(|reason| ConfigError::Invalid {
                     key: "log_format".to_string(),
@@ -1317,13 +1310,10 @@ impl Config {
                     file: None,
                     reason,
                 })?,
-                None => file.log_format.unwrap_or(defaults.log_format),
+                None => file.base.log_format,
             },
-            query_log: cli.query_log || file.query_log.unwrap_or(defaults.query_log),
-            query_log_sample: cli
-                .query_log_sample
-                .or(file.query_log_sample)
-                .unwrap_or(defaults.query_log_sample),
+            query_log: cli.query_log || file.base.query_log,
+            query_log_sample: cli.query_log_sample.unwrap_or(file.base.query_log_sample),
             consul_config_files: agent.files,
             consul_config_warnings: agent.warnings,
             ..file.base

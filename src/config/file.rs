@@ -4,9 +4,11 @@
 //! The text is deserialised into tables of `Spanned` keys and values (syntax errors come
 //! with their line). Each key is then taken from its table by the one line that converts
 //! it (`Parts::get`), so that a type or range error names the exact key
-//! (`dns_config.soa.retry`) and its line. Keys without a flag or an agent setting go
-//! straight into `FileConfig::base`, a `Config` at its defaults (their sections:
-//! `TcpConfig`, `RrlConfig`, `TransferConfig`), which the merge starts from. A
+//! (`dns_config.soa.retry`) and its line. Keys the Consul agent's configuration has no
+//! say in go straight into `FileConfig::base`, a `Config` at its defaults (into their
+//! sections: `TcpConfig`, `RrlConfig`, `TransferConfig`, `DotConfig::limits`), which the
+//! merge starts from; the `dns_config` keys into a `DnsConfigPatch`, layered over the
+//! agent's. A
 //! key left over is unknown: the names known are those asked for when an empty file is
 //! converted, and the closest is suggested.
 
@@ -130,11 +132,12 @@ impl<'c> Parts<'c> {
 /// Keys of the `soa` table.
 const SOA_KEYS: [&str; 4] = ["refresh", "retry", "expire", "min_ttl"];
 
-/// Typed values read from a config file; `None` = not set in the file.
+/// Typed values read from a config file: `base`, and the keys layered over the agent's
+/// configuration (`None` = not set in the file).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct FileConfig {
-    /// The keys only this file sets (no flag, no Consul agent setting), over the defaults:
-    /// what the merge starts from.
+    /// The keys the Consul agent's configuration has no say in, read over their defaults:
+    /// what the merge starts from (putting a flag over its key where there is one).
     pub base: Config,
     pub consul_addr: Option<String>,
     /// The Consul agent's configuration files and directories (`consul_config`).

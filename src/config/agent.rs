@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use super::file::{Ctx, DnsFields, DnsFile, Field, SoaFile};
+use super::file::{Ctx, Field};
 use super::hcl::{self, Node, Object, Value};
 use super::values::{normalize_datacenter, normalize_domain};
-use super::{ConfigError, FileLocation};
+use super::{ConfigError, DnsConfigPatch, FileLocation, ServiceTtl, SoaConfigPatch};
 
 /// Consul's defaults (`agent/config/default.go`).
 const DEFAULT_CLIENT_ADDR: &str = "127.0.0.1";
@@ -48,7 +48,7 @@ pub(super) struct AgentConfig {
     /// Appended across files, without duplicates (the first kept).
     pub recursors: Vec<SocketAddr>,
     pub translate_wan_addrs: Option<bool>,
-    pub dns: DnsFile,
+    pub dns: DnsConfigPatch,
     /// `client_addr`: space-separated addresses, Consul's default for every `addresses.*`.
     pub client_addr: Option<Located<String>>,
     pub dns_port: Option<Located<i64>>,
@@ -221,7 +221,7 @@ impl AgentConfig {
         out.https_addr = address("https")?;
 
         let mut dns = table(&ctx, "dns_config", take_node("dns_config"))?;
-        out.dns = ctx.dns(DnsFields::take(&mut dns))?;
+        out.dns = ctx.dns(&mut |key| Ok(dns.remove(key)))?;
         for (_, f) in dns {
             out.warnings.push(format!(
                 "consul config {}: {} is not a dns_config option consul-dns knows: ignored",
@@ -258,19 +258,13 @@ impl AgentConfig {
         over(&mut self.https_addr, later.https_addr);
         // A map replaces only when it is not empty; the SOA is one value.
         let mut dns = later.dns;
-        if dns.service_ttl.as_ref().is_some_and(BTreeMap::is_empty) {
+        if dns.service_ttl.as_ref().is_some_and(ServiceTtl::is_empty) {
             dns.service_ttl = None;
         }
-        let earlier = std::mem::take(&mut self.dns);
-        let earlier = if dns.soa == SoaFile::default() {
-            earlier
-        } else {
-            DnsFile {
-                soa: SoaFile::default(),
-                ..earlier
-            }
-        };
-        self.dns = dns.over(earlier);
+        if dns.soa != SoaConfigPatch::default() {
+            self.dns.soa = SoaConfigPatch::default();
+        }
+        self.dns = super::dns_over(std::mem::take(&mut self.dns), dns);
         self.warnings.extend(later.warnings);
     }
 

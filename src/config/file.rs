@@ -1,10 +1,16 @@
-//! The TOML config file: raw parsing (with spans, for line numbers) and conversion of
-//! every key to its typed value, with errors naming the file, line and key.
+//! The TOML config file: each key converted to its typed value where it is read, with
+//! errors naming the file, line and key.
 //!
-//! Parsing happens in two steps. First the text is deserialised into `RawFile`, whose
-//! leaves are untyped `Spanned<Value>`s: this catches syntax errors and unknown keys
-//! (`deny_unknown_fields`), both with a line number. Then each leaf is converted by hand,
-//! so that type and range errors can name the exact key (`dns_config.soa.retry`).
+//! The text is deserialised into tables of `Spanned` keys and values (syntax errors come
+//! with their line). Each key is then taken from its table by the one line that converts
+//! it (`Parts::get`), so that a type or range error names the exact key
+//! (`dns_config.soa.retry`) and its line. Keys the Consul agent's configuration has no
+//! say in go straight into `FileConfig::base`, a `Config` at its defaults (into their
+//! sections: `TcpConfig`, `RrlConfig`, `TransferConfig`, `DotConfig::limits`), which the
+//! merge starts from; the `dns_config` keys into a `DnsConfigPatch`, layered over the
+//! agent's. A
+//! key left over is unknown: the names known are those asked for when an empty file is
+//! converted, and the closest is suggested.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,8 +27,10 @@ use super::values::{
     parse_listen_addr, parse_network, parse_recursor, ttl_seconds,
 };
 use super::{
-    check_listen_list, ConfigError, FileLocation, LogFormat, RecursorStrategy, Secret,
-    MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MIN_BLOCKING_WAIT,
+    check_listen_list, default_tcp_max_connections_per_source, Config, ConfigError, DnsConfigPatch,
+    DotConfig, FileLocation, RrlConfig, Secret, ServiceTtl, SoaConfigPatch, TcpConfig,
+    TransferConfig, MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MAX_UDP_ANSWER_LIMIT,
+    MIN_BLOCKING_WAIT,
 };
 
 type Raw = Option<Spanned<Value>>;
@@ -33,140 +41,104 @@ const NOT_TOML: &str = ": --config takes consul-dns's own settings, in TOML (see
                         consul-dns.example.toml); for the Consul agent's configuration \
                         (.hcl, .json, /etc/consul.d) use --consul-config";
 
-/// Declares the `dns_config` keys once; they are accepted both at the top level of the
-/// file and inside a `[dns_config]` table (Consul's own layout).
-macro_rules! raw_structs {
-    ($($dns:ident),* $(,)?) => {
-        /// The `[dns_config]` table.
-        #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "a [dns_config] table")]
-        struct RawDns {
-            $($dns: Raw,)*
-        }
+/// One table of the file: each key (with its line) and its value (with its line).
+type Keys = BTreeMap<Spanned<String>, Spanned<Value>>;
 
-        /// The whole file.
-        #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "a table of consul-dns settings")]
-        struct RawFile {
-            consul_addr: Raw,
-            consul_config: Raw,
-            token: Raw,
-            token_file: Raw,
-            ca_file: Raw,
-            ca_path: Raw,
-            cert_file: Raw,
-            key_file: Raw,
-            tls_server_name: Raw,
-            ssl_verify: Raw,
-            listen: Raw,
-            domain: Raw,
-            alt_domain: Raw,
-            datacenter: Raw,
-            recursors: Raw,
-            allow_recursion: Raw,
-            allow_transfer: Raw,
-            notify: Raw,
-            notify_interval: Raw,
-            transfer_journal_bytes: Raw,
-            transfer_key_name: Raw,
-            transfer_key_secret: Raw,
-            transfer_key_file: Raw,
-            transfer_key_algorithm: Raw,
-            zones: Raw,
-            max_watches: Raw,
-            max_services: Raw,
-            consul_max_body_bytes: Raw,
-            consul_body_budget_bytes: Raw,
-            watch_idle_timeout: Raw,
-            startup_wait: Raw,
-            blocking_wait: Raw,
-            watch_all_services: Raw,
-            watch_poll_interval: Raw,
-            http_addr: Raw,
-            workers: Raw,
-            internal_cidrs: Raw,
-            translate_wan_addrs: Raw,
-            allow_any: Raw,
-            tcp_max_connections: Raw,
-            tcp_max_connections_per_source: Raw,
-            tcp_idle_timeout: Raw,
-            tcp_total_timeout: Raw,
-            tcp_write_timeout: Raw,
-            listen_tls: Raw,
-            tls_cert_file: Raw,
-            tls_key_file: Raw,
-            tls_max_connections: Raw,
-            tls_idle_timeout: Raw,
-            rrl_responses_per_second: Raw,
-            rrl_window: Raw,
-            rrl_slip: Raw,
-            rrl_ipv4_prefix_length: Raw,
-            rrl_ipv6_prefix_length: Raw,
-            log_level: Raw,
-            log_format: Raw,
-            query_log: Raw,
-            query_log_sample: Raw,
-            dns_config: Option<RawDns>,
-            $($dns: Raw,)*
-        }
-
-        impl RawFile {
-            /// Moves the top-level `dns_config` keys out.
-            fn take_dns(&mut self) -> RawDns {
-                RawDns { $($dns: self.$dns.take(),)* }
-            }
-        }
-
-        impl RawDns {
-            /// Combines the top-level keys with the `[dns_config]` table into fields that
-            /// carry their full key path. A key set in both places is an error.
-            fn merge(self, section: RawDns, ctx: &Ctx<'_>) -> Result<DnsFields, ConfigError> {
-                Ok(DnsFields {
-                    $($dns: ctx.pick(stringify!($dns), self.$dns, section.$dns)?,)*
-                })
-            }
-        }
-
-        /// The `dns_config` keys that were set, wherever they were set.
-        pub(super) struct DnsFields {
-            $($dns: Option<Field>,)*
-        }
-
-        impl DnsFields {
-            /// Takes the `dns_config` keys consul-dns knows out of `fields` (key → value);
-            /// the others are left there.
-            pub(super) fn take(fields: &mut BTreeMap<String, Field>) -> DnsFields {
-                DnsFields { $($dns: fields.remove(stringify!($dns)),)* }
-            }
-        }
-    };
+/// The `[dns_config]` table alone, read in a second pass so that its values keep their
+/// lines (the first pass reads it as one value).
+#[derive(Deserialize)]
+struct Section {
+    #[serde(default)]
+    dns_config: Option<Keys>,
 }
 
-raw_structs!(
-    allow_stale,
-    max_stale,
-    node_ttl,
-    service_ttl,
-    enable_truncate,
-    only_passing,
-    recursor_strategy,
-    recursor_timeout,
-    disable_compression,
-    udp_answer_limit,
-    a_record_limit,
-    enable_additional_node_meta_txt,
-    soa,
-    use_cache,
-    cache_max_age,
-    prefer_namespace,
-);
+/// The file's keys while they are converted: each key is taken where it is converted, the
+/// only place its name is written. Every name asked for is noted: what is left in the file
+/// unasked is an unknown key, reported with the closest known name.
+struct Parts<'c> {
+    ctx: &'c Ctx<'c>,
+    top: Keys,
+    dns: Keys,
+    asked: Vec<&'static str>,
+    asked_dns: Vec<&'static str>,
+}
+
+impl<'c> Parts<'c> {
+    fn new(ctx: &'c Ctx<'c>, top: Keys, dns: Keys) -> Parts<'c> {
+        Parts {
+            ctx,
+            top,
+            dns,
+            asked: Vec::new(),
+            asked_dns: Vec::new(),
+        }
+    }
+
+    /// A top-level key, if set.
+    fn take(&mut self, key: &'static str) -> Option<Field> {
+        self.asked.push(key);
+        let value = self.top.remove(key)?;
+        Some(self.ctx.field(key.to_string(), value))
+    }
+
+    /// A top-level key converted by `convert`, if set.
+    fn get<T>(
+        &mut self,
+        key: &'static str,
+        convert: impl FnOnce(&Ctx<'c>, &Field) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        let ctx = self.ctx;
+        self.take(key).map(|field| convert(ctx, &field)).transpose()
+    }
+
+    /// A `dns_config` key, if set: at the top level or in the `[dns_config]` table (its
+    /// key path then says so), not both.
+    fn take_dns(&mut self, key: &'static str) -> Result<Option<Field>, ConfigError> {
+        self.asked_dns.push(key);
+        let top = self.top.remove(key);
+        let section = self.dns.remove(key);
+        self.ctx.pick(key, top, section)
+    }
+
+    /// The first key in file order that `known` (an empty file converted) never asked for,
+    /// as an unknown key.
+    fn unknown(&self, known: &Parts<'_>) -> Result<(), ConfigError> {
+        let top = known
+            .asked
+            .iter()
+            .chain(&known.asked_dns)
+            .copied()
+            .chain(["dns_config"]);
+        let left = [
+            (&self.top, top.collect::<Vec<_>>()),
+            (&self.dns, known.asked_dns.clone()),
+        ];
+        let first = left
+            .iter()
+            .flat_map(|(keys, known)| keys.keys().map(move |k| (k, known)))
+            .filter(|(k, known)| !known.contains(&k.get_ref().as_str()))
+            .min_by_key(|(k, _)| k.span().start);
+        match first {
+            None => Ok(()),
+            Some((key, known)) => Err(ConfigError::Parse {
+                path: self.ctx.path.to_path_buf(),
+                line: Some(self.ctx.line_of(key.span().start)),
+                message: suggest_key(key.get_ref(), known),
+            }),
+        }
+    }
+}
 
 /// Keys of the `soa` table.
 const SOA_KEYS: [&str; 4] = ["refresh", "retry", "expire", "min_ttl"];
 
-/// Typed values read from a config file; `None` = not set in the file.
+/// Typed values read from a config file: `base`, and the keys layered over the agent's
+/// configuration (`None` = not set in the file).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct FileConfig {
+    /// The keys the Consul agent's configuration has no say in, read over their defaults:
+    /// what the merge starts from (putting a flag over its key where there is one).
+    pub base: Config,
     pub consul_addr: Option<String>,
     /// The Consul agent's configuration files and directories (`consul_config`).
     pub consul_config: Option<Vec<PathBuf>>,
@@ -178,46 +150,12 @@ pub(super) struct FileConfig {
     pub alt_domain: Option<String>,
     pub datacenter: Option<String>,
     pub recursors: Option<Vec<SocketAddr>>,
-    pub allow_recursion: Option<Vec<IpNet>>,
-    pub allow_transfer: Option<Vec<IpNet>>,
-    pub notify: Option<Vec<SocketAddr>>,
-    pub notify_interval: Option<Duration>,
-    pub transfer_journal_bytes: Option<usize>,
-    pub transfer_key_name: Option<String>,
-    pub transfer_key_secret: Option<Secret>,
-    pub transfer_key_file: Option<PathBuf>,
-    pub transfer_key_algorithm: Option<String>,
     pub zones: Option<PathBuf>,
-    pub max_watches: Option<usize>,
     pub max_services: Option<usize>,
-    pub consul_max_body_bytes: Option<usize>,
     pub consul_body_budget_bytes: Option<usize>,
-    pub watch_idle_timeout: Option<Duration>,
-    pub startup_wait: Option<Duration>,
-    pub blocking_wait: Option<Duration>,
-    pub watch_all_services: Option<bool>,
-    pub watch_poll_interval: Option<Duration>,
-    pub http_addr: Option<SocketAddr>,
-    pub workers: Option<usize>,
-    pub internal_cidrs: Option<Vec<ipnet::IpNet>>,
     pub translate_wan_addrs: Option<bool>,
-    pub allow_any: Option<bool>,
-    pub tcp_max_connections: Option<usize>,
-    pub tcp_max_connections_per_source: Option<usize>,
-    pub tcp_idle_timeout: Option<Duration>,
-    pub tcp_total_timeout: Option<Duration>,
-    pub tcp_write_timeout: Option<Duration>,
     pub dot: DotFile,
-    pub rrl_responses_per_second: Option<u32>,
-    pub rrl_window: Option<Duration>,
-    pub rrl_slip: Option<u32>,
-    pub rrl_ipv4_prefix_length: Option<u8>,
-    pub rrl_ipv6_prefix_length: Option<u8>,
-    pub log_level: Option<String>,
-    pub log_format: Option<LogFormat>,
-    pub query_log: Option<bool>,
-    pub query_log_sample: Option<u32>,
-    pub dns: DnsFile,
+    pub dns: DnsConfigPatch,
 }
 
 /// TLS values read from a config file; `None` = not set (an empty string is not set).
@@ -240,70 +178,6 @@ pub(super) struct DotFile {
     pub listen: Option<(Vec<SocketAddr>, FileLocation)>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
-    pub max_connections: Option<usize>,
-    pub idle_timeout: Option<Duration>,
-}
-
-/// `dns_config` values read from a config file; `None` = not set.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(super) struct DnsFile {
-    pub allow_stale: Option<bool>,
-    pub max_stale: Option<Duration>,
-    pub node_ttl: Option<u32>,
-    /// Lower-cased key → TTL seconds.
-    pub service_ttl: Option<BTreeMap<String, u32>>,
-    pub enable_truncate: Option<bool>,
-    pub only_passing: Option<bool>,
-    pub recursor_strategy: Option<RecursorStrategy>,
-    pub recursor_timeout: Option<Duration>,
-    pub disable_compression: Option<bool>,
-    pub udp_answer_limit: Option<u32>,
-    pub a_record_limit: Option<u32>,
-    pub enable_additional_node_meta_txt: Option<bool>,
-    pub soa: SoaFile,
-    pub use_cache: Option<bool>,
-    pub cache_max_age: Option<Duration>,
-    pub prefer_namespace: Option<bool>,
-}
-
-impl DnsFile {
-    /// These values over `below`'s, each where set (the SOA's field by field).
-    pub(super) fn over(self, below: DnsFile) -> DnsFile {
-        DnsFile {
-            allow_stale: self.allow_stale.or(below.allow_stale),
-            max_stale: self.max_stale.or(below.max_stale),
-            node_ttl: self.node_ttl.or(below.node_ttl),
-            service_ttl: self.service_ttl.or(below.service_ttl),
-            enable_truncate: self.enable_truncate.or(below.enable_truncate),
-            only_passing: self.only_passing.or(below.only_passing),
-            recursor_strategy: self.recursor_strategy.or(below.recursor_strategy),
-            recursor_timeout: self.recursor_timeout.or(below.recursor_timeout),
-            disable_compression: self.disable_compression.or(below.disable_compression),
-            udp_answer_limit: self.udp_answer_limit.or(below.udp_answer_limit),
-            a_record_limit: self.a_record_limit.or(below.a_record_limit),
-            enable_additional_node_meta_txt: self
-                .enable_additional_node_meta_txt
-                .or(below.enable_additional_node_meta_txt),
-            soa: SoaFile {
-                refresh: self.soa.refresh.or(below.soa.refresh),
-                retry: self.soa.retry.or(below.soa.retry),
-                expire: self.soa.expire.or(below.soa.expire),
-                min_ttl: self.soa.min_ttl.or(below.soa.min_ttl),
-            },
-            use_cache: self.use_cache.or(below.use_cache),
-            cache_max_age: self.cache_max_age.or(below.cache_max_age),
-            prefer_namespace: self.prefer_namespace.or(below.prefer_namespace),
-        }
-    }
-}
-
-/// `soa` values read from a config file; `None` = not set.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct SoaFile {
-    pub refresh: Option<u32>,
-    pub retry: Option<u32>,
-    pub expire: Option<u32>,
-    pub min_ttl: Option<u32>,
 }
 
 impl FileConfig {
@@ -333,7 +207,7 @@ impl FileConfig {
     /// Parses config file text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         let ctx = Ctx { path, text };
-        let mut raw: RawFile = toml::from_str(text).map_err(|e| {
+        let not_toml = |e: toml::de::Error| {
             // What is plainly JSON or HCL is named as such, not reported as bad TOML.
             let found = if text.trim_start().starts_with('{') {
                 Some("JSON")
@@ -351,20 +225,28 @@ impl FileConfig {
                 None => ConfigError::Parse {
                     path: path.to_path_buf(),
                     line: e.span().map(|s| ctx.line_of(s.start)),
-                    message: suggest_key(&one_line(e.message())),
+                    message: one_line(e.message()),
                 },
             }
-        })?;
-        let top_dns = raw.take_dns();
-        let section = raw.dns_config.take().unwrap_or_default();
-        let dns = top_dns.merge(section, &ctx)?;
+        };
+        let mut top: Keys = toml::from_str(text).map_err(not_toml)?;
+        let section: Section = toml::from_str(text).map_err(not_toml)?;
+        top.remove("dns_config");
+        // The names known: those an empty file is asked for.
+        let mut known = Parts::new(&ctx, Keys::new(), Keys::new());
+        FileConfig::convert(&mut known)?;
+        let mut parts = Parts::new(&ctx, top, section.dns_config.unwrap_or_default());
+        parts.unknown(&known)?;
+        FileConfig::convert(&mut parts)
+    }
 
-        let f = |key: &'static str, raw: Raw| raw.map(|v| ctx.field(key.to_string(), v));
-        let map_string = |key: &'static str,
-                          raw: Raw,
+    /// Converts each key of the file to its typed value.
+    fn convert(p: &mut Parts<'_>) -> Result<FileConfig, ConfigError> {
+        let ctx = p.ctx;
+        let map_string = |field: Option<Field>,
                           check: fn(&str) -> Result<String, String>|
          -> Result<Option<String>, ConfigError> {
-            f(key, raw)
+            field
                 .map(|field| {
                     let s = ctx.string(&field)?;
                     check(&s).map_err(|reason| ctx.invalid(&field, reason))
@@ -372,15 +254,13 @@ impl FileConfig {
                 .transpose()
         };
 
-        let token_file = f("token_file", raw.token_file)
+        let token_file = p
+            .take("token_file")
             .map(|field| ctx.string(&field).map(PathBuf::from))
             .transpose()?;
-        let token = f("token", raw.token)
-            .map(|field| ctx.secret(&field))
-            .transpose()?
-            .flatten();
-        let path = |key: &'static str, raw: Raw| -> Result<Option<Field>, ConfigError> {
-            match f(key, raw) {
+        let token = p.get("token", Ctx::secret)?.flatten();
+        let path = |field: Option<Field>| -> Result<Option<Field>, ConfigError> {
+            match field {
                 Some(field) => Ok((!ctx.string(&field)?.is_empty()).then_some(field)),
                 None => Ok(None),
             }
@@ -389,192 +269,193 @@ impl FileConfig {
             Ok((PathBuf::from(ctx.string(&field)?), ctx.location(field.line)))
         };
         let tls = TlsFile {
-            ca_file: path("ca_file", raw.ca_file)?
+            ca_file: path(p.take("ca_file"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
                 .transpose()?,
-            ca_path: path("ca_path", raw.ca_path)?
+            ca_path: path(p.take("ca_path"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
                 .transpose()?,
-            cert_file: path("cert_file", raw.cert_file)?.map(located).transpose()?,
-            key_file: path("key_file", raw.key_file)?.map(located).transpose()?,
-            server_name: path("tls_server_name", raw.tls_server_name)?
+            cert_file: path(p.take("cert_file"))?.map(located).transpose()?,
+            key_file: path(p.take("key_file"))?.map(located).transpose()?,
+            server_name: path(p.take("tls_server_name"))?
                 .map(|field| {
                     let s = ctx.string(&field)?;
                     normalize_tls_server_name(&s).map_err(|reason| ctx.invalid(&field, reason))
                 })
                 .transpose()?,
-            ssl_verify: f("ssl_verify", raw.ssl_verify)
-                .map(|field| ctx.bool(&field))
-                .transpose()?,
+            ssl_verify: p.get("ssl_verify", Ctx::bool)?,
         };
-        let listen = f("listen", raw.listen)
-            .map(|field| ctx.listen(&field))
-            .transpose()?;
-        let recursors = f("recursors", raw.recursors)
-            .map(|field| ctx.recursors(&field))
-            .transpose()?;
-        let allow_recursion = f("allow_recursion", raw.allow_recursion)
-            .map(|field| ctx.networks(&field))
-            .transpose()?;
-        let allow_transfer = f("allow_transfer", raw.allow_transfer)
-            .map(|field| ctx.networks(&field))
-            .transpose()?;
-        let notify = f("notify", raw.notify)
-            .map(|field| ctx.recursors(&field))
-            .transpose()?;
-        let notify_interval = f("notify_interval", raw.notify_interval)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let transfer_journal_bytes = f("transfer_journal_bytes", raw.transfer_journal_bytes)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let transfer_key_name = f("transfer_key_name", raw.transfer_key_name)
-            .map(|field| ctx.string(&field))
-            .transpose()?
-            .filter(|s| !s.is_empty());
-        let transfer_key_secret = f("transfer_key_secret", raw.transfer_key_secret)
-            .map(|field| ctx.secret(&field))
-            .transpose()?
-            .flatten();
-        let transfer_key_file = f("transfer_key_file", raw.transfer_key_file)
-            .map(|field| ctx.string(&field))
-            .transpose()?
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from);
-        let transfer_key_algorithm = f("transfer_key_algorithm", raw.transfer_key_algorithm)
-            .map(|field| ctx.string(&field))
-            .transpose()?;
-        let zones = f("zones", raw.zones)
+        let listen = p.get("listen", Ctx::listen)?;
+        let recursors = p.get("recursors", Ctx::recursors)?;
+        // Zone transfers (their flags replace `allow_transfer` and `notify`).
+        let d = TransferConfig::default();
+        let allow_transfer = p.get("allow_transfer", Ctx::networks)?;
+        let notify = p.get("notify", Ctx::recursors)?;
+        let notify_interval = p.get("notify_interval", Ctx::positive_duration)?;
+        let journal_bytes = p.get("transfer_journal_bytes", Ctx::count)?;
+        let key = super::transfer_key(
+            p.get("transfer_key_name", Ctx::string)?
+                .filter(|s| !s.is_empty()),
+            p.get("transfer_key_secret", Ctx::secret)?.flatten(),
+            p.get("transfer_key_file", Ctx::string)?
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            p.get("transfer_key_algorithm", Ctx::string)?,
+        )?;
+        let transfer = TransferConfig {
+            allow: allow_transfer.unwrap_or(d.allow),
+            notify: notify.unwrap_or(d.notify),
+            notify_interval: notify_interval.unwrap_or(d.notify_interval),
+            journal_bytes: journal_bytes.unwrap_or(d.journal_bytes),
+            key,
+        };
+        let zones = p
+            .take("zones")
             .map(|field| ctx.string(&field).map(PathBuf::from))
             .transpose()?;
-        let max_watches = f("max_watches", raw.max_watches)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let consul_max_body_bytes = f("consul_max_body_bytes", raw.consul_max_body_bytes)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let consul_body_budget_bytes = f("consul_body_budget_bytes", raw.consul_body_budget_bytes)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let max_services = f("max_services", raw.max_services)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let tcp_max_connections = f("tcp_max_connections", raw.tcp_max_connections)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let tcp_max_connections_per_source = f(
-            "tcp_max_connections_per_source",
-            raw.tcp_max_connections_per_source,
-        )
-        .map(|field| ctx.count(&field))
-        .transpose()?;
-        let tcp_idle_timeout = f("tcp_idle_timeout", raw.tcp_idle_timeout)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let tcp_total_timeout = f("tcp_total_timeout", raw.tcp_total_timeout)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let tcp_write_timeout = f("tcp_write_timeout", raw.tcp_write_timeout)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
+        let consul_body_budget_bytes = p.get("consul_body_budget_bytes", Ctx::count)?;
+        let max_services = p.get("max_services", Ctx::count)?;
+        // The TCP limits, straight into their section (no flags, nor agent keys).
+        let d = TcpConfig::default();
+        let max_connections = p.get("tcp_max_connections", Ctx::count)?;
+        let max_connections = max_connections.unwrap_or(d.max_connections);
+        let tcp = TcpConfig {
+            max_connections,
+            max_connections_per_source: p
+                .get("tcp_max_connections_per_source", Ctx::count)?
+                .unwrap_or(default_tcp_max_connections_per_source(max_connections)),
+            idle_timeout: p
+                .get("tcp_idle_timeout", Ctx::positive_duration)?
+                .unwrap_or(d.idle_timeout),
+            total_timeout: p
+                .get("tcp_total_timeout", Ctx::positive_duration)?
+                .unwrap_or(d.total_timeout),
+            write_timeout: p
+                .get("tcp_write_timeout", Ctx::positive_duration)?
+                .unwrap_or(d.write_timeout),
+        };
         let dot = DotFile {
-            listen: f("listen_tls", raw.listen_tls)
+            listen: p
+                .take("listen_tls")
                 .map(|field| Ok((ctx.addresses(&field)?, ctx.location(field.line))))
                 .transpose()?,
-            cert_file: path("tls_cert_file", raw.tls_cert_file)?
+            cert_file: path(p.take("tls_cert_file"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
                 .transpose()?,
-            key_file: path("tls_key_file", raw.tls_key_file)?
+            key_file: path(p.take("tls_key_file"))?
                 .map(|field| ctx.string(&field).map(PathBuf::from))
-                .transpose()?,
-            max_connections: f("tls_max_connections", raw.tls_max_connections)
-                .map(|field| ctx.count(&field))
-                .transpose()?,
-            idle_timeout: f("tls_idle_timeout", raw.tls_idle_timeout)
-                .map(|field| ctx.positive_duration(&field))
                 .transpose()?,
         };
-        let rrl_responses_per_second = f("rrl_responses_per_second", raw.rrl_responses_per_second)
-            .map(|field| ctx.u32(&field))
-            .transpose()?;
-        let rrl_window = f("rrl_window", raw.rrl_window)
-            .map(|field| {
-                let d = ctx.duration(&field)?;
-                if !(Duration::from_secs(1)..=MAX_RRL_WINDOW).contains(&d) {
-                    return Err(ctx.invalid(&field, "must be between 1s and 1h"));
-                }
-                Ok(d)
-            })
-            .transpose()?;
-        let rrl_slip = f("rrl_slip", raw.rrl_slip)
-            .map(|field| ctx.u32_at_most(&field, MAX_RRL_SLIP))
-            .transpose()?;
-        let rrl_ipv4_prefix_length = f("rrl_ipv4_prefix_length", raw.rrl_ipv4_prefix_length)
-            .map(|field| ctx.prefix_length(&field, 32))
-            .transpose()?;
-        let rrl_ipv6_prefix_length = f("rrl_ipv6_prefix_length", raw.rrl_ipv6_prefix_length)
-            .map(|field| ctx.prefix_length(&field, 128))
-            .transpose()?;
-        let watch_idle_timeout = f("watch_idle_timeout", raw.watch_idle_timeout)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let startup_wait = f("startup_wait", raw.startup_wait)
-            .map(|field| ctx.duration(&field))
-            .transpose()?;
-        let blocking_wait = f("blocking_wait", raw.blocking_wait)
-            .map(|field| ctx.blocking_wait(&field))
-            .transpose()?;
-        let watch_all_services = f("watch_all_services", raw.watch_all_services)
-            .map(|field| ctx.bool(&field))
-            .transpose()?;
-        let watch_poll_interval = f("watch_poll_interval", raw.watch_poll_interval)
-            .map(|field| ctx.positive_duration(&field))
-            .transpose()?;
-        let allow_any = f("allow_any", raw.allow_any)
-            .map(|field| ctx.bool(&field))
-            .transpose()?;
-        let translate_wan_addrs = f("translate_wan_addrs", raw.translate_wan_addrs)
-            .map(|field| ctx.bool(&field))
-            .transpose()?;
-        let internal_cidrs = f("internal_cidrs", raw.internal_cidrs)
-            .map(|field| ctx.cidrs(&field))
-            .transpose()?;
-        let workers = f("workers", raw.workers)
-            .map(|field| ctx.count(&field))
-            .transpose()?;
-        let log_level = f("log_level", raw.log_level)
-            .map(|field| {
-                let s = ctx.string(&field)?;
-                match s.as_str() {
-                    "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
-                    _ => Err(ctx.invalid(&field, "must be off, error, warn, info, debug or trace")),
-                }
-            })
-            .transpose()?;
-        let log_format = f("log_format", raw.log_format)
-            .map(|field| {
-                let s = ctx.string(&field)?;
-                s.parse::<LogFormat>()
-                    .map_err(|reason| ctx.invalid(&field, reason))
-            })
-            .transpose()?;
-        let query_log = f("query_log", raw.query_log)
-            .map(|field| ctx.bool(&field))
-            .transpose()?;
-        let query_log_sample = f("query_log_sample", raw.query_log_sample)
-            .map(|field| match ctx.u32(&field)? {
-                0 => Err(ctx.invalid(&field, "must be at least 1")),
-                n => Ok(n),
-            })
-            .transpose()?;
-        let http_addr = f("http_addr", raw.http_addr)
-            .map(|field| {
-                let s = ctx.string(&field)?;
-                parse_listen_addr(&s).map_err(|reason| ctx.invalid(&field, reason))
-            })
-            .transpose()?;
-
-        let consul_config = f("consul_config", raw.consul_config)
+        let d = DotConfig::default().limits;
+        let dot_limits = super::dot_limits(
+            p.get("tls_max_connections", Ctx::count)?
+                .unwrap_or(d.max_connections),
+            p.get("tls_idle_timeout", Ctx::positive_duration)?
+                .unwrap_or(d.idle_timeout),
+            &tcp,
+        );
+        // Response-rate limiting, straight into its section.
+        let d = RrlConfig::default();
+        let rrl = RrlConfig {
+            responses_per_second: p
+                .get("rrl_responses_per_second", Ctx::u32)?
+                .unwrap_or(d.responses_per_second),
+            window: p
+                .get("rrl_window", |ctx, field| {
+                    let window = ctx.duration(field)?;
+                    match (Duration::from_secs(1)..=MAX_RRL_WINDOW).contains(&window) {
+                        true => Ok(window),
+                        false => Err(ctx.invalid(field, "must be between 1s and 1h")),
+                    }
+                })?
+                .unwrap_or(d.window),
+            slip: p
+                .get("rrl_slip", |ctx, field| {
+                    ctx.u32_at_most(field, MAX_RRL_SLIP)
+                })?
+                .unwrap_or(d.slip),
+            ipv4_prefix_length: p
+                .get("rrl_ipv4_prefix_length", |ctx, field| {
+                    ctx.prefix_length(field, 32)
+                })?
+                .unwrap_or(d.ipv4_prefix_length),
+            ipv6_prefix_length: p
+                .get("rrl_ipv6_prefix_length", |ctx, field| {
+                    ctx.prefix_length(field, 128)
+                })?
+                .unwrap_or(d.ipv6_prefix_length),
+        };
+        let defaults = Config::default();
+        let translate_wan_addrs = p.get("translate_wan_addrs", Ctx::bool)?;
+        let base =
+            Config {
+                watch_idle_timeout: p
+                    .get("watch_idle_timeout", Ctx::positive_duration)?
+                    .unwrap_or(defaults.watch_idle_timeout),
+                startup_wait: p
+                    .get("startup_wait", Ctx::duration)?
+                    .unwrap_or(defaults.startup_wait),
+                blocking_wait: p
+                    .get("blocking_wait", Ctx::blocking_wait)?
+                    .unwrap_or(defaults.blocking_wait),
+                watch_all_services: p
+                    .get("watch_all_services", Ctx::bool)?
+                    .unwrap_or(defaults.watch_all_services),
+                watch_poll_interval: p
+                    .get("watch_poll_interval", Ctx::positive_duration)?
+                    .unwrap_or(defaults.watch_poll_interval),
+                allow_any: p.get("allow_any", Ctx::bool)?.unwrap_or(defaults.allow_any),
+                max_watches: p
+                    .get("max_watches", Ctx::count)?
+                    .unwrap_or(defaults.max_watches),
+                consul_max_body_bytes: p
+                    .get("consul_max_body_bytes", Ctx::count)?
+                    .unwrap_or(defaults.consul_max_body_bytes),
+                allow_recursion: p
+                    .get("allow_recursion", Ctx::networks)?
+                    .unwrap_or(defaults.allow_recursion),
+                internal_cidrs: p
+                    .get("internal_cidrs", Ctx::cidrs)?
+                    .unwrap_or(defaults.internal_cidrs),
+                http_addr: p.get("http_addr", |ctx, field| {
+                    let s = ctx.string(field)?;
+                    parse_listen_addr(&s).map_err(|reason| ctx.invalid(field, reason))
+                })?,
+                workers: p.get("workers", Ctx::count)?.unwrap_or(defaults.workers),
+                log_level: p
+                    .get("log_level", |ctx, field| {
+                        let s = ctx.string(field)?;
+                        match s.as_str() {
+                            "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
+                            _ => Err(ctx
+                                .invalid(field, "must be off, error, warn, info, debug or trace")),
+                        }
+                    })?
+                    .unwrap_or(defaults.log_level),
+                log_format: p
+                    .get("log_format", |ctx, field| {
+                        let s = ctx.string(field)?;
+                        s.parse().map_err(|reason| ctx.invalid(field, reason))
+                    })?
+                    .unwrap_or(defaults.log_format),
+                query_log: p.get("query_log", Ctx::bool)?.unwrap_or(defaults.query_log),
+                query_log_sample: p
+                    .get("query_log_sample", |ctx, field| match ctx.u32(field)? {
+                        0 => Err(ctx.invalid(field, "must be at least 1")),
+                        n => Ok(n),
+                    })?
+                    .unwrap_or(defaults.query_log_sample),
+                tcp,
+                dot: DotConfig {
+                    limits: dot_limits,
+                    ..defaults.dot
+                },
+                rrl,
+                transfer,
+                ..defaults
+            };
+        let consul_config = p
+            .take("consul_config")
             .map(|field| {
                 ctx.string_list(&field)?
                     .iter()
@@ -584,56 +465,23 @@ impl FileConfig {
             .transpose()?;
 
         Ok(FileConfig {
-            consul_addr: map_string("consul_addr", raw.consul_addr, normalize_consul_addr)?,
+            base,
+            consul_addr: map_string(p.take("consul_addr"), normalize_consul_addr)?,
             consul_config,
             token,
             token_file,
             tls,
             listen,
-            domain: map_string("domain", raw.domain, normalize_domain)?,
-            alt_domain: map_string("alt_domain", raw.alt_domain, normalize_domain)?,
-            datacenter: map_string("datacenter", raw.datacenter, normalize_datacenter)?,
+            domain: map_string(p.take("domain"), normalize_domain)?,
+            alt_domain: map_string(p.take("alt_domain"), normalize_domain)?,
+            datacenter: map_string(p.take("datacenter"), normalize_datacenter)?,
             recursors,
-            allow_recursion,
-            allow_transfer,
-            notify,
-            notify_interval,
-            transfer_journal_bytes,
-            transfer_key_name,
-            transfer_key_secret,
-            transfer_key_file,
-            transfer_key_algorithm,
             zones,
-            max_watches,
             max_services,
-            consul_max_body_bytes,
             consul_body_budget_bytes,
-            watch_idle_timeout,
-            startup_wait,
-            blocking_wait,
-            watch_all_services,
-            watch_poll_interval,
-            http_addr,
-            workers,
-            internal_cidrs,
             translate_wan_addrs,
-            allow_any,
-            tcp_max_connections,
-            tcp_max_connections_per_source,
-            tcp_idle_timeout,
-            tcp_total_timeout,
-            tcp_write_timeout,
             dot,
-            rrl_responses_per_second,
-            rrl_window,
-            rrl_slip,
-            rrl_ipv4_prefix_length,
-            rrl_ipv6_prefix_length,
-            log_level,
-            log_format,
-            query_log,
-            query_log_sample,
-            dns: ctx.dns(dns)?,
+            dns: ctx.dns(&mut |key| p.take_dns(key))?,
         })
     }
 }
@@ -903,8 +751,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn soa(&self, field: &Field) -> Result<SoaFile, ConfigError> {
-        let mut soa = SoaFile::default();
+    fn soa(&self, field: &Field) -> Result<SoaConfigPatch, ConfigError> {
+        let mut soa = SoaConfigPatch::default();
         for (k, v) in self.table(field)? {
             let child = self.child(
                 field,
@@ -954,37 +802,54 @@ impl<'a> Ctx<'a> {
         Ok(out)
     }
 
-    pub(super) fn dns(&self, f: DnsFields) -> Result<DnsFile, ConfigError> {
-        Ok(DnsFile {
-            allow_stale: f.allow_stale.map(|x| self.bool(&x)).transpose()?,
-            max_stale: f.max_stale.map(|x| self.duration(&x)).transpose()?,
-            node_ttl: f.node_ttl.map(|x| self.ttl(&x)).transpose()?,
-            service_ttl: f.service_ttl.map(|x| self.service_ttl(&x)).transpose()?,
-            enable_truncate: f.enable_truncate.map(|x| self.bool(&x)).transpose()?,
-            only_passing: f.only_passing.map(|x| self.bool(&x)).transpose()?,
-            recursor_strategy: f
-                .recursor_strategy
+    /// `field` converted by `convert`, if set.
+    fn opt<T>(
+        &self,
+        field: Option<Field>,
+        convert: fn(&Self, &Field) -> Result<T, ConfigError>,
+    ) -> Result<Option<T>, ConfigError> {
+        field.map(|field| convert(self, &field)).transpose()
+    }
+
+    /// The `dns_config` keys, each taken by `take` (from the file: at its top level or in
+    /// `[dns_config]`; from the Consul agent's files: in `dns_config`).
+    pub(super) fn dns(
+        &self,
+        take: &mut dyn FnMut(&'static str) -> Result<Option<Field>, ConfigError>,
+    ) -> Result<DnsConfigPatch, ConfigError> {
+        Ok(DnsConfigPatch {
+            allow_stale: self.opt(take("allow_stale")?, Ctx::bool)?,
+            max_stale: self.opt(take("max_stale")?, Ctx::duration)?,
+            node_ttl: self.opt(take("node_ttl")?, Ctx::ttl)?,
+            service_ttl: take("service_ttl")?
+                .map(|x| self.service_ttl(&x).map(ServiceTtl::new))
+                .transpose()?,
+            enable_truncate: self.opt(take("enable_truncate")?, Ctx::bool)?,
+            only_passing: self.opt(take("only_passing")?, Ctx::bool)?,
+            recursor_strategy: take("recursor_strategy")?
                 .map(|x| {
                     let s = self.string(&x)?;
                     s.parse().map_err(|reason: String| self.invalid(&x, reason))
                 })
                 .transpose()?,
-            recursor_timeout: f
-                .recursor_timeout
-                .map(|x| self.positive_duration(&x))
-                .transpose()?,
-            disable_compression: f.disable_compression.map(|x| self.bool(&x)).transpose()?,
+            recursor_timeout: self.opt(take("recursor_timeout")?, Ctx::positive_duration)?,
+            disable_compression: self.opt(take("disable_compression")?, Ctx::bool)?,
             // 0 is Consul's "no answers on UDP without EDNS" (the client retries over TCP).
-            udp_answer_limit: f.udp_answer_limit.map(|x| self.u32(&x)).transpose()?,
-            a_record_limit: f.a_record_limit.map(|x| self.u32(&x)).transpose()?,
-            enable_additional_node_meta_txt: f
-                .enable_additional_node_meta_txt
-                .map(|x| self.bool(&x))
-                .transpose()?,
-            soa: f.soa.map(|x| self.soa(&x)).transpose()?.unwrap_or_default(),
-            use_cache: f.use_cache.map(|x| self.bool(&x)).transpose()?,
-            cache_max_age: f.cache_max_age.map(|x| self.duration(&x)).transpose()?,
-            prefer_namespace: f.prefer_namespace.map(|x| self.bool(&x)).transpose()?,
+            // Consul trims non-EDNS UDP answers to min(8, udp_answer_limit); the effective
+            // value is kept so the DNS code need not know the cap.
+            udp_answer_limit: self
+                .opt(take("udp_answer_limit")?, Ctx::u32)?
+                .map(|n| n.min(MAX_UDP_ANSWER_LIMIT)),
+            a_record_limit: self.opt(take("a_record_limit")?, Ctx::u32)?,
+            enable_additional_node_meta_txt: self
+                .opt(take("enable_additional_node_meta_txt")?, Ctx::bool)?,
+            soa: take("soa")?
+                .map(|x| self.soa(&x))
+                .transpose()?
+                .unwrap_or_default(),
+            use_cache: self.opt(take("use_cache")?, Ctx::bool)?,
+            cache_max_age: self.opt(take("cache_max_age")?, Ctx::duration)?,
+            prefer_namespace: self.opt(take("prefer_namespace")?, Ctx::bool)?,
         })
     }
 }
@@ -1023,19 +888,11 @@ fn one_line(message: &str) -> String {
         .join("; ")
 }
 
-/// serde's "unknown field `x`, expected one of `a`, `b`, …" (some sixty keys on one line)
-/// as "unknown key `x`: did you mean `a`?" when one key is close, else with the list
-/// pointed at.
-fn suggest_key(message: &str) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_string();
-    };
-    let Some((unknown, expected)) = rest.split_once("`, expected one of ") else {
-        return message.to_string();
-    };
-    let closest = expected
-        .split(", ")
-        .map(|k| k.trim_matches('`'))
+/// "unknown key `x`: did you mean `a`?" when one of the `known` keys is close, else with
+/// the list pointed at.
+fn suggest_key(unknown: &str, known: &[&str]) -> String {
+    let closest = known
+        .iter()
         .map(|k| (strsim::jaro_winkler(unknown, k), k))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0));

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ipnet::IpNet;
+use struct_patch::{Merge, Patch};
 
 use agent::AgentConfig;
 use file::FileConfig;
@@ -33,17 +34,8 @@ pub use values::{
     parse_bool, parse_listen_addr, parse_network, parse_recursor, redact_userinfo,
 };
 
-/// Default Consul HTTP API address (as Consul's CLI).
-pub const DEFAULT_CONSUL_ADDR: &str = "http://127.0.0.1:8500";
 /// Default DNS listen address (Consul's `client_addr` + `ports.dns`).
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8600));
-/// Default Consul domain.
-pub const DEFAULT_DOMAIN: &str = "consul.";
-/// Default address of the `--dev` emulator's HTTP API.
-pub const DEFAULT_DEV_HTTP: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8500));
-/// Default log level.
-pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default cap on live per-service watches.
 ///
 /// Each blocking query holds an HTTP/1.1 connection to the agent, and a Consul agent
@@ -51,10 +43,6 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// one client address: 150 leaves room for the list watches, other datacenters and other
 /// clients on the same host. Raise both together.
 pub const DEFAULT_MAX_WATCHES: usize = 150;
-/// Default `consul_max_body_bytes`: a health list of about 60,000 instances.
-pub const DEFAULT_CONSUL_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Default `consul_body_budget_bytes`: four of the largest bodies at once.
-pub const DEFAULT_CONSUL_BODY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
 /// Default `workers`: the CPUs this process may use (cgroup quota and affinity honoured),
 /// one if that cannot be told.
 pub fn default_workers() -> usize {
@@ -66,14 +54,6 @@ pub fn default_workers() -> usize {
 pub const MAX_WORKERS: usize = 1024;
 /// Default `max_services`, as a multiple of `max_watches`.
 pub const DEFAULT_SERVICES_PER_WATCH: usize = 10;
-/// Default time after which an unqueried service stops being watched.
-pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Default time a query waits for the first catalog sync before SERVFAIL.
-pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(2);
-/// Default `wait` sent on blocking queries.
-pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(300);
-/// Default re-read period of services beyond `max_watches`.
-pub const DEFAULT_WATCH_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Smallest accepted `blocking_wait`.
 pub const MIN_BLOCKING_WAIT: Duration = Duration::from_secs(1);
 /// Largest accepted `blocking_wait` (Consul caps a blocking query's wait at 10 minutes).
@@ -104,31 +84,10 @@ pub const fn default_tcp_max_connections_per_source(max_connections: usize) -> u
         quarter
     }
 }
-/// Default time a TCP connection may go without a complete query (hickory's was 10 s).
-pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default lifetime of a TCP connection, however busy: a client sending slowly but
-/// steadily cannot hold a slot longer.
-pub const DEFAULT_TCP_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default time an answer may take to be written (a client that does not read).
-pub const DEFAULT_TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default cap on open DNS-over-TLS connections: with the TCP connections
-/// ([`DEFAULT_TCP_MAX_CONNECTIONS`]) and the Consul connections (`max_watches`), still
-/// within the common soft limit of 1024 file descriptors.
-pub const DEFAULT_TLS_MAX_CONNECTIONS: usize = 250;
-/// Default time a DNS-over-TLS connection may go without a complete query.
-pub const DEFAULT_TLS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default seconds of burst credit of response-rate limiting.
-pub const DEFAULT_RRL_WINDOW: Duration = Duration::from_secs(5);
 /// Largest accepted `rrl_window` (BIND's `window` range is 1..3600 s).
 pub const MAX_RRL_WINDOW: Duration = Duration::from_secs(3600);
-/// Default `rrl_slip` (BIND's): every second limited response is sent truncated.
-pub const DEFAULT_RRL_SLIP: u32 = 2;
 /// Largest accepted `rrl_slip` (BIND's range).
 pub const MAX_RRL_SLIP: u32 = 10;
-/// Default IPv4 client prefix length of response-rate limiting (BIND's).
-pub const DEFAULT_RRL_IPV4_PREFIX_LENGTH: u8 = 24;
-/// Default IPv6 client prefix length of response-rate limiting (BIND's).
-pub const DEFAULT_RRL_IPV6_PREFIX_LENGTH: u8 = 56;
 /// Consul's hard cap on `udp_answer_limit` (`maxUDPAnswerLimit` in `agent/dns.go`).
 pub const MAX_UDP_ANSWER_LIMIT: u32 = 8;
 
@@ -583,7 +542,9 @@ impl fmt::Display for RecursorStrategy {
 }
 
 /// SOA record fields, in seconds (`dns_config.soa`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, Copy, PartialEq, Eq)))]
+#[patch(attribute(doc = "SOA fields set by one layer of configuration."))]
 pub struct SoaConfig {
     /// SOA refresh (default 3600).
     pub refresh: u32,
@@ -712,7 +673,9 @@ impl ConsulTls {
 }
 
 /// Consul's `dns_config` options, typed. [`Default`] gives Consul's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, PartialEq, Eq)))]
+#[patch(attribute(doc = "`dns_config` options set by one layer of configuration."))]
 pub struct DnsConfig {
     /// Allow stale reads from any server (default true).
     pub allow_stale: bool,
@@ -744,6 +707,7 @@ pub struct DnsConfig {
     /// Add node-meta TXT records to the Additional section (default true).
     pub enable_additional_node_meta_txt: bool,
     /// SOA fields.
+    #[patch(nesting)]
     pub soa: SoaConfig,
     /// Use the agent cache for lookups; in Consul this implies stale reads (default false).
     pub use_cache: bool,
@@ -809,16 +773,14 @@ pub enum TransferSecret {
     File(PathBuf),
 }
 
-/// Default `transfer_journal_bytes`.
-pub const DEFAULT_TRANSFER_JOURNAL_BYTES: usize = 16 << 20;
-
 impl Default for TransferConfig {
     fn default() -> Self {
         TransferConfig {
             allow: Vec::new(),
             notify: Vec::new(),
             notify_interval: Duration::from_millis(100),
-            journal_bytes: DEFAULT_TRANSFER_JOURNAL_BYTES,
+            // `transfer_journal_bytes`.
+            journal_bytes: 16 << 20,
             key: None,
         }
     }
@@ -856,9 +818,13 @@ impl Default for TcpConfig {
             max_connections_per_source: default_tcp_max_connections_per_source(
                 DEFAULT_TCP_MAX_CONNECTIONS,
             ),
-            idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
-            total_timeout: DEFAULT_TCP_TOTAL_TIMEOUT,
-            write_timeout: DEFAULT_TCP_WRITE_TIMEOUT,
+            // Time a TCP connection may go without a complete query (hickory's was 10 s).
+            idle_timeout: Duration::from_secs(10),
+            // Lifetime of a TCP connection, however busy: a client sending slowly but
+            // steadily cannot hold a slot longer.
+            total_timeout: Duration::from_secs(60),
+            // Time an answer may take to be written (a client that does not read).
+            write_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -884,8 +850,11 @@ impl Default for DotConfig {
             cert_file: None,
             key_file: None,
             limits: dot_limits(
-                DEFAULT_TLS_MAX_CONNECTIONS,
-                DEFAULT_TLS_IDLE_TIMEOUT,
+                // Open connections: with the TCP connections (500) and the Consul ones
+                // (`max_watches`), still within the common soft limit of 1024 descriptors.
+                250,
+                // Time a connection may go without a complete query.
+                Duration::from_secs(10),
                 &TcpConfig::default(),
             ),
         }
@@ -922,10 +891,14 @@ impl Default for RrlConfig {
     fn default() -> Self {
         RrlConfig {
             responses_per_second: 0,
-            window: DEFAULT_RRL_WINDOW,
-            slip: DEFAULT_RRL_SLIP,
-            ipv4_prefix_length: DEFAULT_RRL_IPV4_PREFIX_LENGTH,
-            ipv6_prefix_length: DEFAULT_RRL_IPV6_PREFIX_LENGTH,
+            // Seconds of burst credit of response-rate limiting.
+            window: Duration::from_secs(5),
+            // `rrl_slip` (BIND's): every second limited response is sent truncated.
+            slip: 2,
+            // IPv4 client prefix length of response-rate limiting (BIND's).
+            ipv4_prefix_length: 24,
+            // IPv6 client prefix length of response-rate limiting (BIND's).
+            ipv6_prefix_length: 56,
         }
     }
 }
@@ -1018,11 +991,12 @@ impl Default for Config {
     /// Every setting at its default.
     fn default() -> Self {
         Config {
-            consul_addr: DEFAULT_CONSUL_ADDR.to_string(),
+            // Consul HTTP API address (as Consul's CLI).
+            consul_addr: "http://127.0.0.1:8500".to_string(),
             token: None,
             tls: ConsulTls::default(),
             listen: vec![DEFAULT_LISTEN],
-            domain: DEFAULT_DOMAIN.to_string(),
+            domain: "consul.".to_string(),
             alt_domain: None,
             datacenter: None,
             recursors: Vec::new(),
@@ -1031,13 +1005,18 @@ impl Default for Config {
             dns: DnsConfig::default(),
             max_watches: DEFAULT_MAX_WATCHES,
             max_services: DEFAULT_MAX_WATCHES * DEFAULT_SERVICES_PER_WATCH,
-            consul_max_body_bytes: DEFAULT_CONSUL_MAX_BODY_BYTES,
-            consul_body_budget_bytes: DEFAULT_CONSUL_BODY_BUDGET_BYTES,
-            watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
-            startup_wait: DEFAULT_STARTUP_WAIT,
-            blocking_wait: DEFAULT_BLOCKING_WAIT,
+            // `consul_max_body_bytes`: a health list of about 60,000 instances.
+            consul_max_body_bytes: 64 * 1024 * 1024,
+            // `consul_body_budget_bytes`: four of the largest bodies at once.
+            consul_body_budget_bytes: 256 * 1024 * 1024,
+            // Time after which an unqueried service stops being watched.
+            watch_idle_timeout: Duration::from_secs(3600),
+            // Time a query waits for the first catalog sync before SERVFAIL.
+            startup_wait: Duration::from_secs(2),
+            blocking_wait: Duration::from_secs(300),
             watch_all_services: false,
-            watch_poll_interval: DEFAULT_WATCH_POLL_INTERVAL,
+            // Re-read period of services beyond `max_watches`.
+            watch_poll_interval: Duration::from_secs(30),
             http_addr: None,
             workers: default_workers(),
             internal_cidrs: Vec::new(),
@@ -1049,8 +1028,8 @@ impl Default for Config {
             rrl: RrlConfig::default(),
             dev: false,
             dev_replaced: None,
-            dev_http: DEFAULT_DEV_HTTP,
-            log_level: DEFAULT_LOG_LEVEL.to_string(),
+            dev_http: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8500)),
+            log_level: "info".to_string(),
             log_format: LogFormat::Text,
             query_log: false,
             query_log_sample: 1,
@@ -1111,7 +1090,7 @@ impl Config {
                 .recursors
                 .or((!agent.recursors.is_empty()).then(|| agent.recursors.clone())),
             translate_wan_addrs: file.translate_wan_addrs.or(agent.translate_wan_addrs),
-            dns: file.dns.over(agent.dns.clone()),
+            dns: dns_over(agent.dns.clone(), file.dns),
             ..file
         };
 
@@ -1181,27 +1160,16 @@ impl Config {
         }
         let transfer = TransferConfig {
             allow: if cli.allow_transfer.is_empty() {
-                file.allow_transfer.unwrap_or_default()
+                file.base.transfer.allow
             } else {
                 cli.allow_transfer.iter().map(IpNet::trunc).collect()
             },
             notify: if cli.notify.is_empty() {
-                file.notify.unwrap_or_default()
+                file.base.transfer.notify
             } else {
                 cli.notify.clone()
             },
-            notify_interval: file
-                .notify_interval
-                .unwrap_or(defaults.transfer.notify_interval),
-            journal_bytes: file
-                .transfer_journal_bytes
-                .unwrap_or(defaults.transfer.journal_bytes),
-            key: transfer_key(
-                file.transfer_key_name,
-                file.transfer_key_secret,
-                file.transfer_key_file,
-                file.transfer_key_algorithm,
-            )?,
+            ..file.base.transfer
         };
         if !transfer.notify.is_empty() && !transfer.enabled() {
             return Err(ConfigError::Invalid {
@@ -1227,7 +1195,7 @@ impl Config {
             consul_addr
         };
 
-        let max_watches = file.max_watches.unwrap_or(defaults.max_watches);
+        let max_watches = file.base.max_watches;
         let max_services = match file.max_services {
             Some(n) if n < max_watches => {
                 return Err(ConfigError::Invalid {
@@ -1245,9 +1213,7 @@ impl Config {
             None => max_watches.saturating_mul(DEFAULT_SERVICES_PER_WATCH),
         };
 
-        let consul_max_body_bytes = file
-            .consul_max_body_bytes
-            .unwrap_or(defaults.consul_max_body_bytes);
+        let consul_max_body_bytes = file.base.consul_max_body_bytes;
         let consul_body_budget_bytes = match file.consul_body_budget_bytes {
             Some(n) if n < consul_max_body_bytes => {
                 return Err(ConfigError::Invalid {
@@ -1265,32 +1231,21 @@ impl Config {
                 .max(consul_max_body_bytes),
         };
 
-        if let Some(n) = file.workers.filter(|&n| n > MAX_WORKERS) {
+        if file.base.workers > MAX_WORKERS {
             return Err(ConfigError::Invalid {
                 key: "workers".to_string(),
-                value: Some(n.to_string()),
+                value: Some(file.base.workers.to_string()),
                 file: None,
                 reason: format!("must be at most {MAX_WORKERS}"),
             });
         }
 
-        let tcp_max_connections = file
-            .tcp_max_connections
-            .unwrap_or(defaults.tcp.max_connections);
-        let tcp = TcpConfig {
-            max_connections: tcp_max_connections,
-            max_connections_per_source: file
-                .tcp_max_connections_per_source
-                .unwrap_or(default_tcp_max_connections_per_source(tcp_max_connections)),
-            idle_timeout: file.tcp_idle_timeout.unwrap_or(defaults.tcp.idle_timeout),
-            total_timeout: file.tcp_total_timeout.unwrap_or(defaults.tcp.total_timeout),
-            write_timeout: file.tcp_write_timeout.unwrap_or(defaults.tcp.write_timeout),
-        };
+        let tcp = file.base.tcp;
         let dot = merge_dot(
             (cli.listen_tls, cli.tls_cert_file, cli.tls_key_file),
             file.dot,
+            file.base.dot,
             &listen,
-            &tcp,
         )?;
 
         Ok(Config {
@@ -1313,7 +1268,7 @@ impl Config {
                 unique
             },
             allow_recursion: if cli.allow_recursion.is_empty() {
-                file.allow_recursion.unwrap_or(defaults.allow_recursion)
+                file.base.allow_recursion
             } else {
                 cli.allow_recursion.iter().map(IpNet::trunc).collect()
             },
@@ -1322,60 +1277,32 @@ impl Config {
                 .zones
                 .or(file.zones)
                 .filter(|p| !p.as_os_str().is_empty()),
-            dns: apply_dns(DnsConfig::default(), file.dns),
+            dns: {
+                let mut dns = DnsConfig::default();
+                dns.apply(file.dns);
+                dns
+            },
             max_watches,
             max_services,
             consul_max_body_bytes,
             consul_body_budget_bytes,
-            watch_idle_timeout: file
-                .watch_idle_timeout
-                .unwrap_or(defaults.watch_idle_timeout),
-            startup_wait: file.startup_wait.unwrap_or(defaults.startup_wait),
-            blocking_wait: file.blocking_wait.unwrap_or(defaults.blocking_wait),
-            watch_all_services: file
-                .watch_all_services
-                .unwrap_or(defaults.watch_all_services),
-            watch_poll_interval: file
-                .watch_poll_interval
-                .unwrap_or(defaults.watch_poll_interval),
-            http_addr: cli.http_addr.or(file.http_addr),
-            workers: cli
-                .workers
-                .map(usize::from)
-                .or(file.workers)
-                .unwrap_or(defaults.workers),
+            http_addr: cli.http_addr.or(file.base.http_addr),
+            workers: cli.workers.map_or(file.base.workers, usize::from),
             translate_wan_addrs: file
                 .translate_wan_addrs
                 .unwrap_or(defaults.translate_wan_addrs),
-            allow_any: file.allow_any.unwrap_or(defaults.allow_any),
             transfer,
             tcp,
             dot,
-            rrl: RrlConfig {
-                responses_per_second: file
-                    .rrl_responses_per_second
-                    .unwrap_or(defaults.rrl.responses_per_second),
-                window: file.rrl_window.unwrap_or(defaults.rrl.window),
-                slip: file.rrl_slip.unwrap_or(defaults.rrl.slip),
-                ipv4_prefix_length: file
-                    .rrl_ipv4_prefix_length
-                    .unwrap_or(defaults.rrl.ipv4_prefix_length),
-                ipv6_prefix_length: file
-                    .rrl_ipv6_prefix_length
-                    .unwrap_or(defaults.rrl.ipv6_prefix_length),
-            },
             internal_cidrs: if cli.internal_cidrs.is_empty() {
-                file.internal_cidrs.unwrap_or_default()
+                file.base.internal_cidrs
             } else {
                 cli.internal_cidrs
             },
             dev: cli.dev,
             dev_replaced,
             dev_http,
-            log_level: cli
-                .log_level
-                .or(file.log_level)
-                .unwrap_or(defaults.log_level),
+            log_level: cli.log_level.unwrap_or(file.base.log_level),
             log_format: match cli.log_format {
                 Some(f) => f.parse().map_err(|reason| ConfigError::Invalid {
                     key: "log_format".to_string(),
@@ -1383,15 +1310,13 @@ impl Config {
                     file: None,
                     reason,
                 })?,
-                None => file.log_format.unwrap_or(defaults.log_format),
+                None => file.base.log_format,
             },
-            query_log: cli.query_log || file.query_log.unwrap_or(defaults.query_log),
-            query_log_sample: cli
-                .query_log_sample
-                .or(file.query_log_sample)
-                .unwrap_or(defaults.query_log_sample),
+            query_log: cli.query_log || file.base.query_log,
+            query_log_sample: cli.query_log_sample.unwrap_or(file.base.query_log_sample),
             consul_config_files: agent.files,
             consul_config_warnings: agent.warnings,
+            ..file.base
         })
     }
 }
@@ -1535,8 +1460,8 @@ fn merge_tls(cli: &Cli, file: file::TlsFile) -> Result<ConsulTls, ConfigError> {
 fn merge_dot(
     (listen_tls, cert_flag, key_flag): (Vec<SocketAddr>, Option<PathBuf>, Option<PathBuf>),
     file: file::DotFile,
+    base: DotConfig,
     listen: &[SocketAddr],
-    tcp: &TcpConfig,
 ) -> Result<DotConfig, ConfigError> {
     let path = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
     let (addrs, key, at) = if listen_tls.is_empty() {
@@ -1576,51 +1501,22 @@ fn merge_dot(
             "{a} is also a listen address, where DNS over TCP is served: give it another port"
         )));
     }
-    let limits = dot_limits(
-        file.max_connections.unwrap_or(DEFAULT_TLS_MAX_CONNECTIONS),
-        file.idle_timeout.unwrap_or(DEFAULT_TLS_IDLE_TIMEOUT),
-        tcp,
-    );
     Ok(DotConfig {
         listen: addrs,
         cert_file,
         key_file,
-        limits,
+        ..base
     })
 }
 
-/// Applies the file's `dns_config` values over `base`.
-fn apply_dns(base: DnsConfig, f: file::DnsFile) -> DnsConfig {
-    let soa = SoaConfig {
-        refresh: f.soa.refresh.unwrap_or(base.soa.refresh),
-        retry: f.soa.retry.unwrap_or(base.soa.retry),
-        expire: f.soa.expire.unwrap_or(base.soa.expire),
-        min_ttl: f.soa.min_ttl.unwrap_or(base.soa.min_ttl),
-    };
-    DnsConfig {
-        allow_stale: f.allow_stale.unwrap_or(base.allow_stale),
-        max_stale: f.max_stale.unwrap_or(base.max_stale),
-        node_ttl: f.node_ttl.unwrap_or(base.node_ttl),
-        service_ttl: f.service_ttl.map_or(base.service_ttl, ServiceTtl::new),
-        enable_truncate: f.enable_truncate.unwrap_or(base.enable_truncate),
-        only_passing: f.only_passing.unwrap_or(base.only_passing),
-        recursor_strategy: f.recursor_strategy.unwrap_or(base.recursor_strategy),
-        recursor_timeout: f.recursor_timeout.unwrap_or(base.recursor_timeout),
-        disable_compression: f.disable_compression.unwrap_or(base.disable_compression),
-        // Consul trims non-EDNS UDP answers to min(8, udp_answer_limit); store the
-        // effective value so the DNS code need not know the cap.
-        udp_answer_limit: f
-            .udp_answer_limit
-            .unwrap_or(base.udp_answer_limit)
-            .min(MAX_UDP_ANSWER_LIMIT),
-        a_record_limit: f.a_record_limit.unwrap_or(base.a_record_limit),
-        enable_additional_node_meta_txt: f
-            .enable_additional_node_meta_txt
-            .unwrap_or(base.enable_additional_node_meta_txt),
+/// `later`'s `dns_config` values over `earlier`'s, each where set (the SOA's field by
+/// field). The SOA is merged here: struct-patch 0.14 merges a nested patch the wrong way
+/// round (`earlier`'s fields first).
+fn dns_over(earlier: DnsConfigPatch, later: DnsConfigPatch) -> DnsConfigPatch {
+    let soa = earlier.soa.merge(later.soa);
+    DnsConfigPatch {
         soa,
-        use_cache: f.use_cache.unwrap_or(base.use_cache),
-        cache_max_age: f.cache_max_age.unwrap_or(base.cache_max_age),
-        prefer_namespace: f.prefer_namespace.unwrap_or(base.prefer_namespace),
+        ..earlier.merge(later)
     }
 }
 

@@ -91,6 +91,16 @@ impl<'c> Parts<'c> {
         self.take(key).map(|field| convert(ctx, &field)).transpose()
     }
 
+    /// Key `key` converted by `convert`, or `default` when it is not set.
+    fn get_or<T>(
+        &mut self,
+        key: &'static str,
+        convert: impl FnOnce(&Ctx<'c>, &Field) -> Result<T, ConfigError>,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        Ok(self.get(key, convert)?.unwrap_or(default))
+    }
+
     /// A `dns_config` key, if set: at the top level or in the `[dns_config]` table (its
     /// key path then says so), not both.
     fn take_dns(&mut self, key: &'static str) -> Result<Option<Field>, ConfigError> {
@@ -324,15 +334,17 @@ impl FileConfig {
             max_connections_per_source: p
                 .get("tcp_max_connections_per_source", Ctx::count)?
                 .unwrap_or(default_tcp_max_connections_per_source(max_connections)),
-            idle_timeout: p
-                .get("tcp_idle_timeout", Ctx::positive_duration)?
-                .unwrap_or(d.idle_timeout),
-            total_timeout: p
-                .get("tcp_total_timeout", Ctx::positive_duration)?
-                .unwrap_or(d.total_timeout),
-            write_timeout: p
-                .get("tcp_write_timeout", Ctx::positive_duration)?
-                .unwrap_or(d.write_timeout),
+            idle_timeout: p.get_or("tcp_idle_timeout", Ctx::positive_duration, d.idle_timeout)?,
+            total_timeout: p.get_or(
+                "tcp_total_timeout",
+                Ctx::positive_duration,
+                d.total_timeout,
+            )?,
+            write_timeout: p.get_or(
+                "tcp_write_timeout",
+                Ctx::positive_duration,
+                d.write_timeout,
+            )?,
         };
         let dot = DotFile {
             listen: p
@@ -348,18 +360,18 @@ impl FileConfig {
         };
         let d = DotConfig::default().limits;
         let dot_limits = super::dot_limits(
-            p.get("tls_max_connections", Ctx::count)?
-                .unwrap_or(d.max_connections),
-            p.get("tls_idle_timeout", Ctx::positive_duration)?
-                .unwrap_or(d.idle_timeout),
+            p.get_or("tls_max_connections", Ctx::count, d.max_connections)?,
+            p.get_or("tls_idle_timeout", Ctx::positive_duration, d.idle_timeout)?,
             &tcp,
         );
         // Response-rate limiting, straight into its section.
         let d = RrlConfig::default();
         let rrl = RrlConfig {
-            responses_per_second: p
-                .get("rrl_responses_per_second", Ctx::u32)?
-                .unwrap_or(d.responses_per_second),
+            responses_per_second: p.get_or(
+                "rrl_responses_per_second",
+                Ctx::u32,
+                d.responses_per_second,
+            )?,
             window: p
                 .get("rrl_window", |ctx, field| {
                     let window = ctx.duration(field)?;
@@ -387,73 +399,76 @@ impl FileConfig {
         };
         let defaults = Config::default();
         let translate_wan_addrs = p.get("translate_wan_addrs", Ctx::bool)?;
-        let base =
-            Config {
-                watch_idle_timeout: p
-                    .get("watch_idle_timeout", Ctx::positive_duration)?
-                    .unwrap_or(defaults.watch_idle_timeout),
-                startup_wait: p
-                    .get("startup_wait", Ctx::duration)?
-                    .unwrap_or(defaults.startup_wait),
-                blocking_wait: p
-                    .get("blocking_wait", Ctx::blocking_wait)?
-                    .unwrap_or(defaults.blocking_wait),
-                watch_all_services: p
-                    .get("watch_all_services", Ctx::bool)?
-                    .unwrap_or(defaults.watch_all_services),
-                watch_poll_interval: p
-                    .get("watch_poll_interval", Ctx::positive_duration)?
-                    .unwrap_or(defaults.watch_poll_interval),
-                allow_any: p.get("allow_any", Ctx::bool)?.unwrap_or(defaults.allow_any),
-                max_watches: p
-                    .get("max_watches", Ctx::count)?
-                    .unwrap_or(defaults.max_watches),
-                consul_max_body_bytes: p
-                    .get("consul_max_body_bytes", Ctx::count)?
-                    .unwrap_or(defaults.consul_max_body_bytes),
-                allow_recursion: p
-                    .get("allow_recursion", Ctx::networks)?
-                    .unwrap_or(defaults.allow_recursion),
-                internal_cidrs: p
-                    .get("internal_cidrs", Ctx::cidrs)?
-                    .unwrap_or(defaults.internal_cidrs),
-                http_addr: p.get("http_addr", |ctx, field| {
+        let base = Config {
+            watch_idle_timeout: p.get_or(
+                "watch_idle_timeout",
+                Ctx::positive_duration,
+                defaults.watch_idle_timeout,
+            )?,
+            startup_wait: p.get_or("startup_wait", Ctx::duration, defaults.startup_wait)?,
+            blocking_wait: p.get_or("blocking_wait", Ctx::blocking_wait, defaults.blocking_wait)?,
+            watch_all_services: p.get_or(
+                "watch_all_services",
+                Ctx::bool,
+                defaults.watch_all_services,
+            )?,
+            watch_poll_interval: p.get_or(
+                "watch_poll_interval",
+                Ctx::positive_duration,
+                defaults.watch_poll_interval,
+            )?,
+            allow_any: p.get_or("allow_any", Ctx::bool, defaults.allow_any)?,
+            max_watches: p.get_or("max_watches", Ctx::count, defaults.max_watches)?,
+            consul_max_body_bytes: p.get_or(
+                "consul_max_body_bytes",
+                Ctx::count,
+                defaults.consul_max_body_bytes,
+            )?,
+            allow_recursion: p.get_or(
+                "allow_recursion",
+                Ctx::networks,
+                defaults.allow_recursion,
+            )?,
+            internal_cidrs: p.get_or("internal_cidrs", Ctx::cidrs, defaults.internal_cidrs)?,
+            http_addr: p.get("http_addr", |ctx, field| {
+                let s = ctx.string(field)?;
+                parse_listen_addr(&s).map_err(|reason| ctx.invalid(field, reason))
+            })?,
+            workers: p.get_or("workers", Ctx::count, defaults.workers)?,
+            log_level: p
+                .get("log_level", |ctx, field| {
                     let s = ctx.string(field)?;
-                    parse_listen_addr(&s).map_err(|reason| ctx.invalid(field, reason))
-                })?,
-                workers: p.get("workers", Ctx::count)?.unwrap_or(defaults.workers),
-                log_level: p
-                    .get("log_level", |ctx, field| {
-                        let s = ctx.string(field)?;
-                        match s.as_str() {
-                            "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
-                            _ => Err(ctx
-                                .invalid(field, "must be off, error, warn, info, debug or trace")),
+                    match s.as_str() {
+                        "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
+                        _ => {
+                            Err(ctx
+                                .invalid(field, "must be off, error, warn, info, debug or trace"))
                         }
-                    })?
-                    .unwrap_or(defaults.log_level),
-                log_format: p
-                    .get("log_format", |ctx, field| {
-                        let s = ctx.string(field)?;
-                        s.parse().map_err(|reason| ctx.invalid(field, reason))
-                    })?
-                    .unwrap_or(defaults.log_format),
-                query_log: p.get("query_log", Ctx::bool)?.unwrap_or(defaults.query_log),
-                query_log_sample: p
-                    .get("query_log_sample", |ctx, field| match ctx.u32(field)? {
-                        0 => Err(ctx.invalid(field, "must be at least 1")),
-                        n => Ok(n),
-                    })?
-                    .unwrap_or(defaults.query_log_sample),
-                tcp,
-                dot: DotConfig {
-                    limits: dot_limits,
-                    ..defaults.dot
-                },
-                rrl,
-                transfer,
-                ..defaults
-            };
+                    }
+                })?
+                .unwrap_or(defaults.log_level),
+            log_format: p
+                .get("log_format", |ctx, field| {
+                    let s = ctx.string(field)?;
+                    s.parse().map_err(|reason| ctx.invalid(field, reason))
+                })?
+                .unwrap_or(defaults.log_format),
+            query_log: p.get_or("query_log", Ctx::bool, defaults.query_log)?,
+            query_log_sample: p
+                .get("query_log_sample", |ctx, field| match ctx.u32(field)? {
+                    0 => Err(ctx.invalid(field, "must be at least 1")),
+                    n => Ok(n),
+                })?
+                .unwrap_or(defaults.query_log_sample),
+            tcp,
+            dot: DotConfig {
+                limits: dot_limits,
+                ..defaults.dot
+            },
+            rrl,
+            transfer,
+            ..defaults
+        };
         let consul_config = p
             .take("consul_config")
             .map(|field| {

@@ -1022,6 +1022,44 @@ class Bench:
         emu.stop()
         self.r["cores"] = {"runs": runs, "burst": burst}
 
+    def query_log(self):
+        """The query log's cost (issue 21): consul-dns with `query_log` off and on (every
+        query, 1 in 1, its stdout a file), pinned as in section 1, side by side under the
+        mix of the 1000 x 3 catalog."""
+        shape, services = "1000x3", 1000
+        log("query log: consul-dns with query_log off and on")
+        emu = Emulator(self.procs, shape)
+        zone = self.zone(shape)
+        servers = [
+            ("query log off", Server("consul-dns", self.procs, zone, emulator=emu,
+                                     tag="-qlog-off", max_watches=services + 1000)),
+            ("query log on, every query", Server("consul-dns", self.procs, zone, emulator=emu,
+                                                 tag="-qlog-on", max_watches=services + 1000,
+                                                 extra=["query_log = true"])),
+        ]
+        for _, s in servers:
+            s.wait_ready()
+            benchtool(["warm", "--dns", s.addr, "--count", str(services)], timeout=600)
+        qf = write_queries(os.path.join(self.tmp, "mix-qlog.txt"), 100_000, services,
+                           (70, 20, 10), 1)
+        for _, s in servers:
+            dnsperf(s, qf, 2)
+        runs = {label: [] for label, _ in servers}
+        for rep in range(self.reps):
+            for label, s in servers:
+                log(f"query log rep {rep + 1}/{self.reps}: {label}")
+                runs[label].append(dnsperf(s, qf, self.secs))
+        lines = {}
+        for label, s in servers:
+            try:
+                with open(os.path.join(self.procs.tmp, f"{s.p.bench_name}.out"), "rb") as f:
+                    lines[label] = sum(1 for _ in f)
+            except OSError:
+                lines[label] = None
+            s.stop()
+        emu.stop()
+        self.r["query_log"] = {"runs": runs, "lines": lines}
+
     def amplification(self):
         """Bytes out per byte in over UDP, per query shape: consul-dns to a client in
         allow_recursion (trusted: Consul's partial answers) and outside it (untrusted: at
@@ -1566,6 +1604,21 @@ def report(b, started, argv, elapsed):
                   f"{f.get('timeouts', '')} |")
         w("")
 
+    qlog = r.get("query_log")
+    if qlog:
+        w("## 9. Query log (consul-dns pinned to one core, mix of 1,000 services × 3, "
+          "`query_log` off and on for every query, its stdout a file)")
+        w("")
+        w("| server | qps | CPU s/100k | lost | lines written | CPU vs off |")
+        w("|---|---:|---:|---:|---:|---:|")
+        base = None
+        for label, runs in qlog["runs"].items():
+            c = summary_row(runs)
+            base = base or c["cpu"]
+            w(f"| {label} | {fmt(c['qps'])} | {fmt(c['cpu'], 3)} | {c['lost']} | "
+              f"{qlog['lines'].get(label)} | {fmt(ratio(c['cpu'], base), 2)}× |")
+        w("")
+
     w("## Targets (issue 3)")
     w("")
     for line in targets(r):
@@ -1700,6 +1753,7 @@ def main():
     ap.add_argument("--skip-amplification", action="store_true")
     ap.add_argument("--skip-cores", action="store_true")
     ap.add_argument("--skip-transfers", action="store_true")
+    ap.add_argument("--skip-query-log", action="store_true")
     ap.add_argument("--workers", type=int, default=2,
                     help="workers of consul-dns, NSD and Knot in section 7 (default 2)")
     ap.add_argument("--argv", default="bench/run")
@@ -1731,6 +1785,8 @@ def main():
             b.scale()
         if not args.skip_transfers:
             b.transfers()
+        if not args.skip_query_log:
+            b.query_log()
         ok = True
     except BenchError as e:
         log(f"FAILED: {e}")

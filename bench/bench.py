@@ -475,13 +475,13 @@ class Server:
 
     def __init__(self, kind, procs, zone, emulator=None, max_watches=None, tag="",
                  blocking_wait=None, max_services=None, extra=(), workers=1,
-                 cpu=SERVER_CPU):
+                 cpu=SERVER_CPU, binary=None):
         self.kind, self.procs = kind, procs
         self.port = free_port()
         tmp = procs.tmp
         name = f"{kind}{tag}".replace(" ", "")
         if kind == "consul-dns":
-            argv = [CONSUL_DNS, "--consul-addr", emulator.url,
+            argv = [binary or CONSUL_DNS, "--consul-addr", emulator.url,
                     "--listen", f"127.0.0.1:{self.port}", "--datacenter", "dc1"]
             lines = []
             if max_watches:
@@ -1037,6 +1037,11 @@ class Bench:
                                                  tag="-qlog-on", max_watches=services + 1000,
                                                  extra=["query_log = true"])),
         ]
+        if self.a.baseline:
+            servers.insert(0, (f"baseline `{self.a.baseline}`, no query log option",
+                               Server("consul-dns", self.procs, zone, emulator=emu,
+                                      tag="-qlog-base", max_watches=services + 1000,
+                                      binary=self.a.baseline)))
         for _, s in servers:
             s.wait_ready()
             benchtool(["warm", "--dns", s.addr, "--count", str(services)], timeout=600)
@@ -1611,10 +1616,9 @@ def report(b, started, argv, elapsed):
         w("")
         w("| server | qps | CPU s/100k | lost | lines written | CPU vs off |")
         w("|---|---:|---:|---:|---:|---:|")
-        base = None
+        base = summary_row(qlog["runs"]["query log off"])["cpu"]
         for label, runs in qlog["runs"].items():
             c = summary_row(runs)
-            base = base or c["cpu"]
             w(f"| {label} | {fmt(c['qps'])} | {fmt(c['cpu'], 3)} | {c['lost']} | "
               f"{qlog['lines'].get(label)} | {fmt(ratio(c['cpu'], base), 2)}× |")
         w("")
@@ -1754,6 +1758,8 @@ def main():
     ap.add_argument("--skip-cores", action="store_true")
     ap.add_argument("--skip-transfers", action="store_true")
     ap.add_argument("--skip-query-log", action="store_true")
+    ap.add_argument("--baseline", help="section 9: also a consul-dns binary built before "
+                    "the query log existed, to see that the log off costs nothing")
     ap.add_argument("--workers", type=int, default=2,
                     help="workers of consul-dns, NSD and Knot in section 7 (default 2)")
     ap.add_argument("--argv", default="bench/run")

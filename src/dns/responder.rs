@@ -108,9 +108,10 @@ fn answer(
         // A stored response is written over `out`'s bytes.
         if let Some(hit) = stored.cache.answer(q, message, out) {
             metrics.response_cache_hits.inc();
-            metrics.count(hit.kind);
+            metrics.count(hit);
             if let Some(logged) = logged {
-                logged.answered(out, hit.form, false);
+                // A stored response is NOERROR, never stale.
+                logged.answered(out, hit.form(), false);
             }
             return Reply::Sent;
         }
@@ -204,8 +205,7 @@ impl StoredResponses {
     ) {
         if let Some(basis) = replied.basis {
             let kind = QueryKind::new(q.qtype(), ResponseCode::NoError, replied.form);
-            self.cache
-                .store(q, replied.bytes, basis, kind, replied.form);
+            self.cache.store(q, replied.bytes, basis, kind);
         } else if let Some((domain, rcode)) = negative {
             let domain_len = handler.domain_len(domain);
             self.negatives

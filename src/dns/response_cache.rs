@@ -37,7 +37,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 
-use crate::metrics::{NameForm, QueryKind};
+use crate::metrics::QueryKind;
 use crate::view::freshness::ServiceBasis;
 
 /// Responses kept per question, each with its own shuffle.
@@ -312,17 +312,9 @@ struct Entry {
     responses: Vec<Stored>,
     reshuffled: bool,
     basis: ServiceBasis,
-    /// The `dns_queries` counter a hit counts in.
+    /// The `dns_queries` counter a hit counts in; its name form is what the query log
+    /// writes (nothing is parsed again at a hit).
     kind: QueryKind,
-    /// What the name asked is (for the query log: nothing is parsed again at a hit).
-    form: NameForm,
-}
-
-/// What a hit counts in and is logged as (a stored response is NOERROR, never stale).
-#[derive(Debug, Clone, Copy)]
-pub struct Hit {
-    pub kind: QueryKind,
-    pub form: NameForm,
 }
 
 /// The stored responses of one UDP socket, or of TCP on one thread (no locking).
@@ -345,7 +337,7 @@ impl Default for ResponseCache {
 impl ResponseCache {
     /// Writes into `out` the response to the query in `request` (whose question is `q`),
     /// if one is stored, still current, and not due to be rebuilt; None otherwise.
-    pub fn answer(&mut self, q: &Question, request: &[u8], out: &mut Vec<u8>) -> Option<Hit> {
+    pub fn answer(&mut self, q: &Question, request: &[u8], out: &mut Vec<u8>) -> Option<QueryKind> {
         let entry = self.entries.get_mut(&q.key)?;
         let n = entry.responses.len();
         if !entry.reshuffled && (n < VARIANTS || self.rng.random_ratio(1, REFRESH)) {
@@ -371,22 +363,12 @@ impl ResponseCache {
         if stored.address_len > 0 {
             shuffle_addresses(out, addresses, stored.address_len, &mut self.rng)?;
         }
-        Some(Hit {
-            kind: entry.kind,
-            form: entry.form,
-        })
+        Some(entry.kind)
     }
 
-    /// Keeps `response`, the full path's answer to `q` (a name of `form`, counted as
-    /// `kind`), built from `basis`.
-    pub fn store(
-        &mut self,
-        q: Question,
-        response: Vec<u8>,
-        basis: ServiceBasis,
-        kind: QueryKind,
-        form: NameForm,
-    ) {
+    /// Keeps `response`, the full path's answer to `q` (counted as `kind`), built from
+    /// `basis`.
+    pub fn store(&mut self, q: Question, response: Vec<u8>, basis: ServiceBasis, kind: QueryKind) {
         let size = response.len();
         let Some(response) = Stored::new(response, q.name_len, basis.uniform_order) else {
             return;
@@ -424,7 +406,6 @@ impl ResponseCache {
                     responses: vec![response],
                     basis,
                     kind,
-                    form,
                 };
                 self.entries.insert(q.key, entry);
             }

@@ -71,6 +71,14 @@ impl QueryKind {
         QueryKind(u16::try_from(i).unwrap_or(u16::MAX))
     }
 
+    /// Its name form.
+    pub fn form(self) -> NameForm {
+        NameForm::ALL
+            .get(usize::from(self.0) % FORMS)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Its labels: qtype, rcode, form.
     fn labels(i: usize) -> [(&'static str, &'static str); 3] {
         let (t, rest) = (
@@ -557,6 +565,7 @@ mod tests {
                     let kind = QueryKind::new(qtype, rcode, form);
                     assert!(usize::from(kind.0) < QUERY_KINDS);
                     assert!(seen.insert(kind.0), "{qtype} {rcode} {form:?}");
+                    assert_eq!(kind.form(), form);
                     let labels = QueryKind::labels(usize::from(kind.0));
                     assert_eq!(
                         labels,

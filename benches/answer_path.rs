@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use consul_dns::app;
 use consul_dns::config::Config;
-use consul_dns::dns::handler::Ahead;
+use consul_dns::dns::handler::Answering;
 use consul_dns::dns::response_cache::{ClientShape, Question};
 use consul_emulator::{Emulator, EmulatorConfig};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
         // The first answer loads the service; the benchmark measures the ones after.
         let ahead = Question::read(&bytes, 4096, ClientShape::default)
             .and_then(|q| handler.answer_ahead(q.name(), q.qtype()));
-        if let Some(Ahead::Pending(pending)) = ahead {
+        if let Some(Answering::Pending(pending)) = ahead {
             runtime.block_on(pending);
         }
         g.bench_function(what, |b| {
@@ -72,7 +72,7 @@ fn bench(c: &mut Criterion) {
                 let q = Question::read(black_box(&bytes), 4096, ClientShape::default)
                     .expect("a question");
                 match handler.answer_ahead(q.name(), q.qtype()) {
-                    Some(Ahead::Ready(answered)) => answered,
+                    Some(Answering::Ready(answered)) => answered,
                     _ => panic!("{name} is not answered from memory"),
                 }
             })

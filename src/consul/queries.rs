@@ -42,7 +42,7 @@ pub struct QueryNames {
 
 /// What the list says of a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Listed {
+enum Presence {
     /// A query of that name or ID exists.
     Yes,
     /// No query answers to it.
@@ -73,13 +73,13 @@ impl QueryNames {
     }
 
     /// `name` in lower case.
-    fn lookup(&self, name: &str) -> Listed {
+    fn lookup(&self, name: &str) -> Presence {
         if self.exact.contains(name) {
-            Listed::Yes
+            Presence::Yes
         } else if self.partial || self.prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-            Listed::Maybe
+            Presence::Maybe
         } else {
-            Listed::No
+            Presence::No
         }
     }
 }
@@ -130,12 +130,12 @@ impl PreparedQueries {
             return Ok(known);
         }
         match self.listed(&name, dc) {
-            Listed::Yes => {}
-            Listed::No => {
+            Presence::Yes => {}
+            Presence::No => {
                 self.client.metrics().query_names_unlisted.inc();
                 return Ok(None);
             }
-            Listed::Maybe => {
+            Presence::Maybe => {
                 let allowed = self
                     .unlisted
                     .lock()
@@ -152,15 +152,15 @@ impl PreparedQueries {
         self.results.try_get_with(key, self.read(&name, dc)).await
     }
 
-    fn listed(&self, name: &str, dc: Option<&str>) -> Listed {
+    fn listed(&self, name: &str, dc: Option<&str>) -> Presence {
         let local = self.preparation.local_datacenter();
         if dc.is_some_and(|dc| Some(dc) != local) {
-            return Listed::Maybe;
+            return Presence::Maybe;
         }
         self.names
             .load()
             .as_deref()
-            .map_or(Listed::Maybe, |names| names.lookup(name))
+            .map_or(Presence::Maybe, |names| names.lookup(name))
     }
 
     async fn read(
@@ -236,19 +236,19 @@ mod tests {
             ),
         ];
         let names = QueryNames::build(&list, false);
-        assert_eq!(names.lookup("primary"), Listed::Yes);
+        assert_eq!(names.lookup("primary"), Presence::Yes);
         assert_eq!(
             names.lookup("8f246b77-f3e1-ff88-5b48-8ec93abf3e05"),
-            Listed::Yes
+            Presence::Yes
         );
-        assert_eq!(names.lookup("geo-"), Listed::Yes);
-        assert_eq!(names.lookup("geo-web"), Listed::Maybe);
-        assert_eq!(names.lookup("secondary"), Listed::No);
+        assert_eq!(names.lookup("geo-"), Presence::Yes);
+        assert_eq!(names.lookup("geo-web"), Presence::Maybe);
+        assert_eq!(names.lookup("secondary"), Presence::No);
         assert_eq!(
             QueryNames::build(&list, true).lookup("secondary"),
-            Listed::Maybe
+            Presence::Maybe
         );
         let catch_all = QueryNames::build(&[q("1", "", "name_prefix_match")], false);
-        assert_eq!(catch_all.lookup("anything"), Listed::Maybe);
+        assert_eq!(catch_all.lookup("anything"), Presence::Maybe);
     }
 }

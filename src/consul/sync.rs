@@ -44,7 +44,7 @@ use crate::model::{AgentSelf, Node, PreparedQueryListing, ServiceDirectory, Serv
 use crate::view::freshness::{ServiceBasis, ServiceData, WatchHealth, WatchStamp};
 use crate::view::records::{NodeTable, RecordSettings, ServiceRecords, Settings};
 use crate::view::{
-    Directory, Endpoint, RemoteLists, ReverseIndex, Source, SourceError, Subject, View,
+    Directory, Endpoint, RemoteLists, ReverseIndex, ServiceRef, Source, SourceError, View,
 };
 
 /// Concurrent first loads with `watch_all_services`.
@@ -85,14 +85,14 @@ fn segment(endpoint: Endpoint) -> &'static str {
 
 /// The cache key of what a lookup reads; the common case (a local service) is the name
 /// itself.
-fn cache_key<'a>(subject: &Subject<'a>) -> Cow<'a, str> {
-    match (subject.endpoint, subject.datacenter) {
-        (Endpoint::Service, None) => Cow::Borrowed(subject.key),
+fn cache_key<'a>(service_ref: &ServiceRef<'a>) -> Cow<'a, str> {
+    match (service_ref.endpoint, service_ref.datacenter) {
+        (Endpoint::Service, None) => Cow::Borrowed(service_ref.key),
         (e, dc) => Cow::Owned(format!(
             "{}\0{}\0{}",
             segment(e),
             dc.unwrap_or(""),
-            subject.key
+            service_ref.key
         )),
     }
 }
@@ -378,11 +378,11 @@ impl Syncer {
 
     /// The data of a service, from memory when it is watched; otherwise loaded once
     /// (concurrent callers share the load) and watched from then on.
-    async fn load(&self, subject: Subject<'_>) -> Result<ServiceData, Arc<ConsulError>> {
-        if let Some(data) = self.instances_in_memory(subject) {
+    async fn load(&self, service_ref: ServiceRef<'_>) -> Result<ServiceData, Arc<ConsulError>> {
+        if let Some(data) = self.instances_in_memory(service_ref) {
             return Ok(data);
         }
-        let key = cache_key(&subject);
+        let key = cache_key(&service_ref);
         let key = key.as_ref();
         let w = match self.services.get(key).await {
             Some(w) => {
@@ -393,7 +393,7 @@ impl Syncer {
                 self.metrics().view_misses.inc();
                 let w = self
                     .services
-                    .try_get_with_by_ref(key, self.start_service_watch(subject))
+                    .try_get_with_by_ref(key, self.start_service_watch(service_ref))
                     .await?;
                 // moka applies `max_services` in its maintenance, which otherwise runs
                 // only on the janitor's tick: until then watches past the cap would run.
@@ -412,25 +412,34 @@ impl Syncer {
 
     async fn start_service_watch(
         &self,
-        subject: Subject<'_>,
+        service_ref: ServiceRef<'_>,
     ) -> Result<Arc<ServiceWatch>, ConsulError> {
-        let segments = ["v1", "health", segment(subject.endpoint), subject.name];
+        let segments = [
+            "v1",
+            "health",
+            segment(service_ref.endpoint),
+            service_ref.name,
+        ];
         self.metrics().service_loads.inc();
         let (entries, meta) = self
             .client
-            .get_in::<Vec<ServiceEntry>>(&segments, subject.datacenter, 0)
+            .get_in::<Vec<ServiceEntry>>(&segments, service_ref.datacenter, 0)
             .await?;
         let w = Arc::new(ServiceWatch {
-            name: subject.name.into(),
-            endpoint: subject.endpoint,
-            datacenter: subject.datacenter.map(Box::from),
-            ttl: self.preparation.service_ttl(subject.key),
-            settings: self.preparation.settings_for(subject.datacenter, false)?,
-            untranslated: self.preparation.settings_for(subject.datacenter, true)?,
+            name: service_ref.name.into(),
+            endpoint: service_ref.endpoint,
+            datacenter: service_ref.datacenter.map(Box::from),
+            ttl: self.preparation.service_ttl(service_ref.key),
+            settings: self
+                .preparation
+                .settings_for(service_ref.datacenter, false)?,
+            untranslated: self
+                .preparation
+                .settings_for(service_ref.datacenter, true)?,
             stamp: Arc::new(WatchStamp::new(self.ticks.load(Ordering::Relaxed))),
             current: ArcSwap::default(),
             health: Arc::default(),
-            reverse: subject
+            reverse: service_ref
                 .is_local_service()
                 .then(|| Arc::clone(&self.reverse)),
             metrics: Arc::clone(self.metrics()),
@@ -441,9 +450,9 @@ impl Syncer {
         // Its first read: the data is current as of now.
         w.health.succeeded();
         debug!(
-            service = subject.name,
-            endpoint = segment(subject.endpoint),
-            datacenter = subject.datacenter,
+            service = service_ref.name,
+            endpoint = segment(service_ref.endpoint),
+            datacenter = service_ref.datacenter,
             instances = entries.len(),
             "service watch started"
         );
@@ -451,7 +460,7 @@ impl Syncer {
             Some(slot) => self.watch_blocking(&w, slot),
             None => {
                 debug!(
-                    service = subject.name,
+                    service = service_ref.name,
                     "max_watches reached: service re-read on a timer"
                 );
                 w.set_polled(true);
@@ -644,7 +653,7 @@ impl Syncer {
                 let me = Arc::clone(&self);
                 async move {
                     if !me.services.contains_key(key.as_str()) {
-                        if let Err(e) = me.load(Subject::local_service(key, &known.name)).await {
+                        if let Err(e) = me.load(ServiceRef::local_service(key, &known.name)).await {
                             debug!(service = %known.name, error = %e, "eager load failed; retried on the next change");
                         }
                     }
@@ -739,20 +748,20 @@ impl Source for Syncer {
         self.remote.known(dc)
     }
 
-    fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData> {
-        let w = self.hot.get(cache_key(&subject).as_ref())?;
+    fn instances_in_memory(&self, service_ref: ServiceRef<'_>) -> Option<ServiceData> {
+        let w = self.hot.get(cache_key(&service_ref).as_ref())?;
         w.stamp.use_in(self.ticks.load(Ordering::Relaxed));
         self.metrics().view_hits.inc();
         Some(w.data())
     }
 
-    fn records_in_memory(&self, subject: Subject<'_>) -> Option<Arc<ServiceRecords>> {
-        let w = self.hot.get(cache_key(&subject).as_ref())?;
+    fn records_in_memory(&self, service_ref: ServiceRef<'_>) -> Option<Arc<ServiceRecords>> {
+        let w = self.hot.get(cache_key(&service_ref).as_ref())?;
         Some(w.current.load_full())
     }
 
-    async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, SourceError> {
-        self.load(subject).await.map_err(shared)
+    async fn instances(&self, service_ref: ServiceRef<'_>) -> Result<ServiceData, SourceError> {
+        self.load(service_ref).await.map_err(shared)
     }
 
     async fn remote(&self, dc: &str) -> Result<Arc<RemoteLists>, SourceError> {

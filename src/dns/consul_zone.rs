@@ -20,7 +20,7 @@ use crate::config::{ServiceTtl, SoaConfig};
 use crate::metrics::{Metrics, NameForm};
 use crate::view::freshness::{ServiceData, WatchHealth};
 use crate::view::records::{generated_name, ip_rdata, NodeRecords, NodeTable, ServiceRecords};
-use crate::view::{Directory, DomainId, Endpoint, RemoteLists, Source, SourceError, Subject};
+use crate::view::{Directory, DomainId, Endpoint, RemoteLists, ServiceRef, Source, SourceError};
 
 /// Answering settings, from the configuration.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct ZoneOptions {
 }
 
 /// The service list or the node list of one datacenter.
-struct Listed<T> {
+struct ListSnapshot<T> {
     list: Arc<T>,
     /// The local service list's version (0 otherwise).
     version: u64,
@@ -54,9 +54,13 @@ struct Listed<T> {
 }
 
 /// `list` with how stale its watch is; an error when there is none yet.
-fn listed<T>(list: Option<Arc<T>>, version: u64, health: &WatchHealth) -> Lookup<Listed<T>> {
+fn snapshot<T>(
+    list: Option<Arc<T>>,
+    version: u64,
+    health: &WatchHealth,
+) -> Lookup<ListSnapshot<T>> {
     let list = list.ok_or(LookupError::NoList)?;
-    Ok(Listed {
+    Ok(ListSnapshot {
         list,
         version,
         stale: health.stale_for(),
@@ -152,21 +156,21 @@ type Lookup<T> = Result<T, Missing>;
 
 /// A service lookup as the question asks it.
 #[derive(Debug, Clone, Copy)]
-struct Ask<'a> {
+struct ServiceQuestion<'a> {
     endpoint: Endpoint,
     datacenter: Option<&'a str>,
     service: &'a str,
     tag: Option<&'a str>,
 }
 
-impl<'a> Ask<'a> {
+impl<'a> ServiceQuestion<'a> {
     fn new(
         endpoint: Endpoint,
         datacenter: Option<&'a str>,
         service: &'a str,
         tag: Option<&'a str>,
     ) -> Self {
-        Ask {
+        ServiceQuestion {
             endpoint,
             datacenter,
             service,
@@ -492,22 +496,23 @@ impl ConsulZone {
                 ..
             } => match self.locate(&locality) {
                 Some(dc) => {
-                    let ask = Ask::new(Endpoint::Service, dc, service, tag.as_deref());
-                    self.service(qname, qtype, d, ask, f)?
+                    let question =
+                        ServiceQuestion::new(Endpoint::Service, dc, service, tag.as_deref());
+                    self.service(qname, qtype, d, question, f)?
                 }
                 None => Answer::nxdomain(),
             },
             ConsulName::Connect { service, locality } => match self.locate(&locality) {
                 Some(dc) => {
-                    let ask = Ask::new(Endpoint::Connect, dc, service, None);
-                    self.service(qname, qtype, d, ask, f)?
+                    let question = ServiceQuestion::new(Endpoint::Connect, dc, service, None);
+                    self.service(qname, qtype, d, question, f)?
                 }
                 None => Answer::nxdomain(),
             },
             ConsulName::Ingress { service, locality } => match self.locate(&locality) {
                 Some(dc) => {
-                    let ask = Ask::new(Endpoint::Ingress, dc, service, None);
-                    self.service(qname, qtype, d, ask, f)?
+                    let question = ServiceQuestion::new(Endpoint::Ingress, dc, service, None);
+                    self.service(qname, qtype, d, question, f)?
                 }
                 None => Answer::nxdomain(),
             },
@@ -561,23 +566,23 @@ impl ConsulZone {
     }
 
     /// The service list of a datacenter (None: local).
-    fn services_of(&self, dc: Option<&str>, f: &Fetched) -> Lookup<Listed<Directory>> {
+    fn services_of(&self, dc: Option<&str>, f: &Fetched) -> Lookup<ListSnapshot<Directory>> {
         let Some(dc) = dc else {
             let (version, directory) = self.source.view().directory_versioned();
-            return listed(directory, version, self.source.directory_health());
+            return snapshot(directory, version, self.source.directory_health());
         };
         let r = self.remote(dc, f)?;
-        listed(Some(r.directory.load_full()), 0, &r.directory_health)
+        snapshot(Some(r.directory.load_full()), 0, &r.directory_health)
     }
 
     /// The node list of a datacenter (None: local).
-    fn nodes_of(&self, dc: Option<&str>, f: &Fetched) -> Lookup<Listed<NodeTable>> {
+    fn nodes_of(&self, dc: Option<&str>, f: &Fetched) -> Lookup<ListSnapshot<NodeTable>> {
         let Some(dc) = dc else {
             let nodes = self.source.view().nodes();
-            return listed(nodes, 0, self.source.nodes_health());
+            return snapshot(nodes, 0, self.source.nodes_health());
         };
         let r = self.remote(dc, f)?;
-        listed(Some(r.nodes.load_full()), 0, &r.nodes_health)
+        snapshot(Some(r.nodes.load_full()), 0, &r.nodes_health)
     }
 
     /// Another datacenter's lists, once fetched.
@@ -593,17 +598,17 @@ impl ConsulZone {
     }
 
     /// The data of a service (see [`Source::instances`]).
-    fn instances(&self, subject: Subject<'_>, f: &Fetched) -> Lookup<ServiceData> {
-        let loaded = match f.instances(&subject) {
+    fn instances(&self, service_ref: ServiceRef<'_>, f: &Fetched) -> Lookup<ServiceData> {
+        let loaded = match f.instances(&service_ref) {
             Some(fetched) => fetched.clone(),
-            None => match self.source.instances_in_memory(subject) {
+            None => match self.source.instances_in_memory(service_ref) {
                 Some(data) => Ok(data),
-                None => return Err(Need::Instances(subject.into()).into()),
+                None => return Err(Need::Instances(service_ref.into()).into()),
             },
         };
         loaded.map_err(|error| {
             LookupError::Service {
-                service: subject.name.to_owned(),
+                service: service_ref.name.to_owned(),
                 error,
             }
             .into()
@@ -646,7 +651,7 @@ impl ConsulZone {
             return Ok((Vec::new(), Vec::new()));
         };
         // Without the servers' data (it cannot be loaded), no NS records.
-        let data = match self.instances(Subject::local_service("consul", &consul), f) {
+        let data = match self.instances(ServiceRef::local_service("consul", &consul), f) {
             Ok(data) => data,
             Err(Missing::Failed(_)) => return Ok((Vec::new(), Vec::new())),
             Err(need) => return Err(need),
@@ -680,24 +685,24 @@ impl ConsulZone {
         qname: &Name,
         qtype: RecordType,
         d: DomainId,
-        ask: Ask<'_>,
+        question: ServiceQuestion<'_>,
         f: &Fetched,
     ) -> Lookup<Answer> {
-        let services = self.services_of(ask.datacenter, f)?;
-        let Some((key, tag)) = find_service(&services.list, ask.service, ask.tag) else {
+        let services = self.services_of(question.datacenter, f)?;
+        let Some((key, tag)) = find_service(&services.list, question.service, question.tag) else {
             return Ok(Answer::nxdomain().resting_on(services.stale));
         };
         let Some(known) = services.list.services.get(key) else {
             return Ok(Answer::nxdomain().resting_on(services.stale));
         };
-        let subject = Subject {
-            endpoint: ask.endpoint,
-            datacenter: ask.datacenter,
+        let service_ref = ServiceRef {
+            endpoint: question.endpoint,
+            datacenter: question.datacenter,
             key,
             name: &known.name,
         };
-        let data = self.instances(subject, f)?;
-        if ask.endpoint != Endpoint::Service && data.records.total == 0 {
+        let data = self.instances(service_ref, f)?;
+        if question.endpoint != Endpoint::Service && data.records.total == 0 {
             // No proxy or gateway for it: the name does not exist (as Consul answers).
             return Ok(Answer::nxdomain().resting_on(services.stale));
         }
@@ -705,7 +710,7 @@ impl ConsulZone {
         let tag = tag.as_deref();
         let mut answer = service_records(qname, qtype, d, &data.records, &known.tags, tag, limit)
             .resting_on(services.stale.max(data.health.stale_for()));
-        if ask.datacenter.is_none() && answer.stale.is_none() {
+        if question.datacenter.is_none() && answer.stale.is_none() {
             answer.basis = Some(Box::new(self.source.basis(services.version, &data)));
         }
         Ok(answer)
@@ -767,12 +772,12 @@ impl ConsulZone {
         let Some(known) = services.list.services.get(service) else {
             return Ok(Answer::nxdomain().resting_on(directory_stale));
         };
-        let data = self.instances(Subject::local_service(service, &known.name), f)?;
+        let data = self.instances(ServiceRef::local_service(service, &known.name), f)?;
         // Consul records the VIP on the service's sidecar proxies when not on the service.
         let data = if data.records.virtual_ip.is_some() {
             data
         } else {
-            let proxies = Subject {
+            let proxies = ServiceRef {
                 endpoint: Endpoint::Connect,
                 datacenter: None,
                 key: service,

@@ -16,7 +16,7 @@ use hickory_proto::rr::{Name, Record, RecordType};
 use super::forward::Recursors;
 use crate::view::freshness::ServiceData;
 use crate::view::records::ServiceRecords;
-use crate::view::{Endpoint, RemoteLists, Source, SourceError, Subject};
+use crate::view::{Endpoint, RemoteLists, ServiceRef, Source, SourceError};
 
 /// Something an answer needs that memory does not hold.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub enum Need {
     /// The first sync with Consul (bounded by the startup wait).
     Sync,
     /// A service's instances: a load the watch's start makes (shared with other queries).
-    Instances(OwnedSubject),
+    Instances(OwnedServiceRef),
     /// Another datacenter's service and node lists.
     Remote(String),
     /// A prepared query's result: its name and datacenter.
@@ -34,18 +34,18 @@ pub enum Need {
     Host(Name),
 }
 
-/// A [`Subject`] that owns its strings, to be fetched after the answer's borrow ended.
+/// A [`ServiceRef`] that owns its strings, to be fetched after the answer's borrow ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedSubject {
+pub struct OwnedServiceRef {
     endpoint: Endpoint,
     datacenter: Option<String>,
     key: String,
     name: String,
 }
 
-impl From<Subject<'_>> for OwnedSubject {
-    fn from(s: Subject<'_>) -> Self {
-        OwnedSubject {
+impl From<ServiceRef<'_>> for OwnedServiceRef {
+    fn from(s: ServiceRef<'_>) -> Self {
+        OwnedServiceRef {
             endpoint: s.endpoint,
             datacenter: s.datacenter.map(str::to_owned),
             key: s.key.to_owned(),
@@ -54,15 +54,15 @@ impl From<Subject<'_>> for OwnedSubject {
     }
 }
 
-impl OwnedSubject {
-    fn is(&self, s: &Subject<'_>) -> bool {
+impl OwnedServiceRef {
+    fn is(&self, s: &ServiceRef<'_>) -> bool {
         self.endpoint == s.endpoint
             && self.datacenter.as_deref() == s.datacenter
             && self.key == s.key
     }
 
-    fn as_subject(&self) -> Subject<'_> {
-        Subject {
+    fn as_service_ref(&self) -> ServiceRef<'_> {
+        ServiceRef {
             endpoint: self.endpoint,
             datacenter: self.datacenter.as_deref(),
             key: &self.key,
@@ -79,7 +79,7 @@ type QueryKey = (String, Option<String>);
 #[derive(Default)]
 pub struct Fetched {
     waited_for_sync: bool,
-    instances: Vec<(OwnedSubject, Loaded<ServiceData>)>,
+    instances: Vec<(OwnedServiceRef, Loaded<ServiceData>)>,
     remotes: Vec<(String, Loaded<Arc<RemoteLists>>)>,
     queries: Vec<(QueryKey, Loaded<Option<Arc<ServiceRecords>>>)>,
     /// Hostnames resolved by the recursors: the CNAMEs leading to their addresses, then
@@ -102,10 +102,10 @@ impl Fetched {
         self.waited_for_sync
     }
 
-    pub fn instances(&self, subject: &Subject<'_>) -> Option<&Loaded<ServiceData>> {
+    pub fn instances(&self, service_ref: &ServiceRef<'_>) -> Option<&Loaded<ServiceData>> {
         self.instances
             .iter()
-            .find(|(s, _)| s.is(subject))
+            .find(|(s, _)| s.is(service_ref))
             .map(|(_, r)| r)
     }
 
@@ -149,12 +149,12 @@ impl Fetched {
                 source.view().wait_ready(startup_wait).await;
                 self.waited_for_sync = true;
             }
-            Need::Instances(subject) => {
-                if self.instances(&subject.as_subject()).is_some() {
+            Need::Instances(service_ref) => {
+                if self.instances(&service_ref.as_service_ref()).is_some() {
                     return false;
                 }
-                let loaded = source.instances(subject.as_subject()).await;
-                self.instances.push((subject, loaded));
+                let loaded = source.instances(service_ref.as_service_ref()).await;
+                self.instances.push((service_ref, loaded));
             }
             Need::Remote(dc) => {
                 if self.remote(&dc).is_some() {

@@ -125,7 +125,7 @@ pub struct Answered {
 pub type Pending = Pin<Box<dyn Future<Output = Answered> + Send>>;
 
 /// An answer worked out ahead of the request's parsing.
-pub enum Ahead {
+pub enum Answering {
     /// From memory, at once (the common case: no future, no allocation).
     Ready(Answered),
     /// It needs Consul or the first sync; it must not be dropped before it is done (it may
@@ -215,13 +215,13 @@ impl DnsHandler {
 
     /// The answer to a plain IN query for `name`/`qtype` when the name is under the Consul
     /// domain (None otherwise), as [`DnsHandler::reply`] would work it out. `name` as sent.
-    pub fn answer_ahead(self: &Arc<Self>, name: &Name, qtype: RecordType) -> Option<Ahead> {
+    pub fn answer_ahead(self: &Arc<Self>, name: &Name, qtype: RecordType) -> Option<Answering> {
         let domain = self.zone.domain_of(name)?;
         if let Some(answer) = self.zone.answer_now(name, qtype, domain) {
-            return Some(Ahead::Ready(Answered { domain, answer }));
+            return Some(Answering::Ready(Answered { domain, answer }));
         }
         let (handler, name) = (Arc::clone(self), name.clone());
-        Some(Ahead::Pending(Box::pin(async move {
+        Some(Answering::Pending(Box::pin(async move {
             let answer = handler.zone.answer(&name, qtype, domain).await;
             Answered { domain, answer }
         })))

@@ -29,7 +29,7 @@ use hickory_server::server::Request;
 use tracing::debug;
 
 use super::encoder;
-use super::handler::{Ahead, DnsHandler, Replied};
+use super::handler::{Answering, DnsHandler, Replied};
 use super::negative_cache::NegativeCache;
 use super::query_log::{Logged, Transport};
 use super::response_cache::{Question, ResponseCache};
@@ -116,7 +116,7 @@ fn answer(
             return Reply::Sent;
         }
         ahead = handler.answer_ahead(q.name(), q.qtype());
-        if let Some(Ahead::Ready(answered)) = &ahead {
+        if let Some(Answering::Ready(answered)) = &ahead {
             if answered.answer.is_plain_negative() {
                 let rcode = answered.answer.rcode;
                 let serial = handler.soa_serial();
@@ -159,15 +159,17 @@ fn answer(
     // The shape of a negative answer about to be built: its response is kept as the
     // negative response of its shape.
     let negative = match &ahead {
-        Some(Ahead::Ready(a)) if a.answer.is_plain_negative() => Some((a.domain, a.answer.rcode)),
+        Some(Answering::Ready(a)) if a.answer.is_plain_negative() => {
+            Some((a.domain, a.answer.rcode))
+        }
         _ => None,
     };
     let builder = Arc::clone(handler);
     let mut reply = Box::pin(async move {
         let answered = match ahead {
             None => None,
-            Some(Ahead::Ready(answered)) => Some(answered),
-            Some(Ahead::Pending(pending)) => Some(pending.await),
+            Some(Answering::Ready(answered)) => Some(answered),
+            Some(Answering::Pending(pending)) => Some(pending.await),
         };
         builder.reply(&request, answered).await
     });

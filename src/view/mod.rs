@@ -27,7 +27,7 @@ pub use directory::{hierarchical_alias, Directory, KnownService};
 pub use domain::DomainId;
 pub use records::NodeTable;
 pub use reverse::ReverseIndex;
-pub use source::{Endpoint, RemoteLists, Source, SourceError, Subject};
+pub use source::{Endpoint, RemoteLists, ServiceRef, Source, SourceError};
 
 /// The catalog as last seen.
 #[derive(Debug)]

@@ -27,7 +27,7 @@ pub enum Endpoint {
 
 /// What a service lookup reads: a service through one endpoint, in one datacenter.
 #[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
+pub struct ServiceRef<'a> {
     pub endpoint: Endpoint,
     /// None: the local datacenter.
     pub datacenter: Option<&'a str>,
@@ -37,10 +37,10 @@ pub struct Subject<'a> {
     pub name: &'a str,
 }
 
-impl<'a> Subject<'a> {
+impl<'a> ServiceRef<'a> {
     /// A service of the local datacenter: `key` lower-case, `name` as registered.
     pub fn local_service(key: &'a str, name: &'a str) -> Self {
-        Subject {
+        ServiceRef {
             endpoint: Endpoint::Service,
             datacenter: None,
             key,
@@ -82,17 +82,18 @@ pub trait Source: Send + Sync {
     fn datacenter_known(&self, dc: &str) -> bool;
 
     /// A service's data when it is in memory and asked for lately (no waiting, no lock).
-    fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData>;
+    fn instances_in_memory(&self, service_ref: ServiceRef<'_>) -> Option<ServiceData>;
 
     /// A service's records when in memory, without counting a lookup or a use (for
     /// zone transfers, which read every service whenever the catalog changes).
-    fn records_in_memory(&self, subject: Subject<'_>) -> Option<Arc<ServiceRecords>> {
-        self.instances_in_memory(subject).map(|data| data.records)
+    fn records_in_memory(&self, service_ref: ServiceRef<'_>) -> Option<Arc<ServiceRecords>> {
+        self.instances_in_memory(service_ref)
+            .map(|data| data.records)
     }
 
     /// A service's data, loaded if it is not in memory (concurrent callers share the
     /// load) and kept fresh from then on.
-    async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, SourceError>;
+    async fn instances(&self, service_ref: ServiceRef<'_>) -> Result<ServiceData, SourceError>;
 
     /// Another datacenter's lists, loaded on first use and kept fresh while asked for.
     async fn remote(&self, dc: &str) -> Result<Arc<RemoteLists>, SourceError>;

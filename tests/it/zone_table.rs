@@ -20,7 +20,7 @@ use consul_dns::model::{AgentService, CheckStatus, HealthCheck, Node, ServiceEnt
 use consul_dns::view::freshness::{ServiceBasis, ServiceData, WatchHealth, WatchStamp};
 use consul_dns::view::records::{RecordSettings, ServiceRecords, Settings};
 use consul_dns::view::{
-    Directory, DomainId, NodeTable, RemoteLists, Source, SourceError, Subject, View,
+    Directory, DomainId, NodeTable, RemoteLists, ServiceRef, Source, SourceError, View,
 };
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
@@ -47,15 +47,15 @@ impl Source for FixedSource {
     fn datacenter_known(&self, _dc: &str) -> bool {
         false
     }
-    fn instances_in_memory(&self, subject: Subject<'_>) -> Option<ServiceData> {
-        subject
+    fn instances_in_memory(&self, service_ref: ServiceRef<'_>) -> Option<ServiceData> {
+        service_ref
             .is_local_service()
-            .then(|| self.services.get(subject.key).cloned())
+            .then(|| self.services.get(service_ref.key).cloned())
             .flatten()
     }
-    async fn instances(&self, subject: Subject<'_>) -> Result<ServiceData, SourceError> {
-        self.instances_in_memory(subject)
-            .ok_or_else(|| missing(format!("no data for {}", subject.name)))
+    async fn instances(&self, service_ref: ServiceRef<'_>) -> Result<ServiceData, SourceError> {
+        self.instances_in_memory(service_ref)
+            .ok_or_else(|| missing(format!("no data for {}", service_ref.name)))
     }
     async fn remote(&self, dc: &str) -> Result<Arc<RemoteLists>, SourceError> {
         Err(missing(format!("no datacenter {dc}")))

@@ -22,7 +22,7 @@ use super::wire::{difference, WireRecords};
 use crate::dns::consul_zone::ConsulZone;
 use crate::view::records::{NodeTable, ServiceRecords};
 use crate::view::DomainId;
-use crate::view::{Directory, KnownService, Source, Subject};
+use crate::view::{Directory, KnownService, ServiceRef, Source};
 
 /// The types asked for each kind of name.
 const SERVICE_TYPES: [RecordType; 4] = [
@@ -154,7 +154,7 @@ impl ContentBuilder {
         for (key, known) in &directory.services {
             let Some(data) = self
                 .source
-                .records_in_memory(Subject::local_service(key, &known.name))
+                .records_in_memory(ServiceRef::local_service(key, &known.name))
             else {
                 missing += 1;
                 self.drop_service(key, &mut changes, &mut addr_moves);

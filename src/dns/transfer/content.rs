@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::journal::Delta;
+use super::journal::{Delta, Part, Parts};
 use super::wire::{difference, WireRecords};
 use crate::dns::consul_zone::ConsulZone;
 use crate::view::records::{NodeTable, ServiceRecords};
@@ -33,24 +33,6 @@ const SERVICE_TYPES: [RecordType; 4] = [
 ];
 const NODE_TYPES: [RecordType; 3] = [RecordType::A, RecordType::AAAA, RecordType::TXT];
 const ADDR_TYPES: [RecordType; 2] = [RecordType::A, RecordType::AAAA];
-
-/// What a part of the zone is made from; each part's records are sorted and free of
-/// duplicates. A name the zone holds belongs to one part (but for rare collisions of a
-/// tag form with a dotted service name, whose records are then the same).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Part {
-    /// The apex NS.
-    Apex,
-    /// A service's names.
-    Service(String),
-    /// A node's names.
-    Node(String),
-    /// An `addr` name an SRV record points at.
-    Addr(Name),
-}
-
-/// The zone, by part.
-pub type Parts = HashMap<Part, Arc<WireRecords>>;
 
 /// What a service's part was made from.
 struct ServiceSource {

@@ -1,13 +1,30 @@
 //! Versions of a zone: the current records with their serial, and a journal of the
 //! differences between consecutive versions for IXFR (RFC 1995), bounded in bytes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use hickory_proto::rr::Record;
+use hickory_proto::rr::{Name, Record};
 
-use super::content::Parts;
 use super::wire::WireRecords;
+
+/// What a part of the zone is made from; each part's records are sorted and free of
+/// duplicates. A name the zone holds belongs to one part (but for rare collisions of a
+/// tag form with a dotted service name, whose records are then the same).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// The apex NS.
+    Apex,
+    /// A service's names.
+    Service(String),
+    /// A node's names.
+    Node(String),
+    /// An `addr` name an SRV record points at.
+    Addr(Name),
+}
+
+/// The zone, by part.
+pub type Parts = HashMap<Part, Arc<WireRecords>>;
 
 /// One version of the zone.
 #[derive(Debug, Clone)]
@@ -151,7 +168,6 @@ pub fn next_serial(previous: Option<u32>, index: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::transfer::content::Part;
     use crate::dns::transfer::wire::difference;
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{Name, RData};

@@ -74,7 +74,7 @@ const PORT_0_ATTEMPTS: u32 = 100;
 
 /// Binds UDP (`workers` sockets) and TCP on every address. With port 0 the system picks
 /// a port free for UDP, and TCP takes the same one (another is picked while TCP already
-/// has it).
+/// has it, or when another socket takes the UDP port between the probe and the group).
 pub async fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Sockets, BindError> {
     let mut out = Sockets {
         udp: Vec::new(),
@@ -90,7 +90,20 @@ pub async fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Sockets, BindE
         };
         let mut attempts = 0;
         let (udp, tcp) = loop {
-            let udp = first_udp_socket(addr, shared).map_err(err)?;
+            let udp = match first_udp_socket(addr, shared) {
+                Ok(udp) => udp,
+                // Another socket took the port between the probe and the group's bind.
+                Err(e)
+                    if addr.port() == 0
+                        && e.kind() == io::ErrorKind::AddrInUse
+                        && attempts < PORT_0_ATTEMPTS =>
+                {
+                    attempts += 1;
+                    tracing::debug!(error = %e, "UDP port taken after the probe; picking another");
+                    continue;
+                }
+                Err(e) => return Err(err(e)),
+            };
             let bound = udp.local_addr().map_err(err)?;
             match tcp_listener(bound) {
                 Ok(tcp) => break (udp, tcp),

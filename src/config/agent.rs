@@ -19,10 +19,13 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use struct_patch::Merge;
+
 use super::file::{Ctx, Field};
 use super::hcl::{self, Node, Object, Value};
+use super::layer::{Layer, Origin};
 use super::values::{normalize_datacenter, normalize_domain};
-use super::{ConfigError, DnsConfigPatch, FileLocation, ServiceTtl, SoaConfigPatch};
+use super::{ConfigError, ConfigPatch, DnsConfigPatch, FileLocation, ServiceTtl, SoaConfigPatch};
 
 /// Consul's defaults (`agent/config/default.go`).
 const DEFAULT_CLIENT_ADDR: &str = "127.0.0.1";
@@ -42,13 +45,12 @@ pub(super) struct Located<T> {
 pub(super) struct AgentConfig {
     /// The files read, in the order read.
     pub files: Vec<PathBuf>,
-    pub domain: Option<String>,
-    pub alt_domain: Option<String>,
-    pub datacenter: Option<String>,
-    /// Appended across files, without duplicates (the first kept).
-    pub recursors: Vec<SocketAddr>,
-    pub translate_wan_addrs: Option<bool>,
-    pub dns: DnsConfigPatch,
+    /// What the files set of consul-dns's own settings: `domain`, `alt_domain`,
+    /// `datacenter`, `recursors` (appended across files, without duplicates, the first
+    /// kept), `translate_wan_addrs` and `dns`.
+    pub settings: ConfigPatch,
+    /// Where each of them was set.
+    pub origins: BTreeMap<&'static str, Origin>,
     /// `client_addr`: space-separated addresses, Consul's default for every `addresses.*`.
     pub client_addr: Option<Located<String>>,
     pub dns_port: Option<Located<i64>>,
@@ -155,39 +157,50 @@ impl AgentConfig {
     fn take(path: &Path, top: Object) -> Result<AgentConfig, ConfigError> {
         let ctx = Ctx::new(path);
         let mut top: BTreeMap<String, Node> = top.into_iter().collect();
+        let mut origins = BTreeMap::new();
         let mut take_node = |key: &str| top.remove(key);
-        let mut take = |key: &str| take_node(key).map(|node| field(key.to_string(), node));
+        let mut take = |key: &'static str| {
+            let field = field(key.to_string(), take_node(key)?);
+            let file = Some(ctx.location(field.line));
+            origins.insert(
+                key,
+                Origin {
+                    key: key.to_string(),
+                    file,
+                },
+            );
+            Some(field)
+        };
         let located = |value: String, field: &Field| Located {
             value,
             at: ctx.location(field.line),
         };
-        let normalized = |field: Field, check: fn(&str) -> Result<String, String>| {
-            let s = ctx.string(&field)?;
-            check(&s).map_err(|reason| ctx.invalid(&field, reason))
-        };
+        let normalized =
+            |field: Field, check: fn(&str) -> Result<String, String>| ctx.normalized(&field, check);
 
         let mut out = AgentConfig {
             files: vec![path.to_path_buf()],
             ..AgentConfig::default()
         };
-        out.domain = take("domain")
+        let settings = &mut out.settings;
+        settings.domain = take("domain")
             .map(|f| normalized(f, normalize_domain))
             .transpose()?;
-        out.alt_domain = take("alt_domain")
-            .map(|f| normalized(f, normalize_domain))
+        settings.alt_domain = take("alt_domain")
+            .map(|f| normalized(f, normalize_domain).map(Some))
             .transpose()?;
-        out.datacenter = take("datacenter")
-            .map(|f| normalized(f, normalize_datacenter))
+        settings.datacenter = take("datacenter")
+            .map(|f| normalized(f, normalize_datacenter).map(Some))
             .transpose()?;
-        if let Some(f) = take("recursors") {
-            out.recursors = ctx.recursors(&f)?;
-        }
-        out.translate_wan_addrs = take("translate_wan_addrs")
+        settings.recursors = take("recursors").map(|f| ctx.recursors(&f)).transpose()?;
+        settings.translate_wan_addrs = take("translate_wan_addrs")
             .map(|f| ctx.bool(&f))
             .transpose()?;
         out.client_addr = take("client_addr")
             .map(|f| Ok::<_, ConfigError>(located(ctx.string(&f)?, &f)))
             .transpose()?;
+
+        out.origins = origins;
 
         let mut ports = table(&ctx, "ports", take_node("ports"))?;
         let mut port = |name: &str| {
@@ -221,7 +234,7 @@ impl AgentConfig {
         out.https_addr = address("https")?;
 
         let mut dns = table(&ctx, "dns_config", take_node("dns_config"))?;
-        out.dns = ctx.dns(&mut |key| Ok(dns.remove(key)))?;
+        out.settings.dns = ctx.dns(&mut |key| Ok(dns.remove(key)))?;
         for (_, f) in dns {
             out.warnings.push(format!(
                 "consul config {}: {} is not a dns_config option consul-dns knows: ignored",
@@ -233,22 +246,34 @@ impl AgentConfig {
     }
 
     /// Merges a later file over this configuration, as Consul does.
-    fn merge(&mut self, later: AgentConfig) {
+    fn merge(&mut self, mut later: AgentConfig) {
         fn over<T>(earlier: &mut Option<T>, later: Option<T>) {
             if later.is_some() {
                 *earlier = later;
             }
         }
         self.files.extend(later.files);
-        over(&mut self.domain, later.domain);
-        over(&mut self.alt_domain, later.alt_domain);
-        over(&mut self.datacenter, later.datacenter);
-        for r in later.recursors {
-            if !self.recursors.contains(&r) {
-                self.recursors.push(r);
+        let mut recursors = self.settings.recursors.take().unwrap_or_default();
+        for r in later.settings.recursors.iter().flatten() {
+            if !recursors.contains(r) {
+                recursors.push(*r);
             }
         }
-        over(&mut self.translate_wan_addrs, later.translate_wan_addrs);
+        // A map replaces only when it is not empty; the SOA is one value.
+        let mut dns = std::mem::take(&mut later.settings.dns);
+        if dns.service_ttl.as_ref().is_some_and(ServiceTtl::is_empty) {
+            dns.service_ttl = None;
+        }
+        if dns.soa != SoaConfigPatch::default() {
+            self.settings.dns.soa = SoaConfigPatch::default();
+        }
+        let dns = dns_over(std::mem::take(&mut self.settings.dns), dns);
+        // The rest: a value set later replaces (`dns`, the one nested section set here, is
+        // merged above).
+        self.settings = std::mem::take(&mut self.settings).merge(later.settings);
+        self.settings.recursors = (!recursors.is_empty()).then_some(recursors);
+        self.settings.dns = dns;
+        self.origins.extend(later.origins);
         over(&mut self.client_addr, later.client_addr);
         over(&mut self.dns_port, later.dns_port);
         over(&mut self.http_port, later.http_port);
@@ -256,16 +281,58 @@ impl AgentConfig {
         over(&mut self.dns_addr, later.dns_addr);
         over(&mut self.http_addr, later.http_addr);
         over(&mut self.https_addr, later.https_addr);
-        // A map replaces only when it is not empty; the SOA is one value.
-        let mut dns = later.dns;
-        if dns.service_ttl.as_ref().is_some_and(ServiceTtl::is_empty) {
-            dns.service_ttl = None;
-        }
-        if dns.soa != SoaConfigPatch::default() {
-            self.dns.soa = SoaConfigPatch::default();
-        }
-        self.dns = super::dns_over(std::mem::take(&mut self.dns), dns);
         self.warnings.extend(later.warnings);
+    }
+
+    /// What the agent's files set, under the config file and the flags. Its HTTP API and
+    /// DNS address are not in it: they are used only where nothing else sets the Consul
+    /// address or the listen addresses (see `resolve.rs`).
+    pub fn layer(&self) -> Layer {
+        Layer {
+            settings: self.settings.clone(),
+            origins: self.origins.clone(),
+            ..Layer::default()
+        }
+    }
+
+    /// Refuses a listen address where the Consul agent serves DNS itself (its configuration
+    /// says so): the bind would fail, and this says what to do.
+    pub fn check_dns_clash(&self, listen: &[SocketAddr]) -> Result<(), ConfigError> {
+        let Some(port) = self.is_used().then(|| self.dns_port()).flatten() else {
+            return Ok(());
+        };
+        // Addresses that cannot be read are no clash to report; listening tells.
+        let Ok(ips) = self.dns_ips("--listen") else {
+            return Ok(());
+        };
+        let clash = listen.iter().find_map(|ours| {
+            ips.iter()
+                .find(|ip| {
+                    ours.port() == port
+                        && (ours.ip() == **ip || ours.ip().is_unspecified() || ip.is_unspecified())
+                })
+                .map(|ip| (ours, SocketAddr::new(*ip, port)))
+        });
+        let Some((ours, theirs)) = clash else {
+            return Ok(());
+        };
+        let (value, file) = self.dns_port_setting();
+        let default = if file.is_none() {
+            " (Consul's default port: its configuration sets no ports.dns)"
+        } else {
+            ""
+        };
+        Err(ConfigError::Invalid {
+            key: "ports.dns".to_string(),
+            value: Some(value),
+            file,
+            reason: format!(
+                "the Consul agent serves DNS on {theirs} itself{default}, where consul-dns would \
+                 listen ({ours}): turn the agent's DNS off (ports {{ dns = -1 }} in its \
+                 configuration, then restart it) and consul-dns takes its place, or give \
+                 consul-dns another address (--listen)"
+            ),
+        })
     }
 
     /// Whether any file was read.
@@ -524,4 +591,15 @@ fn from_json(value: serde_json::Value) -> Option<Node> {
         }
     };
     Some(Node { line: None, value })
+}
+
+/// `later`'s `dns_config` values over `earlier`'s, each where set (the SOA's field by
+/// field). The SOA is merged here: struct-patch 0.14 merges a nested patch the wrong way
+/// round (`earlier`'s fields first).
+fn dns_over(earlier: DnsConfigPatch, later: DnsConfigPatch) -> DnsConfigPatch {
+    let soa = earlier.soa.merge(later.soa);
+    DnsConfigPatch {
+        soa,
+        ..earlier.merge(later)
+    }
 }

@@ -1,16 +1,12 @@
 //! The TOML config file: each key converted to its typed value where it is read, with
-//! errors naming the file, line and key.
+//! errors naming the file, line and key, into the file's [`Layer`].
 //!
 //! The text is deserialised into tables of `Spanned` keys and values (syntax errors come
 //! with their line). Each key is then taken from its table by the one line that converts
-//! it (`Parts::get`), so that a type or range error names the exact key
-//! (`dns_config.soa.retry`) and its line. Keys the Consul agent's configuration has no
-//! say in go straight into `FileConfig::base`, a `Config` at its defaults (into their
-//! sections: `TcpConfig`, `RrlConfig`, `TransferConfig`, `DotConfig::limits`), which the
-//! merge starts from; the `dns_config` keys into a `DnsConfigPatch`, layered over the
-//! agent's. A
-//! key left over is unknown: the names known are those asked for when an empty file is
-//! converted, and the closest is suggested.
+//! it into its place in the layer's settings (`Parts::get`), so that a type or range error
+//! names the exact key (`dns_config.soa.retry`) and its line, and the layer knows where
+//! each setting came from. A key left over is unknown: the names known are those asked for
+//! when an empty file is converted, and the closest is suggested.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,15 +18,16 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::duration::parse_go_duration;
+use super::layer::{Layer, Origin, TokenSource};
 use super::values::{
     normalize_consul_addr, normalize_datacenter, normalize_domain, normalize_tls_server_name,
     parse_listen_addr, parse_network, parse_recursor, ttl_seconds,
 };
 use super::{
-    check_listen_list, default_tcp_max_connections_per_source, Config, ConfigError, DnsConfigPatch,
-    DotConfig, FileLocation, RrlConfig, Secret, ServiceTtl, SoaConfigPatch, TcpConfig,
-    TransferConfig, MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MAX_UDP_ANSWER_LIMIT,
-    MIN_BLOCKING_WAIT,
+    check_listen_list, ConfigError, ConfigPatch, ConsulTlsPatch, DnsConfigPatch, DotConfigPatch,
+    FileLocation, RrlConfigPatch, Secret, ServiceTtl, SoaConfigPatch, TcpConfigPatch,
+    TransferConfigPatch, MAX_BLOCKING_WAIT, MAX_RRL_SLIP, MAX_RRL_WINDOW, MAX_UDP_ANSWER_LIMIT,
+    MAX_WORKERS, MIN_BLOCKING_WAIT,
 };
 
 type Raw = Option<Spanned<Value>>;
@@ -61,6 +58,8 @@ struct Parts<'c> {
     dns: Keys,
     asked: Vec<&'static str>,
     asked_dns: Vec<&'static str>,
+    /// Where each key taken was set.
+    origins: BTreeMap<&'static str, Origin>,
 }
 
 impl<'c> Parts<'c> {
@@ -71,6 +70,7 @@ impl<'c> Parts<'c> {
             dns,
             asked: Vec::new(),
             asked_dns: Vec::new(),
+            origins: BTreeMap::new(),
         }
     }
 
@@ -78,7 +78,9 @@ impl<'c> Parts<'c> {
     fn take(&mut self, key: &'static str) -> Option<Field> {
         self.asked.push(key);
         let value = self.top.remove(key)?;
-        Some(self.ctx.field(key.to_string(), value))
+        let field = self.ctx.field(key.to_string(), value);
+        self.origins.insert(key, self.ctx.origin(&field));
+        Some(field)
     }
 
     /// A top-level key converted by `convert`, if set.
@@ -91,14 +93,18 @@ impl<'c> Parts<'c> {
         self.take(key).map(|field| convert(ctx, &field)).transpose()
     }
 
-    /// Key `key` converted by `convert`, or `default` when it is not set.
-    fn get_or<T>(
+    /// A key whose empty string means not set (paths, names), else converted by `convert`.
+    fn get_set<T>(
         &mut self,
         key: &'static str,
         convert: impl FnOnce(&Ctx<'c>, &Field) -> Result<T, ConfigError>,
-        default: T,
-    ) -> Result<T, ConfigError> {
-        Ok(self.get(key, convert)?.unwrap_or(default))
+    ) -> Result<Option<Option<T>>, ConfigError> {
+        let ctx = self.ctx;
+        match self.take(key) {
+            Some(field) if matches!(&field.value, Value::String(s) if s.is_empty()) => Ok(None),
+            Some(field) => Ok(Some(Some(convert(ctx, &field)?))),
+            None => Ok(None),
+        }
     }
 
     /// A `dns_config` key, if set: at the top level or in the `[dns_config]` table (its
@@ -107,7 +113,11 @@ impl<'c> Parts<'c> {
         self.asked_dns.push(key);
         let top = self.top.remove(key);
         let section = self.dns.remove(key);
-        self.ctx.pick(key, top, section)
+        let field = self.ctx.pick(key, top, section)?;
+        if let Some(field) = &field {
+            self.origins.insert(key, self.ctx.origin(field));
+        }
+        Ok(field)
     }
 
     /// The first key in file order that `known` (an empty file converted) never asked for,
@@ -142,363 +152,204 @@ impl<'c> Parts<'c> {
 /// Keys of the `soa` table.
 const SOA_KEYS: [&str; 4] = ["refresh", "retry", "expire", "min_ttl"];
 
-/// Typed values read from a config file: `base`, and the keys layered over the agent's
-/// configuration (`None` = not set in the file).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(super) struct FileConfig {
-    /// The keys the Consul agent's configuration has no say in, read over their defaults:
-    /// what the merge starts from (putting a flag over its key where there is one).
-    pub base: Config,
-    pub consul_addr: Option<String>,
-    /// The Consul agent's configuration files and directories (`consul_config`).
-    pub consul_config: Option<Vec<PathBuf>>,
-    pub token: Option<Secret>,
-    pub token_file: Option<PathBuf>,
-    pub tls: TlsFile,
-    pub listen: Option<Vec<SocketAddr>>,
-    pub domain: Option<String>,
-    pub alt_domain: Option<String>,
-    pub datacenter: Option<String>,
-    pub recursors: Option<Vec<SocketAddr>>,
-    pub zones: Option<PathBuf>,
-    pub max_services: Option<usize>,
-    pub consul_body_budget_bytes: Option<usize>,
-    pub translate_wan_addrs: Option<bool>,
-    pub dot: DotFile,
-    pub dns: DnsConfigPatch,
-}
-
-/// TLS values read from a config file; `None` = not set (an empty string is not set).
-/// The client certificate and key keep where they were set, to name them when only one is.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(super) struct TlsFile {
-    pub ca_file: Option<PathBuf>,
-    pub ca_path: Option<PathBuf>,
-    pub cert_file: Option<(PathBuf, FileLocation)>,
-    pub key_file: Option<(PathBuf, FileLocation)>,
-    pub server_name: Option<String>,
-    pub ssl_verify: Option<bool>,
-}
-
-/// DNS-over-TLS values read from a config file; `None` = not set (an empty path is not
-/// set). The addresses keep where they were set, to name them when the certificate or the
-/// key is missing.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(super) struct DotFile {
-    pub listen: Option<(Vec<SocketAddr>, FileLocation)>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-impl FileConfig {
-    /// Reads and parses the config file at `path`. A directory, or a file named `.json`
-    /// or `.hcl`, is the Consul agent's configuration, not this file: the error says so.
-    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let not_toml = |found: &str| ConfigError::Parse {
-            path: path.to_path_buf(),
-            line: None,
-            message: format!("{found}{NOT_TOML}"),
-        };
-        if path.is_dir() {
-            return Err(not_toml("a directory, not a TOML file"));
-        }
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("json") => return Err(not_toml("a .json file")),
-            Some(e) if e.eq_ignore_ascii_case("hcl") => return Err(not_toml("an .hcl file")),
-            _ => {}
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        FileConfig::parse(path, &text)
+/// Reads and parses the config file at `path`. A directory, or a file named `.json` or
+/// `.hcl`, is the Consul agent's configuration, not this file: the error says so.
+pub(super) fn read(path: &Path) -> Result<Layer, ConfigError> {
+    let not_toml = |found: &str| ConfigError::Parse {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!("{found}{NOT_TOML}"),
+    };
+    if path.is_dir() {
+        return Err(not_toml("a directory, not a TOML file"));
     }
-
-    /// Parses config file text; `path` is only used in error messages.
-    pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-        let ctx = Ctx { path, text };
-        let not_toml = |e: toml::de::Error| {
-            // What is plainly JSON or HCL is named as such, not reported as bad TOML.
-            let found = if text.trim_start().starts_with('{') {
-                Some("JSON")
-            } else if super::hcl::has_blocks(text) {
-                Some("HCL")
-            } else {
-                None
-            };
-            match found {
-                Some(found) => ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    line: None,
-                    message: format!("{found}, not TOML{NOT_TOML}"),
-                },
-                None => ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    line: e.span().map(|s| ctx.line_of(s.start)),
-                    message: one_line(e.message()),
-                },
-            }
-        };
-        let mut top: Keys = toml::from_str(text).map_err(not_toml)?;
-        let section: Section = toml::from_str(text).map_err(not_toml)?;
-        top.remove("dns_config");
-        // The names known: those an empty file is asked for.
-        let mut known = Parts::new(&ctx, Keys::new(), Keys::new());
-        FileConfig::convert(&mut known)?;
-        let mut parts = Parts::new(&ctx, top, section.dns_config.unwrap_or_default());
-        parts.unknown(&known)?;
-        FileConfig::convert(&mut parts)
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("json") => return Err(not_toml("a .json file")),
+        Some(e) if e.eq_ignore_ascii_case("hcl") => return Err(not_toml("an .hcl file")),
+        _ => {}
     }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
 
-    /// Converts each key of the file to its typed value.
-    fn convert(p: &mut Parts<'_>) -> Result<FileConfig, ConfigError> {
-        let ctx = p.ctx;
-        let map_string = |field: Option<Field>,
-                          check: fn(&str) -> Result<String, String>|
-         -> Result<Option<String>, ConfigError> {
-            field
-                .map(|field| {
-                    let s = ctx.string(&field)?;
-                    check(&s).map_err(|reason| ctx.invalid(&field, reason))
-                })
-                .transpose()
+/// Parses config file text; `path` is only used in error messages.
+pub(super) fn parse(path: &Path, text: &str) -> Result<Layer, ConfigError> {
+    let ctx = Ctx { path, text };
+    let not_toml = |e: toml::de::Error| {
+        // What is plainly JSON or HCL is named as such, not reported as bad TOML.
+        let found = if text.trim_start().starts_with('{') {
+            Some("JSON")
+        } else if super::hcl::has_blocks(text) {
+            Some("HCL")
+        } else {
+            None
         };
-
-        let token_file = p
-            .take("token_file")
-            .map(|field| ctx.string(&field).map(PathBuf::from))
-            .transpose()?;
-        let token = p.get("token", Ctx::secret)?.flatten();
-        let path = |field: Option<Field>| -> Result<Option<Field>, ConfigError> {
-            match field {
-                Some(field) => Ok((!ctx.string(&field)?.is_empty()).then_some(field)),
-                None => Ok(None),
-            }
-        };
-        let located = |field: Field| -> Result<(PathBuf, FileLocation), ConfigError> {
-            Ok((PathBuf::from(ctx.string(&field)?), ctx.location(field.line)))
-        };
-        let tls = TlsFile {
-            ca_file: path(p.take("ca_file"))?
-                .map(|field| ctx.string(&field).map(PathBuf::from))
-                .transpose()?,
-            ca_path: path(p.take("ca_path"))?
-                .map(|field| ctx.string(&field).map(PathBuf::from))
-                .transpose()?,
-            cert_file: path(p.take("cert_file"))?.map(located).transpose()?,
-            key_file: path(p.take("key_file"))?.map(located).transpose()?,
-            server_name: path(p.take("tls_server_name"))?
-                .map(|field| {
-                    let s = ctx.string(&field)?;
-                    normalize_tls_server_name(&s).map_err(|reason| ctx.invalid(&field, reason))
-                })
-                .transpose()?,
-            ssl_verify: p.get("ssl_verify", Ctx::bool)?,
-        };
-        let listen = p.get("listen", Ctx::listen)?;
-        let recursors = p.get("recursors", Ctx::recursors)?;
-        // Zone transfers (their flags replace `allow_transfer` and `notify`).
-        let d = TransferConfig::default();
-        let allow_transfer = p.get("allow_transfer", Ctx::networks)?;
-        let notify = p.get("notify", Ctx::recursors)?;
-        let notify_interval = p.get("notify_interval", Ctx::positive_duration)?;
-        let journal_bytes = p.get("transfer_journal_bytes", Ctx::count)?;
-        let key = super::transfer_key(
-            p.get("transfer_key_name", Ctx::string)?
-                .filter(|s| !s.is_empty()),
-            p.get("transfer_key_secret", Ctx::secret)?.flatten(),
-            p.get("transfer_key_file", Ctx::string)?
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
-            p.get("transfer_key_algorithm", Ctx::string)?,
-        )?;
-        let transfer = TransferConfig {
-            allow: allow_transfer.unwrap_or(d.allow),
-            notify: notify.unwrap_or(d.notify),
-            notify_interval: notify_interval.unwrap_or(d.notify_interval),
-            journal_bytes: journal_bytes.unwrap_or(d.journal_bytes),
-            key,
-        };
-        let zones = p
-            .take("zones")
-            .map(|field| ctx.string(&field).map(PathBuf::from))
-            .transpose()?;
-        let consul_body_budget_bytes = p.get("consul_body_budget_bytes", Ctx::count)?;
-        let max_services = p.get("max_services", Ctx::count)?;
-        // The TCP limits, straight into their section (no flags, nor agent keys).
-        let d = TcpConfig::default();
-        let max_connections = p.get("tcp_max_connections", Ctx::count)?;
-        let max_connections = max_connections.unwrap_or(d.max_connections);
-        let tcp = TcpConfig {
-            max_connections,
-            max_connections_per_source: p
-                .get("tcp_max_connections_per_source", Ctx::count)?
-                .unwrap_or(default_tcp_max_connections_per_source(max_connections)),
-            idle_timeout: p.get_or("tcp_idle_timeout", Ctx::positive_duration, d.idle_timeout)?,
-            total_timeout: p.get_or(
-                "tcp_total_timeout",
-                Ctx::positive_duration,
-                d.total_timeout,
-            )?,
-            write_timeout: p.get_or(
-                "tcp_write_timeout",
-                Ctx::positive_duration,
-                d.write_timeout,
-            )?,
-        };
-        let dot = DotFile {
-            listen: p
-                .take("listen_tls")
-                .map(|field| Ok((ctx.addresses(&field)?, ctx.location(field.line))))
-                .transpose()?,
-            cert_file: path(p.take("tls_cert_file"))?
-                .map(|field| ctx.string(&field).map(PathBuf::from))
-                .transpose()?,
-            key_file: path(p.take("tls_key_file"))?
-                .map(|field| ctx.string(&field).map(PathBuf::from))
-                .transpose()?,
-        };
-        let d = DotConfig::default().limits;
-        let dot_limits = super::dot_limits(
-            p.get_or("tls_max_connections", Ctx::count, d.max_connections)?,
-            p.get_or("tls_idle_timeout", Ctx::positive_duration, d.idle_timeout)?,
-            &tcp,
-        );
-        // Response-rate limiting, straight into its section.
-        let d = RrlConfig::default();
-        let rrl = RrlConfig {
-            responses_per_second: p.get_or(
-                "rrl_responses_per_second",
-                Ctx::u32,
-                d.responses_per_second,
-            )?,
-            window: p
-                .get("rrl_window", |ctx, field| {
-                    let window = ctx.duration(field)?;
-                    match (Duration::from_secs(1)..=MAX_RRL_WINDOW).contains(&window) {
-                        true => Ok(window),
-                        false => Err(ctx.invalid(field, "must be between 1s and 1h")),
-                    }
-                })?
-                .unwrap_or(d.window),
-            slip: p
-                .get("rrl_slip", |ctx, field| {
-                    ctx.u32_at_most(field, MAX_RRL_SLIP)
-                })?
-                .unwrap_or(d.slip),
-            ipv4_prefix_length: p
-                .get("rrl_ipv4_prefix_length", |ctx, field| {
-                    ctx.prefix_length(field, 32)
-                })?
-                .unwrap_or(d.ipv4_prefix_length),
-            ipv6_prefix_length: p
-                .get("rrl_ipv6_prefix_length", |ctx, field| {
-                    ctx.prefix_length(field, 128)
-                })?
-                .unwrap_or(d.ipv6_prefix_length),
-        };
-        let defaults = Config::default();
-        let translate_wan_addrs = p.get("translate_wan_addrs", Ctx::bool)?;
-        let base = Config {
-            watch_idle_timeout: p.get_or(
-                "watch_idle_timeout",
-                Ctx::positive_duration,
-                defaults.watch_idle_timeout,
-            )?,
-            startup_wait: p.get_or("startup_wait", Ctx::duration, defaults.startup_wait)?,
-            blocking_wait: p.get_or("blocking_wait", Ctx::blocking_wait, defaults.blocking_wait)?,
-            watch_all_services: p.get_or(
-                "watch_all_services",
-                Ctx::bool,
-                defaults.watch_all_services,
-            )?,
-            watch_poll_interval: p.get_or(
-                "watch_poll_interval",
-                Ctx::positive_duration,
-                defaults.watch_poll_interval,
-            )?,
-            allow_any: p.get_or("allow_any", Ctx::bool, defaults.allow_any)?,
-            max_watches: p.get_or("max_watches", Ctx::count, defaults.max_watches)?,
-            consul_max_body_bytes: p.get_or(
-                "consul_max_body_bytes",
-                Ctx::count,
-                defaults.consul_max_body_bytes,
-            )?,
-            allow_recursion: p.get_or(
-                "allow_recursion",
-                Ctx::networks,
-                defaults.allow_recursion,
-            )?,
-            internal_cidrs: p.get_or("internal_cidrs", Ctx::cidrs, defaults.internal_cidrs)?,
-            http_addr: p.get("http_addr", |ctx, field| {
-                let s = ctx.string(field)?;
-                parse_listen_addr(&s).map_err(|reason| ctx.invalid(field, reason))
-            })?,
-            workers: p.get_or("workers", Ctx::count, defaults.workers)?,
-            log_level: p
-                .get("log_level", |ctx, field| {
-                    let s = ctx.string(field)?;
-                    match s.as_str() {
-                        "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
-                        _ => {
-                            Err(ctx
-                                .invalid(field, "must be off, error, warn, info, debug or trace"))
-                        }
-                    }
-                })?
-                .unwrap_or(defaults.log_level),
-            log_format: p
-                .get("log_format", |ctx, field| {
-                    let s = ctx.string(field)?;
-                    s.parse().map_err(|reason| ctx.invalid(field, reason))
-                })?
-                .unwrap_or(defaults.log_format),
-            query_log: p.get_or("query_log", Ctx::bool, defaults.query_log)?,
-            query_log_sample: p
-                .get("query_log_sample", |ctx, field| match ctx.u32(field)? {
-                    0 => Err(ctx.invalid(field, "must be at least 1")),
-                    n => Ok(n),
-                })?
-                .unwrap_or(defaults.query_log_sample),
-            tcp,
-            dot: DotConfig {
-                limits: dot_limits,
-                ..defaults.dot
+        match found {
+            Some(found) => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: None,
+                message: format!("{found}, not TOML{NOT_TOML}"),
             },
-            rrl,
-            transfer,
-            ..defaults
-        };
-        let consul_config = p
-            .take("consul_config")
-            .map(|field| {
-                ctx.string_list(&field)?
-                    .iter()
-                    .map(|item| ctx.string(item).map(PathBuf::from))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
+            None => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: e.span().map(|s| ctx.line_of(s.start)),
+                message: one_line(e.message()),
+            },
+        }
+    };
+    let mut top: Keys = toml::from_str(text).map_err(not_toml)?;
+    let section: Section = toml::from_str(text).map_err(not_toml)?;
+    top.remove("dns_config");
+    // The names known: those an empty file is asked for.
+    let mut known = Parts::new(&ctx, Keys::new(), Keys::new());
+    convert(&mut known)?;
+    let mut parts = Parts::new(&ctx, top, section.dns_config.unwrap_or_default());
+    parts.unknown(&known)?;
+    convert(&mut parts)
+}
 
-        Ok(FileConfig {
-            base,
-            consul_addr: map_string(p.take("consul_addr"), normalize_consul_addr)?,
-            consul_config,
-            token,
-            token_file,
-            tls,
-            listen,
-            domain: map_string(p.take("domain"), normalize_domain)?,
-            alt_domain: map_string(p.take("alt_domain"), normalize_domain)?,
-            datacenter: map_string(p.take("datacenter"), normalize_datacenter)?,
-            recursors,
-            zones,
-            max_services,
-            consul_body_budget_bytes,
-            translate_wan_addrs,
-            dot,
-            dns: ctx.dns(&mut |key| p.take_dns(key))?,
-        })
-    }
+/// Converts each key of the file to its typed value, in the layer's settings.
+fn convert(p: &mut Parts<'_>) -> Result<Layer, ConfigError> {
+    let ctx = p.ctx;
+    let token_file = p.get("token_file", Ctx::path)?;
+    let token = match p.get("token", Ctx::secret)?.flatten() {
+        Some(token) => Some(TokenSource::Value(token)),
+        None => token_file.map(|file| TokenSource::File(file, "token_file")),
+    };
+    let consul_config = p.get("consul_config", |ctx, field| {
+        ctx.string_list(field)?
+            .iter()
+            .map(|item| ctx.path(item))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let settings = ConfigPatch {
+        consul_addr: p.get("consul_addr", |ctx, f| {
+            ctx.normalized(f, normalize_consul_addr)
+        })?,
+        tls: ConsulTlsPatch {
+            ca_file: p.get_set("ca_file", Ctx::path)?,
+            ca_path: p.get_set("ca_path", Ctx::path)?,
+            cert_file: p.get_set("cert_file", Ctx::path)?,
+            key_file: p.get_set("key_file", Ctx::path)?,
+            server_name: p.get_set("tls_server_name", |ctx, f| {
+                ctx.normalized(f, normalize_tls_server_name)
+            })?,
+            verify: p.get("ssl_verify", Ctx::bool)?,
+        },
+        listen: p.get("listen", Ctx::listen)?,
+        domain: p.get("domain", |ctx, f| ctx.normalized(f, normalize_domain))?,
+        alt_domain: p
+            .get("alt_domain", |ctx, f| ctx.normalized(f, normalize_domain))?
+            .map(Some),
+        datacenter: p
+            .get("datacenter", |ctx, f| {
+                ctx.normalized(f, normalize_datacenter)
+            })?
+            .map(Some),
+        recursors: p.get("recursors", Ctx::recursors)?,
+        allow_recursion: p.get("allow_recursion", Ctx::networks)?,
+        // An empty path serves no zones.
+        zones: p
+            .get("zones", Ctx::path)?
+            .map(|z| Some(z).filter(|z| !z.as_os_str().is_empty())),
+        transfer: TransferConfigPatch {
+            allow: p.get("allow_transfer", Ctx::networks)?,
+            notify: p.get("notify", Ctx::recursors)?,
+            notify_interval: p.get("notify_interval", Ctx::positive_duration)?,
+            journal_bytes: p.get("transfer_journal_bytes", Ctx::count)?,
+            key: super::transfer_key(
+                p.get("transfer_key_name", Ctx::string)?
+                    .filter(|s| !s.is_empty()),
+                p.get("transfer_key_secret", Ctx::secret)?.flatten(),
+                p.get("transfer_key_file", Ctx::path)?
+                    .filter(|f| !f.as_os_str().is_empty()),
+                p.get("transfer_key_algorithm", Ctx::string)?,
+            )?
+            .map(Some),
+        },
+        max_services: p.get("max_services", Ctx::count)?,
+        consul_body_budget_bytes: p.get("consul_body_budget_bytes", Ctx::count)?,
+        tcp: TcpConfigPatch {
+            max_connections: p.get("tcp_max_connections", Ctx::count)?,
+            max_connections_per_source: p.get("tcp_max_connections_per_source", Ctx::count)?,
+            idle_timeout: p.get("tcp_idle_timeout", Ctx::positive_duration)?,
+            total_timeout: p.get("tcp_total_timeout", Ctx::positive_duration)?,
+            write_timeout: p.get("tcp_write_timeout", Ctx::positive_duration)?,
+        },
+        dot: DotConfigPatch {
+            listen: p.get("listen_tls", Ctx::addresses)?,
+            cert_file: p.get_set("tls_cert_file", Ctx::path)?,
+            key_file: p.get_set("tls_key_file", Ctx::path)?,
+            // The rest of the DoT limits are TCP's.
+            limits: TcpConfigPatch {
+                max_connections: p.get("tls_max_connections", Ctx::count)?,
+                idle_timeout: p.get("tls_idle_timeout", Ctx::positive_duration)?,
+                ..TcpConfigPatch::default()
+            },
+        },
+        rrl: RrlConfigPatch {
+            responses_per_second: p.get("rrl_responses_per_second", Ctx::u32)?,
+            window: p.get("rrl_window", |ctx, field| {
+                let window = ctx.duration(field)?;
+                match (Duration::from_secs(1)..=MAX_RRL_WINDOW).contains(&window) {
+                    true => Ok(window),
+                    false => Err(ctx.invalid(field, "must be between 1s and 1h")),
+                }
+            })?,
+            slip: p.get("rrl_slip", |ctx, field| {
+                ctx.u32_at_most(field, MAX_RRL_SLIP)
+            })?,
+            ipv4_prefix_length: p.get("rrl_ipv4_prefix_length", |ctx, field| {
+                ctx.prefix_length(field, 32)
+            })?,
+            ipv6_prefix_length: p.get("rrl_ipv6_prefix_length", |ctx, field| {
+                ctx.prefix_length(field, 128)
+            })?,
+        },
+        watch_idle_timeout: p.get("watch_idle_timeout", Ctx::positive_duration)?,
+        startup_wait: p.get("startup_wait", Ctx::duration)?,
+        blocking_wait: p.get("blocking_wait", Ctx::blocking_wait)?,
+        watch_all_services: p.get("watch_all_services", Ctx::bool)?,
+        watch_poll_interval: p.get("watch_poll_interval", Ctx::positive_duration)?,
+        allow_any: p.get("allow_any", Ctx::bool)?,
+        max_watches: p.get("max_watches", Ctx::count)?,
+        consul_max_body_bytes: p.get("consul_max_body_bytes", Ctx::count)?,
+        internal_cidrs: p.get("internal_cidrs", Ctx::cidrs)?,
+        http_addr: p
+            .get("http_addr", |ctx, f| ctx.normalized(f, parse_listen_addr))?
+            .map(Some),
+        workers: p.get("workers", |ctx, field| match ctx.count(field)? {
+            n if n > MAX_WORKERS => {
+                Err(ctx.invalid(field, format!("must be at most {MAX_WORKERS}")))
+            }
+            n => Ok(n),
+        })?,
+        translate_wan_addrs: p.get("translate_wan_addrs", Ctx::bool)?,
+        log_level: p.get("log_level", |ctx, field| {
+            let s = ctx.string(field)?;
+            match s.as_str() {
+                "off" | "error" | "warn" | "info" | "debug" | "trace" => Ok(s),
+                _ => Err(ctx.invalid(field, "must be off, error, warn, info, debug or trace")),
+            }
+        })?,
+        log_format: p.get("log_format", |ctx, f| ctx.normalized(f, str::parse))?,
+        query_log: p.get("query_log", Ctx::bool)?,
+        query_log_sample: p.get("query_log_sample", |ctx, field| match ctx.u32(field)? {
+            0 => Err(ctx.invalid(field, "must be at least 1")),
+            n => Ok(n),
+        })?,
+        dns: ctx.dns(&mut |key| p.take_dns(key))?,
+        ..ConfigPatch::default()
+    };
+    Ok(Layer {
+        settings,
+        origins: std::mem::take(&mut p.origins),
+        token,
+        consul_config,
+    })
 }
 
 /// One value from the file, with its full key path and line.
@@ -557,6 +408,13 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    fn origin(&self, field: &Field) -> Origin {
+        Origin {
+            key: field.key.clone(),
+            file: Some(self.location(field.line)),
+        }
+    }
+
     pub(super) fn invalid(&self, field: &Field, reason: impl Into<String>) -> ConfigError {
         let value = match (&field.value, field.key.as_str()) {
             (_, "token") => None,
@@ -602,6 +460,20 @@ impl<'a> Ctx<'a> {
             Value::String(s) => Ok(s.clone()),
             _ => Err(self.type_error(field, "a string")),
         }
+    }
+
+    /// A string converted by `check` (a normalisation or a parse).
+    pub(super) fn normalized<T>(
+        &self,
+        field: &Field,
+        check: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let s = self.string(field)?;
+        check(&s).map_err(|reason| self.invalid(field, reason))
+    }
+
+    fn path(&self, field: &Field) -> Result<PathBuf, ConfigError> {
+        self.string(field).map(PathBuf::from)
     }
 
     pub(super) fn bool(&self, field: &Field) -> Result<bool, ConfigError> {

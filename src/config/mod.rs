@@ -7,11 +7,21 @@
 //! (`agent/config/default.go`); option names in the file are Consul's `dns_config` names,
 //! accepted at the top level or inside a `[dns_config]` table. See
 //! `consul-dns.example.toml` for every key.
+//!
+//! Each source becomes a `Layer` (what it sets, as a [`ConfigPatch`], and where each
+//! setting came from): `agent.rs` (with `hcl.rs`) for the agent's files, `file.rs` for the
+//! TOML file, `cli.rs` for the flags. `resolve.rs` applies them over [`Config::default`] and
+//! checks what spans several keys. A new key is a field of [`Config`] (or of its section)
+//! with its default in the `Default` impl, one line in `file.rs`, and, if it has a flag,
+//! the flag in `cli.rs` and one line in `Cli::layer`.
 
 mod agent;
+mod cli;
 mod duration;
 mod file;
 mod hcl;
+mod layer;
+mod resolve;
 mod values;
 
 use std::collections::BTreeMap;
@@ -21,12 +31,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
 use ipnet::IpNet;
-use struct_patch::{Merge, Patch};
+use struct_patch::Patch;
 
 use agent::AgentConfig;
-use file::FileConfig;
+use layer::Layer;
+
+pub use cli::Cli;
 
 pub use duration::parse_go_duration;
 pub use values::{
@@ -90,362 +101,6 @@ pub const MAX_RRL_WINDOW: Duration = Duration::from_secs(3600);
 pub const MAX_RRL_SLIP: u32 = 10;
 /// Consul's hard cap on `udp_answer_limit` (`maxUDPAnswerLimit` in `agent/dns.go`).
 pub const MAX_UDP_ANSWER_LIMIT: u32 = 8;
-
-const ABOUT: &str = "Authoritative DNS server for the Consul domain, backed by the Consul HTTP API";
-
-const LONG_ABOUT: &str = "\
-consul-dns is a standalone, authoritative DNS server for the Consul domain (consul. by \
-default): a drop-in for the DNS interface of a Consul agent. It answers service, tag, \
-RFC 2782 SRV, node and .addr lookups from an in-memory view of the catalog, kept fresh \
-by blocking queries to Consul's HTTP API, and keeps answering from the last good data \
-when Consul is unreachable. It also serves static zone files (--zones) and forwards \
-other names to upstream resolvers (--recursor) for clients in --allow-recursion \
-networks; other names are refused. SIGHUP reloads the zone files (and the DNS-over-TLS \
-certificate).
-
-Settings come from command-line flags, environment variables (CONSUL_HTTP_ADDR, \
-CONSUL_HTTP_TOKEN, CONSUL_CACERT and Consul's other TLS variables), a TOML config file (--config) whose keys are Consul's dns_config \
-option names, the Consul agent's own configuration (--consul-config /etc/consul.d), and \
-built-in defaults equal to Consul's. A flag (or its environment variable) overrides the \
-config file, which overrides the agent's configuration, which overrides the default.";
-
-/// Command line.
-#[derive(Debug, Clone, Default, Parser)]
-#[command(name = "consul-dns", version, about = ABOUT, long_about = LONG_ABOUT)]
-pub struct Cli {
-    /// Consul HTTP API address.
-    #[arg(
-        long,
-        env = "CONSUL_HTTP_ADDR",
-        value_name = "URL",
-        help = "Consul HTTP API address: http(s)://host:port, or host:port for plain http; \
-                unix:// sockets are not supported [default: http://127.0.0.1:8500]"
-    )]
-    pub consul_addr: Option<String>,
-
-    /// ACL token for Consul API requests.
-    #[arg(
-        long,
-        env = "CONSUL_HTTP_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN",
-        help = "ACL token sent with every Consul API request; it needs node:read, \
-                service:read and query:read (e.g. the builtin/dns templated policy) \
-                [default: none, i.e. the agent's default token]"
-    )]
-    pub token: Option<Secret>,
-
-    /// File holding the ACL token.
-    #[arg(
-        long,
-        env = "CONSUL_HTTP_TOKEN_FILE",
-        value_name = "FILE",
-        help = "File holding the ACL token (its first line); --token wins over it \
-                [default: none]"
-    )]
-    pub token_file: Option<PathBuf>,
-
-    /// DNS listen addresses.
-    #[arg(
-        long,
-        value_name = "ADDR:PORT",
-        value_parser = values::parse_listen_arg,
-        help = "Address to serve DNS on, over both UDP and TCP; repeat for several; \
-                IPv6 as [::1]:8600; port 0 picks a free port [default: 127.0.0.1:8600]"
-    )]
-    pub listen: Vec<SocketAddr>,
-
-    /// DNS-over-TLS listen addresses.
-    #[arg(
-        long,
-        value_name = "ADDR:PORT",
-        value_parser = values::parse_listen_arg,
-        help = "Address to serve DNS over TLS on (RFC 7858; port 853 is DoT's), with \
-                --tls-cert-file and --tls-key-file; repeat for several [default: none]"
-    )]
-    pub listen_tls: Vec<SocketAddr>,
-
-    /// Certificate of DNS over TLS.
-    #[arg(
-        long,
-        value_parser = values::parse_path_arg,
-        value_name = "FILE",
-        help = "PEM file of the certificate chain (leaf first) served on --listen-tls; read \
-                again on SIGHUP [default: none]"
-    )]
-    pub tls_cert_file: Option<PathBuf>,
-
-    /// Private key of DNS over TLS.
-    #[arg(
-        long,
-        value_parser = values::parse_path_arg,
-        value_name = "FILE",
-        help = "PEM file of the private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1); \
-                read again on SIGHUP [default: none]"
-    )]
-    pub tls_key_file: Option<PathBuf>,
-
-    /// Consul domain.
-    #[arg(
-        long,
-        value_name = "DOMAIN",
-        help = "Domain to answer for (Consul's domain) [default: consul.]"
-    )]
-    pub domain: Option<String>,
-
-    /// Alternative domain.
-    #[arg(
-        long,
-        value_name = "DOMAIN",
-        help = "Second domain answered exactly like --domain (Consul's alt_domain); answers \
-                use the domain the question used [default: none]"
-    )]
-    pub alt_domain: Option<String>,
-
-    /// Local datacenter.
-    #[arg(
-        long,
-        value_name = "DC",
-        help = "Datacenter answered for names without a datacenter label \
-                [default: learned from the Consul agent]"
-    )]
-    pub datacenter: Option<String>,
-
-    /// Static zones directory.
-    #[arg(
-        long,
-        value_name = "DIR",
-        value_parser = values::parse_zones_arg,
-        help = "Directory of RFC 1035 zone files named <origin>.zone, served \
-                authoritatively beside the Consul domain and reloaded on SIGHUP; \"\" serves \
-                none [default: ./zones if it exists]"
-    )]
-    pub zones: Option<PathBuf>,
-
-    /// Upstream resolvers.
-    #[arg(
-        long = "recursor",
-        value_name = "ADDR",
-        value_parser = values::parse_recursor_arg,
-        help = "Upstream resolver for names outside the Consul domain and the static zones \
-                (Consul's -recursor); repeat for several; port 53 unless given, e.g. \
-                192.0.2.53 or [2001:db8::53]:5353; overrides `recursors` in the config file \
-                [default: none: such names are refused]"
-    )]
-    pub recursors: Vec<SocketAddr>,
-
-    /// Networks allowed to recurse.
-    #[arg(
-        long,
-        value_name = "CIDR",
-        value_parser = values::parse_network_arg,
-        help = "Network whose clients may have names forwarded to the recursors, e.g. \
-                10.2.0.0/16; repeat for several; others get REFUSED for such names \
-                [default: 127.0.0.0/8 and ::1/128]"
-    )]
-    pub allow_recursion: Vec<IpNet>,
-
-    /// Networks allowed to transfer the Consul zone.
-    #[arg(
-        long,
-        value_name = "CIDR",
-        value_parser = values::parse_network_arg,
-        help = "Network whose clients may transfer the Consul domain's zone (AXFR and IXFR \
-                over TCP), e.g. the secondaries' 10.0.0.0/8; repeat for several; overrides \
-                `allow_transfer` in the config file; while set, every service is watched \
-                [default: none: transfers are refused]"
-    )]
-    pub allow_transfer: Vec<IpNet>,
-
-    /// Secondaries to notify of changes.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        value_parser = values::parse_recursor_arg,
-        help = "Secondary server to send a NOTIFY when the zone changes (port 53 unless \
-                given), e.g. 10.0.0.53 or 10.0.0.53:5353; repeat for several; overrides \
-                `notify` in the config file; needs --allow-transfer [default: none]"
-    )]
-    pub notify: Vec<SocketAddr>,
-
-    /// Config file.
-    #[arg(
-        long,
-        value_name = "FILE",
-        help = "TOML config file; keys are Consul's dns_config option names (see \
-                consul-dns.example.toml); flags override it [default: none]"
-    )]
-    pub config: Option<PathBuf>,
-
-    /// The Consul agent's own configuration.
-    #[arg(
-        long,
-        value_name = "PATH",
-        help = "The Consul agent's own configuration, read as the agent reads it: an .hcl or \
-                .json file, or a directory of them (e.g. /etc/consul.d), as for consul agent \
-                -config-file/-config-dir; repeat for several. Its domain, alt_domain, \
-                datacenter, recursors, translate_wan_addrs and dns_config are used; its \
-                ports, addresses and client_addr give the Consul address (the agent's HTTP \
-                API) and, once the agent's DNS is off (ports { dns = -1 }), the address \
-                consul-dns listens on (the agent's, port 8600); other keys are ignored. \
-                --config and flags override it; overrides `consul_config` in the config file \
-                [default: none]"
-    )]
-    pub consul_config: Vec<PathBuf>,
-
-    /// Development mode.
-    #[arg(
-        long,
-        help = "Run an embedded Consul API emulator with demo data on --dev-http and serve \
-                DNS from it (the Consul address is then http://<dev-http>) [default: off]"
-    )]
-    pub dev: bool,
-
-    /// Address of the dev emulator.
-    #[arg(
-        long,
-        value_name = "ADDR:PORT",
-        value_parser = values::parse_listen_arg,
-        help = "Address the --dev emulator's HTTP API listens on [default: 127.0.0.1:8500]"
-    )]
-    pub dev_http: Option<SocketAddr>,
-
-    /// Overlay networks whose addresses are answered.
-    #[arg(
-        long = "internal-cidr",
-        value_name = "CIDR",
-        value_parser = values::parse_cidr,
-        help = "Only answer addresses inside this network (e.g. the weave network \
-                10.2.0.0/16), choosing among the service address, its tagged addresses and \
-                the node address; repeatable; instances with no such address are left out \
-                [default: any address]"
-    )]
-    pub internal_cidrs: Vec<ipnet::IpNet>,
-
-    /// UDP sockets (each with its own thread) per listen address.
-    #[arg(
-        long,
-        value_name = "N",
-        value_parser = clap::value_parser!(u16).range(1..=1024),
-        help = "UDP sockets per --listen address, bound with SO_REUSEPORT, each answered by \
-                a thread of its own [default: the CPUs this process may use]"
-    )]
-    pub workers: Option<u16>,
-
-    /// Metrics and health endpoint.
-    #[arg(
-        long,
-        value_name = "ADDR:PORT",
-        value_parser = values::parse_listen_arg,
-        help = "Serve Prometheus /metrics, /health/live and /health/ready over HTTP on this \
-                address [default: off]"
-    )]
-    pub http_addr: Option<SocketAddr>,
-
-    /// CA certificate file for TLS to Consul.
-    #[arg(
-        long,
-        env = "CONSUL_CACERT",
-        value_parser = values::parse_path_arg,
-        value_name = "FILE",
-        help = "PEM file of the CA certificate(s) that sign the Consul server's certificate \
-                (with an https:// address); only these CAs (and --ca-path's) are then trusted, \
-                not the built-in roots [default: the built-in web roots]"
-    )]
-    pub ca_file: Option<PathBuf>,
-
-    /// Directory of CA certificates for TLS to Consul.
-    #[arg(
-        long,
-        env = "CONSUL_CAPATH",
-        value_parser = values::parse_path_arg,
-        value_name = "DIR",
-        help = "Directory of PEM files of CA certificates, each file holding at least one; \
-                trusted like --ca-file [default: none]"
-    )]
-    pub ca_path: Option<PathBuf>,
-
-    /// Client certificate for TLS to Consul.
-    #[arg(
-        long,
-        env = "CONSUL_CLIENT_CERT",
-        value_parser = values::parse_path_arg,
-        value_name = "FILE",
-        help = "PEM file of the client certificate (and its chain) presented to Consul \
-                (verify_incoming); needs --client-key [default: none]"
-    )]
-    pub client_cert: Option<PathBuf>,
-
-    /// Client key for TLS to Consul.
-    #[arg(
-        long,
-        env = "CONSUL_CLIENT_KEY",
-        value_parser = values::parse_path_arg,
-        value_name = "FILE",
-        help = "PEM file of the client certificate's private key; needs --client-cert \
-                [default: none]"
-    )]
-    pub client_key: Option<PathBuf>,
-
-    /// Server name the Consul certificate is verified against.
-    #[arg(
-        long,
-        env = "CONSUL_TLS_SERVER_NAME",
-        value_name = "NAME",
-        help = "Name the Consul server's certificate is verified against, and sent as SNI, \
-                instead of the address's host (e.g. server.dc1.consul) [default: the host]"
-    )]
-    pub tls_server_name: Option<String>,
-
-    /// Verify the Consul server's certificate.
-    #[arg(
-        long,
-        env = "CONSUL_HTTP_SSL_VERIFY",
-        value_name = "BOOL",
-        value_parser = values::parse_bool_arg,
-        help = "Verify the Consul server's certificate (true/false, 1/0); false accepts any \
-                certificate and logs a warning [default: true]"
-    )]
-    pub ssl_verify: Option<bool>,
-
-    /// Log level.
-    #[arg(
-        long,
-        value_name = "LEVEL",
-        value_parser = ["off", "error", "warn", "info", "debug", "trace"],
-        help = "Log level: off, error, warn, info, debug or trace [default: info]. RUST_LOG, \
-                when set, wins (tracing's filter syntax, e.g. consul_dns=debug)"
-    )]
-    pub log_level: Option<String>,
-
-    /// Log line format.
-    #[arg(
-        long,
-        value_name = "FORMAT",
-        value_parser = ["text", "json"],
-        help = "Log lines on stderr as text, or as JSON objects, one a line (for journald, \
-                Loki and other collectors) [default: text]"
-    )]
-    pub log_format: Option<String>,
-
-    /// The query log.
-    #[arg(
-        long,
-        help = "Log the queries answered (1 in --query-log-sample), one JSON line each on \
-                stdout: client, name, type, rcode, answers, name form, stale, microseconds \
-                [default: off]"
-    )]
-    pub query_log: bool,
-
-    /// 1 query in N logged.
-    #[arg(
-        long,
-        value_name = "N",
-        value_parser = clap::value_parser!(u32).range(1..),
-        help = "With --query-log, log 1 query in N, drawn at random [default: 1, every one]"
-    )]
-    pub query_log_sample: Option<u32>,
-}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -622,7 +277,9 @@ impl ServiceTtl {
 
 /// TLS to Consul (used with an `https://` address), as Consul's Go client reads it
 /// (`api.TLSConfig`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, PartialEq, Eq)))]
+#[patch(attribute(doc = "TLS settings set by one layer of configuration."))]
 pub struct ConsulTls {
     /// PEM file of trusted CA certificates.
     pub ca_file: Option<PathBuf>,
@@ -742,7 +399,9 @@ impl Default for DnsConfig {
 }
 
 /// Zone transfers of the Consul domain, and NOTIFY.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, PartialEq, Eq)))]
+#[patch(attribute(doc = "Transfer settings set by one layer of configuration."))]
 pub struct TransferConfig {
     /// Clients that may transfer (empty: transfers are off and refused).
     pub allow: Vec<IpNet>,
@@ -794,7 +453,9 @@ impl TransferConfig {
 }
 
 /// Limits of DNS over TCP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, Copy, PartialEq, Eq)))]
+#[patch(attribute(doc = "TCP limits set by one layer of configuration."))]
 pub struct TcpConfig {
     /// Most connections open at once (≥ 1); past it a new one closes the longest-idle
     /// connection, or is closed at once when every open one has queries in flight.
@@ -830,7 +491,9 @@ impl Default for TcpConfig {
 }
 
 /// DNS over TLS (RFC 7858): its listen addresses, certificate and limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, PartialEq, Eq)))]
+#[patch(attribute(doc = "DNS-over-TLS settings set by one layer of configuration."))]
 pub struct DotConfig {
     /// Addresses served over TLS; empty: DNS over TLS is off.
     pub listen: Vec<SocketAddr>,
@@ -840,6 +503,7 @@ pub struct DotConfig {
     pub key_file: Option<PathBuf>,
     /// Limits of its connections, apart from TCP's: `tls_max_connections` (a quarter of
     /// them per source) and `tls_idle_timeout`; the total and write timeouts are TCP's.
+    #[patch(nesting)]
     pub limits: TcpConfig,
 }
 
@@ -871,7 +535,9 @@ fn dot_limits(max_connections: usize, idle_timeout: Duration, tcp: &TcpConfig) -
 }
 
 /// Response-rate limiting of UDP answers, per client prefix (BIND's `rate-limit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, Copy, PartialEq, Eq)))]
+#[patch(attribute(doc = "Rate-limiting settings set by one layer of configuration."))]
 pub struct RrlConfig {
     /// Answers per second to one client prefix; 0 = off (the default).
     pub responses_per_second: u32,
@@ -904,14 +570,20 @@ impl Default for RrlConfig {
 }
 
 /// The effective, validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Patch)]
+#[patch(attribute(derive(Debug, Default, Clone, PartialEq, Eq)))]
+#[patch(attribute(
+    doc = "The settings one layer of configuration (the agent's files, the config file, the flags) sets."
+))]
 pub struct Config {
     /// Consul HTTP API base URL, normalised without a trailing slash
     /// (`http://127.0.0.1:8500`). With `dev` it is `http://<dev_http>`.
     pub consul_addr: String,
     /// ACL token for Consul API requests.
+    #[patch(skip)]
     pub token: Option<Secret>,
     /// TLS to Consul.
+    #[patch(nesting)]
     pub tls: ConsulTls,
     /// DNS listen addresses; UDP and TCP are served on each (never empty).
     pub listen: Vec<SocketAddr>,
@@ -928,6 +600,7 @@ pub struct Config {
     /// The static zones directory, if any.
     pub zones: Option<PathBuf>,
     /// Consul's `dns_config` options.
+    #[patch(nesting)]
     pub dns: DnsConfig,
     /// Cap on live per-service watches (≥ 1).
     pub max_watches: usize,
@@ -959,16 +632,21 @@ pub struct Config {
     /// Answer ANY in full for static zones and forwarded names (else RFC 8482).
     pub allow_any: bool,
     /// Limits of DNS over TCP.
+    #[patch(nesting)]
     pub tcp: TcpConfig,
     /// Zone transfers and NOTIFY.
+    #[patch(nesting)]
     pub transfer: TransferConfig,
     /// DNS over TLS.
+    #[patch(nesting)]
     pub dot: DotConfig,
     /// Response-rate limiting of UDP answers.
+    #[patch(nesting)]
     pub rrl: RrlConfig,
     /// Run the embedded Consul API emulator.
     pub dev: bool,
     /// The Consul address given (flag, environment or file) that `--dev` replaced.
+    #[patch(skip)]
     pub dev_replaced: Option<String>,
     /// Address of the emulator's HTTP API (port 0 allowed: the caller must then point
     /// `consul_addr` at the bound port).
@@ -982,8 +660,10 @@ pub struct Config {
     /// 1 query in this many is logged (≥ 1).
     pub query_log_sample: u32,
     /// The Consul agent configuration files read (`--consul-config`), in the order read.
+    #[patch(skip)]
     pub consul_config_files: Vec<PathBuf>,
     /// What they hold that consul-dns does not use, to say once at start (one line each).
+    #[patch(skip)]
     pub consul_config_warnings: Vec<String>,
 }
 
@@ -1046,8 +726,8 @@ impl Config {
     /// [`DEFAULT_ZONES_DIR`] is served if it exists.
     pub fn load(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
-            Some(path) => FileConfig::read(path)?,
-            None => FileConfig::default(),
+            Some(path) => file::read(path)?,
+            None => Layer::default(),
         };
         let agent_paths = if cli.consul_config.is_empty() {
             file.consul_config.clone().unwrap_or_default()
@@ -1055,7 +735,7 @@ impl Config {
             cli.consul_config.clone()
         };
         let agent = AgentConfig::read(&agent_paths)?;
-        let zones_unset = cli.zones.is_none() && file.zones.is_none();
+        let zones_unset = cli.zones.is_none() && !file.sets("zones");
         let mut config = Config::merge(cli, file, agent)?;
         if zones_unset && Path::new(DEFAULT_ZONES_DIR).is_dir() {
             config.zones = Some(PathBuf::from(DEFAULT_ZONES_DIR));
@@ -1079,286 +759,11 @@ impl Config {
         }
     }
 
-    fn merge(cli: Cli, file: FileConfig, agent: AgentConfig) -> Result<Config, ConfigError> {
-        let defaults = Config::default();
-        // The agent's values under the file's.
-        let file = FileConfig {
-            domain: file.domain.or(agent.domain.clone()),
-            alt_domain: file.alt_domain.or(agent.alt_domain.clone()),
-            datacenter: file.datacenter.or(agent.datacenter.clone()),
-            recursors: file
-                .recursors
-                .or((!agent.recursors.is_empty()).then(|| agent.recursors.clone())),
-            translate_wan_addrs: file.translate_wan_addrs.or(agent.translate_wan_addrs),
-            dns: dns_over(agent.dns.clone(), file.dns),
-            ..file
-        };
-
-        let consul_addr_given = cli.consul_addr.is_some() || file.consul_addr.is_some();
-        let consul_addr = match &cli.consul_addr {
-            Some(v) => flag("--consul-addr", v, normalize_consul_addr(v))?,
-            None => match file.consul_addr {
-                Some(addr) => addr,
-                // Beside the agent, its HTTP API (not with --dev, whose emulator answers).
-                None if agent.is_used() && !cli.dev => agent.http_url()?,
-                None => defaults.consul_addr,
-            },
-        };
-        let tls = merge_tls(&cli, file.tls)?;
-        // --token, then --token-file, then the file's token, then its token_file.
-        let token = match (
-            cli.token.filter(|t| !t.expose().is_empty()),
-            &cli.token_file,
-        ) {
-            (Some(t), _) => Some(t),
-            (None, Some(path)) => read_token_file("--token-file", path)?,
-            (None, None) => match (file.token, &file.token_file) {
-                (Some(t), _) => Some(t),
-                (None, Some(path)) => read_token_file("token_file", path)?,
-                (None, None) => None,
-            },
-        };
-        let listen = if cli.listen.is_empty() {
-            match file.listen {
-                Some(listen) => listen,
-                // The agent's DNS is off: consul-dns takes its place.
-                None if agent.is_used() && agent.dns_port().is_none() => agent
-                    .dns_ips("--listen")?
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip, DEFAULT_LISTEN.port()))
-                    .collect(),
-                None => defaults.listen,
-            }
-        } else {
-            check_listen_list(&cli.listen).map_err(|reason| ConfigError::Invalid {
-                key: "--listen".to_string(),
-                value: None,
-                file: None,
-                reason,
-            })?;
-            cli.listen
-        };
-        check_agent_dns(&agent, &listen)?;
-        let domain = match &cli.domain {
-            Some(v) => flag("--domain", v, normalize_domain(v))?,
-            None => file.domain.unwrap_or(defaults.domain),
-        };
-        let (alt_domain, alt_key) = match &cli.alt_domain {
-            Some(v) => (
-                Some(flag("--alt-domain", v, normalize_domain(v))?),
-                "--alt-domain",
-            ),
-            None => (file.alt_domain, "alt_domain"),
-        };
-        if alt_domain.as_deref() == Some(domain.as_str()) {
-            return Err(ConfigError::Invalid {
-                key: alt_key.to_string(),
-                value: Some(format!("{domain:?}")),
-                file: None,
-                reason: "must differ from the domain".to_string(),
-            });
-        }
-        let transfer = TransferConfig {
-            allow: if cli.allow_transfer.is_empty() {
-                file.base.transfer.allow
-            } else {
-                cli.allow_transfer.iter().map(IpNet::trunc).collect()
-            },
-            notify: if cli.notify.is_empty() {
-                file.base.transfer.notify
-            } else {
-                cli.notify.clone()
-            },
-            ..file.base.transfer
-        };
-        if !transfer.notify.is_empty() && !transfer.enabled() {
-            return Err(ConfigError::Invalid {
-                key: "notify".to_string(),
-                value: None,
-                file: None,
-                reason: "needs allow_transfer (--allow-transfer): secondaries notified must \
-                         be able to transfer the zone"
-                    .to_string(),
-            });
-        }
-        let datacenter = match &cli.datacenter {
-            Some(v) => Some(flag("--datacenter", v, normalize_datacenter(v))?),
-            None => file.datacenter,
-        };
-        let dev_http = cli.dev_http.unwrap_or(defaults.dev_http);
-        // In dev mode the DNS server reads from the embedded emulator, whatever
-        // --consul-addr / CONSUL_HTTP_ADDR / consul_addr say.
-        let dev_replaced = (cli.dev && consul_addr_given).then(|| consul_addr.clone());
-        let consul_addr = if cli.dev {
-            format!("http://{dev_http}")
-        } else {
-            consul_addr
-        };
-
-        let max_watches = file.base.max_watches;
-        let max_services = match file.max_services {
-            Some(n) if n < max_watches => {
-                return Err(ConfigError::Invalid {
-                    key: "max_services".to_string(),
-                    value: Some(n.to_string()),
-                    file: None,
-                    reason: format!(
-                        "must be at least max_watches ({max_watches}): a watched service is kept in memory"
-                    ),
-                })
-            }
-            Some(n) => n,
-            // A zone transfer holds every service: none may leave memory.
-            None if transfer.enabled() => usize::MAX,
-            None => max_watches.saturating_mul(DEFAULT_SERVICES_PER_WATCH),
-        };
-
-        let consul_max_body_bytes = file.base.consul_max_body_bytes;
-        let consul_body_budget_bytes = match file.consul_body_budget_bytes {
-            Some(n) if n < consul_max_body_bytes => {
-                return Err(ConfigError::Invalid {
-                    key: "consul_body_budget_bytes".to_string(),
-                    value: Some(n.to_string()),
-                    file: None,
-                    reason: format!(
-                        "must be at least consul_max_body_bytes ({consul_max_body_bytes}): the largest body must fit in it"
-                    ),
-                })
-            }
-            Some(n) => n,
-            None => defaults
-                .consul_body_budget_bytes
-                .max(consul_max_body_bytes),
-        };
-
-        if file.base.workers > MAX_WORKERS {
-            return Err(ConfigError::Invalid {
-                key: "workers".to_string(),
-                value: Some(file.base.workers.to_string()),
-                file: None,
-                reason: format!("must be at most {MAX_WORKERS}"),
-            });
-        }
-
-        let tcp = file.base.tcp;
-        let dot = merge_dot(
-            (cli.listen_tls, cli.tls_cert_file, cli.tls_key_file),
-            file.dot,
-            file.base.dot,
-            &listen,
-        )?;
-
-        Ok(Config {
-            consul_addr,
-            token,
-            tls,
-            listen,
-            domain,
-            alt_domain,
-            datacenter,
-            recursors: if cli.recursors.is_empty() {
-                file.recursors.unwrap_or_default()
-            } else {
-                let mut unique: Vec<SocketAddr> = Vec::new();
-                for r in cli.recursors {
-                    if !unique.contains(&r) {
-                        unique.push(r);
-                    }
-                }
-                unique
-            },
-            allow_recursion: if cli.allow_recursion.is_empty() {
-                file.base.allow_recursion
-            } else {
-                cli.allow_recursion.iter().map(IpNet::trunc).collect()
-            },
-            // An empty path ("--zones ''", `zones = ""`) serves no zones.
-            zones: cli
-                .zones
-                .or(file.zones)
-                .filter(|p| !p.as_os_str().is_empty()),
-            dns: {
-                let mut dns = DnsConfig::default();
-                dns.apply(file.dns);
-                dns
-            },
-            max_watches,
-            max_services,
-            consul_max_body_bytes,
-            consul_body_budget_bytes,
-            http_addr: cli.http_addr.or(file.base.http_addr),
-            workers: cli.workers.map_or(file.base.workers, usize::from),
-            translate_wan_addrs: file
-                .translate_wan_addrs
-                .unwrap_or(defaults.translate_wan_addrs),
-            transfer,
-            tcp,
-            dot,
-            internal_cidrs: if cli.internal_cidrs.is_empty() {
-                file.base.internal_cidrs
-            } else {
-                cli.internal_cidrs
-            },
-            dev: cli.dev,
-            dev_replaced,
-            dev_http,
-            log_level: cli.log_level.unwrap_or(file.base.log_level),
-            log_format: match cli.log_format {
-                Some(f) => f.parse().map_err(|reason| ConfigError::Invalid {
-                    key: "log_format".to_string(),
-                    value: Some(f),
-                    file: None,
-                    reason,
-                })?,
-                None => file.base.log_format,
-            },
-            query_log: cli.query_log || file.base.query_log,
-            query_log_sample: cli.query_log_sample.unwrap_or(file.base.query_log_sample),
-            consul_config_files: agent.files,
-            consul_config_warnings: agent.warnings,
-            ..file.base
-        })
+    /// The agent's configuration, then the file's, then the flags', over the defaults.
+    fn merge(cli: Cli, file: Layer, agent: AgentConfig) -> Result<Config, ConfigError> {
+        let layers = vec![agent.layer(), file, cli.layer()?];
+        resolve::resolve(layers, &agent)
     }
-}
-
-/// Refuses a listen address where the Consul agent serves DNS itself (its configuration
-/// says so): the bind would fail, and this says what to do.
-fn check_agent_dns(agent: &AgentConfig, listen: &[SocketAddr]) -> Result<(), ConfigError> {
-    let Some(port) = agent.is_used().then(|| agent.dns_port()).flatten() else {
-        return Ok(());
-    };
-    // Addresses that cannot be read are no clash to report; listening tells.
-    let Ok(ips) = agent.dns_ips("--listen") else {
-        return Ok(());
-    };
-    let clash = listen.iter().find_map(|ours| {
-        ips.iter()
-            .find(|ip| {
-                ours.port() == port
-                    && (ours.ip() == **ip || ours.ip().is_unspecified() || ip.is_unspecified())
-            })
-            .map(|ip| (ours, SocketAddr::new(*ip, port)))
-    });
-    let Some((ours, theirs)) = clash else {
-        return Ok(());
-    };
-    let (value, file) = agent.dns_port_setting();
-    let default = if file.is_none() {
-        " (Consul's default port: its configuration sets no ports.dns)"
-    } else {
-        ""
-    };
-    Err(ConfigError::Invalid {
-        key: "ports.dns".to_string(),
-        value: Some(value),
-        file,
-        reason: format!(
-            "the Consul agent serves DNS on {theirs} itself{default}, where consul-dns would \
-             listen ({ours}): turn the agent's DNS off (ports {{ dns = -1 }} in its \
-             configuration, then restart it) and consul-dns takes its place, or give \
-             consul-dns another address (--listen)"
-        ),
-    })
 }
 
 /// The TSIG key of `transfer_key_*`: a name with exactly one of a secret and a file.
@@ -1403,123 +808,6 @@ fn transfer_key(
     }
 }
 
-/// The TLS options: each flag (or its environment variable) over the file's key. An empty
-/// value means unset, as in Consul's client.
-fn merge_tls(cli: &Cli, file: file::TlsFile) -> Result<ConsulTls, ConfigError> {
-    let path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
-    let server_name = match cli.tls_server_name.as_deref().filter(|s| !s.is_empty()) {
-        Some(v) => Some(flag(
-            "--tls-server-name",
-            v,
-            values::normalize_tls_server_name(v),
-        )?),
-        None => file.server_name,
-    };
-    // Where the certificate and the key came from, to name them if only one is set.
-    let cert = match path(&cli.client_cert) {
-        Some(p) => Some((p, "--client-cert".to_string(), None)),
-        None => file
-            .cert_file
-            .map(|(p, at)| (p, "cert_file".to_string(), Some(at))),
-    };
-    let key = match path(&cli.client_key) {
-        Some(p) => Some((p, "--client-key".to_string(), None)),
-        None => file
-            .key_file
-            .map(|(p, at)| (p, "key_file".to_string(), Some(at))),
-    };
-    let (cert_file, key_file) = match (cert, key) {
-        (Some((cert, ..)), Some((key, ..))) => (Some(cert), Some(key)),
-        (None, None) => (None, None),
-        (Some((p, key, at)), None) | (None, Some((p, key, at))) => {
-            let missing = if key.contains("cert") {
-                "the client key (--client-key, CONSUL_CLIENT_KEY or key_file)"
-            } else {
-                "the client certificate (--client-cert, CONSUL_CLIENT_CERT or cert_file)"
-            };
-            return Err(ConfigError::Invalid {
-                key,
-                value: Some(format!("{:?}", p.display().to_string())),
-                file: at,
-                reason: format!("is set without {missing}: give both or neither"),
-            });
-        }
-    };
-    Ok(ConsulTls {
-        ca_file: path(&cli.ca_file).or(file.ca_file),
-        ca_path: path(&cli.ca_path).or(file.ca_path),
-        cert_file,
-        key_file,
-        server_name,
-        verify: cli.ssl_verify.or(file.ssl_verify).unwrap_or(true),
-    })
-}
-
-/// DNS over TLS: each flag over the file's key. A TLS address needs the certificate and
-/// the key, and must not be a plain DNS address too.
-fn merge_dot(
-    (listen_tls, cert_flag, key_flag): (Vec<SocketAddr>, Option<PathBuf>, Option<PathBuf>),
-    file: file::DotFile,
-    base: DotConfig,
-    listen: &[SocketAddr],
-) -> Result<DotConfig, ConfigError> {
-    let path = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
-    let (addrs, key, at) = if listen_tls.is_empty() {
-        match file.listen {
-            Some((addrs, at)) => (addrs, "listen_tls", Some(at)),
-            None => (Vec::new(), "listen_tls", None),
-        }
-    } else {
-        (listen_tls, "--listen-tls", None)
-    };
-    let invalid = |reason: String| ConfigError::Invalid {
-        key: key.to_string(),
-        value: None,
-        file: at.clone(),
-        reason,
-    };
-    check_listen_list(&addrs).map_err(invalid)?;
-    let cert_file = path(cert_flag).or(file.cert_file);
-    let key_file = path(key_flag).or(file.key_file);
-    if !addrs.is_empty() {
-        let missing: Vec<&str> = [
-            (cert_file.is_none(), "tls_cert_file (--tls-cert-file)"),
-            (key_file.is_none(), "tls_key_file (--tls-key-file)"),
-        ]
-        .into_iter()
-        .filter_map(|(missing, name)| missing.then_some(name))
-        .collect();
-        if !missing.is_empty() {
-            return Err(invalid(format!(
-                "DNS over TLS needs {}: PEM files of the certificate chain and its private key",
-                missing.join(" and ")
-            )));
-        }
-    }
-    if let Some(a) = addrs.iter().find(|a| a.port() != 0 && listen.contains(a)) {
-        return Err(invalid(format!(
-            "{a} is also a listen address, where DNS over TCP is served: give it another port"
-        )));
-    }
-    Ok(DotConfig {
-        listen: addrs,
-        cert_file,
-        key_file,
-        ..base
-    })
-}
-
-/// `later`'s `dns_config` values over `earlier`'s, each where set (the SOA's field by
-/// field). The SOA is merged here: struct-patch 0.14 merges a nested patch the wrong way
-/// round (`earlier`'s fields first).
-fn dns_over(earlier: DnsConfigPatch, later: DnsConfigPatch) -> DnsConfigPatch {
-    let soa = earlier.soa.merge(later.soa);
-    DnsConfigPatch {
-        soa,
-        ..earlier.merge(later)
-    }
-}
-
 /// Rejects a listen address given twice (port 0 may repeat: each gets its own port).
 pub(crate) fn check_listen_list(addrs: &[SocketAddr]) -> Result<(), String> {
     for (i, a) in addrs.iter().enumerate() {
@@ -1528,15 +816,6 @@ pub(crate) fn check_listen_list(addrs: &[SocketAddr]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn flag<T>(name: &str, value: &str, result: Result<T, String>) -> Result<T, ConfigError> {
-    result.map_err(|reason| ConfigError::Invalid {
-        key: name.to_string(),
-        value: Some(format!("{value:?}")),
-        file: None,
-        reason,
-    })
 }
 
 /// Where in a config file a value was found.
@@ -1593,18 +872,6 @@ pub enum ConfigError {
         /// Why it is invalid.
         reason: String,
     },
-}
-
-/// The token in `path`: its first line, trimmed; an empty file means no token.
-fn read_token_file(key: &str, path: &std::path::Path) -> Result<Option<Secret>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-        key: key.to_string(),
-        value: Some(format!("{:?}", path.display().to_string())),
-        file: None,
-        reason: format!("cannot read the token file: {e}"),
-    })?;
-    let token = text.lines().next().unwrap_or("").trim();
-    Ok((!token.is_empty()).then(|| Secret::new(token)))
 }
 
 fn at_line(path: &std::path::Path, line: &Option<usize>) -> FileLocation {

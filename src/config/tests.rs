@@ -1,9 +1,8 @@
 use std::path::Path;
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 
 use super::agent::AgentConfig;
-use super::file::FileConfig;
 use super::*;
 
 const EXAMPLE: &str = include_str!(concat!(
@@ -50,7 +49,7 @@ fn cli(args: &[&str]) -> Cli {
 }
 
 fn load(args: &[&str], text: &str) -> Result<Config, ConfigError> {
-    let file = FileConfig::parse(Path::new(PATH), text)?;
+    let file = file::parse(Path::new(PATH), text)?;
     Config::merge(cli(args), file, AgentConfig::default())
 }
 
@@ -1516,7 +1515,7 @@ fn load_agent(
 ) -> (Result<Config, ConfigError>, AgentDir) {
     let dir = AgentDir::new(files);
     let result = AgentConfig::read(std::slice::from_ref(&dir.0)).and_then(|agent| {
-        let file = FileConfig::parse(Path::new(PATH), toml)?;
+        let file = file::parse(Path::new(PATH), toml)?;
         Config::merge(cli(args), file, agent)
     });
     (result, dir)
@@ -1775,10 +1774,10 @@ fn agent_directory_files_merge_in_lexical_order_as_consul_merges_them() {
         r#"{"domain": "from-b", "recursors": ["1.1.1.1"]}"#,
     )]);
     let agent = AgentConfig::read(&[b.0.join("b.json"), a.0.clone()]).expect("reads");
-    assert_eq!(agent.domain.as_deref(), Some("from-a."));
+    assert_eq!(agent.settings.domain.as_deref(), Some("from-a."));
     assert_eq!(
-        agent.recursors,
-        vec![addr("1.1.1.1:53"), addr("9.9.9.9:53")]
+        agent.settings.recursors,
+        Some(vec![addr("1.1.1.1:53"), addr("9.9.9.9:53")])
     );
 }
 
@@ -2121,7 +2120,7 @@ fn agent_paths_are_checked() {
     assert_eq!(agent.warnings.len(), 1);
     assert!(agent.warnings[0].ends_with("empty: no .hcl or .json file in this directory"));
     // No file read: nothing taken, nothing derived.
-    let c = Config::merge(cli(&[]), FileConfig::default(), agent).expect("loads");
+    let c = Config::merge(cli(&[]), Layer::default(), agent).expect("loads");
     assert_eq!(c.listen, Config::default().listen);
 }
 
@@ -2184,4 +2183,49 @@ fn consul_config_from_the_file_and_the_flag() {
     assert_eq!(load(&[]).domain, "from-file-key.");
     let b_dir = b.0.display().to_string();
     assert_eq!(load(&["--consul-config", &b_dir]).domain, "from-flag.");
+}
+
+#[test]
+fn errors_across_keys_name_where_the_value_at_fault_was_set() {
+    let (_, s) = load_err(&[], "domain = \"x.\"\n\nalt_domain = \"X\"\n");
+    assert_eq!(
+        s,
+        "config /etc/consul-dns.toml:3: alt_domain \"x.\": must differ from the domain"
+    );
+    let (_, s) = load_err(&["--alt-domain", "x"], "domain = \"x\"\n");
+    assert_eq!(s, "--alt-domain \"x.\": must differ from the domain");
+    let (_, s) = agent_err(
+        &["--domain", "x"],
+        "",
+        &[(
+            "a.hcl",
+            "datacenter = \"dc1\"\nalt_domain = \"x\"\nports { dns = -1 }\n",
+        )],
+    );
+    assert_eq!(
+        s,
+        "config DIR/a.hcl:2: alt_domain \"x.\": must differ from the domain"
+    );
+
+    let (_, s) = load_err(&[], "max_watches = 20\n\nmax_services = 5\n");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:3: max_services 5: must be at least"),
+        "{s}"
+    );
+    let (_, s) = load_err(&[], "\nnotify = [\"10.0.0.53\"]\n");
+    assert!(
+        s.starts_with("config /etc/consul-dns.toml:2: notify: needs allow_transfer"),
+        "{s}"
+    );
+    let (_, s) = load_err(&["--notify", "10.0.0.53"], "");
+    assert!(s.starts_with("--notify: needs allow_transfer"), "{s}");
+    // The flag that set it, not the file's key it replaced.
+    let (_, s) = load_err(
+        &["--listen-tls", "127.0.0.1:853"],
+        "listen_tls = [\"127.0.0.1:5353\"]\ntls_cert_file = \"/c.pem\"\n",
+    );
+    assert!(
+        s.starts_with("--listen-tls: DNS over TLS needs tls_key_file"),
+        "{s}"
+    );
 }

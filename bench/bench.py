@@ -189,6 +189,15 @@ def thread_cpu(pid):
     return out
 
 
+def peak_memory_kb(pid):
+    """VmHWM of a single process: the most of its memory resident at once so far."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def memory_kb(pid):
     """VmRSS of a single process; for a tree (NSD forks its server and xfrd processes),
     the sum of Pss, so shared pages are not counted twice."""
@@ -547,6 +556,9 @@ class Server:
 
     def memory_kb(self):
         return memory_kb(self.p.pid)
+
+    def peak_memory_kb(self):
+        return peak_memory_kb(self.p.pid)
 
     def fd_count(self):
         try:
@@ -1182,7 +1194,9 @@ class Bench:
             row = {"shape": shape}
             row["zone_ready_s"] = wait_zone_settled(http)
             row["cd_rss_kb"] = cd.memory_kb()
+            row["cd_peak_before_axfr_kb"] = cd.peak_memory_kb()
             axfrs = [dig_xfr(cd.port, "AXFR") for _ in range(3)]
+            row["cd_peak_after_axfr_kb"] = cd.peak_memory_kb()
             row["axfr_s"] = median([a["seconds"] for a in axfrs])
             row.update({k: axfrs[-1][k] for k in ("records", "messages", "bytes")})
             secondaries = {}
@@ -1588,13 +1602,17 @@ def report(b, started, argv, elapsed):
           "`xfrd-reload-timeout: 0` (its default applies transfers once a second).")
         w("")
         w("| catalog | records | AXFR MB | messages | AXFR s | zone ready s | consul-dns RSS MB | "
-          "IXFR records | IXFR bytes | journal KB |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "peak RSS MB before → after the AXFRs | IXFR records | IXFR bytes | journal KB |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t in transfers:
+            peak = "–"
+            if t.get("cd_peak_before_axfr_kb") is not None:
+                peak = (f"{fmt(t['cd_peak_before_axfr_kb'] / 1024)} → "
+                        f"{fmt(t['cd_peak_after_axfr_kb'] / 1024)}")
             w(f"| {t['shape']} | {t['records']} | {fmt(t['bytes'] / 1e6, 1)} | {t['messages']} | "
               f"{fmt(t['axfr_s'], 2)} | {fmt(t['zone_ready_s'], 1)} | "
-              f"{fmt(t['cd_rss_end_kb'] / 1024)} | {t['ixfr_records']} | {t['ixfr_bytes']} | "
-              f"{fmt((t['journal_bytes'] or 0) / 1024)} |")
+              f"{fmt(t['cd_rss_end_kb'] / 1024)} | {peak} | {t['ixfr_records']} | "
+              f"{t['ixfr_bytes']} | {fmt((t['journal_bytes'] or 0) / 1024)} |")
         w("")
         w("| catalog | secondary | first transfer s | RSS MB | freshness p50 ms | p99 ms | "
           "max ms | timeouts |")

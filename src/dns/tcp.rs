@@ -52,6 +52,7 @@ use tracing::debug;
 use super::handler::DnsHandler;
 use super::query_log::Transport;
 use super::responder::{self, Reply, StoredResponses};
+use super::transfer::Framed;
 use crate::config::TcpConfig;
 use crate::metrics::ConnectionMetrics;
 
@@ -451,7 +452,14 @@ impl Drop for Slot {
 }
 
 /// The answer frames (length-prefixed) of one query.
-type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = Frames> + Send>>;
+
+/// What answers one query: its frames, or a zone transfer's messages, each made when the
+/// previous one is written.
+enum Frames {
+    Ready(Vec<u8>),
+    Transfer(Framed),
+}
 
 struct Connection {
     handler: Arc<DnsHandler>,
@@ -545,31 +553,29 @@ impl Connection {
                     drain_until = Some(Instant::now() + SHUTDOWN_DRAIN);
                 }
                 Some(frames) = answers.next() => {
-                    if frames.is_empty() {
-                        continue;
-                    }
-                    let write_until = (Instant::now() + self.limits.write_timeout).min(stop_at);
-                    // A TLS stream may hold the bytes until flushed.
-                    let write = async {
-                        writer.write_all(&frames).await?;
-                        writer.flush().await
-                    };
-                    match timeout_at(write_until, write).await {
-                        Ok(Ok(())) => idle_until = Instant::now() + self.limits.idle_timeout,
-                        Ok(Err(e)) => {
-                            debug!(src = %self.src, error = %e, "TCP write failed");
-                            return;
-                        }
-                        Err(_) => {
-                            if write_until >= end {
-                                self.metrics.total_timeouts.inc();
-                            } else if drain_until.is_none() {
-                                self.metrics.write_timeouts.inc();
-                                debug!(src = %self.src, "TCP answer not written within tcp_write_timeout");
+                    let written = match frames {
+                        Frames::Ready(frames) if frames.is_empty() => continue,
+                        Frames::Ready(frames) => self.write(writer, &frames, end, drain_until).await,
+                        Frames::Transfer(messages) => {
+                            let mut written = true;
+                            for message in messages {
+                                // Shutting down: the rest of the transfer gets the drain's time.
+                                if self.cancel.is_cancelled() && reading {
+                                    reading = false;
+                                    drain_until = Some(Instant::now() + SHUTDOWN_DRAIN);
+                                }
+                                if !self.write(writer, &message, end, drain_until).await {
+                                    written = false;
+                                    break;
+                                }
                             }
-                            return;
+                            written
                         }
+                    };
+                    if !written {
+                        return;
                     }
+                    idle_until = Instant::now() + self.limits.idle_timeout;
                 }
                 r = reader.read_buf(&mut buf), if can_read => match r {
                     // The client is done sending (it may have half-closed): answer what
@@ -590,12 +596,46 @@ impl Connection {
         }
     }
 
+    /// Writes `frames` within `tcp_write_timeout`, and before the connection's end (`end`,
+    /// or the shutdown's drain); false when the connection is to be closed.
+    async fn write<W: AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        frames: &[u8],
+        end: Instant,
+        drain_until: Option<Instant>,
+    ) -> bool {
+        let stop_at = drain_until.map_or(end, |d| d.min(end));
+        let write_until = (Instant::now() + self.limits.write_timeout).min(stop_at);
+        // A TLS stream may hold the bytes until flushed.
+        let write = async {
+            writer.write_all(frames).await?;
+            writer.flush().await
+        };
+        match timeout_at(write_until, write).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                debug!(src = %self.src, error = %e, "TCP write failed");
+                false
+            }
+            Err(_) => {
+                if write_until >= end {
+                    self.metrics.total_timeouts.inc();
+                } else if drain_until.is_none() {
+                    self.metrics.write_timeouts.inc();
+                    debug!(src = %self.src, "TCP answer not written within tcp_write_timeout");
+                }
+                false
+            }
+        }
+    }
+
     /// The future answering `message` with its framed reply, or None when nothing is to
     /// be sent: shorter than a header, or a response (answering those makes reflection
     /// loops).
     fn answer(&self, message: Vec<u8>) -> Option<Answer> {
         if let Some(transfer) = self.handler.transfer(&message, self.src) {
-            return Some(transfer);
+            return Some(Box::pin(std::future::ready(Frames::Transfer(transfer))));
         }
         let mut out = Vec::new();
         let reply = STORED.with_borrow_mut(|stored| {
@@ -609,15 +649,15 @@ impl Connection {
             )
         });
         match reply {
-            Reply::Sent => Some(Box::pin(std::future::ready(frame(out)))),
+            Reply::Sent => Some(Box::pin(std::future::ready(Frames::Ready(frame(out))))),
             Reply::Drop => None,
             Reply::Later(later) => Some(Box::pin(async move {
                 let bytes = later.await;
-                if bytes.is_empty() {
+                Frames::Ready(if bytes.is_empty() {
                     Vec::new()
                 } else {
                     frame(bytes)
-                }
+                })
             })),
         }
     }

@@ -13,7 +13,7 @@ use consul_dns::app::Running;
 use consul_dns::config::{Config, RecursorStrategy};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use program::{ask_from, is_root, tool, ConsulDns, NetNs, TempDir, BIN};
+use program::{ask_from, is_root, tool, NetNs, TempDir};
 
 const EXAMPLE_ZONE: &str = include_str!("../../zones/cluster.internal.zone");
 const NODE1: &str = "node1.cluster.internal. 300 IN A 192.168.56.11";
@@ -353,41 +353,35 @@ fn by_default_only_loopback_clients_may_recurse() {
     zones.write("cluster.internal.zone", EXAMPLE_ZONE);
     let url = emu.url();
     let zones_dir = zones.path().to_string_lossy().into_owned();
-    let up = ConsulDns::start_command("upstream (netns)", {
-        let mut c = ns.command(
-            BIN,
-            &[
-                "--consul-addr",
-                &url,
-                "--listen",
-                "127.0.0.1:0",
-                "--zones",
-                &zones_dir,
-            ],
-        );
-        c.current_dir(zones.path());
-        c
-    });
+    let up = ns.consul_dns(
+        "upstream (netns)",
+        &[
+            "--consul-addr",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--zones",
+            &zones_dir,
+        ],
+        zones.path(),
+    );
     let upstream = up.addr.to_string();
-    let fwd = ConsulDns::start_command("forwarder (netns)", {
-        let mut c = ns.command(
-            BIN,
-            &[
-                "--consul-addr",
-                &url,
-                "--listen",
-                "192.0.2.1:5300",
-                "--listen",
-                "127.0.0.1:5300",
-                "--zones",
-                "",
-                "--recursor",
-                &upstream,
-            ],
-        );
-        c.current_dir(zones.path());
-        c
-    });
+    let fwd = ns.consul_dns(
+        "forwarder (netns)",
+        &[
+            "--consul-addr",
+            &url,
+            "--listen",
+            "192.0.2.1:5300",
+            "--listen",
+            "127.0.0.1:5300",
+            "--zones",
+            "",
+            "--recursor",
+            &upstream,
+        ],
+        zones.path(),
+    );
     let ask_in_ns = |from: [u8; 4], to: [u8; 4], name: &'static str| {
         NetNs::block_on(&rt, async move {
             tokio::task::spawn_blocking(move || {

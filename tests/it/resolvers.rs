@@ -23,8 +23,8 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use program::{
-    addresses, addresses_eventually, ask, free_port, is_root, poll, tool, world, ConsulDns, NetNs,
-    Program, TempDir, World, BIN,
+    addresses, addresses_eventually, ask, free_port, is_root, poll, tool, world, NetNs, Program,
+    TempDir, World,
 };
 use serde_json::json;
 
@@ -381,8 +381,8 @@ fn glibc_resolver_in_a_network_namespace() {
         "cluster.internal.zone",
         include_str!("../../zones/cluster.internal.zone"),
     );
-    let mut cmd = ns.command(
-        BIN,
+    let upstream = ns.consul_dns(
+        "upstream (netns)",
         &[
             "--consul-addr",
             &emu.url(),
@@ -391,11 +391,10 @@ fn glibc_resolver_in_a_network_namespace() {
             "--zones",
             &dir.path().to_string_lossy(),
         ],
+        dir.path(),
     );
-    cmd.current_dir(dir.path());
-    let upstream = ConsulDns::start_command("upstream (netns)", cmd);
-    let mut cmd = ns.command(
-        BIN,
+    let dns = ns.consul_dns(
+        "consul-dns (netns)",
         &[
             "--consul-addr",
             &emu.url(),
@@ -406,9 +405,8 @@ fn glibc_resolver_in_a_network_namespace() {
             "--recursor",
             &upstream.addr.to_string(),
         ],
+        dir.path(),
     );
-    cmd.current_dir(dir.path());
-    let dns = ConsulDns::start_command("consul-dns (netns)", cmd);
     assert_eq!(dns.addr, SocketAddr::from(([127, 0, 0, 1], 53)));
 
     let getent_hosts = |name: &str| -> Option<Vec<IpAddr>> {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use program::{ask, ask_from, free_port, poll, tool, world, Program, TempDir, World};
+use program::{ask, ask_from, free_port, poll, tool, world, NetNs, Program, TempDir, World};
 use serde_json::json;
 
 /// The demo catalog and consul-dns as the primary, with `extra` arguments.
@@ -774,4 +774,163 @@ fn with_a_transfer_key_only_signed_transfers_are_served_and_nsd_follows() {
     assert!(seen.is_some(), "the registration never reached NSD");
     let log = p.dns.program.output();
     assert!(log.contains("IXFR"), "by IXFR: {log}");
+}
+
+/// A secondary that takes the zone slowly (a slow link, a busy server) gets all of it, as
+/// long as each message is taken within `tcp_write_timeout`: the messages are made and
+/// written one by one, not as one write of the whole zone. In a network namespace whose
+/// TCP buffers are at most 64 KiB (as a long path's would be, in time), so that the kernel
+/// cannot take the zone at once.
+#[test]
+fn a_slow_secondary_gets_the_whole_zone_message_by_message() {
+    let test = "a_slow_secondary_gets_the_whole_zone_message_by_message";
+    if !program::is_root() {
+        skip!(test, "needs root (ip netns add); CI runs as root");
+    }
+    if tool("ip").is_none() {
+        skip!(test, "needs ip (apt-get install iproute2)");
+    }
+    let ns = NetNs::new(&[]);
+    for buffers in ["tcp_wmem", "tcp_rmem"] {
+        let set = format!("echo '4096 16384 65536' > /proc/sys/net/ipv4/{buffers}");
+        ns.exec_ok(&["sh", "-c", &set]);
+    }
+    let rt = ns.runtime();
+    let emu = NetNs::block_on(&rt, async {
+        let emu = common::emulator().await;
+        emu.seed_demo();
+        emu
+    });
+    // About 700 KB of TXT records: 10 nodes, each with Consul's most meta (64 pairs of
+    // up to 512 bytes), at `<node>.node` and `<node>.node.dc1`.
+    const NODES: usize = 10;
+    const PAIRS: usize = 64;
+    let url = emu.url();
+    NetNs::block_on(&rt, {
+        let url = url.clone();
+        async move {
+            for n in 0..NODES {
+                let meta: serde_json::Map<String, serde_json::Value> = (0..PAIRS)
+                    .map(|k| {
+                        (
+                            format!("key{k}"),
+                            json!(format!("{n}-{k}-{}", "v".repeat(500))),
+                        )
+                    })
+                    .collect();
+                let body = json!({"Node": format!("meta{n}"),
+                                  "Address": format!("192.168.57.{n}"), "NodeMeta": meta});
+                common::http_register(&url, &body).await;
+            }
+        }
+    });
+    let config = TempDir::new("slow-secondary");
+    let config_file = config.write("consul-dns.toml", "tcp_write_timeout = \"1s\"\n");
+    let primary = ns.consul_dns(
+        "primary (netns)",
+        &[
+            "--consul-addr",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--zones",
+            "",
+            "--allow-transfer",
+            "127.0.0.0/8",
+            "--config",
+            config_file.to_str().expect("utf-8"),
+        ],
+        config.path(),
+    );
+    let dns = primary.addr;
+    let expected = NODES * PAIRS * 2;
+    let (records, took) = NetNs::block_on(&rt, async move {
+        tokio::task::spawn_blocking(move || {
+            poll(Duration::from_secs(20), || {
+                transferable(dns);
+                (node_txt(&axfr(dns).1) == expected).then_some(())
+            })
+            .expect("the zone holds every node's meta");
+            slow_axfr(dns)
+        })
+        .await
+        .expect("the client runs")
+    });
+    assert!(took > Duration::from_secs(2), "read slowly: {took:?}");
+    assert_eq!(
+        node_txt(&records),
+        expected,
+        "every TXT record, in {took:?}"
+    );
+    assert!(
+        matches!(
+            records.last().map(|r| r.record_type()),
+            Some(RecordType::SOA)
+        ),
+        "and the closing SOA"
+    );
+}
+
+/// The TXT records of the `meta*` nodes among `records`.
+fn node_txt(records: &[Record]) -> usize {
+    records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::TXT && r.name.to_ascii().starts_with("meta"))
+        .count()
+}
+
+/// An AXFR read 8 KiB every 40 ms: its records, and how long it took.
+fn slow_axfr(dns: SocketAddr) -> (Vec<Record>, Duration) {
+    let mut s = TcpStream::connect(dns).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let request = transfer_request(RecordType::AXFR, None);
+    s.write_all(&(request.len() as u16).to_be_bytes())
+        .expect("write");
+    s.write_all(&request).expect("write");
+    let started = Instant::now();
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0u8; 8192];
+    while !complete_transfer(&bytes) {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("reading the transfer after {} bytes: {e}", bytes.len()),
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let took = started.elapsed();
+    let mut records = Vec::new();
+    let mut rest = &bytes[..];
+    while let [hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+        assert!(
+            tail.len() >= len,
+            "the transfer was cut after {} bytes",
+            bytes.len()
+        );
+        records.extend(common::decode(&tail[..len]).answers);
+        rest = &tail[len..];
+    }
+    (records, took)
+}
+
+/// Whether `bytes` (framed messages) hold a whole transfer: its last complete message
+/// ends with the closing SOA.
+fn complete_transfer(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    let mut soas = 0;
+    while let [hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let Some(message) = tail.get(..len) else {
+            return false;
+        };
+        soas += common::decode(message)
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .count();
+        rest = &tail[len..];
+    }
+    soas >= 2
 }

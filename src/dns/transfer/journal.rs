@@ -87,7 +87,7 @@ pub enum Since {
     /// The client has the current version.
     Current,
     /// The differences from the client's version to the current one, oldest first.
-    Deltas(Vec<Delta>),
+    Deltas(Vec<Arc<Delta>>),
     /// Not in the journal: the whole zone.
     Unknown,
 }
@@ -96,7 +96,8 @@ pub enum Since {
 #[derive(Debug)]
 pub struct Journal {
     current: Version,
-    deltas: VecDeque<Delta>,
+    /// Shared with the transfers being written.
+    deltas: VecDeque<Arc<Delta>>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -121,7 +122,7 @@ impl Journal {
         delta.from = self.current.serial;
         delta.to = next.serial;
         self.bytes += delta.size();
-        self.deltas.push_back(delta);
+        self.deltas.push_back(Arc::new(delta));
         while self.bytes > self.max_bytes {
             match self.deltas.pop_front() {
                 Some(old) => self.bytes -= old.size(),

@@ -12,9 +12,7 @@ mod notify;
 mod wire;
 mod xfr;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -33,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::view::{freshness, Source};
 use content::ContentBuilder;
 pub use journal::{serial_gt, Journal, Since, Version};
+use wire::WireRecords;
 
 /// How often the builder looks whether the catalog changed.
 const CHECK: Duration = Duration::from_millis(20);
@@ -41,8 +40,9 @@ const CHECK: Duration = Duration::from_millis(20);
 /// without the ones still loading.
 const FIRST_VERSION_WAIT: Duration = Duration::from_secs(10);
 
-/// Framed (TCP, length-prefixed) messages answering a transfer request.
-pub type Framed = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+/// The framed (TCP, length-prefixed) messages answering a transfer request, each made
+/// when it is taken: a transfer holds one message at a time, not the zone's worth.
+pub type Framed = Box<dyn Iterator<Item = Vec<u8>> + Send>;
 
 /// The transferable zones and who may have them.
 pub struct Transfers {
@@ -224,46 +224,40 @@ impl Transfers {
 
     /// The answer to `request` from `src` when it asks for a transfer of a served
     /// domain's zone (AXFR, IXFR); None otherwise (the usual answer path answers it).
-    pub fn serve(self: &Arc<Self>, request: &[u8], src: SocketAddr) -> Option<Framed> {
+    pub fn serve(&self, request: &[u8], src: SocketAddr) -> Option<Framed> {
         let (kind, d) = xfr::transfer_question(request, &self.domains)?;
-        let transfers = Arc::clone(self);
-        let request = request.to_vec();
-        Some(Box::pin(async move {
-            tokio::task::spawn_blocking(move || transfers.answer(&request, kind, d, src))
-                .await
-                .unwrap_or_default()
-        }))
+        Some(self.answer(request, kind, d, src))
     }
 
-    fn answer(&self, request: &[u8], kind: xfr::Kind, d: DomainId, src: SocketAddr) -> Vec<u8> {
+    fn answer(&self, request: &[u8], kind: xfr::Kind, d: DomainId, src: SocketAddr) -> Framed {
+        let one = |frame: Vec<u8>| -> Framed { Box::new(std::iter::once(frame)) };
         let ip = src.ip().to_canonical();
         if !self.config.allow.iter().any(|net| net.contains(&ip)) {
             self.metrics.transfers_refused.inc();
             debug!(%src, "zone transfer refused: not in allow_transfer");
-            return xfr::refused(request);
+            return one(xfr::refused(request));
         }
-        let mut signer = match &self.key {
+        let signer = match &self.key {
             None => None,
             Some(key) => match tsig::verify_request(key, request, tsig::unix_now()) {
                 RequestAuth::Signed(signer) => Some(signer),
                 RequestAuth::Unsigned => {
                     self.metrics.transfers_refused.inc();
                     debug!(%src, "zone transfer refused: not signed with the transfer key");
-                    return xfr::refused(request);
+                    return one(xfr::refused(request));
                 }
                 RequestAuth::Rejected(response) => {
                     self.metrics.transfers_refused.inc();
                     debug!(%src, "zone transfer refused: TSIG does not verify");
-                    return xfr::framed(&response);
+                    return one(xfr::framed(&response));
                 }
-                RequestAuth::Malformed => return xfr::error(request, ResponseCode::FormErr),
+                RequestAuth::Malformed => return one(xfr::error(request, ResponseCode::FormErr)),
             },
         };
-        let signer = signer.as_mut();
         let (version, since) = {
             let journals = self.journals();
             let Some(journal) = journals.get(d.index()) else {
-                return xfr::error(request, ResponseCode::ServFail);
+                return one(xfr::error(request, ResponseCode::ServFail));
             };
             let since = match kind {
                 xfr::Kind::Ixfr(serial) => Some(journal.since(serial)),
@@ -271,34 +265,48 @@ impl Transfers {
             };
             (journal.current().clone(), since)
         };
-        let soa = |serial| xfr::with_serial(&self.soas[d.index()], serial);
-        match since {
+        let template = self.soas[d.index()].clone();
+        let soa = move |serial| xfr::with_serial(&template, serial);
+        let head = soa(version.serial);
+        // Every record is decoded when its message is made, a part or a delta at a time.
+        let records: Box<dyn Iterator<Item = Record> + Send> = match since {
             Some(Since::Current) => {
                 self.metrics.transfers_incremental.inc();
-                xfr::respond(request, std::iter::once(soa(version.serial)), signer)
+                Box::new(std::iter::once(head))
             }
             Some(Since::Deltas(deltas)) => {
                 self.metrics.transfers_incremental.inc();
                 info!(%src, serial = version.serial, deltas = deltas.len(), "IXFR");
-                let mut records = vec![soa(version.serial)];
-                for delta in deltas {
-                    records.push(soa(delta.from));
+                let changes = deltas.into_iter().flat_map(move |delta| {
+                    let mut records = vec![soa(delta.from)];
                     records.extend(delta.removed());
                     records.push(soa(delta.to));
                     records.extend(delta.added());
-                }
-                records.push(soa(version.serial));
-                xfr::respond(request, records.into_iter(), signer)
+                    records
+                });
+                Box::new(
+                    std::iter::once(head.clone())
+                        .chain(changes)
+                        .chain(std::iter::once(head)),
+                )
             }
             Some(Since::Unknown) | None => {
                 self.metrics.transfers_full.inc();
                 info!(%src, serial = version.serial, records = version.records, "full zone transfer");
-                let head = soa(version.serial);
-                let all = std::iter::once(head.clone())
-                    .chain(version.records())
-                    .chain(std::iter::once(head));
-                xfr::respond(request, all, signer)
+                let parts: Vec<Arc<WireRecords>> = version.parts.values().cloned().collect();
+                let all = parts
+                    .into_iter()
+                    .flat_map(|part| part.decode().collect::<Vec<_>>());
+                Box::new(
+                    std::iter::once(head.clone())
+                        .chain(all)
+                        .chain(std::iter::once(head)),
+                )
             }
+        };
+        match xfr::Messages::new(request, records, signer) {
+            Some(messages) => Box::new(messages),
+            None => Box::new(std::iter::empty()),
         }
     }
 }

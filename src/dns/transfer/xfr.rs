@@ -1,6 +1,6 @@
 //! Transfer requests and their responses on the wire: which requests are transfers of a
 //! served zone, and the messages of a response (each within [`MESSAGE_BUDGET`], framed
-//! for TCP).
+//! for TCP, made one at a time as the connection takes them).
 
 use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -63,50 +63,83 @@ pub fn with_serial(soa: &Record, serial: u32) -> Record {
     record
 }
 
-/// The response to `request` carrying `records` in its Answer section, over as many
-/// messages as they need, framed, each signed by `signer` when given; empty when
-/// `request` does not read.
-pub fn respond(
-    request: &[u8],
-    records: impl Iterator<Item = Record>,
-    mut signer: Option<&mut ResponseSigner>,
-) -> Vec<u8> {
-    let Ok(request) = Message::from_vec(request) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut frame_into = |out: &mut Vec<u8>, message: &Message| match message.to_vec() {
-        Ok(bytes) => {
-            let bytes = match signer.as_deref_mut() {
-                Some(signer) => match signer.sign(&bytes) {
-                    Ok(signed) => signed,
-                    Err(e) => {
-                        debug!(error = %e, "transfer message not signed");
-                        return;
-                    }
-                },
-                None => bytes,
-            };
-            out.extend(framed(&bytes));
+/// The messages of the response to a transfer request, carrying `records` in their
+/// Answer sections: each made when it is taken (a record read, encoded and signed only
+/// then), within [`MESSAGE_BUDGET`], framed, signed by `signer` when given.
+pub struct Messages {
+    request: Message,
+    records: Box<dyn Iterator<Item = Record> + Send>,
+    /// The record that did not fit in the previous message.
+    held: Option<Record>,
+    signer: Option<ResponseSigner>,
+    first: bool,
+    done: bool,
+}
+
+impl Messages {
+    /// None when `request` does not read.
+    pub fn new(
+        request: &[u8],
+        records: Box<dyn Iterator<Item = Record> + Send>,
+        signer: Option<ResponseSigner>,
+    ) -> Option<Messages> {
+        Some(Messages {
+            request: Message::from_vec(request).ok()?,
+            records,
+            held: None,
+            signer,
+            first: true,
+            done: false,
+        })
+    }
+
+    /// `message` encoded, signed and framed; None (the transfer ends) when it cannot be.
+    fn frame(&mut self, message: &Message) -> Option<Vec<u8>> {
+        let bytes = message
+            .to_vec()
+            .map_err(|e| debug!(error = %e, "transfer message not encoded"))
+            .ok()?;
+        let bytes = match self.signer.as_mut() {
+            Some(signer) => signer
+                .sign(&bytes)
+                .map_err(|e| debug!(error = %e, "transfer message not signed"))
+                .ok()?,
+            None => bytes,
+        };
+        Some(framed(&bytes)).filter(|f| !f.is_empty())
+    }
+}
+
+impl Iterator for Messages {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
         }
-        Err(e) => debug!(error = %e, "transfer message not encoded"),
-    };
-    let mut message = response(&request, ResponseCode::NoError);
-    let mut size = 0;
-    for record in records {
-        let len = record_size(&record);
-        if size > 0 && size + len > MESSAGE_BUDGET {
-            frame_into(&mut out, &message);
-            message = response(&request, ResponseCode::NoError);
+        let mut message = response(&self.request, ResponseCode::NoError);
+        if !self.first {
             // RFC 5936 §2.2: the question goes in the first message only.
             message.queries.clear();
-            size = 0;
         }
-        message.answers.push(record);
-        size += len;
+        self.first = false;
+        let mut size = 0;
+        while let Some(record) = self.held.take().or_else(|| self.records.next()) {
+            let len = record_size(&record);
+            if size > 0 && size + len > MESSAGE_BUDGET {
+                self.held = Some(record);
+                break;
+            }
+            message.answers.push(record);
+            size += len;
+        }
+        self.done = self.held.is_none();
+        let frame = self.frame(&message);
+        if frame.is_none() {
+            self.done = true;
+        }
+        frame
     }
-    frame_into(&mut out, &message);
-    out
 }
 
 /// REFUSED, framed.
@@ -160,4 +193,68 @@ fn record_size(record: &Record) -> usize {
         _ => 512,
     };
     record.name.len() + 10 + rdata
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use hickory_proto::rr::rdata::A;
+
+    use super::*;
+
+    #[test]
+    fn each_message_is_made_when_it_is_taken() {
+        let request = {
+            let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(
+                Name::from_ascii("consul.").unwrap(),
+                RecordType::AXFR,
+            ));
+            m.to_vec().unwrap()
+        };
+        let name = Name::from_ascii("a-rather-long-name-for-a-test.service.consul.").unwrap();
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let total = 10_000;
+        let records = {
+            let pulled = Arc::clone(&pulled);
+            (0..total).map(move |i: u32| {
+                pulled.fetch_add(1, Ordering::Relaxed);
+                Record::from_rdata(
+                    name.clone(),
+                    0,
+                    RData::A(A::from(std::net::Ipv4Addr::from(i))),
+                )
+            })
+        };
+        let mut messages = Messages::new(&request, Box::new(records), None).unwrap();
+        let first = messages.next().expect("a first message");
+        let in_first = Message::from_vec(&first[2..]).unwrap();
+        assert_eq!(
+            in_first.queries.len(),
+            1,
+            "the question, in the first message"
+        );
+        let n = in_first.answers.len();
+        assert!(
+            n > 100 && n < total as usize / 10,
+            "{n} records in the first"
+        );
+        assert_eq!(
+            pulled.load(Ordering::Relaxed),
+            n + 1,
+            "its records and the next one only"
+        );
+
+        let rest: Vec<Message> = messages
+            .map(|f| Message::from_vec(&f[2..]).unwrap())
+            .collect();
+        assert!(
+            rest.iter().all(|m| m.queries.is_empty()),
+            "no question after the first"
+        );
+        let all = n + rest.iter().map(|m| m.answers.len()).sum::<usize>();
+        assert_eq!(all, total as usize, "every record, once");
+    }
 }

@@ -518,6 +518,13 @@ impl NetNs {
         cmd
     }
 
+    /// consul-dns with `args`, run in the namespace from `cwd`, once it listens.
+    pub fn consul_dns(&self, name: &str, args: &[&str], cwd: &Path) -> ConsulDns {
+        let mut cmd = self.command(BIN, args);
+        cmd.current_dir(cwd);
+        ConsulDns::start_command(name, cmd)
+    }
+
     /// Runs a command in the namespace; panics unless it succeeds; returns its stdout.
     pub fn exec_ok(&self, argv: &[&str]) -> String {
         let out = self

@@ -37,9 +37,13 @@ pub struct Version {
 }
 
 impl Version {
-    /// Every record but the SOA, decoded.
-    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        self.parts.values().flat_map(|p| p.decode())
+    /// Every record but the SOA, decoded a part at a time as they are taken (the
+    /// iterator holds the parts, not the version).
+    pub fn records(&self) -> impl Iterator<Item = Record> + Send + 'static {
+        let parts: Vec<Arc<WireRecords>> = self.parts.values().cloned().collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.decode().collect::<Vec<_>>())
     }
 }
 

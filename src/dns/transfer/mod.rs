@@ -31,7 +31,6 @@ use crate::metrics::Metrics;
 use crate::view::{freshness, Source};
 use content::ContentBuilder;
 pub use journal::{serial_gt, Journal, Since, Version};
-use wire::WireRecords;
 
 /// How often the builder looks whether the catalog changed.
 const CHECK: Duration = Duration::from_millis(20);
@@ -268,45 +267,43 @@ impl Transfers {
         let template = self.soas[d.index()].clone();
         let soa = move |serial| xfr::with_serial(&template, serial);
         let head = soa(version.serial);
-        // Every record is decoded when its message is made, a part or a delta at a time.
-        let records: Box<dyn Iterator<Item = Record> + Send> = match since {
+        // Every record is decoded when its message is made, a part or a delta at a time;
+        // a body goes between two copies of the current SOA.
+        let body: Option<Box<dyn Iterator<Item = Record> + Send>> = match since {
             Some(Since::Current) => {
                 self.metrics.transfers_incremental.inc();
-                Box::new(std::iter::once(head))
+                None
             }
             Some(Since::Deltas(deltas)) => {
                 self.metrics.transfers_incremental.inc();
                 info!(%src, serial = version.serial, deltas = deltas.len(), "IXFR");
-                let changes = deltas.into_iter().flat_map(move |delta| {
+                Some(Box::new(deltas.into_iter().flat_map(move |delta| {
                     let mut records = vec![soa(delta.from)];
                     records.extend(delta.removed());
                     records.push(soa(delta.to));
                     records.extend(delta.added());
                     records
-                });
-                Box::new(
-                    std::iter::once(head.clone())
-                        .chain(changes)
-                        .chain(std::iter::once(head)),
-                )
+                })))
             }
             Some(Since::Unknown) | None => {
                 self.metrics.transfers_full.inc();
                 info!(%src, serial = version.serial, records = version.records, "full zone transfer");
-                let parts: Vec<Arc<WireRecords>> = version.parts.values().cloned().collect();
-                let all = parts
-                    .into_iter()
-                    .flat_map(|part| part.decode().collect::<Vec<_>>());
-                Box::new(
-                    std::iter::once(head.clone())
-                        .chain(all)
-                        .chain(std::iter::once(head)),
-                )
+                Some(Box::new(version.records()))
             }
         };
-        match xfr::Messages::new(request, records, signer) {
-            Some(messages) => Box::new(messages),
-            None => Box::new(std::iter::empty()),
-        }
+        // The client has the current version: its SOA alone (RFC 1995 §4).
+        let records: Box<dyn Iterator<Item = Record> + Send> = match body {
+            None => Box::new(std::iter::once(head)),
+            Some(body) => Box::new(
+                std::iter::once(head.clone())
+                    .chain(body)
+                    .chain(std::iter::once(head)),
+            ),
+        };
+        Box::new(
+            xfr::Messages::new(request, records, signer)
+                .into_iter()
+                .flatten(),
+        )
     }
 }
